@@ -1,0 +1,20 @@
+"""lightning-dd: dataset distillation (Acc-DD on IDC gradient matching) for PyTorch Lightning."""
+
+from lightning_dd.callbacks import DistilledExport, SyntheticEvaluation
+from lightning_dd.data import RealDataModule
+from lightning_dd.distill import DistillModule, PoolConfig
+from lightning_dd.export import load_distilled, save_distilled
+from lightning_dd.nets import NetSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DistillModule",
+    "DistilledExport",
+    "NetSpec",
+    "PoolConfig",
+    "RealDataModule",
+    "SyntheticEvaluation",
+    "load_distilled",
+    "save_distilled",
+]

@@ -1,0 +1,54 @@
+"""The ``lightning-dd`` command: LightningCLI for distillation.
+
+``lightning-dd fit --config configs/digits/ipc10.yaml`` pretrains (or loads) the early-stage
+pool, distils, evaluates and exports. Mistakes in the configuration end with one sentence on
+stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from lightning_dd.callbacks import DistilledExport, SyntheticEvaluation
+from lightning_dd.data import RealDataModule
+from lightning_dd.distill import DistillModule
+from lightning_dd.errors import LightningDDError
+
+
+class DistillCLI(LightningCLI):
+    """LightningCLI with the evaluation and export callbacks as top-level config sections."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(SyntheticEvaluation, "evaluation")
+        parser.add_lightning_class_args(DistilledExport, "export")
+
+
+TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10}
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:
+    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+    return DistillCLI(
+        DistillModule,
+        RealDataModule,
+        seed_everything_default=0,
+        trainer_defaults=TRAINER_DEFAULTS,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point."""
+    try:
+        run_cli(args)
+    except LightningDDError as err:
+        print(f"lightning-dd: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""DistillModule: Acc-DD gradient matching as a LightningModule (manual optimisation).
+
+One Lightning training step is one *inner* iteration; ``inner_loop`` steps form one *outer*
+iteration, which starts by drawing a network (a perturbed early-stage pool member in Acc-DD
+mode, a fresh random network in IDC mode). Each inner step matches gradients class by class,
+steps the synthetic images once, and then trains the network on ``n_data`` real images.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_dd.data.real import Normalizer, RealData
+from lightning_dd.data.sources import DatasetInfo
+from lightning_dd.augment import DSA, augmented_loss
+from lightning_dd.distill.functional_net import FunctionalNet
+from lightning_dd.distill.matching import METRICS, class_matching_loss, matched_parameter_names
+from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
+from lightning_dd.distill.synthetic import INITS, SyntheticSet
+from lightning_dd.errors import ConfigError, DivergenceError, choose
+from lightning_dd.nets.spec import NetSpec, head_parameter_names
+
+MODEL_SOURCES = ("pool", "random")
+
+
+class DistillModule(LightningModule):
+    """Learns ``ipc`` synthetic images per class by gradient matching (IDC) on augmented models (Acc-DD).
+
+    Paper: Zhang et al., "Accelerating Dataset Distillation via Model Augmentation", CVPR 2023,
+    https://arxiv.org/abs/2212.06152 ; IDC: Kim et al., ICML 2022, https://arxiv.org/abs/2205.14959 .
+
+    Only the synthetic images are parameters; network weights live outside the module tree.
+    Needs a datamodule with ``info`` and ``train_data`` (:class:`~lightning_dd.data.RealDataModule`).
+
+    Args:
+        ipc: stored synthetic images per class.
+        factor: multi-formation factor (2 for 28-32 px, 3 for ImageNet-size, 1 = none).
+        init: ``mix`` (f*f real images per stored image), ``real`` or ``noise``.
+        net: the network matched on.
+        model_source: ``pool`` (Acc-DD: early-stage pool) or ``random`` (IDC: fresh networks).
+        pool: early-stage pool settings (used when ``model_source="pool"``).
+        perturb: perturb each drawn network along filter-normalised random directions.
+        rho_min, rho_max: range of the perturbation magnitudes.
+        outer_iterations: number of networks drawn (outer iterations).
+        inner_loop: matching steps per network.
+        batch_real: real images per class per step.
+        max_syn_per_class: at most this many decoded synthetic images per class are matched per step.
+        metric: gradient distance ``mse``, ``l1`` or ``cos``.
+        match_bias, match_head: also match 1-D parameters / the classifier head.
+        augment: DSA transforms, one shared draw per class for matching, per image for the net update.
+        lr_img: synthetic-image learning rate (before ``ipc / 10`` scaling).
+        momentum_img: synthetic-image SGD momentum.
+        scale_lr_with_ipc: multiply ``lr_img`` by ``ipc / 10`` (per-image gradients shrink as 1/ipc).
+        n_data: real images the network is trained on after every inner step (0 = no update).
+        net_lr, net_momentum, net_weight_decay, net_batch_size: SGD of that update.
+        net_cutmix_p: CutMix probability in that update.
+        seed: seeds every random choice of distillation (batches, augmentation, networks).
+
+    Example:
+        >>> from lightning_dd.data import RealDataModule
+        >>> import lightning as L
+        >>> module = DistillModule(ipc=1, factor=1, outer_iterations=2, inner_loop=5)
+        >>> L.Trainer(logger=False, enable_checkpointing=False).fit(module, datamodule=RealDataModule("digits"))
+    """
+
+    def __init__(
+        self,
+        ipc: int = 10,
+        factor: int = 2,
+        init: Literal["mix", "real", "noise"] = "mix",
+        net: NetSpec = NetSpec(),
+        model_source: Literal["pool", "random"] = "pool",
+        pool: PoolConfig = PoolConfig(),
+        perturb: bool = True,
+        rho_min: float = 0.01,
+        rho_max: float = 0.09,
+        outer_iterations: int = 200,
+        inner_loop: int = 100,
+        batch_real: int = 64,
+        max_syn_per_class: int = 128,
+        metric: Literal["mse", "l1", "cos"] = "mse",
+        match_bias: bool = False,
+        match_head: bool = False,
+        augment: str = "color_crop_cutout",
+        lr_img: float = 1e-2,
+        momentum_img: float = 0.5,
+        scale_lr_with_ipc: bool = True,
+        n_data: int = 500,
+        net_lr: float = 0.01,
+        net_momentum: float = 0.9,
+        net_weight_decay: float = 5e-4,
+        net_batch_size: int = 128,
+        net_cutmix_p: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        # Plain dicts arrive when hyper-parameters are restored from a checkpoint or YAML.
+        self.net_spec = NetSpec(**net) if isinstance(net, dict) else net
+        self.pool_config = PoolConfig(**pool) if isinstance(pool, dict) else pool
+        choose("init", init, INITS)
+        choose("model_source", model_source, MODEL_SOURCES)
+        choose("metric", metric, METRICS)
+        DSA(augment)  # validates the names
+        for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), ("net_batch_size", net_batch_size)):
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if n_data < 0 or lr_img <= 0:
+            raise ConfigError(f"need n_data >= 0 and lr_img > 0, got n_data={n_data} lr_img={lr_img}")
+        if not 0 <= rho_min <= rho_max:
+            raise ConfigError(f"need 0 <= rho_min <= rho_max, got rho_min={rho_min} rho_max={rho_max}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.synthetic: SyntheticSet | None = None
+        self.info: DatasetInfo | None = None
+        self.pool: EarlyStagePool | None = None
+        self._net: FunctionalNet | None = None
+        self._real: RealData | None = None
+        self._normalizer: Normalizer | None = None
+        self._generator = torch.Generator().manual_seed(seed)
+        # Position and per-network state; all of it goes into checkpoints.
+        self.outer = 0
+        self.inner = 0
+        self.member = -1
+        self._weights: dict[str, torch.Tensor] | None = None
+        self._net_optimizer: torch.optim.SGD | None = None
+        self._loss_sum: torch.Tensor | None = None
+        self._good_images: torch.Tensor | None = None
+        self._outer_started = 0.0
+        self._restored: tuple[dict, dict] | None = None
+        self.finished_outer = False
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def effective_lr_img(self) -> float:
+        hp = self.hparams
+        return hp.lr_img * (hp.ipc / 10.0 if hp.scale_lr_with_ipc else 1.0)
+
+    @property
+    def total_steps(self) -> int:
+        return self.hparams.outer_iterations * self.hparams.inner_loop
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_data") or not hasattr(datamodule, "info"):
+            raise ConfigError("DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))")
+        datamodule.setup(stage)
+        self.attach_data(datamodule.info, datamodule.train_data)
+        if self.hparams.model_source == "pool":
+            self.pool = self._build_pool()
+
+    def attach_data(self, info: DatasetInfo, real: RealData) -> None:
+        """Build the synthetic set and network template for ``info`` and initialise the images from ``real``."""
+        hp = self.hparams
+        self.info, self._real = info, real
+        if self.synthetic is None:
+            self.synthetic = SyntheticSet(info.num_classes, hp.ipc, info.channels, info.image_size, hp.factor)
+            self.synthetic.initialize(hp.init, real, self._generator)
+        elif self.synthetic.images.shape[1:] != (info.channels, *info.image_size) or self.synthetic.num_classes != info.num_classes:
+            raise ConfigError(f"the synthetic set has shape {tuple(self.synthetic.images.shape)} but dataset {info.name!r} has {info.num_classes} classes of {info.channels}x{info.image_size[0]}x{info.image_size[1]}")
+        template = self.net_spec.build_seeded(hp.seed, info.channels, info.num_classes, info.image_size)
+        self._net = FunctionalNet(template)
+        shapes = {n: p.shape for n, p in template.named_parameters()}
+        self._matched = matched_parameter_names(shapes, head_parameter_names(template), hp.match_bias, hp.match_head)
+        if not self._matched:
+            raise ConfigError("no parameters are matched; enable match_bias or match_head for this network")
+        self._dsa = DSA(hp.augment, flip_ok=info.flip_ok)
+
+    def _build_pool(self) -> EarlyStagePool:
+        hp, strategy = self.hparams, self.trainer.strategy
+        device = strategy.root_device
+        real = self._real
+        assert real is not None
+        if self.trainer.is_global_zero:
+            rank_zero_info(f"lightning-dd: early-stage pool of {self.pool_config.size} nets, {self.pool_config.epochs} epoch(s) each (cached under {self.pool_config.cache_dir})")
+            pool = EarlyStagePool.build_or_load(self.net_spec, self.pool_config, real, hp.seed, device)
+        strategy.barrier("lightning_dd_pool")
+        if not self.trainer.is_global_zero:
+            pool = EarlyStagePool.build_or_load(self.net_spec, self.pool_config, real, hp.seed, device, progress=False)
+        return pool
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        assert self.synthetic is not None
+        return torch.optim.SGD(self.synthetic.parameters(), lr=self.effective_lr_img, momentum=self.hparams.momentum_img)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Read by RealDataModule: one epoch is one outer iteration (real batches are sampled on device)."""
+        return self.hparams.inner_loop
+
+    def on_fit_start(self) -> None:
+        assert self._real is not None and self._net is not None and self.info is not None
+        self._real.to(self.device)
+        self._net.to(self.device)
+        self._normalizer = Normalizer(self.info.mean, self.info.std, self.device)
+        if self._restored is not None:  # resumed in the middle of an outer iteration
+            weights, optimizer_state = self._restored
+            self._weights = self._net.clone_weights(weights, self.device)
+            self._net_optimizer = self._new_net_optimizer(optimizer_state)
+            self._restored = None
+        if self._good_images is not None:
+            self._good_images = self._good_images.to(self.device)
+        # Outer iterations, not epochs, decide when training ends.
+        self.trainer.fit_loop.max_epochs = -1
+
+    # ------------------------------------------------------------- distillation
+    @property
+    def rank_classes(self) -> range:
+        """Classes matched by this process (classes are sharded across DDP ranks)."""
+        assert self.info is not None
+        return range(self.global_rank, self.info.num_classes, self.trainer.world_size)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        self.finished_outer = False
+        if self.outer >= self.hparams.outer_iterations:
+            self.trainer.should_stop = True
+            return None
+        if self.inner == 0:
+            self._begin_outer()
+        loss = self._matching_step()
+        self._network_step()
+        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+        self.log("distill/match_loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
+        self.inner += 1
+        if self.inner == self.hparams.inner_loop:
+            self._end_outer()
+        return None
+
+    def _begin_outer(self) -> None:
+        hp = self.hparams
+        assert self.synthetic is not None and self._net is not None and self.info is not None
+        self.synthetic.clamp_()
+        self._good_images = self.synthetic.images.detach().clone()
+        if hp.model_source == "pool":
+            assert self.pool is not None
+            self.member = self.pool.draw(self._generator)
+            state = self.pool.members[self.member]
+        else:
+            self.member = -1
+            seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator).item())
+            state = self.net_spec.build_seeded(seed, self.info.channels, self.info.num_classes, self.info.image_size).state_dict()
+        if hp.perturb:
+            params, buffers = self._net.split(state)
+            state = {**perturb(params, hp.rho_min, hp.rho_max, self._generator), **buffers}
+        self._weights = self._net.clone_weights(state, self.device)
+        self._net_optimizer = self._new_net_optimizer()
+        self._loss_sum = None
+        self._outer_started = time.perf_counter()
+
+    def _new_net_optimizer(self, state: dict | None = None) -> torch.optim.SGD:
+        assert self._net is not None and self._weights is not None
+        hp = self.hparams
+        optimizer = torch.optim.SGD(self._net.parameters_of(self._weights), lr=hp.net_lr, momentum=hp.net_momentum, weight_decay=hp.net_weight_decay)
+        if state is not None:
+            optimizer.load_state_dict(state)
+        return optimizer
+
+    def _matching_step(self) -> torch.Tensor:
+        """Match every class of this rank, then take one synthetic-image step."""
+        hp = self.hparams
+        assert self.synthetic is not None and self._real is not None and self._net is not None and self._weights is not None and self._normalizer is not None
+        num_classes = self.info.num_classes
+        real = self._real.class_balanced_batch(hp.batch_real, self._generator)
+        draws = self._dsa.sample(num_classes, self._generator)
+        per_class = self.synthetic.per_class_decoded
+        subsample = None
+        if per_class > hp.max_syn_per_class:
+            subsample = torch.stack([torch.randperm(per_class, generator=self._generator)[: hp.max_syn_per_class] for _ in range(num_classes)]).to(self.device)
+        weights, net = self._weights, self._net
+        matched = [weights[n] for n in self._matched]
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=False)
+        total = torch.zeros((), device=self.device)
+        for c in self.rank_classes:
+            syn = self._normalizer(self.synthetic.decoded_class_images(c))
+            if subsample is not None:
+                syn = syn[subsample[c]]
+            both = self._dsa.apply(torch.cat([real[c], syn]), draws[c : c + 1])
+            loss = class_matching_loss(lambda x: net(weights, x), matched, both[: real.shape[1]], both[real.shape[1] :], c, hp.metric)
+            self.manual_backward(loss, inputs=[self.synthetic.images])
+            total = total + loss.detach()
+        if self.trainer.world_size > 1:
+            total = self._sync_gradients(total)
+        optimizer.step()
+        return total
+
+    def _sync_gradients(self, total: torch.Tensor) -> torch.Tensor:
+        """Sum the synthetic-image gradients (each rank holds its own classes') across ranks."""
+        assert self.synthetic is not None
+        import torch.distributed as dist
+
+        grad = self.synthetic.images.grad
+        packed = torch.cat([grad.flatten(), total.view(1)])
+        dist.all_reduce(packed)
+        grad.copy_(packed[:-1].view_as(grad))
+        return packed[-1]
+
+    def _network_step(self) -> None:
+        """Train the current network on ``n_data`` real images (DSA + CutMix), IDC-style."""
+        hp = self.hparams
+        if hp.n_data == 0:
+            return
+        assert self._real is not None and self._net is not None and self._weights is not None and self._net_optimizer is not None
+        x, y = self._real.random_batch(hp.n_data, self._generator)
+        weights, net, optimizer = self._weights, self._net, self._net_optimizer
+        for start in range(0, x.shape[0], hp.net_batch_size):
+            xb, yb = x[start : start + hp.net_batch_size], y[start : start + hp.net_batch_size]
+            loss = augmented_loss(lambda z: net(weights, z), xb, yb, self._dsa, self._generator, hp.net_cutmix_p)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    def _end_outer(self) -> None:
+        assert self._loss_sum is not None and self.synthetic is not None
+        mean_loss = self._loss_sum / self.hparams.inner_loop
+        if not bool(torch.isfinite(mean_loss)):  # one host sync per outer iteration
+            with torch.no_grad():
+                self.synthetic.images.copy_(self._good_images)
+            raise DivergenceError(f"the matching loss became {float(mean_loss)} in outer iteration {self.outer + 1}; the synthetic set was reset to its state before that iteration (lower lr_img or change metric)")
+        self.log("distill/outer_loss", mean_loss, on_step=True, rank_zero_only=True)
+        self.log("distill/seconds_per_outer", time.perf_counter() - self._outer_started, on_step=True, rank_zero_only=True)
+        self.outer += 1
+        self.inner = 0
+        self._weights, self._net_optimizer = None, None
+        self.finished_outer = True
+        if self.outer >= self.hparams.outer_iterations:
+            self.trainer.should_stop = True
+
+    # -------------------------------------------------------------- results
+    @torch.no_grad()
+    def distilled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored synthetic images (clamped to [0, 1], CPU) and their labels."""
+        assert self.synthetic is not None
+        return self.synthetic.images.detach().clamp(0, 1).cpu(), self.synthetic.labels.cpu()
+
+    @torch.no_grad()
+    def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded training images (pixels in [0, 1], CPU) and labels."""
+        assert self.synthetic is not None
+        return self.synthetic.decoded_images().detach().clamp(0, 1).cpu(), self.synthetic.decoded_labels().cpu()
+
+    # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lightning_dd"] = {
+            "outer": self.outer,
+            "inner": self.inner,
+            "member": self.member,
+            "generator": self._generator.get_state(),
+            "weights": None if self._weights is None else {n: w.detach().cpu() for n, w in self._weights.items()},
+            "net_optimizer": None if self._net_optimizer is None else self._net_optimizer.state_dict(),
+            "loss_sum": None if self._loss_sum is None else self._loss_sum.detach().cpu(),
+            "good_images": None if self._good_images is None else self._good_images.cpu(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lightning_dd")
+        if state is None:
+            raise ConfigError("this checkpoint was not written by lightning-dd's DistillModule")
+        images = checkpoint["state_dict"].get("synthetic.images")
+        if self.synthetic is None and images is not None:  # load_from_checkpoint without data
+            classes = int(checkpoint["state_dict"]["synthetic.labels"].max()) + 1
+            self.synthetic = SyntheticSet(classes, self.hparams.ipc, images.shape[1], tuple(images.shape[2:]), self.hparams.factor)
+        self.outer, self.inner, self.member = state["outer"], state["inner"], state["member"]
+        self._generator.set_state(state["generator"])
+        self._restored = (state["weights"], state["net_optimizer"]) if state["weights"] is not None else None
+        self._loss_sum = state["loss_sum"]
+        self._good_images = state["good_images"]
+        self._outer_started = time.perf_counter()

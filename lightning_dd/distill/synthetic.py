@@ -1,0 +1,130 @@
+"""The learnable synthetic set with IDC multi-formation.
+
+Each stored image (pixels in [0, 1]) is cut into ``factor x factor`` tiles and every tile is
+upsampled back to full size, so ``ipc`` stored images per class train as ``ipc * factor**2``
+images: more, lower-resolution examples for the same storage (Kim et al., ICML 2022).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_dd.data.real import RealData
+from lightning_dd.errors import ConfigError, choose
+
+INITS = ("mix", "real", "noise")
+MIN_TILE = 2
+
+
+def check_factor(factor: int, image_size: tuple[int, int]) -> None:
+    """Refuse factors that leave tiles too small to carry an image (one sentence)."""
+    if factor < 1:
+        raise ConfigError(f"factor must be >= 1, got {factor}")
+    tile = min(image_size) // factor
+    if tile < MIN_TILE:
+        raise ConfigError(
+            f"factor {factor} cuts {image_size[0]}x{image_size[1]} images into {tile}-pixel tiles; use a factor of at most {min(image_size) // MIN_TILE}"
+        )
+
+
+def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Multi-formation decode: ``[N, C, H, W] -> [N * factor**2, C, H, W]``.
+
+    The ``factor**2`` tiles of stored image ``i`` become decoded images
+    ``i * factor**2 ... (i + 1) * factor**2 - 1`` (row-major tile order), so images of one
+    class stay contiguous. Tiles are ``H // factor`` pixels (any remainder is dropped, as IDC).
+    """
+    if factor == 1:
+        return images
+    n, c, h, w = images.shape
+    th, tw = h // factor, w // factor
+    tiles = images[:, :, : th * factor, : tw * factor].reshape(n, c, factor, th, factor, tw)
+    tiles = tiles.permute(0, 2, 4, 1, 3, 5).reshape(n * factor * factor, c, th, tw)
+    return F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def decode_labels(labels: torch.Tensor, factor: int) -> torch.Tensor:
+    """Labels of :func:`decode`'s output."""
+    return labels.repeat_interleave(factor * factor)
+
+
+class SyntheticSet(nn.Module):
+    """``ipc`` learnable images per class, stored class by class.
+
+    Args:
+        num_classes: C.
+        ipc: stored images per class.
+        channels, image_size: image shape.
+        factor: multi-formation factor (1 = no multi-formation, "IDC-I").
+
+    Example:
+        >>> syn = SyntheticSet(10, ipc=2, channels=1, image_size=(8, 8), factor=2)
+        >>> syn.decoded_images().shape, syn.decoded_labels().shape
+        (torch.Size([80, 1, 8, 8]), torch.Size([80]))
+    """
+
+    def __init__(self, num_classes: int, ipc: int, channels: int, image_size: tuple[int, int], factor: int = 1) -> None:
+        super().__init__()
+        if ipc < 1:
+            raise ConfigError(f"ipc (images per class) must be >= 1, got {ipc}")
+        check_factor(factor, image_size)
+        self.num_classes, self.ipc, self.factor = num_classes, ipc, factor
+        self.images = nn.Parameter(torch.rand(num_classes * ipc, channels, *image_size))
+        self.register_buffer("labels", torch.arange(num_classes).repeat_interleave(ipc))
+
+    @property
+    def per_class_decoded(self) -> int:
+        return self.ipc * self.factor**2
+
+    def class_images(self, c: int) -> torch.Tensor:
+        """Stored images of class ``c`` (a view of the parameter)."""
+        return self.images[c * self.ipc : (c + 1) * self.ipc]
+
+    def decoded_class_images(self, c: int) -> torch.Tensor:
+        return decode(self.class_images(c), self.factor)
+
+    def decoded_images(self) -> torch.Tensor:
+        return decode(self.images, self.factor)
+
+    def decoded_labels(self) -> torch.Tensor:
+        return decode_labels(self.labels, self.factor)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Keep pixels in [0, 1]."""
+        self.images.clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def initialize(self, init: str, real: RealData, generator: torch.Generator) -> None:
+        """Fill the images from *randomly sampled* real images of each class.
+
+        ``mix``: each stored image is assembled from ``factor**2`` real images of its class, each
+        downsampled into one tile. ``real``: one real image each. ``noise``: uniform noise.
+        """
+        choose("init", init, INITS)
+        if init == "noise":
+            self.images.copy_(torch.rand(self.images.shape, generator=generator).to(self.images.device))
+            return
+        per_image = self.factor**2 if init == "mix" else 1
+        for c in range(self.num_classes):
+            needed = self.ipc * per_image
+            idx = real.class_sample_indices(c, needed, generator)
+            if idx.numel() < needed:  # fewer real images than needed: sample with repetition
+                extra = torch.randint(idx.numel(), (needed - idx.numel(),), generator=generator).to(idx.device)
+                idx = torch.cat([idx, idx[extra]])
+            pixels = real.images[idx].float().div(255.0).to(self.images.device)
+            if init == "mix" and self.factor > 1:
+                pixels = self._assemble(pixels)
+            self.images[c * self.ipc : (c + 1) * self.ipc] = pixels
+
+    def _assemble(self, pixels: torch.Tensor) -> torch.Tensor:
+        f = self.factor
+        n, c, h, w = pixels.shape
+        th, tw = h // f, w // f
+        tiles = F.interpolate(pixels, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+        tiles = tiles.reshape(n // (f * f), f, f, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n // (f * f), c, th * f, tw * f)
+        out = torch.zeros(n // (f * f), c, h, w, dtype=pixels.dtype, device=pixels.device)
+        out[:, :, : th * f, : tw * f] = tiles
+        return out.clamp_(0.0, 1.0)
