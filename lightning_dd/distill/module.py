@@ -287,6 +287,7 @@ class DistillModule(LightningModule):
         if self.trainer.world_size > 1:
             total = self._sync_gradients(total)
         optimizer.step()
+        self.synthetic.clamp_()
         return total
 
     def _sync_gradients(self, total: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from lightning_dd.distill.functional_net import FunctionalNet
+from lightning_dd.distill.matching import class_matching_loss, gradient_distance, layer_distance, matched_parameter_names
+from lightning_dd.errors import ConfigError
+from lightning_dd.nets import ConvNet, head_parameter_names
+
+
+def test_layer_distances_exact_values():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert float(layer_distance(a, b, "mse")) == pytest.approx(1 + 1 + 0 + 1)
+    assert float(layer_distance(a, b, "l1")) == pytest.approx(1 + 1 + 0 + 1)
+    # row 0: orthogonal (1 - 0); row 1: parallel (1 - 1)
+    assert float(layer_distance(a, b, "cos")) == pytest.approx(1.0, abs=1e-5)
+    assert float(layer_distance(torch.ones(3), torch.zeros(3), "cos")) == 0.0  # DC ignores 1-D tensors
+    assert float(gradient_distance([a, a], [b, b], "mse")) == pytest.approx(6.0)
+    with pytest.raises(ConfigError, match="unknown metric 'kl'"):
+        layer_distance(a, b, "kl")
+
+
+def test_default_matched_parameters_are_conv_weights():
+    net = ConvNet(1, 10, (8, 8), depth=2, width=4)
+    shapes = {n: p.shape for n, p in net.named_parameters()}
+    heads = head_parameter_names(net)
+    assert matched_parameter_names(shapes, heads) == ["features.0.weight", "features.4.weight"]
+    with_bias = matched_parameter_names(shapes, heads, include_bias=True)
+    assert "features.0.bias" in with_bias and "features.1.weight" in with_bias and "classifier.weight" not in with_bias
+    assert "classifier.weight" in matched_parameter_names(shapes, heads, include_head=True)
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    net = FunctionalNet(ConvNet(1, 10, (8, 8), depth=2, width=8))
+    weights = net.clone_weights(net.initial_state())
+    names = matched_parameter_names({n: w.shape for n, w in weights.items()}, head_parameter_names(net.module))
+    return net, weights, [weights[n] for n in names]
+
+
+@pytest.mark.parametrize("metric", ["mse", "l1", "cos"])
+def test_loss_is_zero_for_identical_batches_and_reaches_pixels(metric):
+    net, weights, matched = _setup()
+    real = torch.randn(6, 1, 8, 8)
+    syn = real.clone().requires_grad_(True)
+    loss = class_matching_loss(lambda x: net(weights, x), matched, real, syn, 3, metric)
+    # cos keeps DC's 1e-6 in the denominator, so identical gradients give ~1e-4 per filter, not 0.
+    assert float(loss) == pytest.approx(0.0, abs=1e-2 if metric == "cos" else 1e-5)
+    other = torch.randn(4, 1, 8, 8, requires_grad=True)
+    loss = class_matching_loss(lambda x: net(weights, x), matched, real, other, 3, metric)
+    loss.backward(inputs=[other])  # as DistillModule does: only pixels receive gradients
+    assert float(loss) > 0 and other.grad is not None and other.grad.abs().sum() > 0
+    assert all(w.grad is None for w in weights.values())

@@ -1,0 +1,80 @@
+"""DistillModule driven by a real Trainer on tiny settings."""
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_dd import DistillModule, NetSpec, PoolConfig, RealDataModule
+from lightning_dd.errors import ConfigError
+
+
+def tiny_module(pool_dir, **overrides):
+    settings = dict(
+        ipc=1,
+        factor=1,
+        init="real",
+        net=NetSpec(width=8, depth=2),
+        pool=PoolConfig(size=2, epochs=1, batch_size=256, cache_dir=pool_dir),
+        outer_iterations=2,
+        inner_loop=3,
+        batch_real=16,
+        n_data=64,
+        net_batch_size=32,
+        lr_img=0.1,
+    )
+    settings.update(overrides)
+    return DistillModule(**settings)
+
+
+def fit(module):
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, datamodule=RealDataModule("digits"))
+    return trainer
+
+
+@pytest.mark.parametrize("model_source,perturb", [("pool", True), ("random", False), ("pool", False), ("random", True)])
+def test_distillation_runs_and_changes_the_images(pool_dir, model_source, perturb):
+    module = tiny_module(pool_dir, model_source=model_source, perturb=perturb)
+    trainer = fit(module)
+    assert module.outer == 2 and module.inner == 0 and trainer.global_step == 6
+    images, labels = module.distilled()
+    assert images.shape == (10, 1, 8, 8) and torch.equal(labels, torch.arange(10))
+    assert 0 <= float(images.min()) and float(images.max()) <= 1
+    assert (module.pool is not None) == (model_source == "pool")
+    # The images moved away from their real initialisation.
+    start = tiny_module(pool_dir, model_source=model_source, perturb=perturb)
+    start.attach_data(trainer.datamodule.info, trainer.datamodule.train_data)
+    assert not torch.allclose(start.synthetic.images, module.synthetic.images.cpu())
+
+
+def test_only_synthetic_images_are_parameters(pool_dir):
+    module = tiny_module(pool_dir)
+    fit(module)
+    assert [n for n, _ in module.named_parameters()] == ["synthetic.images"]
+
+
+def test_same_seed_same_result_and_other_seed_differs(pool_dir):
+    a, b, c = tiny_module(pool_dir), tiny_module(pool_dir), tiny_module(pool_dir, seed=1)
+    for m in (a, b, c):
+        fit(m)
+    assert torch.equal(a.synthetic.images, b.synthetic.images)
+    assert not torch.equal(a.synthetic.images, c.synthetic.images)
+
+
+def test_bad_settings_fail_at_construction(pool_dir):
+    with pytest.raises(ConfigError, match="ipc"):
+        tiny_module(pool_dir, ipc=0)
+    with pytest.raises(ConfigError, match="unknown metric"):
+        tiny_module(pool_dir, metric="dot")
+    with pytest.raises(ConfigError, match="unknown model_source"):
+        tiny_module(pool_dir, model_source="zoo")
+    with pytest.raises(ConfigError, match="rho_min"):
+        tiny_module(pool_dir, rho_min=0.5, rho_max=0.1)
+
+
+def test_fit_without_datamodule_says_what_to_do(pool_dir):
+    from torch.utils.data import DataLoader
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ConfigError, match="needs a RealDataModule"):
+        trainer.fit(tiny_module(pool_dir), train_dataloaders=DataLoader(range(3)))

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from lightning_dd.distill.synthetic import SyntheticSet, decode, decode_labels
+from lightning_dd.errors import ConfigError
+
+
+def test_decode_factor_one_is_identity():
+    x = torch.rand(3, 1, 8, 8)
+    assert decode(x, 1) is x
+
+
+def test_decode_tiles_in_row_major_order():
+    # Image 0 has constant quadrants 1, 2 (top) and 3, 4 (bottom); image 1 is 10x that.
+    img = torch.zeros(1, 1, 4, 4)
+    img[..., :2, :2], img[..., :2, 2:], img[..., 2:, :2], img[..., 2:, 2:] = 1, 2, 3, 4
+    out = decode(torch.cat([img, 10 * img]), 2)
+    assert out.shape == (8, 1, 4, 4)
+    expected = torch.tensor([1, 2, 3, 4, 10, 20, 30, 40], dtype=torch.float32)
+    assert torch.allclose(out.flatten(1).mean(1), expected)
+    assert torch.allclose(out.flatten(1).std(1), torch.zeros(8))  # upsampled constant tiles stay constant
+    assert torch.equal(decode_labels(torch.tensor([0, 5]), 2), torch.tensor([0, 0, 0, 0, 5, 5, 5, 5]))
+
+
+def test_decode_factor_three_drops_remainder():
+    out = decode(torch.rand(2, 3, 10, 10), 3)
+    assert out.shape == (18, 3, 10, 10)
+
+
+def test_synthetic_set_shapes():
+    syn = SyntheticSet(10, ipc=3, channels=1, image_size=(8, 8), factor=2)
+    assert syn.images.shape == (30, 1, 8, 8)
+    assert syn.decoded_images().shape == (120, 1, 8, 8)
+    assert torch.equal(syn.decoded_labels(), torch.arange(10).repeat_interleave(12))
+    assert syn.decoded_class_images(4).shape == (12, 1, 8, 8)
+    assert [n for n, _ in syn.named_parameters()] == ["images"]
+
+
+def test_real_init_uses_random_real_images_of_the_class(digits):
+    train = digits.train_data
+    syn = SyntheticSet(10, ipc=2, channels=1, image_size=(8, 8), factor=1)
+    syn.initialize("real", train, torch.Generator().manual_seed(0))
+    real = train.images.float() / 255
+    chosen = []
+    for i, img in enumerate(syn.images.detach()):
+        match = torch.nonzero((real - img).abs().flatten(1).max(1).values < 1e-6).flatten()
+        assert match.numel() >= 1 and int(train.labels[match[0]]) == i // 2
+        chosen.append(int(match[0]))
+    first = [int(train.class_indices[c][k]) for c in range(10) for k in range(2)]
+    assert chosen != first  # a random sample, not the first images of each class
+    other = SyntheticSet(10, ipc=2, channels=1, image_size=(8, 8), factor=1)
+    other.initialize("real", train, torch.Generator().manual_seed(1))
+    assert not torch.equal(other.images, syn.images)
+
+
+def test_mix_init_builds_each_tile_from_a_real_image_of_the_class(digits):
+    train = digits.train_data
+    syn = SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8), factor=2)
+    syn.initialize("mix", train, torch.Generator().manual_seed(0))
+    tiles = syn.images.detach().unfold(2, 4, 4).unfold(3, 4, 4)  # [10, 1, 2, 2, 4, 4]
+    real_small = torch.nn.functional.interpolate(train.images.float() / 255, size=(4, 4), mode="bilinear", antialias=True, align_corners=False)
+    for c in (0, 9):
+        for i in range(2):
+            for j in range(2):
+                tile = tiles[c, :, i, j]
+                dist = (real_small - tile).abs().flatten(1).max(1).values
+                best = int(dist.argmin())
+                assert float(dist[best]) < 1e-5 and int(train.labels[best]) == c
+    assert float(syn.images.detach().min()) >= 0 and float(syn.images.detach().max()) <= 1
+
+
+def test_noise_init_and_clamp(digits):
+    syn = SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8))
+    syn.initialize("noise", digits.train_data, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        syn.images.mul_(3).sub_(1)
+    syn.clamp_()
+    assert float(syn.images.detach().min()) == 0.0 and float(syn.images.detach().max()) == 1.0
+
+
+def test_bad_sizes_are_one_sentence():
+    with pytest.raises(ConfigError, match="ipc"):
+        SyntheticSet(10, ipc=0, channels=1, image_size=(8, 8))
+    with pytest.raises(ConfigError, match="factor 5 cuts 8x8 images into 1-pixel tiles"):
+        SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8), factor=5)
+    with pytest.raises(ConfigError, match="unknown init"):
+        SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8)).initialize("zeros", None, torch.Generator())
