@@ -1,0 +1,116 @@
+"""RealDataModule: the real dataset, in memory, for distillation and evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_dd.data.real import RealData
+from lightning_dd.data.ticker import StepTicker
+from lightning_dd.data.sources import DatasetInfo, LoadedDataset, available_sources, load_source
+from lightning_dd.errors import DataError, choose
+
+
+class RealDataModule(LightningDataModule):
+    """Loads a whole real dataset into memory and serves class-balanced batches.
+
+    Distillation needs, at every inner step, a batch of *each* class; this module keeps uint8
+    tensors and a per-class index (:class:`~lightning_dd.data.real.RealData`) that the
+    distillation module moves to its device and samples with its own seeded generator
+    (``train_data.class_balanced_batch``). The test split is served for evaluation.
+
+    Args:
+        dataset: source name (see :func:`lightning_dd.data.available_sources`), e.g. ``"digits"``.
+        data_dir: folder with the dataset's files (sources that need files look here).
+        download: let torchvision sources download missing files.
+        source_options: extra keyword arguments for the source (e.g. ``classes`` for image folders).
+        eval_batch_size: batch size of the test dataloader.
+
+    Example:
+        >>> dm = RealDataModule("digits")
+        >>> dm.setup()
+        >>> dm.info.num_classes, dm.train_data.images.shape[1:]
+        (10, torch.Size([1, 8, 8]))
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        data_dir: str = "data",
+        download: bool = False,
+        source_options: dict | None = None,
+        eval_batch_size: int = 512,
+    ) -> None:
+        super().__init__()
+        choose("dataset", dataset, available_sources())
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.data_dir = data_dir
+        self.download = download
+        self.source_options = dict(source_options or {})
+        self.eval_batch_size = eval_batch_size
+        self._loaded: LoadedDataset | None = None
+        self._train: RealData | None = None
+        self._test: RealData | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the dataset once (later calls are free)."""
+        if self._loaded is not None:
+            return
+        if self.dataset != "digits" and not self.download and not Path(self.data_dir).expanduser().exists():
+            raise DataError(f"data_dir {self.data_dir!r} does not exist; point data.data_dir at the dataset or set data.download=true")
+        loaded = load_source(self.dataset, data_dir=str(Path(self.data_dir).expanduser()), download=self.download, **self.source_options)
+        empty = [loaded.info.class_names[c] for c in range(loaded.info.num_classes) if not torch.any(loaded.train.labels == c)]
+        if empty:
+            raise DataError(f"dataset {self.dataset!r} has no training images for class(es) {', '.join(empty)}")
+        self._loaded = loaded
+        self._train = RealData(loaded.train, loaded.info)
+        self._test = RealData(loaded.test, loaded.info)
+
+    def _require(self) -> LoadedDataset:
+        if self._loaded is None:
+            self.setup()
+        assert self._loaded is not None
+        return self._loaded
+
+    @property
+    def info(self) -> DatasetInfo:
+        """Facts about the dataset (classes, channels, size, normalisation)."""
+        return self._require().info
+
+    @property
+    def train_data(self) -> RealData:
+        """The training split with its class index."""
+        self._require()
+        assert self._train is not None
+        return self._train
+
+    @property
+    def test_data(self) -> RealData:
+        """The test split (used to measure accuracy, never to select results)."""
+        self._require()
+        assert self._test is not None
+        return self._test
+
+    def train_dataloader(self) -> StepTicker | DataLoader:
+        """Step ticks for a module that samples real data itself, else shuffled (image, label) batches.
+
+        A module with a ``steps_per_epoch`` attribute (DistillModule) draws class-balanced
+        batches from :attr:`train_data` on its own device with a checkpointed generator, so the
+        loader only fixes the epoch length. Any other LightningModule gets an ordinary loader.
+        """
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        steps = getattr(module, "steps_per_epoch", None)
+        if steps is not None:
+            return StepTicker(int(steps))
+        train = self.train_data
+        images = train.normalizer.uint8(train.images.cpu())
+        return DataLoader(TensorDataset(images, train.labels.cpu()), batch_size=self.eval_batch_size, shuffle=True)
+
+    def test_dataloader(self) -> DataLoader:
+        test = self.test_data
+        images = test.normalizer.uint8(test.images.cpu())
+        return DataLoader(TensorDataset(images, test.labels.cpu()), batch_size=self.eval_batch_size)
