@@ -70,7 +70,7 @@ class SyntheticEvaluation(Callback):
             self._evaluate_synthetic(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.synthetic is None:
+        if pl_module.synthetic is None or getattr(pl_module, "interrupted", False):
             return
         result = self._evaluate_synthetic(trainer, pl_module)
         if not trainer.is_global_zero:

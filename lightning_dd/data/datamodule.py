@@ -60,8 +60,6 @@ class RealDataModule(LightningDataModule):
         """Load the dataset once (later calls are free)."""
         if self._loaded is not None:
             return
-        if self.dataset != "digits" and not self.download and not Path(self.data_dir).expanduser().exists():
-            raise DataError(f"data_dir {self.data_dir!r} does not exist; point data.data_dir at the dataset or set data.download=true")
         loaded = load_source(self.dataset, data_dir=str(Path(self.data_dir).expanduser()), download=self.download, **self.source_options)
         empty = [loaded.info.class_names[c] for c in range(loaded.info.num_classes) if not torch.any(loaded.train.labels == c)]
         if empty:

@@ -8,8 +8,8 @@ steps the synthetic images once, and then trains the network on ``n_data`` real 
 
 from __future__ import annotations
 
-import math
 import time
+from dataclasses import asdict
 from typing import Any, Literal
 
 import torch
@@ -22,6 +22,7 @@ from lightning_dd.augment import DSA, augmented_loss
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.matching import METRICS, class_matching_loss, matched_parameter_names
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
+from lightning_dd.distill.strategy import DistillDDPStrategy
 from lightning_dd.distill.synthetic import INITS, SyntheticSet
 from lightning_dd.errors import ConfigError, DivergenceError, choose
 from lightning_dd.nets.spec import NetSpec, head_parameter_names
@@ -114,7 +115,10 @@ class DistillModule(LightningModule):
             raise ConfigError(f"need n_data >= 0 and lr_img > 0, got n_data={n_data} lr_img={lr_img}")
         if not 0 <= rho_min <= rho_max:
             raise ConfigError(f"need 0 <= rho_min <= rho_max, got rho_min={rho_min} rho_max={rho_max}")
-        self.save_hyperparameters()
+        # Stored as plain dicts so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["net", "pool"])
+        self.hparams["net"] = self.net_spec.to_dict()
+        self.hparams["pool"] = asdict(self.pool_config)
         self.automatic_optimization = False
         self.synthetic: SyntheticSet | None = None
         self.info: DatasetInfo | None = None
@@ -134,6 +138,7 @@ class DistillModule(LightningModule):
         self._outer_started = 0.0
         self._restored: tuple[dict, dict] | None = None
         self.finished_outer = False
+        self.interrupted = False  # set by CheckpointOnInterrupt: evaluation is skipped, export still happens
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -149,6 +154,8 @@ class DistillModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_data") or not hasattr(datamodule, "info"):
             raise ConfigError("DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))")
+        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, DistillDDPStrategy):
+            raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
         datamodule.setup(stage)
         self.attach_data(datamodule.info, datamodule.train_data)
         if self.hparams.model_source == "pool":

@@ -1,0 +1,143 @@
+"""Exact resume, interruption, multi-process distillation and crash-safe writes."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_dd import DistillModule, NetSpec, PoolConfig, RealDataModule
+from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
+
+
+def module(pool_dir, **overrides):
+    settings = dict(
+        ipc=2,
+        factor=2,
+        net=NetSpec(width=8, depth=2),
+        pool=PoolConfig(size=2, epochs=1, batch_size=256, cache_dir=pool_dir),
+        outer_iterations=3,
+        inner_loop=3,
+        batch_real=16,
+        n_data=64,
+        net_batch_size=32,
+        lr_img=0.05,
+    )
+    settings.update(overrides)
+    return DistillModule(**settings)
+
+
+def trainer(tmp_path, callbacks=(), **kwargs):
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=list(callbacks),
+        **kwargs,
+    )
+
+
+class InterruptAt(CheckpointOnInterrupt):
+    """Simulates SIGTERM arriving during inner step ``step``."""
+
+    def __init__(self, step, dirpath):
+        super().__init__(dirpath=dirpath)
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+# Stop in the middle of an outer iteration (step 4) and at the end of one (step 5).
+@pytest.mark.parametrize("model_source,stop_step", [("pool", 4), ("random", 5)])
+def test_resume_is_bit_identical(tmp_path, pool_dir, model_source, stop_step):
+    reference = module(pool_dir, model_source=model_source)
+    trainer(tmp_path / "ref").fit(reference, datamodule=RealDataModule("digits"))
+
+    first = module(pool_dir, model_source=model_source)
+    stopper = InterruptAt(stop_step, str(tmp_path / "ckpt"))
+    trainer(tmp_path / "a", [stopper]).fit(first, datamodule=RealDataModule("digits"))
+    assert first.interrupted and stopper.checkpoint_path.exists()
+    assert first.outer * 3 + first.inner == stop_step + 1  # the step in flight was finished
+    assert signal.getsignal(signal.SIGTERM) is not stopper._handler  # handlers restored
+
+    resumed = module(pool_dir, model_source=model_source)
+    trainer(tmp_path / "b").fit(resumed, datamodule=RealDataModule("digits"), ckpt_path=stopper.checkpoint_path)
+    assert resumed.outer == 3
+    assert torch.equal(resumed.synthetic.images, reference.synthetic.images)
+
+
+def test_checkpoint_of_other_kind_is_refused(tmp_path, pool_dir):
+    from lightning_dd.errors import ConfigError
+
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.0"}, path)
+    with pytest.raises(ConfigError, match="not written by lightning-dd"):
+        module(pool_dir).on_load_checkpoint(torch.load(path))
+
+
+def test_killed_writer_leaves_previous_file_intact(tmp_path):
+    from lightning_dd.atomic import atomic_torch_save
+
+    target = tmp_path / "set.pt"
+    atomic_torch_save({"generation": 1}, target)
+    child = textwrap.dedent(
+        f"""
+        import time, torch
+        import lightning_dd.atomic as atomic
+        def slow_save(obj, handle):
+            handle.write(b"half-written" * 1000)
+            handle.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+        atomic.torch.save = slow_save
+        atomic.atomic_torch_save({{"generation": 2}}, {str(target)!r})
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.kill()
+    proc.wait(timeout=30)
+    assert torch.load(target, weights_only=True) == {"generation": 1}
+
+
+def test_divergence_stops_with_iteration_and_keeps_last_good_set(tmp_path, pool_dir):
+    from lightning_dd.errors import DivergenceError
+
+    class Poison(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 4:  # second outer iteration
+                pl_module._loss_sum = pl_module._loss_sum * float("nan")
+
+    bad = module(pool_dir)
+    good_after_first_outer = {}
+
+    class Snapshot(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 3:
+                good_after_first_outer["images"] = pl_module.synthetic.images.detach().clone()
+
+    with pytest.raises(DivergenceError, match="outer iteration 2"):
+        trainer(tmp_path, [Snapshot(), Poison()]).fit(bad, datamodule=RealDataModule("digits"))
+    assert torch.equal(bad.synthetic.images.detach(), good_after_first_outer["images"])
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path, pool_dir):
+    single = module(pool_dir, outer_iterations=2, inner_loop=2)
+    trainer(tmp_path / "one").fit(single, datamodule=RealDataModule("digits"))
+    double = module(pool_dir, outer_iterations=2, inner_loop=2)
+    trainer(tmp_path / "two", strategy="ddp_distill_spawn", devices=2).fit(double, datamodule=RealDataModule("digits"))
+    assert torch.allclose(double.synthetic.images, single.synthetic.images, atol=1e-5)
+    dm = RealDataModule("digits")
+    initial = module(pool_dir, outer_iterations=2, inner_loop=2)
+    initial.attach_data(dm.info, dm.train_data)
+    assert not torch.allclose(double.synthetic.images, initial.synthetic.images, atol=1e-3)  # it did distil
