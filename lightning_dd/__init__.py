@@ -5,6 +5,7 @@ from lightning_dd.data import RealDataModule
 from lightning_dd.distill import DistillModule, PoolConfig
 from lightning_dd.export import load_distilled, save_distilled
 from lightning_dd.nets import NetSpec
+from lightning_dd.data.synthetic_datamodule import SyntheticDataModule
 
 __version__ = "0.1.0"
 
@@ -14,6 +15,7 @@ __all__ = [
     "NetSpec",
     "PoolConfig",
     "RealDataModule",
+    "SyntheticDataModule",
     "SyntheticEvaluation",
     "load_distilled",
     "save_distilled",

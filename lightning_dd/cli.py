@@ -8,10 +8,13 @@ stderr and exit status 2, not a traceback.
 from __future__ import annotations
 
 import sys
+from argparse import RawDescriptionHelpFormatter
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_dd.callbacks import DistilledExport, SyntheticEvaluation
+from lightning_dd.commands import is_command, run_command, summary
 from lightning_dd.data import RealDataModule
 from lightning_dd.distill import DistillModule
 from lightning_dd.errors import LightningDDError
@@ -25,6 +28,10 @@ class DistillCLI(LightningCLI):
         parser.add_lightning_class_args(DistilledExport, "export")
 
 
+class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """Keeps the line breaks of the epilog that lists the standalone commands."""
+
+
 TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10}
 
 
@@ -36,15 +43,20 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"epilog": summary(), "formatter_class": _HelpFormatter},
         args=args,
         run=run,
     )
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point: a standalone command (evaluate, pool, export-folder) or LightningCLI."""
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        run_cli(args)
+        if is_command(argv):
+            run_command(argv)
+        else:
+            run_cli(args)
     except LightningDDError as err:
         print(f"lightning-dd: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -1,6 +1,7 @@
-"""The distilled-set file format: one versioned file with everything needed to use the set.
+"""Distilled-set formats: the versioned single file, and an ImageFolder tree of PNGs.
 
-Layout (a ``torch.save`` dict, loadable with ``weights_only=True``)::
+**Single file** (:func:`save_distilled` / :func:`load_distilled`; the native format). A
+``torch.save`` dict, loadable with ``weights_only=True``::
 
     format: "lightning-dd/distilled"     version: 1
     images: float32 [C*ipc, ch, H, W], pixels in [0, 1] (stored, not decoded)
@@ -8,7 +9,25 @@ Layout (a ``torch.save`` dict, loadable with ``weights_only=True``)::
     dataset: dict (name, num_classes, channels, image_size, mean, std, class_names, flip_ok)
     config: JSON string of the settings that produced the set     created: ISO time
 
-Files are written atomically; :func:`load_distilled` checks the format and version.
+Files are written atomically; :func:`load_distilled` checks the format and version (a file of
+another version is refused with a one-sentence error; the version only grows when the layout
+changes incompatibly).
+
+**Image folder** (:func:`export_image_folder`; for tools outside lightning-dd). One 8-bit PNG
+per *decoded* training image (``round(x * 255)``), laid out for
+``torchvision.datasets.ImageFolder``::
+
+    <out_dir>/<label>_<class name>/<decoded index>.png      <out_dir>/dataset.json
+
+ImageFolder numbers classes by sorting the folder names as strings (``"10" < "2"``), so the
+label prefix is zero-padded to the width of the largest label (``03_cat`` ... ``12_truck``):
+the sorted order is the label order and ImageFolder's labels equal the exported labels. File
+names are zero-padded decoded indices, so ImageFolder also keeps the decoded order within a
+class. Grey images are single-channel PNGs; ImageFolder's default loader converts them to RGB
+(three equal channels), pass ``loader=lambda p: PIL.Image.open(p).convert("L")`` to keep one.
+``dataset.json`` holds the dataset facts (mean/std for normalisation) and is ignored by
+ImageFolder. The tree is written to a temporary sibling folder and renamed into place, so a
+crash never leaves a half-written folder.
 """
 
 from __future__ import annotations
@@ -16,6 +35,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +49,7 @@ from torchvision.utils import make_grid, save_image
 from lightning_dd.atomic import atomic_open, atomic_torch_save
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.distill.synthetic import decode, decode_labels
-from lightning_dd.errors import FileFormatError
+from lightning_dd.errors import ConfigError, FileFormatError
 
 FORMAT = "lightning-dd/distilled"
 VERSION = 1
@@ -121,3 +143,86 @@ def save_grid_png(path: str | os.PathLike, images: torch.Tensor, ipc: int) -> Pa
     with atomic_open(path, "wb") as handle:
         handle.write(buffer.getvalue())
     return Path(path)
+
+
+def class_folder_names(class_names: tuple[str, ...] | list[str]) -> list[str]:
+    """ImageFolder folder names whose string sort order equals the label order.
+
+    ``<zero-padded label>_<class name>`` with characters that are unsafe in file names replaced
+    by ``-`` (e.g. ``["cat", "dog/wolf"]`` -> ``["0_cat", "1_dog-wolf"]``).
+    """
+    width = len(str(max(len(class_names) - 1, 0)))
+    names = []
+    for label, name in enumerate(class_names):
+        safe = re.sub(r"[^A-Za-z0-9._+-]+", "-", str(name)).strip(".-") or "class"
+        names.append(f"{label:0{width}d}_{safe}")
+    return names
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] -> uint8 as ``round(x * 255)`` (at most 0.5/255 quantisation error)."""
+    return images.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu()
+
+
+def export_image_folder(source: DistilledSet | str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write the decoded set as ``<out_dir>/<label>_<class>/<index>.png`` (see the module docstring).
+
+    Args:
+        source: a :class:`DistilledSet` or the path of an exported ``.pt`` file.
+        out_dir: the folder to create; it must not exist unless ``overwrite`` is set.
+        overwrite: replace an existing ``out_dir`` (the old folder is removed only after the
+            new one is complete).
+
+    Returns:
+        ``out_dir``. Reading it back::
+
+            ImageFolder(out_dir, transform=torchvision.transforms.ToTensor())   # labels == exported labels
+    """
+    from PIL import Image
+
+    distilled = source if isinstance(source, DistilledSet) else load_distilled(source)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise ConfigError(f"{out_dir} already exists; choose another folder or allow replacing it (overwrite=True, --overwrite true)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a folder")
+    info = distilled.info
+    images, labels = distilled.decoded()
+    pixels = to_uint8(images)
+    folders = class_folder_names(info.class_names)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= info.num_classes):
+        raise FileFormatError(f"the distilled set has labels outside 0..{info.num_classes - 1}")
+    mode = {1: "L", 3: "RGB"}.get(info.channels)
+    if mode is None:
+        raise ConfigError(f"PNG export supports 1 or 3 channels, the set has {info.channels}")
+    width = len(str(max(len(labels) - 1, 0)))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for folder in folders:
+            (tmp / folder).mkdir()
+        for index, (image, label) in enumerate(zip(pixels, labels.tolist())):
+            array = image.permute(1, 2, 0).contiguous().numpy()
+            array = array[:, :, 0].copy() if mode == "L" else array
+            Image.fromarray(array).save(tmp / folders[label] / f"{index:0{width}d}.png")
+        meta = {
+            "format": "lightning-dd/image-folder",
+            "version": 1,
+            "dataset": to_jsonable(asdict(info)),
+            "factor": distilled.factor,
+            "images": int(len(labels)),
+            "folders": folders,
+            "config": distilled.config,
+        }
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            os.replace(out_dir, old / "previous")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
