@@ -14,6 +14,7 @@ from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_dd.callbacks import DistilledExport, SyntheticEvaluation
+from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
 from lightning_dd.commands import is_command, run_command, summary
 from lightning_dd.data import RealDataModule
 from lightning_dd.distill import DistillModule
@@ -26,13 +27,15 @@ class DistillCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(SyntheticEvaluation, "evaluation")
         parser.add_lightning_class_args(DistilledExport, "export")
+        parser.add_lightning_class_args(CheckpointOnInterrupt, "interrupt")
 
 
 class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """Keeps the line breaks of the epilog that lists the standalone commands."""
 
 
-TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10}
+# max_epochs=-1: DistillModule ends training after its outer_iterations (one epoch each).
+TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10, "max_epochs": -1}
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:
@@ -56,7 +59,11 @@ def main(args: list[str] | None = None) -> None:
         if is_command(argv):
             run_command(argv)
         else:
-            run_cli(args)
+            cli = run_cli(args)
+            stoppers = [cb for cb in cli.trainer.callbacks if isinstance(cb, CheckpointOnInterrupt)]
+            stopper = stoppers[0] if stoppers else None
+            if stopper is not None and stopper.signal_received is not None:
+                sys.exit(128 + int(stopper.signal_received))  # stopped early by a signal, checkpoint saved
     except LightningDDError as err:
         print(f"lightning-dd: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -141,3 +141,45 @@ def test_two_processes_match_one_process(tmp_path, pool_dir):
     initial = module(pool_dir, outer_iterations=2, inner_loop=2)
     initial.attach_data(dm.info, dm.train_data)
     assert not torch.allclose(double.synthetic.images, initial.synthetic.images, atol=1e-3)  # it did distil
+
+
+@pytest.mark.slow
+def test_cli_sigterm_then_resume_gives_the_same_export(tmp_path):
+    from pathlib import Path
+
+    from lightning_dd.export import load_distilled
+
+    tiny = [
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--model.ipc=1",
+        "--model.factor=1",
+        "--model.net.width=8",
+        "--model.net.depth=2",
+        "--model.pool.size=2",
+        "--model.pool.epochs=1",
+        f"--model.pool.cache_dir={tmp_path / 'pools'}",
+        "--model.outer_iterations=3",
+        "--model.inner_loop=3",
+        "--model.batch_real=16",
+        "--model.n_data=32",
+        "--evaluation.epochs=2",
+        "--evaluation.repeats=1",
+        "--evaluation.baselines=false",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "LIGHTNING_DD_QUIET": "1"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lightning_dd.cli", "fit", *tiny, *args], env=env, capture_output=True, text=True, timeout=600)
+
+    full = cli(f"--trainer.default_root_dir={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = cli(f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.callbacks+=signal_helpers.SendSigterm", "--trainer.callbacks.at_step=4")
+    assert killed.returncode == 128 + signal.SIGTERM, killed.stderr[-2000:]
+    ckpt = tmp_path / "run" / "lightning_logs" / "version_0" / "interrupted.ckpt"
+    assert ckpt.exists() and "SIGTERM received" in killed.stderr + killed.stdout
+    resumed = cli(f"--trainer.default_root_dir={tmp_path / 'run'}", f"--ckpt_path={ckpt}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = load_distilled(tmp_path / "full" / "lightning_logs" / "version_0" / "distilled.pt")
+    got = load_distilled(tmp_path / "run" / "lightning_logs" / "version_1" / "distilled.pt")
+    assert torch.equal(got.images, expected.images)

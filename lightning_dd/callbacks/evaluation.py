@@ -82,7 +82,7 @@ class SyntheticEvaluation(Callback):
             rows.append(evaluate_random_subsets(pl_module.hparams.ipc, dm.train_data, dm.test_data, net, self.schedule, self.repeats, self.seed, pl_module.device, self.progress))
             if self.full_set_epochs > 0:
                 train = dm.train_data
-                full = TrainSchedule(**{**self.schedule.__dict__, "epochs": self.full_set_epochs, "batch_size": 256})
+                full = TrainSchedule(**{**self.schedule.__dict__, "epochs": self.full_set_epochs})
                 rows.append(evaluate_repeats("full training set", train.images, train.labels, dm.test_data, net, full, self.repeats, self.seed, pl_module.device, self.progress))
         self.final_rows = rows
         self._report(trainer, pl_module, rows)
