@@ -126,7 +126,9 @@ class DistillModule(LightningModule):
         self._net: FunctionalNet | None = None
         self._real: RealData | None = None
         self._normalizer: Normalizer | None = None
-        self._generator = torch.Generator().manual_seed(seed)
+        # Created in attach_data, not here: a module holding no tensors pickles cleanly to
+        # spawned DDP workers (some sandboxes cannot share tensors through file descriptors).
+        self._generator: torch.Generator | None = None
         # Position and per-network state; all of it goes into checkpoints.
         self.outer = 0
         self.inner = 0
@@ -165,6 +167,8 @@ class DistillModule(LightningModule):
         """Build the synthetic set and network template for ``info`` and initialise the images from ``real``."""
         hp = self.hparams
         self.info, self._real = info, real
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(hp.seed)
         if self.synthetic is None:
             self.synthetic = SyntheticSet(info.num_classes, hp.ipc, info.channels, info.image_size, hp.factor)
             self.synthetic.initialize(hp.init, real, self._generator)
@@ -369,13 +373,24 @@ class DistillModule(LightningModule):
         state = checkpoint.get("lightning_dd")
         if state is None:
             raise ConfigError("this checkpoint was not written by lightning-dd's DistillModule")
-        images = checkpoint["state_dict"].get("synthetic.images")
-        if self.synthetic is None and images is not None:  # load_from_checkpoint without data
-            classes = int(checkpoint["state_dict"]["synthetic.labels"].max()) + 1
-            self.synthetic = SyntheticSet(classes, self.hparams.ipc, images.shape[1], tuple(images.shape[2:]), self.hparams.factor)
+        self._ensure_synthetic(checkpoint["state_dict"])
         self.outer, self.inner, self.member = state["outer"], state["inner"], state["member"]
+        if self._generator is None:
+            self._generator = torch.Generator()
         self._generator.set_state(state["generator"])
         self._restored = (state["weights"], state["net_optimizer"]) if state["weights"] is not None else None
         self._loss_sum = state["loss_sum"]
         self._good_images = state["good_images"]
         self._outer_started = time.perf_counter()
+
+    def _ensure_synthetic(self, state_dict: dict[str, Any]) -> None:
+        """Create the synthetic set from a state dict's shapes when no data was attached."""
+        images = state_dict.get("synthetic.images")
+        if self.synthetic is None and images is not None:
+            classes = int(state_dict["synthetic.labels"].max()) + 1
+            self.synthetic = SyntheticSet(classes, self.hparams.ipc, images.shape[1], tuple(images.shape[2:]), self.hparams.factor)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # load_from_checkpoint and DDP-spawn result recovery load weights into a module that never saw data.
+        self._ensure_synthetic(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -1,0 +1,221 @@
+"""Reference: one IDC / Acc-DD inner iteration as a plain per-class PyTorch loop.
+
+This is the yardstick of ``benchmarks/throughput.py``. It follows the structure of the public
+IDC code (``condense.py``: ``matchloss`` and the inner loop, ``train.py``: ``train_epoch``),
+which Acc-DD reuses unchanged, with nothing clever in it:
+
+* the network is an ordinary ``nn.Module`` (:class:`lightning_dd.nets.ConvNet`) with real
+  ``.parameters()``, trained by its own ``torch.optim.SGD``;
+* per class: sample a real batch, decode the class's synthetic images (multi-formation),
+  augment ``torch.cat([real, syn])`` with ONE shared DSA draw, take ``torch.autograd.grad`` of
+  the cross-entropy w.r.t. *all* of the network's parameters on the real half (detached) and,
+  with ``create_graph=True``, on the synthetic half, sum the squared differences over the conv
+  weights (``ndim > 1``, classifier excluded), ``loss.item()``, ``loss.backward()`` and
+  ``optimizer.step()`` (SGD, momentum 0.5) -- one image step per class, as IDC does;
+* then the network is trained on ``n_data`` random real images in minibatches (DSA with one
+  draw per image, CutMix with probability ``cutmix_p``), SGD with momentum.
+
+The only piece taken from the library besides the ConvNet is the DSA transform
+(:class:`lightning_dd.augment.DSA`, the same operations as the DSA/IDC ``DiffAugment``), so that
+the equality check in ``throughput.py`` can feed both paths the same augmentation draw.
+Real data is held the way IDC's ``ClassMemDataLoader`` holds it: normalised float32 images on
+the device plus a per-class index.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lightning_dd.augment import DSA
+from lightning_dd.nets import ConvNet
+
+
+@dataclass
+class Settings:
+    """Everything one inner iteration depends on (defaults: the benchmark's full workload)."""
+
+    num_classes: int = 10
+    depth: int = 3
+    width: int = 128
+    ipc: int = 10
+    factor: int = 2
+    batch_real: int = 64
+    n_data: int = 500
+    net_batch_size: int = 128
+    augment: str = "color_crop_cutout"
+    lr_img: float = 1e-2  # scaled by ipc / 10 as IDC's tune_lr_img does
+    momentum_img: float = 0.5
+    net_lr: float = 0.01
+    net_momentum: float = 0.9
+    net_weight_decay: float = 5e-4
+    cutmix_p: float = 0.5
+    seed: int = 0
+
+
+def random_images(n: int, channels: int, height: int, width: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` uniformly random uint8 images ``[n, C, H, W]`` with balanced labels ``0..num_classes-1``."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, channels, height, width), generator=generator, dtype=torch.uint8)
+    labels = torch.arange(n) % num_classes
+    return images, labels
+
+
+def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """IDC multi-formation: cut each image into ``factor x factor`` tiles, upsample every tile to full size.
+
+    Written like IDC's ``Synthesizer.decode_zoom`` (tile-major order: all images' first tile, then
+    the second, ...). Any remainder of ``H / factor`` is dropped.
+    """
+    if factor == 1:
+        return images
+    h, w = images.shape[-2:]
+    th, tw = h // factor, w // factor
+    crops = [images[:, :, i * th : (i + 1) * th, j * tw : (j + 1) * tw] for i in range(factor) for j in range(factor)]
+    return F.interpolate(torch.cat(crops), size=(h, w), mode="bilinear", align_corners=False)
+
+
+def match_loss(net: nn.Module, img_real: torch.Tensor, img_syn: torch.Tensor, lab_real: torch.Tensor, lab_syn: torch.Tensor) -> torch.Tensor:
+    """IDC's ``matchloss`` for ``match='grad'``, ``metric='mse'``: squared gradient differences of the conv weights."""
+    criterion = nn.CrossEntropyLoss()
+    params = list(net.parameters())
+
+    output_real = net(img_real)
+    loss_real = criterion(output_real, lab_real)
+    g_real = torch.autograd.grad(loss_real, params)
+    g_real = [g.detach() for g in g_real]
+
+    output_syn = net(img_syn)
+    loss_syn = criterion(output_syn, lab_syn)
+    g_syn = torch.autograd.grad(loss_syn, params, create_graph=True)
+
+    loss = 0.0
+    for gr, gs in zip(g_real, g_syn):
+        if gr.ndim == 1:  # biases and normalisation parameters (IDC: args.bias False)
+            continue
+        if gr.ndim == 2:  # the fully connected classifier (IDC: args.fc False)
+            continue
+        loss = loss + torch.sum((gr - gs) ** 2)
+    return loss
+
+
+def class_loss(net: nn.Module, dsa: DSA, real: torch.Tensor, stored: torch.Tensor, c: int, draw: torch.Tensor, factor: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The matching loss of class ``c``.
+
+    Args:
+        real: normalised real images of the class.
+        stored: the class's stored synthetic images, pixels in [0, 1] (a view of the parameter).
+        draw: the ``[1, 11]`` DSA draw shared by the real and the synthetic images.
+    """
+    img_syn = (decode(stored, factor) - mean) / std
+    n = real.shape[0]
+    img_aug = dsa.apply(torch.cat([real, img_syn]), draw)
+    lab_real = torch.full((n,), c, dtype=torch.long, device=real.device)
+    lab_syn = torch.full((img_syn.shape[0],), c, dtype=torch.long, device=real.device)
+    return match_loss(net, img_aug[:n], img_aug[n:], lab_real, lab_syn)
+
+
+def rand_bbox(height: int, width: int, lam: float, generator: torch.Generator) -> tuple[int, int, int, int]:
+    """CutMix box covering about ``1 - lam`` of the image (Yun et al. 2019; IDC's ``rand_bbox``)."""
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(height * cut), int(width * cut)
+    cy, cx = (int(v * s) for v, s in zip(torch.rand(2, generator=generator).tolist(), (height, width)))
+    return max(cy - ch // 2, 0), min(cy + ch // 2, height), max(cx - cw // 2, 0), min(cx + cw // 2, width)
+
+
+class ReferenceDistiller:
+    """State of one outer iteration of IDC-style distillation: the data, the synthetic images, one network.
+
+    Args:
+        images: uint8 real images ``[N, C, H, W]``; labels: their classes.
+        settings: the workload.
+        device: where everything runs.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, settings: Settings, device: torch.device | str) -> None:
+        s = self.settings = settings
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(s.seed)
+        pixels = images.float().div(255.0)
+        self.mean = pixels.mean(dim=(0, 2, 3)).view(1, -1, 1, 1).to(self.device)
+        self.std = pixels.std(dim=(0, 2, 3)).view(1, -1, 1, 1).to(self.device)
+        # IDC's ClassMemDataLoader: normalised float images in memory, indices per class.
+        self.images = ((pixels.to(self.device) - self.mean) / self.std).contiguous()
+        del pixels
+        self.labels = labels.to(self.device)
+        self.class_indices = [torch.nonzero(self.labels == c).flatten() for c in range(s.num_classes)]
+        channels, height, width = images.shape[1:]
+        self.image_size = (height, width)
+        self.dsa = DSA(s.augment)
+        # The synthetic set: ipc stored images per class, pixels in [0, 1], one SGD optimiser.
+        init = torch.rand(s.num_classes * s.ipc, channels, height, width, generator=self.generator)
+        self.synset = init.to(self.device).requires_grad_(True)
+        self.optim_img = torch.optim.SGD([self.synset], lr=s.lr_img * s.ipc / 10.0, momentum=s.momentum_img)
+        self.net = self.new_network()
+
+    def new_network(self) -> nn.Module:
+        """Start an outer iteration: a fresh randomly initialised network and its optimiser."""
+        s = self.settings
+        net = ConvNet(self.images.shape[1], s.num_classes, self.image_size, s.depth, s.width, "instance").to(self.device)
+        net.train()
+        self.optim_net = torch.optim.SGD(net.parameters(), lr=s.net_lr, momentum=s.net_momentum, weight_decay=s.net_weight_decay)
+        with torch.no_grad():
+            self.synset.clamp_(0.0, 1.0)
+        self.net = net
+        return net
+
+    def class_sample(self, c: int) -> torch.Tensor:
+        pool = self.class_indices[c]
+        idx = torch.randperm(pool.numel(), generator=self.generator)[: self.settings.batch_real]
+        return self.images[pool[idx.to(self.device)]]
+
+    def matching_part(self) -> float:
+        """Match every class, one synthetic-image step per class; returns the summed loss."""
+        s = self.settings
+        loss_total = 0.0
+        for c in range(s.num_classes):
+            img = self.class_sample(c)
+            stored = self.synset[c * s.ipc : (c + 1) * s.ipc]
+            draw = self.dsa.sample(1, self.generator)
+            loss = class_loss(self.net, self.dsa, img, stored, c, draw, s.factor, self.mean, self.std)
+            loss_total += loss.item()
+            self.optim_img.zero_grad()
+            loss.backward()
+            self.optim_img.step()
+        return loss_total
+
+    def net_update(self) -> None:
+        """Train the network on ``n_data`` random real images (IDC's ``train_epoch`` with ``n_data``)."""
+        s = self.settings
+        if s.n_data == 0:
+            return
+        net, criterion = self.net, nn.CrossEntropyLoss()
+        idx = torch.randperm(self.images.shape[0], generator=self.generator)[: s.n_data].to(self.device)
+        x_all, y_all = self.images[idx], self.labels[idx]
+        for start in range(0, x_all.shape[0], s.net_batch_size):
+            x, y = x_all[start : start + s.net_batch_size], y_all[start : start + s.net_batch_size]
+            with torch.no_grad():
+                x = self.dsa(x, self.generator)
+            if torch.rand(1, generator=self.generator).item() < s.cutmix_p and x.shape[0] > 1:
+                lam = torch.rand(1, generator=self.generator).item()  # Beta(1, 1)
+                perm = torch.randperm(x.shape[0], generator=self.generator).to(self.device)
+                y0, y1, x0, x1 = rand_bbox(x.shape[2], x.shape[3], lam, self.generator)
+                x = x.clone()
+                x[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+                lam = 1.0 - (y1 - y0) * (x1 - x0) / float(x.shape[2] * x.shape[3])
+                output = net(x)
+                loss = criterion(output, y) * lam + criterion(output, y[perm]) * (1.0 - lam)
+            else:
+                loss = criterion(net(x), y)
+            self.optim_net.zero_grad()
+            loss.backward()
+            self.optim_net.step()
+
+    def inner_iteration(self) -> float:
+        loss = self.matching_part()
+        self.net_update()
+        return loss
