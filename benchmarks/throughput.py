@@ -1,0 +1,555 @@
+"""Throughput of one distillation inner iteration: the library's DistillModule vs a plain reference loop.
+
+One *inner iteration* = all C classes matched (gradient matching, one synthetic-image step) + the
+network's update on ``n_data`` real images. Two paths run the same seeded synthetic workload:
+
+* ``reference``: :mod:`benchmarks.reference_loop`, the per-class loop of the public IDC/Acc-DD code
+  in plain PyTorch (an ``nn.Module`` ConvNet, ``loss.backward()`` and ``optimizer.step()`` per class);
+* ``library``: :class:`lightning_dd.DistillModule` driven by a real ``lightning.Trainer`` exactly as
+  the CLI drives it (``training_step`` once per inner iteration), on a registered in-memory source
+  of random uint8 images; each ``training_step`` is timed by a Callback.
+
+Each path runs in its own subprocess so its peak memory is its own (CPU: growth of the process's
+peak RSS, ``VmHWM``, over its resident size after imports; CUDA: ``torch.cuda.max_memory_allocated``).
+The script also checks that both paths compute the same matching loss (and image gradient) on the
+same inputs, counts the FLOPs of one matching class-step with ``FlopCounterMode``, runs a conv2d
+microbenchmark for the machine's attainable GFLOP/s, prints a Markdown table, writes it between
+``<!-- throughput:start -->`` / ``<!-- throughput:end -->`` in ``--output`` and ends with the line
+``speed-up vs reference: <smallest reference/library ratio over the shapes>x``.
+
+Usage::
+
+    python benchmarks/throughput.py                       # full workload, CPU, both shapes
+    python benchmarks/throughput.py --device cuda
+    python benchmarks/throughput.py --quick --shapes 8x8x1 --output /tmp/bench.md   # seconds, for tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_loop  # noqa: E402  (the sibling module, also importable as benchmarks.reference_loop)
+
+START_MARKER = "<!-- throughput:start -->"
+END_MARKER = "<!-- throughput:end -->"
+RESULT_PREFIX = "THROUGHPUT_RESULT "
+LOSS_TOLERANCE = 1e-4
+GRAD_TOLERANCE = 1e-3
+N_TRAIN = 6000
+N_TEST = 100
+
+FULL = reference_loop.Settings()  # ConvNet-3 w128, 10 classes, batch_real 64, IPC 10 x factor 2, n_data 500, batch 128
+QUICK = replace(FULL, width=16, ipc=2, n_data=64)
+
+
+# ------------------------------------------------------------------------------------- helpers
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"32x32x3"`` -> (H, W, C)."""
+    try:
+        h, w, c = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must look like HxWxC (e.g. 32x32x3), got {text!r}") from None
+    if min(h, w, c) < 1:
+        raise argparse.ArgumentTypeError(f"shape dimensions must be positive, got {text!r}")
+    return h, w, c
+
+
+def shape_name(shape: tuple[int, int, int]) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def source_name(shape: tuple[int, int, int]) -> str:
+    return f"benchmark_random_{shape_name(shape)}"
+
+
+def register_random_source(shape: tuple[int, int, int], settings: reference_loop.Settings) -> str:
+    """Register an in-memory dataset of random uint8 images with balanced labels under ``source_name(shape)``."""
+    from lightning_dd.data import ImageSplit, register_source
+    from lightning_dd.data.sources import make_dataset
+
+    h, w, c = shape
+    name = source_name(shape)
+
+    @register_source(name)
+    def _load(data_dir: str = "data", download: bool = False):
+        images, labels = reference_loop.random_images(N_TRAIN + N_TEST, c, h, w, settings.num_classes, settings.seed)
+        train = ImageSplit(images[:N_TRAIN], labels[:N_TRAIN])
+        test = ImageSplit(images[N_TRAIN:], labels[N_TRAIN:])
+        return make_dataset(name, train, test, [str(k) for k in range(settings.num_classes)], flip_ok=True)
+
+    return name
+
+
+def synchronizer(device: torch.device):
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+class PeakMemory:
+    """Peak memory of this process's workload, from the moment it is created."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.kind = "torch.cuda.max_memory_allocated"
+            return
+        self.kind = "VmHWM growth over VmRSS after imports"
+        self.baseline_kb = proc_status_kb("VmRSS")
+        try:  # Linux >= 4.0: reset the peak RSS to the current RSS
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            self.kind += " (VmHWM not resettable: includes the import peak)"
+
+    def megabytes(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return max(0, proc_status_kb("VmHWM") - self.baseline_kb) / 1024
+
+
+def matched_per_iteration(settings: reference_loop.Settings) -> int:
+    """Images that go through gradient matching in one inner iteration (real + decoded synthetic, all classes)."""
+    return settings.num_classes * (settings.batch_real + settings.ipc * settings.factor**2)
+
+
+def netspec(settings: reference_loop.Settings):
+    from lightning_dd.nets import NetSpec
+
+    return NetSpec(name="convnet", depth=settings.depth, width=settings.width, norm="instance", pooling="avg")
+
+
+# --------------------------------------------------------------------------------------- workers
+def run_reference(shape, settings, device, warmup, steps) -> dict:
+    h, w, c = shape
+    sync = synchronizer(device)
+    memory = PeakMemory(device)
+    images, labels = reference_loop.random_images(N_TRAIN + N_TEST, c, h, w, settings.num_classes, settings.seed)
+    distiller = reference_loop.ReferenceDistiller(images[:N_TRAIN], labels[:N_TRAIN], settings, device)
+    del images, labels
+    step_times, match_times = [], []
+    for _ in range(warmup + steps):
+        sync()
+        t0 = time.perf_counter()
+        distiller.matching_part()
+        sync()
+        t1 = time.perf_counter()
+        distiller.net_update()
+        sync()
+        t2 = time.perf_counter()
+        step_times.append(t2 - t0)
+        match_times.append(t1 - t0)
+    return {"step_times": step_times[warmup:], "match_times": match_times[warmup:], "peak_mb": memory.megabytes(), "memory_kind": memory.kind}
+
+
+def run_library(shape, settings, device, warmup, steps) -> dict:
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from lightning_dd import DistillModule, RealDataModule
+
+    sync = synchronizer(device)
+    memory = PeakMemory(device)
+    name = register_random_source(shape, settings)
+
+    class StepTimer(Callback):
+        """Wall time of every training_step (one inner iteration), device-synchronised."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            sync()
+            self._start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            sync()
+            self.times.append(time.perf_counter() - self._start)
+
+    s = settings
+    module = DistillModule(
+        ipc=s.ipc,
+        factor=s.factor,
+        init="mix",
+        net=netspec(s),
+        model_source="random",  # no pool pretraining; the inner step costs the same as with pool members
+        perturb=False,
+        outer_iterations=1,
+        inner_loop=warmup + steps,  # step 0 (which draws the network) is a warm-up step
+        batch_real=s.batch_real,
+        metric="mse",
+        augment=s.augment,
+        lr_img=s.lr_img,
+        momentum_img=s.momentum_img,
+        n_data=s.n_data,
+        net_lr=s.net_lr,
+        net_momentum=s.net_momentum,
+        net_weight_decay=s.net_weight_decay,
+        net_batch_size=s.net_batch_size,
+        net_cutmix_p=s.cutmix_p,
+        seed=s.seed,
+    )
+    # Time the matching part too, by wrapping the bound method on this instance (library code untouched).
+    match_times: list[float] = []
+    matching_step = module._matching_step
+
+    def timed_matching_step():
+        sync()
+        start = time.perf_counter()
+        out = matching_step()
+        sync()
+        match_times.append(time.perf_counter() - start)
+        return out
+
+    module._matching_step = timed_matching_step
+    timer = StepTimer()
+    L.seed_everything(s.seed, verbose=False)
+    # The CLI's trainer defaults (num_sanity_val_steps=0, log_every_n_steps=10, max_epochs=-1);
+    # no logger, checkpointing or progress bar, which run outside training_step anyway.
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_epochs=-1,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=RealDataModule(name))
+    if len(timer.times) != warmup + steps:
+        raise RuntimeError(f"expected {warmup + steps} training steps, the Trainer ran {len(timer.times)}")
+    return {"step_times": timer.times[warmup:], "match_times": match_times[warmup:], "peak_mb": memory.megabytes(), "memory_kind": memory.kind}
+
+
+def worker_main(args) -> None:
+    device = torch.device(args.device)
+    settings = QUICK if args.quick else FULL
+    shape = args.shapes[0]
+    run = run_reference if args.worker == "reference" else run_library
+    result = run(shape, settings, device, args.warmup, args.steps)
+    result.update(path=args.worker, shape=shape_name(shape), threads=torch.get_num_threads())
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def spawn_worker(path: str, shape, args) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--shapes", shape_name(shape), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if args.quick:
+        command.append("--quick")
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
+    env = dict(os.environ, LIGHTNING_DD_QUIET="1")
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    results = [line[len(RESULT_PREFIX) :] for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not results:
+        raise RuntimeError(f"{path} worker for {shape_name(shape)} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(results[-1])
+
+
+# ------------------------------------------------------------------ equality check and FLOPs
+def equality_and_flops(shape, settings, device) -> dict:
+    """Same net, real batch, synthetic images and DSA draws through both paths' matching code.
+
+    Returns both summed losses, their relative difference, the relative difference of the
+    gradients w.r.t. the stored synthetic images, and the FLOPs of one class-step of each path.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lightning_dd.augment import DSA
+    from lightning_dd.data import RealData, load_source
+    from lightning_dd.data.real import Normalizer
+    from lightning_dd.distill.functional_net import FunctionalNet
+    from lightning_dd.distill.matching import class_matching_loss, matched_parameter_names
+    from lightning_dd.distill.synthetic import SyntheticSet
+    from lightning_dd.nets import head_parameter_names
+
+    s = settings
+    h, w, c = shape
+    loaded = load_source(register_random_source(shape, s))
+    info = loaded.info
+    real_data = RealData(loaded.train, info).to(device)
+    generator = torch.Generator().manual_seed(s.seed + 1)
+    real = real_data.class_balanced_batch(s.batch_real, generator)  # [C, n, ch, H, W], normalised
+    n_real = real.shape[1]
+    stored = torch.rand(s.num_classes * s.ipc, c, h, w, generator=generator).to(device)
+    dsa = DSA(s.augment, flip_ok=info.flip_ok)
+    draws = dsa.sample(s.num_classes, generator)
+    normalizer = Normalizer(info.mean, info.std, device)
+    spec = netspec(s)
+
+    # Reference: a plain nn.Module ConvNet.
+    net = spec.build_seeded(s.seed, c, s.num_classes, (h, w)).to(device)
+
+    def reference_class(images, k):
+        stored_k = images[k * s.ipc : (k + 1) * s.ipc]
+        return reference_loop.class_loss(net, dsa, real[k], stored_k, k, draws[k : k + 1], s.factor, normalizer.mean, normalizer.std)
+
+    # Library: FunctionalNet with a copy of the same weights, SyntheticSet decoding, class_matching_loss.
+    template = spec.build_seeded(s.seed + 12345, c, s.num_classes, (h, w))  # different init: weights come from `net`
+    fnet = FunctionalNet(template).to(device)
+    weights = fnet.clone_weights(net.state_dict(), device)
+    names = matched_parameter_names({n: p.shape for n, p in template.named_parameters()}, head_parameter_names(template))
+    matched = [weights[n] for n in names]
+    synthetic = SyntheticSet(s.num_classes, s.ipc, c, (h, w), s.factor).to(device)
+    with torch.no_grad():
+        synthetic.images.copy_(stored)
+
+    def library_class(k):
+        syn = normalizer(synthetic.decoded_class_images(k))
+        both = dsa.apply(torch.cat([real[k], syn]), draws[k : k + 1])
+        return class_matching_loss(lambda x: fnet(weights, x), matched, both[:n_real], both[n_real:], k, "mse")
+
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # compare in true fp32
+    try:
+        ref_images = stored.clone().requires_grad_(True)
+        ref_total = sum(reference_class(ref_images, k) for k in range(s.num_classes))
+        (ref_grad,) = torch.autograd.grad(ref_total, ref_images)
+        lib_total = sum(library_class(k) for k in range(s.num_classes))
+        (lib_grad,) = torch.autograd.grad(lib_total, synthetic.images)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    ref_value, lib_value = float(ref_total.detach()), float(lib_total.detach())
+    rel = abs(ref_value - lib_value) / max(abs(ref_value), 1e-30)
+    grad_rel = float((ref_grad - lib_grad).norm() / ref_grad.norm().clamp_min(1e-30))
+
+    # FLOPs of one class-step, as each path executes it (forward, grads, double backward).
+    with FlopCounterMode(display=False) as counter:
+        ref_images = stored.clone().requires_grad_(True)
+        reference_class(ref_images, 0).backward()  # reference: loss.backward() reaches the net's parameters too
+    ref_flops = counter.get_total_flops()
+    net.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:
+        loss = library_class(0)
+        loss.backward(inputs=[synthetic.images])  # what DistillModule.manual_backward(loss, inputs=[images]) does
+    lib_flops = counter.get_total_flops()
+    return {"reference_loss": ref_value, "library_loss": lib_value, "rel_diff": rel, "grad_rel_diff": grad_rel, "reference_flops": ref_flops, "library_flops": lib_flops}
+
+
+# ------------------------------------------------------------------------ conv2d microbenchmark
+def first_pooled_size(shape) -> tuple[int, int]:
+    """Spatial size at the input of the ConvNet's second (width -> width) convolution."""
+    h, w, _ = shape
+    if (h, w) == (28, 28):
+        h, w = 32, 32
+    if min(h, w) >= 2:
+        h, w = h // 2, w // 2
+    return h, w
+
+
+def conv_benchmark(batch: int, width: int, size: tuple[int, int], device: torch.device, bf16: bool, budget_s: float) -> dict:
+    """A 3x3 conv ``width -> width``: forward + backward (input and weight gradients); median GFLOP/s."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sync = synchronizer(device)
+    conv = torch.nn.Conv2d(width, width, 3, padding=1).to(device)
+    x = torch.randn(batch, width, *size, device=device, requires_grad=True)
+    grad_out = torch.randn(batch, width, *size, device=device, dtype=torch.bfloat16 if bf16 else torch.float32)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            y = conv(x)
+        y.backward(grad_out)  # (autograd.grad on the leaf x trips FlopCounterMode's module hooks)
+        x.grad = conv.weight.grad = conv.bias.grad = None
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    step()  # warm-up
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"flops": flops, "median_s": median, "gflops": flops / median / 1e9, "reps": len(times)}
+
+
+# ------------------------------------------------------------------------------ reporting
+def machine_description(device: torch.device, threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    text = f"{platform.platform()}; CPU: {cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}; torch {torch.__version__}; torch threads: {threads}"
+    if device.type == "cuda":
+        text += f"; GPU: {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return text
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["python", "benchmarks/throughput.py", *sys.argv[1:]])
+
+
+def replace_section(old: str | None, section: str) -> str:
+    """``old`` with the text between the markers (markers included) replaced by ``section``; appended if absent."""
+    block = f"{START_MARKER}\n{section.rstrip()}\n{END_MARKER}"
+    if old is None:
+        return f"# Benchmarks\n\n{block}\n"
+    start, end = old.find(START_MARKER), old.find(END_MARKER)
+    if start != -1 and end != -1 and end > start:
+        return old[:start] + block + old[end + len(END_MARKER) :]
+    return old.rstrip("\n") + ("\n\n" if old.strip() else "") + block + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    from lightning_dd.atomic import atomic_open
+
+    old = path.read_text() if path.exists() else None
+    with atomic_open(path, "w") as handle:
+        handle.write(replace_section(old, section))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--shapes", type=lambda t: [parse_shape(p) for p in t.split(",") if p], default=[(28, 28, 1), (32, 32, 3)], help="comma-separated HxWxC (default 28x28x1,32x32x3)")
+    parser.add_argument("--steps", type=int, default=None, help="measured inner iterations per path (default 10; 2 with --quick)")
+    parser.add_argument("--warmup", type=int, default=None, help="unmeasured inner iterations first (default 2; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="tiny workload (width 16, ipc 2, n_data 64, 2 measured steps) for tests/CI")
+    parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"), help="Markdown file whose throughput section is (re)written")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every process (default: torch's choice)")
+    parser.add_argument("--worker", choices=("reference", "library"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 2 if args.quick else 10
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
+    if args.steps < 1 or args.warmup < 1:
+        parser.error("--steps and --warmup must be >= 1 (the first inner iteration also draws the network)")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    if args.worker:
+        worker_main(args)
+        return
+
+    device = torch.device(args.device)
+    settings = QUICK if args.quick else FULL
+    s = settings
+    per_iteration = matched_per_iteration(s)
+    rows, details, ratios = [], [], {}
+    for shape in args.shapes:
+        name = shape_name(shape)
+        check = equality_and_flops(shape, s, device)
+        loss_line = (
+            f"loss check {name}: reference {check['reference_loss']:.6e}, library {check['library_loss']:.6e}, "
+            f"relative difference {check['rel_diff']:.2e} (< {LOSS_TOLERANCE:g}); image-gradient relative difference {check['grad_rel_diff']:.2e}"
+        )
+        print(loss_line, flush=True)
+        if not check["rel_diff"] < LOSS_TOLERANCE:
+            raise SystemExit(f"the library's matching loss differs from the reference's on {name}: {loss_line}")
+        if not check["grad_rel_diff"] < GRAD_TOLERANCE:
+            raise SystemExit(f"the library's image gradient differs from the reference's on {name}: {loss_line}")
+        batch = s.batch_real + s.ipc * s.factor**2
+        size = first_pooled_size(shape)
+        budget = 0.3 if args.quick else 3.0
+        conv = {mode: conv_benchmark(batch, s.width, size, device, mode == "bf16", budget) for mode in ("fp32", "bf16")}
+        results = {path: spawn_worker(path, shape, args) for path in ("reference", "library")}
+        medians = {p: statistics.median(r["step_times"]) for p, r in results.items()}
+        match_medians = {p: statistics.median(r["match_times"]) for p, r in results.items()}
+        ratios[name] = medians["reference"] / medians["library"]
+        for path in ("reference", "library"):
+            ratio = f"{ratios[name]:.2f}x" if path == "library" else "1.00x"
+            rows.append(f"| {name} | {path} | {medians[path]:.4f} | {per_iteration / medians[path]:,.0f} | {results[path]['peak_mb']:,.0f} | {ratio} |")
+        flops = {"reference": check["reference_flops"], "library": check["library_flops"]}
+        details.append(
+            f"**{name}**\n\n"
+            f"- {loss_line}\n"
+            f"- matching part (median s per inner iteration): reference {match_medians['reference']:.4f}, library {match_medians['library']:.4f} "
+            f"(ratio {match_medians['reference'] / match_medians['library']:.2f}x); network update: reference "
+            f"{medians['reference'] - match_medians['reference']:.4f}, library {medians['library'] - match_medians['library']:.4f}\n"
+            f"- FLOPs of one matching class-step (FlopCounterMode, forward + backward incl. double backward): "
+            f"reference {flops['reference'] / 1e9:.3f} GFLOP, library {flops['library'] / 1e9:.3f} GFLOP; achieved over the matching part: "
+            f"reference {flops['reference'] * s.num_classes / match_medians['reference'] / 1e9:.1f} GFLOP/s, "
+            f"library {flops['library'] * s.num_classes / match_medians['library'] / 1e9:.1f} GFLOP/s\n"
+            f"- conv2d microbenchmark (3x3, {s.width}->{s.width}, batch {batch}, {size[0]}x{size[1]}, forward + backward): "
+            f"fp32 {conv['fp32']['gflops']:.1f} GFLOP/s, bf16 autocast {conv['bf16']['gflops']:.1f} GFLOP/s\n"
+            f"- measured steps: {len(results['reference']['step_times'])} per path after {args.warmup} warm-up; "
+            f"torch threads in the workers: reference {results['reference']['threads']}, library {results['library']['threads']}; "
+            f"memory: {results['library']['memory_kind']}\n"
+        )
+        print(f"{name}: reference {medians['reference']:.4f} s, library {medians['library']:.4f} s per inner iteration ({ratios[name]:.2f}x)", flush=True)
+
+    table = "\n".join(
+        [
+            "| shape | path | s / inner iteration (median) | images matched / s | peak memory MB | reference / library |",
+            "|---|---|---:|---:|---:|---:|",
+            *rows,
+        ]
+    )
+    speedup = min(ratios.values())
+    workload = (
+        f"ConvNet-{s.depth} width {s.width}, instance norm, {s.num_classes} classes, batch_real {s.batch_real} per class, "
+        f"IPC {s.ipc} x factor {s.factor} ({s.ipc * s.factor**2} decoded synthetic images per class), metric mse, "
+        f"augmentation {s.augment}, n_data {s.n_data} in batches of {s.net_batch_size}, {N_TRAIN} random uint8 training images"
+        + (" (--quick)" if args.quick else "")
+    )
+    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    section = "\n".join(
+        [
+            "## Throughput: DistillModule vs the reference per-class loop",
+            "",
+            f"Command: `{command_line()}`",
+            "",
+            f"Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+            "",
+            f"Machine: {machine_description(device, threads)}; device: {device.type}",
+            "",
+            f"Workload: {workload}. One inner iteration = all classes matched + one synthetic-image step + the network's update. "
+            f"Images matched / s = {s.num_classes} x ({s.batch_real} real + {s.ipc * s.factor**2} synthetic) / (s per inner iteration). "
+            "Reference: `benchmarks/reference_loop.py` (IDC-style per-class loop, nn.Module ConvNet). "
+            "Library: `DistillModule.training_step` under `lightning.Trainer`, timed by a Callback. "
+            "Each path runs in its own subprocess; peak memory is "
+            + ("`torch.cuda.max_memory_allocated`." if device.type == "cuda" else "the growth of the process's peak RSS (VmHWM) over its RSS after imports."),
+            "",
+            table,
+            "",
+            *details,
+            f"speed-up vs reference: {speedup:.2f}x",
+        ]
+    )
+    print()
+    print(table)
+    print()
+    write_section(args.output, section)
+    print(f"wrote {args.output}")
+    print(f"speed-up vs reference: {speedup:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
