@@ -8,8 +8,10 @@ stderr and exit status 2, not a traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from argparse import RawDescriptionHelpFormatter
 
+import torch
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import LightningCLI
 
@@ -18,7 +20,8 @@ from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
 from lightning_dd.commands import is_command, run_command, summary
 from lightning_dd.data import RealDataModule
 from lightning_dd.distill import DistillModule
-from lightning_dd.errors import LightningDDError
+from lightning_dd.errors import FileFormatError, LightningDDError
+from lightning_dd.progress import quiet
 
 
 class DistillCLI(LightningCLI):
@@ -29,13 +32,35 @@ class DistillCLI(LightningCLI):
         parser.add_lightning_class_args(DistilledExport, "export")
         parser.add_lightning_class_args(CheckpointOnInterrupt, "interrupt")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyper-parameters here, before anything else: refuse
+        # a missing, truncated or foreign --ckpt_path with one sentence first.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            check_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
+
+def check_checkpoint(path: str) -> None:
+    """Raise FileFormatError unless ``path`` is a readable checkpoint written by DistillModule."""
+    if not Path(path).is_file():
+        raise FileFormatError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise FileFormatError(f"{path} is not a readable checkpoint (truncated or foreign file: {type(err).__name__})") from None
+    if not isinstance(checkpoint, dict) or "lightning_dd" not in checkpoint:
+        raise FileFormatError(f"{path} is not a checkpoint written by lightning-dd's DistillModule")
+
 
 class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """Keeps the line breaks of the epilog that lists the standalone commands."""
 
 
 # max_epochs=-1: DistillModule ends training after its outer_iterations (one epoch each).
-TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10, "max_epochs": -1}
+# LIGHTNING_DD_QUIET=1 (CI) also hides Lightning's progress bar.
+TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10, "max_epochs": -1, "enable_progress_bar": not quiet()}
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:

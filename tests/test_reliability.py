@@ -183,3 +183,18 @@ def test_cli_sigterm_then_resume_gives_the_same_export(tmp_path):
     expected = load_distilled(tmp_path / "full" / "lightning_logs" / "version_0" / "distilled.pt")
     got = load_distilled(tmp_path / "run" / "lightning_logs" / "version_1" / "distilled.pt")
     assert torch.equal(got.images, expected.images)
+
+
+def test_bad_ckpt_path_is_one_sentence(tmp_path, capsys):
+    from lightning_dd.cli import main
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    for path, message in ((tmp_path / "missing.ckpt", "no checkpoint at"), (truncated, "truncated or foreign"), (foreign, "not a checkpoint written by lightning-dd")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={path}"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
