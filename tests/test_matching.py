@@ -51,3 +51,17 @@ def test_loss_is_zero_for_identical_batches_and_reaches_pixels(metric):
     loss.backward(inputs=[other])  # as DistillModule does: only pixels receive gradients
     assert float(loss) > 0 and other.grad is not None and other.grad.abs().sum() > 0
     assert all(w.grad is None for w in weights.values())
+
+
+def test_embedding_loss_zero_for_identical_batches_and_reaches_pixels():
+    from lightning_dd.distill.matching import class_embedding_loss
+
+    net, weights, _ = _setup()
+    real = torch.randn(6, 1, 8, 8)
+    assert float(class_embedding_loss(lambda x: net.embed(weights, x), real, real.clone())) == pytest.approx(0.0, abs=1e-8)
+    syn = torch.randn(3, 1, 8, 8, requires_grad=True)
+    loss = class_embedding_loss(lambda x: net.embed(weights, x), real, syn)
+    expected = torch.sum((net.module.embed(real).mean(0) - net.module.embed(syn).mean(0)) ** 2)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    loss.backward(inputs=[syn])
+    assert syn.grad.abs().sum() > 0

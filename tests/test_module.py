@@ -47,6 +47,14 @@ def test_distillation_runs_and_changes_the_images(pool_dir, model_source, pertur
     assert not torch.allclose(start.synthetic.images, module.synthetic.images.cpu())
 
 
+def test_distribution_matching_mode(pool_dir):
+    module = tiny_module(pool_dir, match="embed", model_source="random", perturb=False, inner_loop=1, n_data=0, lr_img=1.0)
+    fit(module)
+    start = tiny_module(pool_dir)
+    start.attach_data(module.info, module._real.to("cpu"))
+    assert module.outer == 2 and not torch.allclose(start.synthetic.images, module.synthetic.images.cpu())
+
+
 def test_only_synthetic_images_are_parameters(pool_dir):
     module = tiny_module(pool_dir)
     fit(module)
@@ -68,6 +76,8 @@ def test_bad_settings_fail_at_construction(pool_dir):
         tiny_module(pool_dir, metric="dot")
     with pytest.raises(ConfigError, match="unknown model_source"):
         tiny_module(pool_dir, model_source="zoo")
+    with pytest.raises(ConfigError, match="unknown match 'feature'"):
+        tiny_module(pool_dir, match="feature")
     with pytest.raises(ConfigError, match="rho_min"):
         tiny_module(pool_dir, rho_min=0.5, rho_max=0.1)
 

@@ -25,11 +25,18 @@ class FunctionalNet:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
+        self._embedder = _Embedder(module) if hasattr(module, "embed") else None
         self.param_names = [n for n, _ in module.named_parameters()]
         self.buffer_names = [n for n, _ in module.named_buffers()]
 
     def __call__(self, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.module, weights, (x,), strict=False)
+
+    def embed(self, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The module's ``embed`` (features before the classifier) with the given weights."""
+        if self._embedder is None:
+            raise TypeError(f"{type(self.module).__name__} has no embed method")
+        return functional_call(self._embedder, {f"net.{k}": v for k, v in weights.items()}, (x,), strict=False)
 
     def to(self, device: torch.device | str) -> "FunctionalNet":
         self.module.to(device)
@@ -55,3 +62,14 @@ class FunctionalNet:
 
     def parameters_of(self, weights: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return [weights[n] for n in self.param_names]
+
+
+class _Embedder(nn.Module):
+    """Calls ``net.embed`` as ``forward`` so functional_call can run it."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(x)

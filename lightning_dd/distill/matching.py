@@ -85,3 +85,13 @@ def class_matching_loss(
     g_real = [g.detach() for g in g_real]
     g_syn = torch.autograd.grad(F.cross_entropy(logits_fn(syn), y_syn), matched, create_graph=True)
     return gradient_distance(g_real, g_syn, metric)
+
+
+def class_embedding_loss(embed_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
+    """Distribution matching (DM, Zhao & Bilen 2023): squared distance of mean embeddings.
+
+    The real embeddings are computed without a graph; the loss is differentiable w.r.t. ``syn``.
+    """
+    with torch.no_grad():
+        target = embed_fn(real).mean(0)
+    return torch.sum((target - embed_fn(syn).mean(0)) ** 2)

@@ -20,7 +20,7 @@ from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.augment import DSA, augmented_loss
 from lightning_dd.distill.functional_net import FunctionalNet
-from lightning_dd.distill.matching import METRICS, class_matching_loss, matched_parameter_names
+from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
 from lightning_dd.distill.strategy import DistillDDPStrategy
 from lightning_dd.distill.synthetic import INITS, SyntheticSet
@@ -28,6 +28,7 @@ from lightning_dd.errors import ConfigError, DivergenceError, choose
 from lightning_dd.nets.spec import NetSpec, head_parameter_names
 
 MODEL_SOURCES = ("pool", "random")
+MATCHES = ("grad", "embed")
 
 
 class DistillModule(LightningModule):
@@ -53,6 +54,9 @@ class DistillModule(LightningModule):
         batch_real: real images per class per step.
         max_syn_per_class: at most this many decoded synthetic images per class are matched per step.
         metric: gradient distance ``mse``, ``l1`` or ``cos``.
+        match: ``grad`` (gradient matching: DC, DSA, IDC, Acc-DD) or ``embed`` (distribution
+            matching, DM: mean embeddings of real and synthetic batches; use with random
+            networks, ``inner_loop=1`` and ``n_data=0``).
         match_bias, match_head: also match 1-D parameters / the classifier head.
         augment: DSA transforms, one shared draw per class for matching, per image for the net update.
         lr_img: synthetic-image learning rate (before ``ipc / 10`` scaling).
@@ -86,6 +90,7 @@ class DistillModule(LightningModule):
         batch_real: int = 64,
         max_syn_per_class: int = 128,
         metric: Literal["mse", "l1", "cos"] = "mse",
+        match: Literal["grad", "embed"] = "grad",
         match_bias: bool = False,
         match_head: bool = False,
         augment: str = "color_crop_cutout",
@@ -107,6 +112,7 @@ class DistillModule(LightningModule):
         choose("init", init, INITS)
         choose("model_source", model_source, MODEL_SOURCES)
         choose("metric", metric, METRICS)
+        choose("match", match, MATCHES)
         DSA(augment)  # validates the names
         for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), ("net_batch_size", net_batch_size)):
             if value < 1:
@@ -292,7 +298,11 @@ class DistillModule(LightningModule):
             if subsample is not None:
                 syn = syn[subsample[c]]
             both = self._dsa.apply(torch.cat([real[c], syn]), draws[c : c + 1])
-            loss = class_matching_loss(lambda x: net(weights, x), matched, both[: real.shape[1]], both[real.shape[1] :], c, hp.metric)
+            real_c, syn_c = both[: real.shape[1]], both[real.shape[1] :]
+            if hp.match == "embed":
+                loss = class_embedding_loss(lambda x: net.embed(weights, x), real_c, syn_c)
+            else:
+                loss = class_matching_loss(lambda x: net(weights, x), matched, real_c, syn_c, c, hp.metric)
             self.manual_backward(loss, inputs=[self.synthetic.images])
             total = total + loss.detach()
         if self.trainer.world_size > 1:
