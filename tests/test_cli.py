@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from lightning_dd.cli import main, run_cli
 from lightning_dd.export import load_distilled

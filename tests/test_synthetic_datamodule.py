@@ -90,7 +90,7 @@ def test_shuffling_and_augmentation_are_seeded(export):
     assert not torch.equal(other_y, aug_y)
     # Two epochs draw different orders and augmentations.
     loader = SyntheticDataModule(export, batch_size=80, augment="crop", seed=0).train_dataloader()
-    (x1, y1), (x2, y2) = next(iter(loader)), next(iter(loader))
+    (_, y1), (_, y2) = next(iter(loader)), next(iter(loader))
     assert not torch.equal(y1, y2)
 
 

@@ -154,10 +154,6 @@ class DistillModule(LightningModule):
         hp = self.hparams
         return hp.lr_img * (hp.ipc / 10.0 if hp.scale_lr_with_ipc else 1.0)
 
-    @property
-    def total_steps(self) -> int:
-        return self.hparams.outer_iterations * self.hparams.inner_loop
-
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_data") or not hasattr(datamodule, "info"):
