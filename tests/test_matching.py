@@ -65,3 +65,14 @@ def test_embedding_loss_zero_for_identical_batches_and_reaches_pixels():
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     loss.backward(inputs=[syn])
     assert syn.grad.abs().sum() > 0
+
+
+def test_bf16_autocast_matching_loss_is_close_to_fp32():
+    net, weights, matched = _setup()
+    g = torch.Generator().manual_seed(0)
+    real, syn = torch.randn(32, 1, 8, 8, generator=g), torch.randn(8, 1, 8, 8, generator=g)
+    exact = class_matching_loss(lambda x: net(weights, x), matched, real, syn, 2, "mse")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = class_matching_loss(lambda x: net(weights, x), matched, real, syn, 2, "mse")
+    assert fast.dtype == torch.float32
+    assert abs(float(fast) - float(exact)) / float(exact) < 0.1

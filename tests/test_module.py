@@ -55,6 +55,14 @@ def test_distribution_matching_mode(pool_dir):
     assert module.outer == 2 and not torch.allclose(start.synthetic.images, module.synthetic.images.cpu())
 
 
+def test_bf16_precision_runs_and_stays_close(pool_dir):
+    exact, fast = tiny_module(pool_dir), tiny_module(pool_dir, precision="bf16")
+    fit(exact)
+    fit(fast)
+    assert not torch.equal(exact.synthetic.images, fast.synthetic.images)
+    assert (exact.synthetic.images - fast.synthetic.images).abs().mean() < 0.05
+
+
 def test_only_synthetic_images_are_parameters(pool_dir):
     module = tiny_module(pool_dir)
     fit(module)

@@ -82,9 +82,10 @@ def class_matching_loss(
     y_real = torch.full((real.shape[0],), label, dtype=torch.long, device=real.device)
     y_syn = torch.full((syn.shape[0],), label, dtype=torch.long, device=syn.device)
     g_real = torch.autograd.grad(F.cross_entropy(logits_fn(real), y_real), matched)
-    g_real = [g.detach() for g in g_real]
+    g_real = [g.detach().float() for g in g_real]
     g_syn = torch.autograd.grad(F.cross_entropy(logits_fn(syn), y_syn), matched, create_graph=True)
-    return gradient_distance(g_real, g_syn, metric)
+    # Distances in fp32 even when the network ran under bf16 autocast (no-op for fp32 tensors).
+    return gradient_distance(g_real, [g.float() for g in g_syn], metric)
 
 
 def class_embedding_loss(embed_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:

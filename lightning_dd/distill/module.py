@@ -65,6 +65,8 @@ class DistillModule(LightningModule):
         n_data: real images the network is trained on after every inner step (0 = no update).
         net_lr, net_momentum, net_weight_decay, net_batch_size: SGD of that update.
         net_cutmix_p: CutMix probability in that update.
+        precision: ``32`` (exact) or ``bf16`` (bfloat16 autocast for the network's convolutions in
+            matching and in its update; faster on CPUs and GPUs with bf16 units, distances stay fp32).
         seed: seeds every random choice of distillation (batches, augmentation, networks).
 
     Example:
@@ -103,6 +105,7 @@ class DistillModule(LightningModule):
         net_weight_decay: float = 5e-4,
         net_batch_size: int = 128,
         net_cutmix_p: float = 0.5,
+        precision: Literal["32", "bf16"] = "32",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -113,6 +116,7 @@ class DistillModule(LightningModule):
         choose("model_source", model_source, MODEL_SOURCES)
         choose("metric", metric, METRICS)
         choose("match", match, MATCHES)
+        choose("precision", precision, ("32", "bf16"))
         DSA(augment)  # validates the names
         for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), ("net_batch_size", net_batch_size)):
             if value < 1:
@@ -235,14 +239,19 @@ class DistillModule(LightningModule):
             return None
         if self.inner == 0:
             self._begin_outer()
-        loss = self._matching_step()
-        self._network_step()
+        with self._autocast():
+            loss = self._matching_step()
+            self._network_step()
         self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
         self.log("distill/match_loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
         self.inner += 1
         if self.inner == self.hparams.inner_loop:
             self._end_outer()
         return None
+
+    def _autocast(self):
+        """bf16 autocast on the module's device when ``precision="bf16"``, else a no-op context."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.hparams.precision == "bf16")
 
     def _begin_outer(self) -> None:
         hp = self.hparams
