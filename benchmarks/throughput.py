@@ -47,6 +47,7 @@ import reference_loop  # noqa: E402  (the sibling module, also importable as ben
 START_MARKER = "<!-- throughput:start -->"
 END_MARKER = "<!-- throughput:end -->"
 RESULT_PREFIX = "THROUGHPUT_RESULT "
+ROOT = Path(__file__).resolve().parents[1]
 LOSS_TOLERANCE = 1e-4
 GRAD_TOLERANCE = 1e-3
 N_TRAIN = 6000
@@ -66,6 +67,14 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     if min(h, w, c) < 1:
         raise argparse.ArgumentTypeError(f"shape dimensions must be positive, got {text!r}")
     return h, w, c
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    """``"28x28x1,32x32x3"`` -> [(28, 28, 1), (32, 32, 3)]."""
+    shapes = [parse_shape(p.strip()) for p in text.split(",") if p.strip()]
+    if not shapes:
+        raise argparse.ArgumentTypeError("give at least one shape")
+    return shapes
 
 
 def shape_name(shape: tuple[int, int, int]) -> str:
@@ -165,6 +174,9 @@ def run_reference(shape, settings, device, warmup, steps) -> dict:
     return {"step_times": step_times[warmup:], "match_times": match_times[warmup:], "peak_mb": memory.megabytes(), "memory_kind": memory.kind}
 
 
+LIBRARY_PRECISION = "32"  # set from --precision: the library's mode under test
+
+
 def run_library(shape, settings, device, warmup, steps) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import Callback
@@ -212,6 +224,7 @@ def run_library(shape, settings, device, warmup, steps) -> dict:
         net_batch_size=s.net_batch_size,
         net_cutmix_p=s.cutmix_p,
         seed=s.seed,
+        precision=LIBRARY_PRECISION,
     )
     # Time the matching part too, by wrapping the bound method on this instance (library code untouched).
     match_times: list[float] = []
@@ -259,7 +272,7 @@ def worker_main(args) -> None:
 
 
 def spawn_worker(path: str, shape, args) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--shapes", shape_name(shape), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--shapes", shape_name(shape), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision]
     if args.quick:
         command.append("--quick")
     if args.threads is not None:
@@ -270,6 +283,24 @@ def spawn_worker(path: str, shape, args) -> dict:
     if proc.returncode != 0 or not results:
         raise RuntimeError(f"{path} worker for {shape_name(shape)} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return json.loads(results[-1])
+
+
+def run_paths(shape, args) -> dict[str, dict]:
+    """Both paths, each in fresh subprocesses, alternating ``--repeats`` times; step times are pooled."""
+    runs: dict[str, list[dict]] = {"reference": [], "library": []}
+    for _ in range(args.repeats):
+        for path in runs:
+            runs[path].append(spawn_worker(path, shape, args))
+    merged = {}
+    for path, results in runs.items():
+        merged[path] = {
+            "step_times": [t for r in results for t in r["step_times"]],
+            "match_times": [t for r in results for t in r["match_times"]],
+            "peak_mb": max(r["peak_mb"] for r in results),
+            "memory_kind": results[0]["memory_kind"],
+            "threads": results[0]["threads"],
+        }
+    return merged
 
 
 # ------------------------------------------------------------------ equality check and FLOPs
@@ -406,12 +437,12 @@ def machine_description(device: torch.device, threads: int) -> str:
         pass
     text = f"{platform.platform()}; CPU: {cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}; torch {torch.__version__}; torch threads: {threads}"
     if device.type == "cuda":
-        text += f"; GPU: {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+        text += f"; GPU: {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}; cuDNN TF32 for fp32 convolutions: {torch.backends.cudnn.allow_tf32})"
     return text
 
 
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["python", "benchmarks/throughput.py", *sys.argv[1:]])
+def command_line(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in ["python", "benchmarks/throughput.py", *argv])
 
 
 def replace_section(old: str | None, section: str) -> str:
@@ -436,24 +467,28 @@ def write_section(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--shapes", type=lambda t: [parse_shape(p) for p in t.split(",") if p], default=[(28, 28, 1), (32, 32, 3)], help="comma-separated HxWxC (default 28x28x1,32x32x3)")
+    parser.add_argument("--shapes", type=parse_shapes, default=[(28, 28, 1), (32, 32, 3)], help="comma-separated HxWxC (default 28x28x1,32x32x3)")
     parser.add_argument("--steps", type=int, default=None, help="measured inner iterations per path (default 10; 2 with --quick)")
     parser.add_argument("--warmup", type=int, default=None, help="unmeasured inner iterations first (default 2; 1 with --quick)")
+    parser.add_argument("--repeats", type=int, default=1, help="fresh subprocess runs per path, alternating reference/library; step times are pooled (default 1)")
     parser.add_argument("--quick", action="store_true", help="tiny workload (width 16, ipc 2, n_data 64, 2 measured steps) for tests/CI")
-    parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"), help="Markdown file whose throughput section is (re)written")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file whose throughput section is (re)written (default docs/benchmarks.md)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every process (default: torch's choice)")
+    parser.add_argument("--precision", choices=("32", "bf16"), default="32", help="the library's precision mode (DistillModule(precision=...)); the reference is always fp32")
     parser.add_argument("--worker", choices=("reference", "library"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 2 if args.quick else 10
     if args.warmup is None:
         args.warmup = 1 if args.quick else 2
-    if args.steps < 1 or args.warmup < 1:
-        parser.error("--steps and --warmup must be >= 1 (the first inner iteration also draws the network)")
+    if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
+        parser.error("--steps, --warmup and --repeats must be >= 1 (the first inner iteration also draws the network)")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
+    global LIBRARY_PRECISION
+    LIBRARY_PRECISION = args.precision
     if args.worker:
         worker_main(args)
         return
@@ -479,13 +514,14 @@ def main(argv: list[str] | None = None) -> None:
         size = first_pooled_size(shape)
         budget = 0.3 if args.quick else 3.0
         conv = {mode: conv_benchmark(batch, s.width, size, device, mode == "bf16", budget) for mode in ("fp32", "bf16")}
-        results = {path: spawn_worker(path, shape, args) for path in ("reference", "library")}
+        results = run_paths(shape, args)
         medians = {p: statistics.median(r["step_times"]) for p, r in results.items()}
         match_medians = {p: statistics.median(r["match_times"]) for p, r in results.items()}
         ratios[name] = medians["reference"] / medians["library"]
         for path in ("reference", "library"):
             ratio = f"{ratios[name]:.2f}x" if path == "library" else "1.00x"
-            rows.append(f"| {name} | {path} | {medians[path]:.4f} | {per_iteration / medians[path]:,.0f} | {results[path]['peak_mb']:,.0f} | {ratio} |")
+            label = f"library ({'bf16' if args.precision == 'bf16' else 'fp32'})" if path == "library" else path
+            rows.append(f"| {name} | {label} | {medians[path]:.4f} | {per_iteration / medians[path]:,.0f} | {results[path]['peak_mb']:,.0f} | {ratio} |")
         flops = {"reference": check["reference_flops"], "library": check["library_flops"]}
         details.append(
             f"**{name}**\n\n"
@@ -499,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
             f"library {flops['library'] * s.num_classes / match_medians['library'] / 1e9:.1f} GFLOP/s\n"
             f"- conv2d microbenchmark (3x3, {s.width}->{s.width}, batch {batch}, {size[0]}x{size[1]}, forward + backward): "
             f"fp32 {conv['fp32']['gflops']:.1f} GFLOP/s, bf16 autocast {conv['bf16']['gflops']:.1f} GFLOP/s\n"
-            f"- measured steps: {len(results['reference']['step_times'])} per path after {args.warmup} warm-up; "
+            f"- measured steps: {len(results['reference']['step_times'])} per path ({args.repeats} subprocess run(s) x {args.steps}, each after {args.warmup} warm-up); "
             f"torch threads in the workers: reference {results['reference']['threads']}, library {results['library']['threads']}; "
             f"memory: {results['library']['memory_kind']}\n"
         )
@@ -524,7 +560,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             "## Throughput: DistillModule vs the reference per-class loop",
             "",
-            f"Command: `{command_line()}`",
+            f"Command: `{command_line(sys.argv[1:] if argv is None else argv)}`",
             "",
             f"Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
             "",
@@ -534,6 +570,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Images matched / s = {s.num_classes} x ({s.batch_real} real + {s.ipc * s.factor**2} synthetic) / (s per inner iteration). "
             "Reference: `benchmarks/reference_loop.py` (IDC-style per-class loop, nn.Module ConvNet). "
             "Library: `DistillModule.training_step` under `lightning.Trainer`, timed by a Callback. "
+            "The reference holds the real images as normalised float32 (as IDC's ClassMemDataLoader), the library as uint8 (normalised per batch). "
             "Each path runs in its own subprocess; peak memory is "
             + ("`torch.cuda.max_memory_allocated`." if device.type == "cuda" else "the growth of the process's peak RSS (VmHWM) over its RSS after imports."),
             "",

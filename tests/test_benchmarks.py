@@ -1,0 +1,86 @@
+"""benchmarks/throughput.py: the Markdown section writer (fast) and a --quick run end to end (subprocess)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("benchmark_throughput_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_section_is_created_appended_or_replaced(throughput, tmp_path):
+    start, end = throughput.START_MARKER, throughput.END_MARKER
+    path = tmp_path / "docs" / "bench.md"
+    throughput.write_section(path, "first")
+    assert path.read_text() == f"# Benchmarks\n\n{start}\nfirst\n{end}\n"
+
+    path.write_text("# Notes\n\nhand-written text\n")
+    throughput.write_section(path, "second")
+    assert path.read_text() == f"# Notes\n\nhand-written text\n\n{start}\nsecond\n{end}\n"
+
+    path.write_text(f"head\n\n{start}\nold\nlines\n{end}\n\ntail\n")
+    throughput.write_section(path, "third\n")
+    assert path.read_text() == f"head\n\n{start}\nthird\n{end}\n\ntail\n"
+    assert [p.name for p in path.parent.iterdir()] == ["bench.md"]  # no temporary file left behind
+
+
+def test_shapes_parse_as_height_width_channels(throughput):
+    assert throughput.parse_shape("28x28x1") == (28, 28, 1)
+    assert throughput.parse_shape("8X6x3") == (8, 6, 3)
+    for bad in ("32x32", "axbxc", "0x8x1"):
+        with pytest.raises(Exception):
+            throughput.parse_shape(bad)
+
+
+@pytest.mark.slow
+def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
+    output = tmp_path / "bench.md"
+    output.write_text("# Bench\n\nintro stays\n\n<!-- throughput:start -->\nstale numbers\n<!-- throughput:end -->\n\ntrailer stays\n")
+    command = [sys.executable, str(SCRIPT), "--quick", "--shapes", "8x8x1", "--output", str(output), "--threads", "1"]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+
+    # Exactly one closing speed-up line, and it is the last line.
+    assert re.fullmatch(r"speed-up vs reference: \d+\.\d{2}x", lines[-1]), lines[-1]
+    assert sum(line.startswith("speed-up vs reference:") for line in lines) == 1
+
+    # Both paths computed the same matching loss.
+    check = re.search(r"^loss check 8x8x1: reference (\S+), library (\S+), relative difference (\S+) ", proc.stdout, re.M)
+    assert check, proc.stdout
+    assert float(check.group(3)) < 1e-4
+    assert float(check.group(1)) == pytest.approx(float(check.group(2)), rel=1e-4)
+
+    # The table: one row per path with positive numbers and the ratio on the library row.
+    assert "| shape | path | s / inner iteration (median) | images matched / s | peak memory MB | reference / library |" in lines
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| 8x8x1 |")]
+    assert [row[1] for row in rows] == ["reference", "library"]
+    for row in rows:
+        assert float(row[2]) > 0 and float(row[3].replace(",", "")) > 0 and float(row[4].replace(",", "")) >= 0
+    ratio = float(rows[1][5].rstrip("x"))
+    assert lines[-1] == f"speed-up vs reference: {ratio:.2f}x"
+
+    # The file: the section was replaced, everything around it kept.
+    text = output.read_text()
+    assert text.startswith("# Bench\n\nintro stays\n\n<!-- throughput:start -->\n")
+    assert text.endswith("<!-- throughput:end -->\n\ntrailer stays\n")
+    assert "stale numbers" not in text and text.count("<!-- throughput:start -->") == 1
+    section = text.split("<!-- throughput:start -->")[1].split("<!-- throughput:end -->")[0]
+    assert "python benchmarks/throughput.py --quick --shapes 8x8x1" in section
+    assert "torch " in section and "logical cores" in section and "Date: " in section
+    assert all("| 8x8x1 | " + row[1] + " |" in section for row in rows)
+    assert "relative difference" in section and "GFLOP/s" in section and lines[-1] in section
