@@ -7,6 +7,10 @@ code. Settings come from a config file's ``model`` section (e.g. the CPU-budget 
 
     python benchmarks/budget.py --config configs/fashion_mnist/ipc1_cpu.yaml --budget_min 6
 
+With ``--pool_cache DIR`` the pool is built (timed, reported) before the budgeted runs and
+excluded from the budget, as when one cached pool serves every IPC and rerun; without it
+Acc-DD pays for pretraining inside its budget.
+
 Results go to a section of docs/benchmarks.md (between markers), with the command and machine.
 """
 
