@@ -68,7 +68,7 @@ def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     # The table: one row per path with positive numbers and the ratio on the library row.
     assert "| shape | path | s / inner iteration (median) | images matched / s | peak memory MB | reference / library |" in lines
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| 8x8x1 |")]
-    assert [row[1] for row in rows] == ["reference", "library"]
+    assert [row[1] for row in rows] == ["reference", "library (fp32)"]
     for row in rows:
         assert float(row[2]) > 0 and float(row[3].replace(",", "")) > 0 and float(row[4].replace(",", "")) >= 0
     ratio = float(rows[1][5].rstrip("x"))
