@@ -22,3 +22,11 @@ class StepTicker:
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.length))
+
+    # Stateless, hence trivially resumable: these tell Lightning so (no "not resumable" warning
+    # when resuming mid-epoch); the module's checkpointed counters and generator carry the state.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        return None
