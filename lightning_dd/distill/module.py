@@ -288,7 +288,7 @@ class DistillModule(LightningModule):
         assert self.synthetic is not None and self._real is not None and self._net is not None and self._weights is not None and self._normalizer is not None
         num_classes = self.info.num_classes
         real = self._real.class_balanced_batch(hp.batch_real, self._generator)
-        draws = self._dsa.sample(num_classes, self._generator)
+        draws = self._dsa.sample(num_classes, self._generator).to(self.device)  # one copy, not one per class
         per_class = self.synthetic.per_class_decoded
         subsample = None
         if per_class > hp.max_syn_per_class:
