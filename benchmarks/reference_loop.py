@@ -4,8 +4,9 @@ This is the yardstick of ``benchmarks/throughput.py``. It follows the structure 
 IDC code (``condense.py``: ``matchloss`` and the inner loop, ``train.py``: ``train_epoch``),
 which Acc-DD reuses unchanged, with nothing clever in it:
 
-* the network is an ordinary ``nn.Module`` (:class:`lightning_dd.nets.ConvNet`) with real
-  ``.parameters()``, trained by its own ``torch.optim.SGD``;
+* the network is an ordinary ``nn.Module`` built from stock layers (:class:`PlainConvNet`:
+  ``nn.Conv2d``, ``nn.GroupNorm``, ``nn.ReLU``, ``nn.AvgPool2d``, as in the DC/IDC ``ConvNet``)
+  with real ``.parameters()``, trained by its own ``torch.optim.SGD``;
 * per class: sample a real batch, decode the class's synthetic images (multi-formation),
   augment ``torch.cat([real, syn])`` with ONE shared DSA draw, take ``torch.autograd.grad`` of
   the cross-entropy w.r.t. *all* of the network's parameters on the real half (detached) and,
@@ -15,7 +16,7 @@ which Acc-DD reuses unchanged, with nothing clever in it:
 * then the network is trained on ``n_data`` random real images in minibatches (DSA with one
   draw per image, CutMix with probability ``cutmix_p``), SGD with momentum.
 
-The only piece taken from the library besides the ConvNet is the DSA transform
+The only piece taken from the library is the DSA transform
 (:class:`lightning_dd.augment.DSA`, the same operations as the DSA/IDC ``DiffAugment``), so that
 the equality check in ``throughput.py`` can feed both paths the same augmentation draw.
 Real data is held the way IDC's ``ClassMemDataLoader`` holds it: normalised float32 images on
@@ -32,7 +33,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lightning_dd.augment import DSA
-from lightning_dd.nets import ConvNet
 
 
 @dataclass
@@ -55,6 +55,33 @@ class Settings:
     net_weight_decay: float = 5e-4
     cutmix_p: float = 0.5
     seed: int = 0
+
+
+class PlainConvNet(nn.Module):
+    """ConvNet-D with instance norm and average pooling, written with stock ``torch.nn`` layers.
+
+    Same layer order and parameter names as :class:`lightning_dd.nets.ConvNet` (so one state
+    dict loads into both), including the 28x28 rule (first convolution pads by 3).
+    """
+
+    def __init__(self, channels: int, num_classes: int, image_size: tuple[int, int], depth: int, width: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        height, wide = image_size
+        in_ch = channels
+        for d in range(depth):
+            pad = 3 if (d == 0 and tuple(image_size) == (28, 28)) else 1
+            layers += [nn.Conv2d(in_ch, width, 3, padding=pad), nn.GroupNorm(width, width, affine=True), nn.ReLU(inplace=True)]
+            height, wide = height + 2 * pad - 2, wide + 2 * pad - 2
+            if min(height, wide) >= 2:
+                layers.append(nn.AvgPool2d(2))
+                height, wide = height // 2, wide // 2
+            in_ch = width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width * height * wide, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
 
 
 def random_images(n: int, channels: int, height: int, width: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +187,7 @@ class ReferenceDistiller:
     def new_network(self) -> nn.Module:
         """Start an outer iteration: a fresh randomly initialised network and its optimiser."""
         s = self.settings
-        net = ConvNet(self.images.shape[1], s.num_classes, self.image_size, s.depth, s.width, "instance").to(self.device)
+        net = PlainConvNet(self.images.shape[1], s.num_classes, self.image_size, s.depth, s.width).to(self.device)
         net.train()
         self.optim_net = torch.optim.SGD(net.parameters(), lr=s.net_lr, momentum=s.net_momentum, weight_decay=s.net_weight_decay)
         with torch.no_grad():

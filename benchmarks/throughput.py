@@ -152,8 +152,12 @@ def netspec(settings: reference_loop.Settings):
 
 
 # --------------------------------------------------------------------------------------- workers
-def run_reference(shape, settings, device, warmup, steps) -> dict:
+def run_reference(shape, settings, device, warmup, steps, tuned_allocator: bool = False) -> dict:
     h, w, c = shape
+    if tuned_allocator:
+        from lightning_dd.allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()
     sync = synchronizer(device)
     memory = PeakMemory(device)
     images, labels = reference_loop.random_images(N_TRAIN + N_TEST, c, h, w, settings.num_classes, settings.seed)
@@ -175,6 +179,8 @@ def run_reference(shape, settings, device, warmup, steps) -> dict:
 
 
 LIBRARY_PRECISION = "32"  # set from --precision: the library's mode under test
+PATHS = ("reference", "reference_tuned", "library")
+PATH_LABELS = {"reference": "reference", "reference_tuned": "reference + tuned allocator"}
 
 
 def run_library(shape, settings, device, warmup, steps) -> dict:
@@ -265,8 +271,10 @@ def worker_main(args) -> None:
     device = torch.device(args.device)
     settings = QUICK if args.quick else FULL
     shape = args.shapes[0]
-    run = run_reference if args.worker == "reference" else run_library
-    result = run(shape, settings, device, args.warmup, args.steps)
+    if args.worker == "library":
+        result = run_library(shape, settings, device, args.warmup, args.steps)
+    else:
+        result = run_reference(shape, settings, device, args.warmup, args.steps, tuned_allocator=args.worker == "reference_tuned")
     result.update(path=args.worker, shape=shape_name(shape), threads=torch.get_num_threads())
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
@@ -286,8 +294,11 @@ def spawn_worker(path: str, shape, args) -> dict:
 
 
 def run_paths(shape, args) -> dict[str, dict]:
-    """Both paths, each in fresh subprocesses, alternating ``--repeats`` times; step times are pooled."""
-    runs: dict[str, list[dict]] = {"reference": [], "library": []}
+    """Every path, each in fresh subprocesses, alternating ``--repeats`` times; step times are pooled.
+
+    ``reference_tuned`` (the reference with the library's CPU allocator setting) runs on the CPU only.
+    """
+    runs: dict[str, list[dict]] = {p: [] for p in PATHS if p != "reference_tuned" or args.device == "cpu"}
     for _ in range(args.repeats):
         for path in runs:
             runs[path].append(spawn_worker(path, shape, args))
@@ -334,8 +345,10 @@ def equality_and_flops(shape, settings, device) -> dict:
     normalizer = Normalizer(info.mean, info.std, device)
     spec = netspec(s)
 
-    # Reference: a plain nn.Module ConvNet.
-    net = spec.build_seeded(s.seed, c, s.num_classes, (h, w)).to(device)
+    # Reference: the stock-layer ConvNet, with the seeded weights of the library's ConvNet.
+    net = reference_loop.PlainConvNet(c, s.num_classes, (h, w), s.depth, s.width)
+    net.load_state_dict(spec.build_seeded(s.seed, c, s.num_classes, (h, w)).state_dict())
+    net.to(device)
 
     def reference_class(images, k):
         stored_k = images[k * s.ipc : (k + 1) * s.ipc]
@@ -475,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file whose throughput section is (re)written (default docs/benchmarks.md)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every process (default: torch's choice)")
     parser.add_argument("--precision", choices=("32", "bf16"), default="32", help="the library's precision mode (DistillModule(precision=...)); the reference is always fp32")
-    parser.add_argument("--worker", choices=("reference", "library"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 2 if args.quick else 10
@@ -518,9 +531,9 @@ def main(argv: list[str] | None = None) -> None:
         medians = {p: statistics.median(r["step_times"]) for p, r in results.items()}
         match_medians = {p: statistics.median(r["match_times"]) for p, r in results.items()}
         ratios[name] = medians["reference"] / medians["library"]
-        for path in ("reference", "library"):
-            ratio = f"{ratios[name]:.2f}x" if path == "library" else "1.00x"
-            label = f"library ({'bf16' if args.precision == 'bf16' else 'fp32'})" if path == "library" else path
+        for path in results:
+            ratio = f"{medians['reference'] / medians[path]:.2f}x"
+            label = f"library ({'bf16' if args.precision == 'bf16' else 'fp32'})" if path == "library" else PATH_LABELS[path]
             rows.append(f"| {name} | {label} | {medians[path]:.4f} | {per_iteration / medians[path]:,.0f} | {results[path]['peak_mb']:,.0f} | {ratio} |")
         flops = {"reference": check["reference_flops"], "library": check["library_flops"]}
         details.append(
@@ -543,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
 
     table = "\n".join(
         [
-            "| shape | path | s / inner iteration (median) | images matched / s | peak memory MB | reference / library |",
+            "| shape | path | s / inner iteration (median) | images matched / s | peak memory MB | speed-up vs reference |",
             "|---|---|---:|---:|---:|---:|",
             *rows,
         ]
@@ -568,8 +581,9 @@ def main(argv: list[str] | None = None) -> None:
             "",
             f"Workload: {workload}. One inner iteration = all classes matched + one synthetic-image step + the network's update. "
             f"Images matched / s = {s.num_classes} x ({s.batch_real} real + {s.ipc * s.factor**2} synthetic) / (s per inner iteration). "
-            "Reference: `benchmarks/reference_loop.py` (IDC-style per-class loop, nn.Module ConvNet). "
-            "Library: `DistillModule.training_step` under `lightning.Trainer`, timed by a Callback. "
+            "Reference: `benchmarks/reference_loop.py` (IDC-style per-class loop; stock-layer ConvNet with `nn.AvgPool2d`; glibc's default malloc settings). "
+            + ("Reference + tuned allocator: the same loop after `lightning_dd.allocator.tune_cpu_allocator()`, to show the share of the speed-up that the allocator setting alone gives. " if device.type == "cpu" else "")
+            + "Library: `DistillModule.training_step` under `lightning.Trainer`, timed by a Callback (its defaults: the fast 2x2 pooling of `lightning_dd.nets.pooling`, and on the CPU the tuned allocator). "
             "The reference holds the real images as normalised float32 (as IDC's ClassMemDataLoader), the library as uint8 (normalised per batch). "
             "Each path runs in its own subprocess; peak memory is "
             + ("`torch.cuda.max_memory_allocated`." if device.type == "cuda" else "the growth of the process's peak RSS (VmHWM) over its RSS after imports."),

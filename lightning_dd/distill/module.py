@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_dd.allocator import tune_cpu_allocator
 from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.augment import DSA, augmented_loss
@@ -68,6 +69,8 @@ class DistillModule(LightningModule):
         precision: ``32`` (exact) or ``bf16`` (bfloat16 autocast for the network's convolutions in
             matching and in its update; faster on CPUs and GPUs with bf16 units, distances stay fp32).
         seed: seeds every random choice of distillation (batches, augmentation, networks).
+        tune_cpu_allocator: on the CPU, raise glibc's malloc thresholds so large temporaries are
+            reused instead of page-faulted in afresh (:mod:`lightning_dd.allocator`; process-wide).
 
     Example:
         >>> from lightning_dd.data import RealDataModule
@@ -107,6 +110,7 @@ class DistillModule(LightningModule):
         net_cutmix_p: float = 0.5,
         precision: Literal["32", "bf16"] = "32",
         seed: int = 0,
+        tune_cpu_allocator: bool = True,
     ) -> None:
         super().__init__()
         # Plain dicts arrive when hyper-parameters are restored from a checkpoint or YAML.
@@ -164,6 +168,8 @@ class DistillModule(LightningModule):
             raise ConfigError("DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))")
         if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, DistillDDPStrategy):
             raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
+        if self.hparams.tune_cpu_allocator and self.trainer.strategy.root_device.type == "cpu":
+            tune_cpu_allocator()
         datamodule.setup(stage)
         self.attach_data(datamodule.info, datamodule.train_data)
         if self.hparams.model_source == "pool":

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from lightning_dd.errors import choose
+from lightning_dd.nets.pooling import AvgPool2x2
 
 NORMS = ("instance", "batch", "none")
 POOLINGS = ("avg", "max", "none")
@@ -66,7 +67,7 @@ class ConvNet(nn.Module):
             if d == 0 and pad == 3:
                 height, wide = height + 4, wide + 4
             if pooling != "none" and min(height, wide) >= 2:
-                layers.append(nn.AvgPool2d(2) if pooling == "avg" else nn.MaxPool2d(2))
+                layers.append(AvgPool2x2() if pooling == "avg" else nn.MaxPool2d(2))
                 height, wide = height // 2, wide // 2
             in_ch = width
         self.features = nn.Sequential(*layers)

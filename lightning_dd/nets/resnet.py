@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lightning_dd.nets.convnet import make_norm
+from lightning_dd.nets.pooling import AvgPool2x2
 
 
 class BasicBlockAP(nn.Module):
@@ -19,12 +20,12 @@ class BasicBlockAP(nn.Module):
         self.norm1 = make_norm(norm, out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.norm2 = make_norm(norm, out_ch)
-        self.pool = nn.AvgPool2d(2) if downsample else nn.Identity()
+        self.pool = AvgPool2x2() if downsample else nn.Identity()
         self.shortcut: nn.Module = nn.Identity()
         if downsample or in_ch != out_ch:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, bias=False),
-                nn.AvgPool2d(2) if downsample else nn.Identity(),
+                AvgPool2x2() if downsample else nn.Identity(),
                 make_norm(norm, out_ch),
             )
 
