@@ -179,6 +179,7 @@ def run_reference(shape, settings, device, warmup, steps, tuned_allocator: bool 
 
 
 LIBRARY_PRECISION = "32"  # set from --precision: the library's mode under test
+LIBRARY_CLASSES_PER_PASS: int | None = None  # set from --classes_per_pass (None: the module's device default)
 PATHS = ("reference", "reference_tuned", "library")
 PATH_LABELS = {"reference": "reference", "reference_tuned": "reference + tuned allocator"}
 
@@ -231,6 +232,7 @@ def run_library(shape, settings, device, warmup, steps) -> dict:
         net_cutmix_p=s.cutmix_p,
         seed=s.seed,
         precision=LIBRARY_PRECISION,
+        classes_per_pass=LIBRARY_CLASSES_PER_PASS,
     )
     # Time the matching part too, by wrapping the bound method on this instance (library code untouched).
     match_times: list[float] = []
@@ -281,6 +283,8 @@ def worker_main(args) -> None:
 
 def spawn_worker(path: str, shape, args) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--shapes", shape_name(shape), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision]
+    if args.classes_per_pass is not None:
+        command += ["--classes_per_pass", str(args.classes_per_pass)]
     if args.quick:
         command.append("--quick")
     if args.threads is not None:
@@ -377,6 +381,7 @@ def equality_and_flops(shape, settings, device) -> dict:
         (ref_grad,) = torch.autograd.grad(ref_total, ref_images)
         lib_total = sum(library_class(k) for k in range(s.num_classes))
         (lib_grad,) = torch.autograd.grad(lib_total, synthetic.images)
+        grouped = grouped_check(device, template, weights, names, real, synthetic, normalizer, dsa, draws, n_real, s, ref_total, ref_grad)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     ref_value, lib_value = float(ref_total.detach()), float(lib_total.detach())
@@ -393,7 +398,24 @@ def equality_and_flops(shape, settings, device) -> dict:
         loss = library_class(0)
         loss.backward(inputs=[synthetic.images])  # what DistillModule.manual_backward(loss, inputs=[images]) does
     lib_flops = counter.get_total_flops()
-    return {"reference_loss": ref_value, "library_loss": lib_value, "rel_diff": rel, "grad_rel_diff": grad_rel, "reference_flops": ref_flops, "library_flops": lib_flops}
+    return {"reference_loss": ref_value, "library_loss": lib_value, "rel_diff": rel, "grad_rel_diff": grad_rel, "reference_flops": ref_flops, "library_flops": lib_flops, **grouped}
+
+
+def grouped_check(device, template, weights, names, real, synthetic, normalizer, dsa, draws, n_real, s, ref_total, ref_grad) -> dict:
+    """On CUDA the library matches all classes in one grouped pass: check that path against the reference too."""
+    from lightning_dd.distill.grouped import GroupedConvNet, grouped_matching_loss
+
+    if device.type != "cuda":
+        return {}
+    pairs = []
+    for k in range(s.num_classes):
+        both = dsa.apply(torch.cat([real[k], normalizer(synthetic.decoded_class_images(k))]), draws[k : k + 1])
+        pairs.append((both[:n_real], both[n_real:]))
+    labels = torch.arange(s.num_classes, device=device)
+    total = grouped_matching_loss(GroupedConvNet(template), weights, names, torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), labels, "mse")
+    (grad,) = torch.autograd.grad(total, synthetic.images)
+    rel = abs(float(ref_total.detach()) - float(total.detach())) / max(abs(float(ref_total.detach())), 1e-30)
+    return {"grouped_loss": float(total.detach()), "grouped_rel_diff": rel, "grouped_grad_rel_diff": float((ref_grad - grad).norm() / ref_grad.norm().clamp_min(1e-30))}
 
 
 # ------------------------------------------------------------------------ conv2d microbenchmark
@@ -469,6 +491,15 @@ def replace_section(old: str | None, section: str) -> str:
     return old.rstrip("\n") + ("\n\n" if old.strip() else "") + block + "\n"
 
 
+def library_label(args, device: torch.device) -> str:
+    """``library (fp32)``, plus the classes per pass when it is not 1."""
+    from lightning_dd.distill.grouped import default_classes_per_pass
+
+    chunk = args.classes_per_pass if args.classes_per_pass is not None else default_classes_per_pass(device.type)
+    mode = "bf16" if args.precision == "bf16" else "fp32"
+    return f"library ({mode})" if chunk == 1 else f"library ({mode}, {chunk} classes per pass)"
+
+
 def write_section(path: Path, section: str) -> None:
     from lightning_dd.atomic import atomic_open
 
@@ -488,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file whose throughput section is (re)written (default docs/benchmarks.md)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every process (default: torch's choice)")
     parser.add_argument("--precision", choices=("32", "bf16"), default="32", help="the library's precision mode (DistillModule(precision=...)); the reference is always fp32")
+    parser.add_argument("--classes_per_pass", type=int, default=None, help="the library's classes per matching pass (DistillModule(classes_per_pass=...)); default: its device default (10 on CUDA, 1 on the CPU)")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps is None:
@@ -500,8 +532,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
-    global LIBRARY_PRECISION
+    global LIBRARY_PRECISION, LIBRARY_CLASSES_PER_PASS
     LIBRARY_PRECISION = args.precision
+    LIBRARY_CLASSES_PER_PASS = args.classes_per_pass
+    if args.classes_per_pass is not None and args.classes_per_pass < 1:
+        parser.error("--classes_per_pass must be >= 1")
     if args.worker:
         worker_main(args)
         return
@@ -518,6 +553,13 @@ def main(argv: list[str] | None = None) -> None:
             f"loss check {name}: reference {check['reference_loss']:.6e}, library {check['library_loss']:.6e}, "
             f"relative difference {check['rel_diff']:.2e} (< {LOSS_TOLERANCE:g}); image-gradient relative difference {check['grad_rel_diff']:.2e}"
         )
+        if "grouped_loss" in check:
+            loss_line += (
+                f"; grouped pass (all classes at once, the library's CUDA default): loss {check['grouped_loss']:.6e}, relative difference "
+                f"{check['grouped_rel_diff']:.2e}, image-gradient relative difference {check['grouped_grad_rel_diff']:.2e}"
+            )
+            if not (check["grouped_rel_diff"] < LOSS_TOLERANCE and check["grouped_grad_rel_diff"] < GRAD_TOLERANCE):
+                raise SystemExit(f"the library's grouped matching differs from the reference on {name}: {loss_line}")
         print(loss_line, flush=True)
         if not check["rel_diff"] < LOSS_TOLERANCE:
             raise SystemExit(f"the library's matching loss differs from the reference's on {name}: {loss_line}")
@@ -533,7 +575,7 @@ def main(argv: list[str] | None = None) -> None:
         ratios[name] = medians["reference"] / medians["library"]
         for path in results:
             ratio = f"{medians['reference'] / medians[path]:.2f}x"
-            label = f"library ({'bf16' if args.precision == 'bf16' else 'fp32'})" if path == "library" else PATH_LABELS[path]
+            label = library_label(args, device) if path == "library" else PATH_LABELS[path]
             rows.append(f"| {name} | {label} | {medians[path]:.4f} | {per_iteration / medians[path]:,.0f} | {results[path]['peak_mb']:,.0f} | {ratio} |")
         flops = {"reference": check["reference_flops"], "library": check["library_flops"]}
         details.append(
@@ -583,7 +625,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Images matched / s = {s.num_classes} x ({s.batch_real} real + {s.ipc * s.factor**2} synthetic) / (s per inner iteration). "
             "Reference: `benchmarks/reference_loop.py` (IDC-style per-class loop; stock-layer ConvNet with `nn.AvgPool2d`; glibc's default malloc settings). "
             + ("Reference + tuned allocator: the same loop after `lightning_dd.allocator.tune_cpu_allocator()`, to show the share of the speed-up that the allocator setting alone gives. " if device.type == "cpu" else "")
-            + "Library: `DistillModule.training_step` under `lightning.Trainer`, timed by a Callback (its defaults: the fast 2x2 pooling of `lightning_dd.nets.pooling`, and on the CPU the tuned allocator). "
+            + "Library: `DistillModule.training_step` under `lightning.Trainer`, timed by a Callback (its defaults: the fast 2x2 pooling of `lightning_dd.nets.pooling`; on the CPU the tuned allocator and one class per pass; on CUDA all classes in one grouped pass, `lightning_dd.distill.grouped`). "
             "The reference holds the real images as normalised float32 (as IDC's ClassMemDataLoader), the library as uint8 (normalised per batch). "
             "Each path runs in its own subprocess; peak memory is "
             + ("`torch.cuda.max_memory_allocated`." if device.type == "cuda" else "the growth of the process's peak RSS (VmHWM) over its RSS after imports."),

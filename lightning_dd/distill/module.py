@@ -21,6 +21,7 @@ from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.augment import DSA, augmented_loss
 from lightning_dd.distill.functional_net import FunctionalNet
+from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pass, grouped_matching_loss, supports_grouped
 from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
 from lightning_dd.distill.strategy import DistillDDPStrategy
@@ -71,6 +72,10 @@ class DistillModule(LightningModule):
         seed: seeds every random choice of distillation (batches, augmentation, networks).
         tune_cpu_allocator: on the CPU, raise glibc's malloc thresholds so large temporaries are
             reused instead of page-faulted in afresh (:mod:`lightning_dd.allocator`; process-wide).
+        classes_per_pass: classes matched together in one grouped pass
+            (:mod:`lightning_dd.distill.grouped`; ConvNet with instance or no norm, gradient
+            matching). ``None`` picks per device: 10 on CUDA, where the per-class loop is bound by
+            kernel launches, and 1 (the plain loop) on the CPU, where it is not and memory is scarcer.
 
     Example:
         >>> from lightning_dd.data import RealDataModule
@@ -111,6 +116,7 @@ class DistillModule(LightningModule):
         precision: Literal["32", "bf16"] = "32",
         seed: int = 0,
         tune_cpu_allocator: bool = True,
+        classes_per_pass: int | None = None,
     ) -> None:
         super().__init__()
         # Plain dicts arrive when hyper-parameters are restored from a checkpoint or YAML.
@@ -125,6 +131,8 @@ class DistillModule(LightningModule):
         for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), ("net_batch_size", net_batch_size)):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if classes_per_pass is not None and classes_per_pass < 1:
+            raise ConfigError(f"classes_per_pass must be >= 1 (or null for the device's default), got {classes_per_pass}")
         if n_data < 0 or lr_img <= 0:
             raise ConfigError(f"need n_data >= 0 and lr_img > 0, got n_data={n_data} lr_img={lr_img}")
         if not 0 <= rho_min <= rho_max:
@@ -140,6 +148,8 @@ class DistillModule(LightningModule):
         self._net: FunctionalNet | None = None
         self._real: RealData | None = None
         self._normalizer: Normalizer | None = None
+        self._grouped: GroupedConvNet | None = None
+        self._chunk = 1  # classes per matching pass, fixed in on_fit_start
         # Created in attach_data, not here: a module holding no tensors pickles cleanly to
         # spawned DDP workers (some sandboxes cannot share tensors through file descriptors).
         self._generator: torch.Generator | None = None
@@ -188,6 +198,7 @@ class DistillModule(LightningModule):
             raise ConfigError(f"the synthetic set has shape {tuple(self.synthetic.images.shape)} but dataset {info.name!r} has {info.num_classes} classes of {info.channels}x{info.image_size[0]}x{info.image_size[1]}")
         template = self.net_spec.build_seeded(hp.seed, info.channels, info.num_classes, info.image_size)
         self._net = FunctionalNet(template)
+        self._grouped = GroupedConvNet(template) if supports_grouped(template) else None
         shapes = {n: p.shape for n, p in template.named_parameters()}
         self._matched = matched_parameter_names(shapes, head_parameter_names(template), hp.match_bias, hp.match_head)
         if not self._matched:
@@ -221,6 +232,7 @@ class DistillModule(LightningModule):
         self._real.to(self.device)
         self._net.to(self.device)
         self._normalizer = Normalizer(self.info.mean, self.info.std, self.device)
+        self._chunk = self._classes_per_pass()
         if self._restored is not None:  # resumed in the middle of an outer iteration
             weights, optimizer_state = self._restored
             self._weights = self._net.clone_weights(weights, self.device)
@@ -280,6 +292,15 @@ class DistillModule(LightningModule):
         self._loss_sum = None
         self._outer_started = time.perf_counter()
 
+    def _classes_per_pass(self) -> int:
+        hp = self.hparams
+        if hp.classes_per_pass is None:
+            grouped_ok = self._grouped is not None and hp.match == "grad"
+            return default_classes_per_pass(self.device.type) if grouped_ok else 1
+        if hp.classes_per_pass > 1 and (self._grouped is None or hp.match != "grad"):
+            raise ConfigError(f"classes_per_pass={hp.classes_per_pass} needs gradient matching on a ConvNet with instance norm or no norm (got match={hp.match!r}, net={self.net_spec.name!r}, norm={self.net_spec.norm!r}); use 1")
+        return hp.classes_per_pass
+
     def _new_net_optimizer(self, state: dict | None = None) -> torch.optim.SGD:
         assert self._net is not None and self._weights is not None
         hp = self.hparams
@@ -304,18 +325,34 @@ class DistillModule(LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=False)
         total = torch.zeros((), device=self.device)
-        for c in self.rank_classes:
+
+        def augmented(c: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """Class ``c``'s real batch and decoded synthetic images under the class's shared DSA draw."""
             syn = self._normalizer(self.synthetic.decoded_class_images(c))
             if subsample is not None:
                 syn = syn[subsample[c]]
             both = self._dsa.apply(torch.cat([real[c], syn]), draws[c : c + 1])
-            real_c, syn_c = both[: real.shape[1]], both[real.shape[1] :]
-            if hp.match == "embed":
-                loss = class_embedding_loss(lambda x: net.embed(weights, x), real_c, syn_c)
-            else:
-                loss = class_matching_loss(lambda x: net(weights, x), matched, real_c, syn_c, c, hp.metric)
-            self.manual_backward(loss, inputs=[self.synthetic.images])
-            total = total + loss.detach()
+            return both[: real.shape[1]], both[real.shape[1] :]
+
+        classes = list(self.rank_classes)
+        if self._chunk > 1:
+            assert self._grouped is not None
+            for start in range(0, len(classes), self._chunk):
+                chunk = classes[start : start + self._chunk]
+                pairs = [augmented(c) for c in chunk]
+                labels = torch.tensor(chunk, device=self.device)
+                loss = grouped_matching_loss(self._grouped, weights, self._matched, torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), labels, hp.metric)
+                self.manual_backward(loss, inputs=[self.synthetic.images])
+                total = total + loss.detach()
+        else:
+            for c in classes:
+                real_c, syn_c = augmented(c)
+                if hp.match == "embed":
+                    loss = class_embedding_loss(lambda x: net.embed(weights, x), real_c, syn_c)
+                else:
+                    loss = class_matching_loss(lambda x: net(weights, x), matched, real_c, syn_c, c, hp.metric)
+                self.manual_backward(loss, inputs=[self.synthetic.images])
+                total = total + loss.detach()
         if self.trainer.world_size > 1:
             total = self._sync_gradients(total)
         optimizer.step()
