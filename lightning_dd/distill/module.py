@@ -68,7 +68,9 @@ class DistillModule(LightningModule):
         net_lr, net_momentum, net_weight_decay, net_batch_size: SGD of that update.
         net_cutmix_p: CutMix probability in that update.
         precision: ``32`` (exact) or ``bf16`` (bfloat16 autocast for the network's convolutions in
-            matching and in its update; faster on CPUs and GPUs with bf16 units, distances stay fp32).
+            matching and in its update, distances stay fp32). Only CPUs with bf16 units (AVX512-BF16,
+            AMX) can gain from it: it measured far slower on an AVX2 CPU and no faster on an H200,
+            whose matching step is not bound by arithmetic (docs/benchmarks.md).
         seed: seeds every random choice of distillation (batches, augmentation, networks).
         tune_cpu_allocator: on the CPU, raise glibc's malloc thresholds so large temporaries are
             reused instead of page-faulted in afresh (:mod:`lightning_dd.allocator`; process-wide).
