@@ -17,26 +17,22 @@ Results go to a section of docs/benchmarks.md (between markers), with the comman
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 
 from lightning_dd import DistillModule, RealDataModule
-from lightning_dd.atomic import atomic_open
-from lightning_dd.classify import TrainSchedule
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
 from lightning_dd.evaluation import EvalResult, evaluate_random_subsets, evaluate_repeats, format_table
-from lightning_dd.nets import NetSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MODES, load_config, provenance, write_section  # noqa: E402
 
 
 class StopAfter(Callback):
@@ -66,18 +62,6 @@ def distil(model_settings: dict, data: dict, budget_s: float, cache_dir: str) ->
     return module, stopper, time.perf_counter() - started
 
 
-def write_section(path: Path, marker: str, body: str) -> None:
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with atomic_open(path, "w") as handle:
-        handle.write(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="config whose data and model sections are used")
@@ -93,15 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         "the budget, as when one cached pool serves many runs; default: a fresh folder, pretraining counted",
     )
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("LIGHTNING_DD_QUIET", "1")
-    config = yaml.safe_load(Path(args.config).read_text())
-    model, data, evaluation = config["model"], config.get("data", {}), config.get("evaluation", {})
-    epochs = args.eval_epochs or evaluation.get("epochs", 300)
-    schedule = TrainSchedule(epochs=epochs)
-    net = NetSpec(**model.get("net", {}))
-    dm = RealDataModule(**data)
-    dm.setup()
+    cfg = load_config(args.config, args.eval_epochs, args.threads)
+    model, data, schedule, net, dm = cfg.model, cfg.data, cfg.schedule, cfg.net, cfg.datamodule
     rows: list[EvalResult] = []
     notes = []
     cache = args.pool_cache or tempfile.mkdtemp(prefix="ldd-budget-")  # empty: Acc-DD pays for its pool inside the budget
@@ -111,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         EarlyStagePool.build_or_load(net, pool_config, dm.train_data, model.get("seed", 0), progress=False)
         notes.append(f"pool of {pool_config.size} nets x {pool_config.epochs} epoch(s) built or loaded once in {time.perf_counter() - started:.0f} s, outside the budget")
     try:
-        for mode, overrides in (("Acc-DD", {"model_source": "pool", "perturb": True}), ("IDC mode", {"model_source": "random", "perturb": False})):
+        for mode, overrides in MODES:
             module, stopper, elapsed = distil({**model, **overrides}, data, args.budget_min * 60, cache)
             images, labels = module.decoded()
             row = evaluate_repeats(f"{mode}, {module.outer} outer + {module.inner} inner", images, labels, dm.test_data, net, schedule, args.repeats, 0, "cpu", progress=False)
@@ -125,16 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     title = f"### {dm.info.name}, ipc {model['ipc']}, factor {model.get('factor', 2)}: {args.budget_min:g} minutes of distillation each"
     table = format_table(rows, title)
     print(table)
-    command = "python " + " ".join(["benchmarks/budget.py", *(argv if argv is not None else sys.argv[1:])])
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s), {platform.python_version()}"
     body = "\n".join(
         [
             table,
             "",
             f"{'The budget excludes the cached pool' if args.pool_cache else 'The budget includes Acc-DD pool pretraining'}. {'; '.join(notes)}.",
-            f"Evaluation: ConvNet (depth {net.depth}, width {net.width}), {epochs} epochs, SGD lr 0.01, DSA + CutMix, "
+            f"Evaluation: ConvNet (depth {net.depth}, width {net.width}), {schedule.epochs} epochs, SGD lr 0.01, DSA + CutMix, "
             f"final-epoch test accuracy, mean +- std over {args.repeats} networks (random subsets: {args.repeats} draws).",
-            f"Command: `{command}`; machine: {machine}; {datetime.now(timezone.utc):%Y-%m-%d}.",
+            provenance("benchmarks/budget.py", argv, args.threads),
         ]
     )
     marker = f"budget-{dm.info.name}-ipc{model['ipc']}"

@@ -13,27 +13,21 @@ divided by Acc-DD's time; "not reached" means IDC mode never got there within th
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 
 from lightning_dd import DistillModule, RealDataModule
-from lightning_dd.classify import TrainSchedule
 from lightning_dd.evaluation import evaluate_repeats
-from lightning_dd.nets import NetSpec
 
-sys.path.insert(0, str(Path(__file__).parent))
-from budget import write_section  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MODES, load_config, provenance, write_section  # noqa: E402
 
 
 class Snapshots(Callback):
@@ -74,17 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", default="docs/benchmarks.md")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("LIGHTNING_DD_QUIET", "1")
-    config = yaml.safe_load(Path(args.config).read_text())
-    model, data = config["model"], config.get("data", {})
+    cfg = load_config(args.config, args.eval_epochs, args.threads)
+    model, data, schedule, net, dm = cfg.model, cfg.data, cfg.schedule, cfg.net, cfg.datamodule
     checkpoints = [float(c) for c in args.checkpoints.split(",")]
-    schedule = TrainSchedule(epochs=args.eval_epochs or config.get("evaluation", {}).get("epochs", 300))
-    net = NetSpec(**model.get("net", {}))
-    dm = RealDataModule(**data)
-    dm.setup()
     curves: dict[str, list[tuple[float, float, float, int]]] = {}
-    for mode, overrides in (("Acc-DD", {"model_source": "pool", "perturb": True}), ("IDC mode", {"model_source": "random", "perturb": False})):
+    for mode, overrides in MODES:
         cache = tempfile.mkdtemp(prefix="ldd-tta-")  # Acc-DD pays for its pool inside the budget
         try:
             settings = {**model, **overrides, "outer_iterations": 100_000}
@@ -114,15 +102,13 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {t:.0f} | {steps} | {m:.2f} +- {s:.2f} | {steps_i} | {mi:.2f} +- {si:.2f} | {reach_text} | {speed} |")
     table = "\n".join(lines)
     print(table)
-    command = "python " + " ".join(["benchmarks/time_to_accuracy.py", *(argv if argv is not None else sys.argv[1:])])
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)"
     body = "\n".join(
         [
             table,
             "",
             f"Evaluation: ConvNet (depth {net.depth}, width {net.width}), {schedule.epochs} epochs, DSA + CutMix, final-epoch test "
             f"accuracy, mean +- std over {args.repeats} networks per checkpoint. Acc-DD's time includes pretraining its pool.",
-            f"Command: `{command}`; machine: {machine}; {datetime.now(timezone.utc):%Y-%m-%d}.",
+            provenance("benchmarks/time_to_accuracy.py", argv, args.threads),
         ]
     )
     write_section(Path(args.output), f"tta-{dm.info.name}-ipc{model['ipc']}", body)

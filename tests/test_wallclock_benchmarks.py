@@ -1,0 +1,42 @@
+"""benchmarks/budget.py and benchmarks/time_to_accuracy.py end to end on digits with tiny budgets (subprocesses)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--config", "configs/digits/ipc1.yaml", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_budget_writes_three_rows_with_provenance(tmp_path):
+    output = tmp_path / "bench.md"
+    output.write_text("# Bench\n\nkept\n")
+    run("budget.py", "--budget_min", "0.05", "--eval_epochs", "2", "--repeats", "1", "--output", str(output))
+    text = output.read_text()
+    assert text.startswith("# Bench\n\nkept\n")
+    section = text[text.index("<!-- budget-digits-ipc1:start -->") : text.index("<!-- budget-digits-ipc1:end -->")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip().split(",")[0] for r in rows] == ["Acc-DD", "IDC mode", "random real"]
+    assert re.search(r"Command: `python benchmarks/budget.py --config configs/digits/ipc1.yaml .*`; machine: .*\d+ thread\(s\)", section)
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_writes_one_row_per_checkpoint(tmp_path):
+    output = tmp_path / "bench.md"
+    run("time_to_accuracy.py", "--checkpoints", "2,4", "--eval_epochs", "2", "--repeats", "1", "--output", str(output))
+    section = output.read_text()
+    assert "<!-- tta-digits-ipc1:start -->" in section and "<!-- tta-digits-ipc1:end -->" in section
+    rows = [line for line in section.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert [r.split("|")[1].strip() for r in rows] == ["2", "4"]
+    assert "Command: `python benchmarks/time_to_accuracy.py" in section
