@@ -368,10 +368,13 @@ def equality_and_flops(shape, settings, device) -> dict:
     with torch.no_grad():
         synthetic.images.copy_(stored)
 
+    def library_pair(k):
+        """Class ``k``'s augmented real and synthetic batches, as DistillModule builds them."""
+        both = dsa.apply(torch.cat([real[k], normalizer(synthetic.decoded_class_images(k))]), draws[k : k + 1])
+        return both[:n_real], both[n_real:]
+
     def library_class(k):
-        syn = normalizer(synthetic.decoded_class_images(k))
-        both = dsa.apply(torch.cat([real[k], syn]), draws[k : k + 1])
-        return class_matching_loss(lambda x: fnet(weights, x), matched, both[:n_real], both[n_real:], k, "mse")
+        return class_matching_loss(lambda x: fnet(weights, x), matched, *library_pair(k), k, "mse")
 
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # compare in true fp32
@@ -381,7 +384,7 @@ def equality_and_flops(shape, settings, device) -> dict:
         (ref_grad,) = torch.autograd.grad(ref_total, ref_images)
         lib_total = sum(library_class(k) for k in range(s.num_classes))
         (lib_grad,) = torch.autograd.grad(lib_total, synthetic.images)
-        grouped = grouped_check(device, template, weights, names, real, synthetic, normalizer, dsa, draws, n_real, s, ref_total, ref_grad)
+        grouped = grouped_check(device, template, weights, names, library_pair, synthetic, s.num_classes, ref_total, ref_grad)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     ref_value, lib_value = float(ref_total.detach()), float(lib_total.detach())
@@ -401,17 +404,14 @@ def equality_and_flops(shape, settings, device) -> dict:
     return {"reference_loss": ref_value, "library_loss": lib_value, "rel_diff": rel, "grad_rel_diff": grad_rel, "reference_flops": ref_flops, "library_flops": lib_flops, **grouped}
 
 
-def grouped_check(device, template, weights, names, real, synthetic, normalizer, dsa, draws, n_real, s, ref_total, ref_grad) -> dict:
+def grouped_check(device, template, weights, names, library_pair, synthetic, num_classes, ref_total, ref_grad) -> dict:
     """On CUDA the library matches all classes in one grouped pass: check that path against the reference too."""
     from lightning_dd.distill.grouped import GroupedConvNet, grouped_matching_loss
 
     if device.type != "cuda":
         return {}
-    pairs = []
-    for k in range(s.num_classes):
-        both = dsa.apply(torch.cat([real[k], normalizer(synthetic.decoded_class_images(k))]), draws[k : k + 1])
-        pairs.append((both[:n_real], both[n_real:]))
-    labels = torch.arange(s.num_classes, device=device)
+    pairs = [library_pair(k) for k in range(num_classes)]
+    labels = torch.arange(num_classes, device=device)
     total = grouped_matching_loss(GroupedConvNet(template), weights, names, torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), labels, "mse")
     (grad,) = torch.autograd.grad(total, synthetic.images)
     rel = abs(float(ref_total.detach()) - float(total.detach())) / max(abs(float(ref_total.detach())), 1e-30)

@@ -66,26 +66,26 @@ class GroupedConvNet:
             copies[name] = rep.requires_grad_(name in matched)
         return copies
 
-    def logits(self, copies: dict[str, torch.Tensor], x: torch.Tensor, groups: int) -> torch.Tensor:
-        """``x``: ``[K, n, C, H, W]`` (class-major) -> logits ``[K, n, classes]``."""
+    def logits(self, copies: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[K, n, C, H, W]`` (class-major, one class per copy) -> logits ``[K, n, classes]``."""
         k, n = x.shape[:2]
         h = x.transpose(0, 1).reshape(n, k * x.shape[2], *x.shape[3:])
         for prefix, m in self.layers:
             if isinstance(m, nn.Conv2d):
-                h = F.conv2d(h, copies[f"{prefix}.weight"], copies.get(f"{prefix}.bias"), m.stride, m.padding, m.dilation, groups * m.groups)
+                h = F.conv2d(h, copies[f"{prefix}.weight"], copies.get(f"{prefix}.bias"), m.stride, m.padding, m.dilation, k * m.groups)
             elif isinstance(m, nn.GroupNorm):
-                h = F.group_norm(h, groups * m.num_groups, copies.get(f"{prefix}.weight"), copies.get(f"{prefix}.bias"), m.eps)
+                h = F.group_norm(h, k * m.num_groups, copies.get(f"{prefix}.weight"), copies.get(f"{prefix}.bias"), m.eps)
             elif isinstance(m, nn.ReLU):
                 h = F.relu(h)
             elif not isinstance(m, nn.Identity):
                 h = m(h)  # pooling acts per channel
-        features = h.reshape(n, groups, -1).transpose(0, 1)  # [K, n, D]
+        features = h.reshape(n, k, -1).transpose(0, 1)  # [K, n, D]
         return torch.baddbmm(copies["classifier.bias"].unsqueeze(1), features, copies["classifier.weight"].transpose(1, 2))
 
     def class_gradients(self, copies: dict[str, torch.Tensor], matched: Sequence[str], x: torch.Tensor, labels: torch.Tensor, create_graph: bool) -> list[torch.Tensor]:
         """Per-class gradients of the mean cross-entropy, stacked along the copies' first dimension."""
         k, n = x.shape[:2]
-        logits = self.logits(copies, x, k)
+        logits = self.logits(copies, x)
         targets = labels.view(k, 1).expand(k, n).reshape(-1)
         loss = F.cross_entropy(logits.reshape(k * n, -1), targets, reduction="sum") / n  # sum over classes of per-class means
         return list(torch.autograd.grad(loss, [copies[m] for m in matched], create_graph=create_graph))
