@@ -7,20 +7,23 @@ network's update on ``n_data`` real images. Two paths run the same seeded synthe
   in plain PyTorch (an ``nn.Module`` ConvNet, ``loss.backward()`` and ``optimizer.step()`` per class);
 * ``library``: :class:`lightning_dd.DistillModule` driven by a real ``lightning.Trainer`` exactly as
   the CLI drives it (``training_step`` once per inner iteration), on a registered in-memory source
-  of random uint8 images; each ``training_step`` is timed by a Callback.
+  of random uint8 images; each ``training_step`` is timed by a Callback. One row per precision
+  mode: exact fp32, and bf16 autocast where the device computes bf16 natively.
 
 Each path runs in its own subprocess so its peak memory is its own (CPU: growth of the process's
 peak RSS, ``VmHWM``, over its resident size after imports; CUDA: ``torch.cuda.max_memory_allocated``).
 The script also checks that both paths compute the same matching loss (and image gradient) on the
-same inputs, counts the FLOPs of one matching class-step with ``FlopCounterMode``, runs a conv2d
-microbenchmark for the machine's attainable GFLOP/s, prints a Markdown table, writes it between
-``<!-- throughput:start -->`` / ``<!-- throughput:end -->`` in ``--output`` and ends with the line
-``speed-up vs reference: <smallest reference/library ratio over the shapes>x``.
+same inputs (and reports how far bf16 autocast moves them), counts the FLOPs of one matching
+class-step with ``FlopCounterMode``, runs a conv2d microbenchmark for the machine's attainable
+GFLOP/s, prints a Markdown table, writes it between ``<!-- throughput:start -->`` /
+``<!-- throughput:end -->`` in ``--output`` and ends with the line
+``speed-up vs reference: <smallest reference/library ratio over the shapes, best mode>x``.
 
 Usage::
 
     python benchmarks/throughput.py                       # full workload, CPU, both shapes
     python benchmarks/throughput.py --device cuda
+    python benchmarks/throughput.py --precision 32,bf16   # force both modes (bf16 is slow without bf16 units)
     python benchmarks/throughput.py --quick --shapes 8x8x1 --output /tmp/bench.md   # seconds, for tests
 """
 
@@ -50,6 +53,7 @@ RESULT_PREFIX = "THROUGHPUT_RESULT "
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_TOLERANCE = 1e-4
 GRAD_TOLERANCE = 1e-3
+BF16_LOSS_TOLERANCE = 1e-2  # bf16 autocast: the matching loss within 1 % of fp32
 N_TRAIN = 6000
 N_TEST = 100
 
@@ -178,7 +182,7 @@ def run_reference(shape, settings, device, warmup, steps, tuned_allocator: bool 
     return {"step_times": step_times[warmup:], "match_times": match_times[warmup:], "peak_mb": memory.megabytes(), "memory_kind": memory.kind}
 
 
-LIBRARY_PRECISION = "32"  # set from --precision: the library's mode under test
+LIBRARY_PRECISION = "32"  # in a library worker: its --precision
 LIBRARY_CLASSES_PER_PASS: int | None = None  # set from --classes_per_pass (None: the module's device default)
 PATHS = ("reference", "reference_tuned", "library")
 PATH_LABELS = {"reference": "reference", "reference_tuned": "reference + tuned allocator"}
@@ -281,8 +285,8 @@ def worker_main(args) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def spawn_worker(path: str, shape, args) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--shapes", shape_name(shape), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision]
+def spawn_worker(path: str, shape, args, precision: str = "32") -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--shapes", shape_name(shape), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", precision]
     if args.classes_per_pass is not None:
         command += ["--classes_per_pass", str(args.classes_per_pass)]
     if args.quick:
@@ -300,12 +304,15 @@ def spawn_worker(path: str, shape, args) -> dict:
 def run_paths(shape, args) -> dict[str, dict]:
     """Every path, each in fresh subprocesses, alternating ``--repeats`` times; step times are pooled.
 
-    ``reference_tuned`` (the reference with the library's CPU allocator setting) runs on the CPU only.
+    Keys: ``reference``, ``reference_tuned`` (the reference with the library's CPU allocator
+    setting; CPU only) and ``library:<precision>`` for every precision in ``args.precisions``.
     """
-    runs: dict[str, list[dict]] = {p: [] for p in PATHS if p != "reference_tuned" or args.device == "cpu"}
+    keys = [p for p in PATHS[:2] if p != "reference_tuned" or args.device == "cpu"] + [f"library:{p}" for p in args.precisions]
+    runs: dict[str, list[dict]] = {k: [] for k in keys}
     for _ in range(args.repeats):
-        for path in runs:
-            runs[path].append(spawn_worker(path, shape, args))
+        for key in runs:
+            path, _, precision = key.partition(":")
+            runs[key].append(spawn_worker(path, shape, args, precision or "32"))
     merged = {}
     for path, results in runs.items():
         merged[path] = {
@@ -319,11 +326,13 @@ def run_paths(shape, args) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------ equality check and FLOPs
-def equality_and_flops(shape, settings, device) -> dict:
+def equality_and_flops(shape, settings, device, bf16: bool = False) -> dict:
     """Same net, real batch, synthetic images and DSA draws through both paths' matching code.
 
     Returns both summed losses, their relative difference, the relative difference of the
     gradients w.r.t. the stored synthetic images, and the FLOPs of one class-step of each path.
+    With ``bf16``, also the library's loss and image gradient under bf16 autocast (as
+    ``DistillModule(precision="bf16")`` computes them) relative to the fp32 reference.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -385,6 +394,12 @@ def equality_and_flops(shape, settings, device) -> dict:
         lib_total = sum(library_class(k) for k in range(s.num_classes))
         (lib_grad,) = torch.autograd.grad(lib_total, synthetic.images)
         grouped = grouped_check(device, template, weights, names, library_pair, synthetic, s.num_classes, ref_total, ref_grad)
+        if bf16:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                bf16_total = sum(library_class(k) for k in range(s.num_classes))
+            (bf16_grad,) = torch.autograd.grad(bf16_total, synthetic.images)
+            grouped["bf16_rel_diff"] = abs(float(ref_total.detach()) - float(bf16_total.detach())) / max(abs(float(ref_total.detach())), 1e-30)
+            grouped["bf16_grad_rel_diff"] = float((ref_grad - bf16_grad).norm() / ref_grad.norm().clamp_min(1e-30))
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     ref_value, lib_value = float(ref_total.detach()), float(lib_total.detach())
@@ -491,13 +506,36 @@ def replace_section(old: str | None, section: str) -> str:
     return old.rstrip("\n") + ("\n\n" if old.strip() else "") + block + "\n"
 
 
-def library_label(args, device: torch.device) -> str:
-    """``library (fp32)``, plus the classes per pass when it is not 1."""
+def library_label(args, device: torch.device, precision: str) -> str:
+    """``library (fp32)`` / ``library (bf16)``, plus the classes per pass when it is not 1."""
     from lightning_dd.distill.grouped import default_classes_per_pass
 
     chunk = args.classes_per_pass if args.classes_per_pass is not None else default_classes_per_pass(device.type)
-    mode = "bf16" if args.precision == "bf16" else "fp32"
+    mode = mode_name(precision)
     return f"library ({mode})" if chunk == 1 else f"library ({mode}, {chunk} classes per pass)"
+
+
+def mode_name(precision: str) -> str:
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+def parse_precisions(text: str) -> list[str]:
+    """``"auto"`` (kept for main to resolve), or a comma-separated subset of ``32,bf16``."""
+    if text == "auto":
+        return ["auto"]
+    values = [p.strip() for p in text.split(",") if p.strip()]
+    if not values or any(p not in ("32", "bf16") for p in values):
+        raise argparse.ArgumentTypeError(f"--precision must be auto or a comma-separated subset of 32,bf16; got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (CUDA with bf16 support; a CPU with AVX512-BF16 or AMX)."""
+    from lightning_dd.hardware import cpu_bf16_units
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_bf16_units())
 
 
 def write_section(path: Path, section: str) -> None:
@@ -518,7 +556,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny workload (width 16, ipc 2, n_data 64, 2 measured steps) for tests/CI")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file whose throughput section is (re)written (default docs/benchmarks.md)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every process (default: torch's choice)")
-    parser.add_argument("--precision", choices=("32", "bf16"), default="32", help="the library's precision mode (DistillModule(precision=...)); the reference is always fp32")
+    parser.add_argument(
+        "--precision",
+        type=parse_precisions,
+        default=["auto"],
+        help="the library's precision modes, comma-separated (32, bf16; DistillModule(precision=...)), each its own row; "
+        "default auto: 32, plus bf16 where the device computes it natively (CUDA, or a CPU with AVX512-BF16/AMX). The reference is always fp32",
+    )
     parser.add_argument("--classes_per_pass", type=int, default=None, help="the library's classes per matching pass (DistillModule(classes_per_pass=...)); default: its device default (10 on CUDA, 1 on the CPU)")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -533,7 +577,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     global LIBRARY_PRECISION, LIBRARY_CLASSES_PER_PASS
-    LIBRARY_PRECISION = args.precision
+    if args.precision == ["auto"]:
+        args.precisions = ["32", "bf16"] if fast_bf16(torch.device(args.device)) else ["32"]
+    else:
+        args.precisions = args.precision
+    LIBRARY_PRECISION = args.precisions[0]
     LIBRARY_CLASSES_PER_PASS = args.classes_per_pass
     if args.classes_per_pass is not None and args.classes_per_pass < 1:
         parser.error("--classes_per_pass must be >= 1")
@@ -545,10 +593,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = QUICK if args.quick else FULL
     s = settings
     per_iteration = matched_per_iteration(s)
-    rows, details, ratios = [], [], {}
+    rows, details = [], []
+    ratios: dict[str, dict[str, float]] = {p: {} for p in args.precisions}  # precision -> shape -> ratio
     for shape in args.shapes:
         name = shape_name(shape)
-        check = equality_and_flops(shape, s, device)
+        check = equality_and_flops(shape, s, device, bf16="bf16" in args.precisions)
         loss_line = (
             f"loss check {name}: reference {check['reference_loss']:.6e}, library {check['library_loss']:.6e}, "
             f"relative difference {check['rel_diff']:.2e} (< {LOSS_TOLERANCE:g}); image-gradient relative difference {check['grad_rel_diff']:.2e}"
@@ -565,6 +614,15 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"the library's matching loss differs from the reference's on {name}: {loss_line}")
         if not check["grad_rel_diff"] < GRAD_TOLERANCE:
             raise SystemExit(f"the library's image gradient differs from the reference's on {name}: {loss_line}")
+        bf16_line = ""
+        if "bf16_rel_diff" in check:
+            within = "within" if check["bf16_rel_diff"] < BF16_LOSS_TOLERANCE else "NOT within"
+            bf16_line = (
+                f"- bf16 autocast (numerics change): matching loss relative difference to the fp32 reference {check['bf16_rel_diff']:.2e} "
+                f"({within} {BF16_LOSS_TOLERANCE:g}), image-gradient relative difference {check['bf16_grad_rel_diff']:.2e}; "
+                "the distilled sets' accuracy is compared by `benchmarks/precision.py`\n"
+            )
+            print(bf16_line[2:].strip(), flush=True)
         batch = s.batch_real + s.ipc * s.factor**2
         size = first_pooled_size(shape)
         budget = 0.3 if args.quick else 3.0
@@ -572,29 +630,41 @@ def main(argv: list[str] | None = None) -> None:
         results = run_paths(shape, args)
         medians = {p: statistics.median(r["step_times"]) for p, r in results.items()}
         match_medians = {p: statistics.median(r["match_times"]) for p, r in results.items()}
-        ratios[name] = medians["reference"] / medians["library"]
         for path in results:
-            ratio = f"{medians['reference'] / medians[path]:.2f}x"
-            label = library_label(args, device) if path == "library" else PATH_LABELS[path]
-            rows.append(f"| {name} | {label} | {medians[path]:.4f} | {per_iteration / medians[path]:,.0f} | {results[path]['peak_mb']:,.0f} | {ratio} |")
-        flops = {"reference": check["reference_flops"], "library": check["library_flops"]}
+            ratio = medians["reference"] / medians[path]
+            if path.startswith("library:"):
+                precision = path.partition(":")[2]
+                ratios[precision][name] = ratio
+                label = library_label(args, device, precision)
+            else:
+                label = PATH_LABELS[path]
+            rows.append(f"| {name} | {label} | {medians[path]:.4f} | {per_iteration / medians[path]:,.0f} | {results[path]['peak_mb']:,.0f} | {ratio:.2f}x |")
+        ref_match, ref_flops = match_medians["reference"], check["reference_flops"] * s.num_classes
+        matching = [f"reference {ref_match:.4f} s ({ref_flops / ref_match / 1e9:.1f} GFLOP/s)"]
+        update = [f"reference {medians['reference'] - ref_match:.4f}"]
+        for p in args.precisions:
+            key = f"library:{p}"
+            lib_match = match_medians[key]
+            matching.append(
+                f"library {mode_name(p)} {lib_match:.4f} s (ratio {ref_match / lib_match:.2f}x; {check['library_flops'] * s.num_classes / lib_match / 1e9:.1f} GFLOP/s)"
+            )
+            update.append(f"library {mode_name(p)} {medians[key] - lib_match:.4f}")
+        first = results[f"library:{args.precisions[0]}"]
         details.append(
             f"**{name}**\n\n"
             f"- {loss_line}\n"
-            f"- matching part (median s per inner iteration): reference {match_medians['reference']:.4f}, library {match_medians['library']:.4f} "
-            f"(ratio {match_medians['reference'] / match_medians['library']:.2f}x); network update: reference "
-            f"{medians['reference'] - match_medians['reference']:.4f}, library {medians['library'] - match_medians['library']:.4f}\n"
+            + bf16_line
+            + f"- matching part (median s per inner iteration, achieved GFLOP/s): {'; '.join(matching)}; network update (s): {', '.join(update)}\n"
             f"- FLOPs of one matching class-step (FlopCounterMode, forward + backward incl. double backward): "
-            f"reference {flops['reference'] / 1e9:.3f} GFLOP, library {flops['library'] / 1e9:.3f} GFLOP; achieved over the matching part: "
-            f"reference {flops['reference'] * s.num_classes / match_medians['reference'] / 1e9:.1f} GFLOP/s, "
-            f"library {flops['library'] * s.num_classes / match_medians['library'] / 1e9:.1f} GFLOP/s\n"
+            f"reference {check['reference_flops'] / 1e9:.3f} GFLOP, library {check['library_flops'] / 1e9:.3f} GFLOP\n"
             f"- conv2d microbenchmark (3x3, {s.width}->{s.width}, batch {batch}, {size[0]}x{size[1]}, forward + backward): "
             f"fp32 {conv['fp32']['gflops']:.1f} GFLOP/s, bf16 autocast {conv['bf16']['gflops']:.1f} GFLOP/s\n"
             f"- measured steps: {len(results['reference']['step_times'])} per path ({args.repeats} subprocess run(s) x {args.steps}, each after {args.warmup} warm-up); "
-            f"torch threads in the workers: reference {results['reference']['threads']}, library {results['library']['threads']}; "
-            f"memory: {results['library']['memory_kind']}\n"
+            f"torch threads in the workers: reference {results['reference']['threads']}, library {first['threads']}; "
+            f"memory: {first['memory_kind']}\n"
         )
-        print(f"{name}: reference {medians['reference']:.4f} s, library {medians['library']:.4f} s per inner iteration ({ratios[name]:.2f}x)", flush=True)
+        summary = ", ".join(f"library {mode_name(p)} {medians[f'library:{p}']:.4f} s ({ratios[p][name]:.2f}x)" for p in args.precisions)
+        print(f"{name}: reference {medians['reference']:.4f} s, {summary} per inner iteration", flush=True)
 
     table = "\n".join(
         [
@@ -603,7 +673,10 @@ def main(argv: list[str] | None = None) -> None:
             *rows,
         ]
     )
-    speedup = min(ratios.values())
+    smallest = {p: min(r.values()) for p, r in ratios.items()}  # per mode: its smallest ratio over the shapes
+    best = max(smallest, key=smallest.get)
+    speedup = smallest[best]
+    modes_line = "smallest ratio over the shapes per mode: " + ", ".join(f"{mode_name(p)} {v:.2f}x" for p, v in smallest.items()) + f"; best mode: {mode_name(best)}"
     workload = (
         f"ConvNet-{s.depth} width {s.width}, instance norm, {s.num_classes} classes, batch_real {s.batch_real} per class, "
         f"IPC {s.ipc} x factor {s.factor} ({s.ipc * s.factor**2} decoded synthetic images per class), metric mse, "
@@ -633,6 +706,8 @@ def main(argv: list[str] | None = None) -> None:
             table,
             "",
             *details,
+            modes_line,
+            "",
             f"speed-up vs reference: {speedup:.2f}x",
         ]
     )
@@ -641,6 +716,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     write_section(args.output, section)
     print(f"wrote {args.output}")
+    print(modes_line)
     print(f"speed-up vs reference: {speedup:.2f}x")
 
 

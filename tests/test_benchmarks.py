@@ -46,11 +46,26 @@ def test_shapes_parse_as_height_width_channels(throughput):
             throughput.parse_shape(bad)
 
 
+def test_precision_modes_parse_and_auto_follows_the_hardware(throughput):
+    import argparse
+
+    from lightning_dd.hardware import cpu_bf16_units
+
+    assert throughput.parse_precisions("32,bf16") == ["32", "bf16"]
+    assert throughput.parse_precisions("bf16, bf16") == ["bf16"]
+    assert throughput.parse_precisions("auto") == ["auto"]
+    for bad in ("", "fp16", "32,16"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            throughput.parse_precisions(bad)
+    assert throughput.fast_bf16(throughput.torch.device("cpu")) == bool(cpu_bf16_units())
+    assert [throughput.mode_name(p) for p in ("32", "bf16")] == ["fp32", "bf16"]
+
+
 @pytest.mark.slow
 def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     output = tmp_path / "bench.md"
     output.write_text("# Bench\n\nintro stays\n\n<!-- throughput:start -->\nstale numbers\n<!-- throughput:end -->\n\ntrailer stays\n")
-    command = [sys.executable, str(SCRIPT), "--quick", "--shapes", "8x8x1", "--output", str(output), "--threads", "1"]
+    command = [sys.executable, str(SCRIPT), "--quick", "--shapes", "8x8x1", "--output", str(output), "--threads", "1", "--precision", "32,bf16"]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -68,11 +83,15 @@ def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     # The table: one row per path with positive numbers; the library row's ratio is the closing line's.
     assert "| shape | path | s / inner iteration (median) | images matched / s | peak memory MB | speed-up vs reference |" in lines
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| 8x8x1 |")]
-    assert [row[1] for row in rows] == ["reference", "reference + tuned allocator", "library (fp32)"]
+    assert [row[1] for row in rows] == ["reference", "reference + tuned allocator", "library (fp32)", "library (bf16)"]
     for row in rows:
         assert float(row[2]) > 0 and float(row[3].replace(",", "")) > 0 and float(row[4].replace(",", "")) >= 0
-    ratio = float(rows[2][5].rstrip("x"))
-    assert lines[-1] == f"speed-up vs reference: {ratio:.2f}x"
+    # The closing line is the best mode's ratio (one shape: that mode's row).
+    ratios = {"fp32": float(rows[2][5].rstrip("x")), "bf16": float(rows[3][5].rstrip("x"))}
+    best = max(ratios, key=ratios.get)
+    assert lines[-2].endswith(f"best mode: {best}"), lines[-2]
+    assert lines[-1] == f"speed-up vs reference: {ratios[best]:.2f}x"
+    assert re.search(r"^- bf16 autocast \(numerics change\): matching loss relative difference to the fp32 reference \S+", output.read_text(), re.M)
 
     # The file: the section was replaced, everything around it kept.
     text = output.read_text()

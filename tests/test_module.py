@@ -55,12 +55,20 @@ def test_distribution_matching_mode(pool_dir):
     assert module.outer == 2 and not torch.allclose(start.synthetic.images, module.synthetic.images.cpu())
 
 
-def test_bf16_precision_runs_and_stays_close(pool_dir):
+def test_bf16_precision_runs_and_stays_close(pool_dir, monkeypatch):
+    monkeypatch.setattr("lightning_dd.distill.module.cpu_bf16_units", lambda: [])
     exact, fast = tiny_module(pool_dir), tiny_module(pool_dir, precision="bf16")
     fit(exact)
-    fit(fast)
+    with pytest.warns(UserWarning, match="bf16 is emulated there"):
+        fit(fast)
     assert not torch.equal(exact.synthetic.images, fast.synthetic.images)
     assert (exact.synthetic.images - fast.synthetic.images).abs().mean() < 0.05
+
+
+def test_no_bf16_warning_on_a_cpu_with_bf16_units(pool_dir, monkeypatch, recwarn):
+    monkeypatch.setattr("lightning_dd.distill.module.cpu_bf16_units", lambda: ["amx_bf16"])
+    fit(tiny_module(pool_dir, precision="bf16", outer_iterations=1, inner_loop=1))
+    assert not [w for w in recwarn if "emulated" in str(w.message)]
 
 
 def test_only_synthetic_images_are_parameters(pool_dir):

@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_dd.allocator import tune_cpu_allocator
+from lightning_dd.hardware import cpu_bf16_units
 from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.augment import DSA, augmented_loss
@@ -69,8 +70,9 @@ class DistillModule(LightningModule):
         net_cutmix_p: CutMix probability in that update.
         precision: ``32`` (exact) or ``bf16`` (bfloat16 autocast for the network's convolutions in
             matching and in its update, distances stay fp32). Only CPUs with bf16 units (AVX512-BF16,
-            AMX) can gain from it: it measured far slower on an AVX2 CPU and no faster on an H200,
-            whose matching step is not bound by arithmetic (docs/benchmarks.md).
+            AMX) gain from it: on 2 cores of an AMX Xeon it measured 1.36-1.52x faster than fp32 with
+            digits sets as accurate; it is far slower on an AVX2 CPU (a warning says so) and no
+            faster on an H200, whose matching step is not bound by arithmetic (docs/benchmarks.md).
         seed: seeds every random choice of distillation (batches, augmentation, networks).
         tune_cpu_allocator: on the CPU, raise glibc's malloc thresholds so large temporaries are
             reused instead of page-faulted in afresh (:mod:`lightning_dd.allocator`; process-wide).
@@ -180,8 +182,11 @@ class DistillModule(LightningModule):
             raise ConfigError("DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))")
         if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, DistillDDPStrategy):
             raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
-        if self.hparams.tune_cpu_allocator and self.trainer.strategy.root_device.type == "cpu":
+        on_cpu = self.trainer.strategy.root_device.type == "cpu"
+        if self.hparams.tune_cpu_allocator and on_cpu:
             tune_cpu_allocator()
+        if self.hparams.precision == "bf16" and on_cpu and not cpu_bf16_units():
+            rank_zero_warn("precision='bf16' on a CPU without bf16 instructions (AVX512-BF16 or AMX): bf16 is emulated there and much slower than fp32; use precision='32'")
         datamodule.setup(stage)
         self.attach_data(datamodule.info, datamodule.train_data)
         if self.hparams.model_source == "pool":
