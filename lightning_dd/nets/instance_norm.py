@@ -3,11 +3,12 @@
 Gradient matching differentiates the network twice. ``nn.GroupNorm`` (the DC/IDC instance norm,
 one group per channel) has a fused first-order backward, but with ``create_graph=True`` PyTorch
 swaps it for a composite of ~15 elementwise ops and reductions and then differentiates that
-composite again: on a ``[40, 128, 32, 32]`` CPU activation those ops made up most of the
-matching step's time outside the convolutions. Here the first-order backward is one autograd
+composite again, each op a pass over activations like ``[40, 128, 32, 32]`` (20 MB) that no
+longer fit in the CPU's caches. Here the first-order backward is one autograd
 Function (:class:`_InstanceNormGrad`) whose own backward is written out in closed form
 (derivation in its docstring): a few reductions and three linear combinations of full tensors.
-Forward and a backward that is not differentiated further use PyTorch's fused kernels.
+Forward and a backward that is not differentiated further use PyTorch's fused kernels. It took
+2-11 % (typically about 4 %) off a ConvNet-3 class step in interleaved trials.
 Results equal ``nn.GroupNorm(C, C)`` to float rounding. Other devices, other dtypes, autocast
 regions and ``torch.func`` transforms (``vmap``, ``grad``) use ``F.group_norm``.
 """
