@@ -1,13 +1,12 @@
 """Does ``precision: bf16`` distil as well as fp32? Accuracy of the distilled sets over seeds.
 
 bf16 autocast changes the numerics of matching (4-9 % relative error on the pixel gradient in
-benchmarks/throughput.py),
-so its speed only counts if the distilled set is as good. For every seed, this distils the
-config's setting once in fp32 and once in bf16 (same seed: same data order, networks and
-augmentation draws), evaluates both sets with the same evaluation networks, and reports the
-per-seed accuracies, their mean +- std and the mean paired difference. It also reports each
-run's distillation seconds and whether the machine's CPU has bf16 units (bf16 on a CPU without
-them is emulated and far slower; the accuracy comparison is still valid there).
+``benchmarks/throughput.py``), so its speed only counts if the distilled set is as good. For
+every seed, this distils the config's setting once in fp32 and once in bf16 (same seed: same data
+order, networks and augmentation draws), evaluates both sets with the same evaluation networks,
+and reports the per-seed accuracies, their mean +- std and the mean paired difference. It also
+reports each run's distillation seconds and whether the machine's CPU has bf16 units (bf16 on a
+CPU without them is emulated and far slower; the accuracy comparison is still valid there).
 
     python benchmarks/precision.py --config configs/digits/ipc1.yaml --seeds 0 1 2
     python benchmarks/precision.py --config configs/digits/ipc1.yaml --jobs 6 --threads 2   # runs in parallel
