@@ -84,10 +84,13 @@ def test_module_is_a_group_norm_with_the_same_state_dict():
     assert list(norm.state_dict()) == list(nn.GroupNorm(6, 6).state_dict())
 
 
-def test_plain_backward_uses_only_what_is_needed():
+def test_plain_backward_with_frozen_affine_parameters():
+    """Only the input needs a gradient: the fused kernel is asked for that alone."""
     x, weight, bias = _inputs()
-    (gx,) = torch.autograd.grad(instance_norm(x, weight, bias).sum(), (x,))
-    (gx_ref,) = torch.autograd.grad(F.group_norm(x, 4, weight, bias).sum(), (x,))
+    weight, bias = weight.detach(), bias.detach()
+    v = torch.randn_like(x)
+    (gx,) = torch.autograd.grad((instance_norm(x, weight, bias) * v).sum(), (x,))
+    (gx_ref,) = torch.autograd.grad((F.group_norm(x, 4, weight, bias) * v).sum(), (x,))
     torch.testing.assert_close(gx, gx_ref)
 
 
