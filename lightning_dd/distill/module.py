@@ -85,7 +85,7 @@ class DistillModule(LightningModule):
         >>> from lightning_dd.data import RealDataModule
         >>> import lightning as L
         >>> module = DistillModule(ipc=1, factor=1, outer_iterations=2, inner_loop=5)
-        >>> L.Trainer(logger=False, enable_checkpointing=False).fit(module, datamodule=RealDataModule("digits"))
+        >>> L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False).fit(module, datamodule=RealDataModule("digits"))
     """
 
     def __init__(
