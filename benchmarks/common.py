@@ -56,9 +56,10 @@ def write_section(path: Path, marker: str, body: str) -> None:
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    first, last = text.find(start), text.find(end)
+    if first != -1 and last > first:
+        text = text[:first] + block + text[last + len(end) :]
     else:
-        text = text.rstrip() + "\n\n" + block + "\n"
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
     with atomic_open(path, "w") as handle:
         handle.write(text)

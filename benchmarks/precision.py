@@ -39,7 +39,7 @@ def run_one(config: str, seed: int, precision: str, eval_epochs: int | None, rep
     """Distil with ``seed`` and ``precision``, evaluate the decoded set; returns accuracies and seconds."""
     import lightning as L
 
-    from lightning_dd import DistillModule, RealDataModule
+    from lightning_dd import DistillModule
     from lightning_dd.evaluation import evaluate_repeats
 
     cfg = load_config(config, eval_epochs, threads)
@@ -56,7 +56,7 @@ def run_one(config: str, seed: int, precision: str, eval_epochs: int | None, rep
         enable_model_summary=False,
     )
     L.seed_everything(seed, verbose=False)
-    trainer.fit(module, datamodule=RealDataModule(**cfg.data))
+    trainer.fit(module, datamodule=cfg.datamodule)  # loaded once, by load_config
     seconds = time.perf_counter() - started
     images, labels = module.decoded()
     # The evaluation networks depend on the seed only, so both precisions meet the same ones.

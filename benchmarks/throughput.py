@@ -47,8 +47,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_loop  # noqa: E402  (the sibling module, also importable as benchmarks.reference_loop)
 
-START_MARKER = "<!-- throughput:start -->"
-END_MARKER = "<!-- throughput:end -->"
+MARKER = "throughput"
+START_MARKER = f"<!-- {MARKER}:start -->"
+END_MARKER = f"<!-- {MARKER}:end -->"
 RESULT_PREFIX = "THROUGHPUT_RESULT "
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_TOLERANCE = 1e-4
@@ -495,17 +496,6 @@ def command_line(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in ["python", "benchmarks/throughput.py", *argv])
 
 
-def replace_section(old: str | None, section: str) -> str:
-    """``old`` with the text between the markers (markers included) replaced by ``section``; appended if absent."""
-    block = f"{START_MARKER}\n{section.rstrip()}\n{END_MARKER}"
-    if old is None:
-        return f"# Benchmarks\n\n{block}\n"
-    start, end = old.find(START_MARKER), old.find(END_MARKER)
-    if start != -1 and end != -1 and end > start:
-        return old[:start] + block + old[end + len(END_MARKER) :]
-    return old.rstrip("\n") + ("\n\n" if old.strip() else "") + block + "\n"
-
-
 def library_label(args, device: torch.device, precision: str) -> str:
     """``library (fp32)`` / ``library (bf16)``, plus the classes per pass when it is not 1."""
     from lightning_dd.distill.grouped import default_classes_per_pass
@@ -539,11 +529,10 @@ def fast_bf16(device: torch.device) -> bool:
 
 
 def write_section(path: Path, section: str) -> None:
-    from lightning_dd.atomic import atomic_open
+    """(Re)write the throughput section of ``path`` with the benchmarks' shared section writer."""
+    from common import write_section as write_marked_section  # not at import: workers stay lean
 
-    old = path.read_text() if path.exists() else None
-    with atomic_open(path, "w") as handle:
-        handle.write(replace_section(old, section))
+    write_marked_section(path, MARKER, section)
 
 
 def main(argv: list[str] | None = None) -> None:

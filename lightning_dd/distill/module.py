@@ -328,7 +328,6 @@ class DistillModule(LightningModule):
         if per_class > hp.max_syn_per_class:
             subsample = torch.stack([torch.randperm(per_class, generator=self._generator)[: hp.max_syn_per_class] for _ in range(num_classes)]).to(self.device)
         weights, net = self._weights, self._net
-        matched = [weights[n] for n in self._matched]
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=False)
         total = torch.zeros((), device=self.device)
@@ -352,6 +351,7 @@ class DistillModule(LightningModule):
                 self.manual_backward(loss, inputs=[self.synthetic.images])
                 total = total + loss.detach()
         else:
+            matched = [weights[n] for n in self._matched]
             for c in classes:
                 real_c, syn_c = augmented(c)
                 if hp.match == "embed":
