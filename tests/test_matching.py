@@ -76,3 +76,26 @@ def test_bf16_autocast_matching_loss_is_close_to_fp32():
         fast = class_matching_loss(lambda x: net(weights, x), matched, real, syn, 2, "mse")
     assert fast.dtype == torch.float32
     assert abs(float(fast) - float(exact)) / float(exact) < 0.1
+
+
+def test_matching_loss_of_a_linear_model_by_hand():
+    """logits = x W^T: the CE gradient w.r.t. W is (softmax - onehot)^T x / n, computed by hand."""
+    W = torch.tensor([[0.5, -1.0], [1.5, 0.25]], requires_grad=True)
+    real = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    syn = torch.tensor([[2.0, 0.5]], requires_grad=True)
+
+    def hand_grad(x, label):
+        p = torch.softmax(x @ W.detach().T, dim=1)
+        p[:, label] -= 1
+        return p.T @ x / x.shape[0]
+
+    g_real, g_syn = hand_grad(real, 1), hand_grad(syn.detach(), 1)
+    logits = lambda x: x @ W.T  # noqa: E731
+    for metric, expected in (("mse", ((g_real - g_syn) ** 2).sum()), ("l1", (g_real - g_syn).abs().sum())):
+        loss = class_matching_loss(logits, [W], real, syn, 1, metric)
+        assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    # the label matters: class 0 gives other gradients
+    assert float(class_matching_loss(logits, [W], real, syn, 0, "l1")) != pytest.approx(float((g_real - g_syn).abs().sum()), rel=1e-3)
+    loss = class_matching_loss(logits, [W], real, syn, 1, "cos")
+    cos = torch.nn.functional.cosine_similarity(g_real, g_syn, dim=1)
+    assert float(loss) == pytest.approx(float((1 - cos).sum()), abs=1e-5)

@@ -22,6 +22,28 @@ def test_decode_tiles_in_row_major_order():
     assert torch.equal(decode_labels(torch.tensor([0, 5]), 2), torch.tensor([0, 0, 0, 0, 5, 5, 5, 5]))
 
 
+def test_decode_upsamples_each_tile_bilinearly_by_hand():
+    """A 2x2 tile [[a, b], [c, d]] upsampled to 4x4 (half-pixel centres, edges clamped)."""
+    a, b, c, d = 1.0, 3.0, 5.0, 13.0
+    img = torch.zeros(1, 1, 4, 4)
+    img[0, 0, :2, 2:] = torch.tensor([[a, b], [c, d]])  # the top-right tile (decoded image 1)
+    out = decode(img, 2)[1, 0]
+    weights = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])  # output row -> source rows
+    expected = weights @ torch.tensor([[a, b], [c, d]]) @ weights.T
+    torch.testing.assert_close(out, expected)
+    assert float(out[1, 1]) == 0.75 * 0.75 * a + 0.75 * 0.25 * (b + c) + 0.25 * 0.25 * d
+    assert torch.equal(decode(img, 2)[0], torch.zeros(1, 4, 4))
+
+
+def test_decode_keeps_gradients_to_the_stored_pixels():
+    img = torch.rand(2, 1, 8, 8, requires_grad=True)
+    out = decode(img, 2)
+    out[5].sum().backward()  # decoded image 5 = image 1, tile (0, 1)
+    grad = img.grad
+    assert float(grad[0].abs().sum()) == 0 and float(grad[1, 0, :4, 4:].sum()) == pytest.approx(64.0)
+    assert float(grad[1, 0, 4:, :].abs().sum()) == 0 and float(grad[1, 0, :, :4].abs().sum()) == 0
+
+
 def test_decode_factor_three_drops_remainder():
     out = decode(torch.rand(2, 3, 10, 10), 3)
     assert out.shape == (18, 3, 10, 10)
@@ -55,18 +77,24 @@ def test_real_init_uses_random_real_images_of_the_class(digits):
 
 def test_mix_init_builds_each_tile_from_a_real_image_of_the_class(digits):
     train = digits.train_data
-    syn = SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8), factor=2)
+    syn = SyntheticSet(10, ipc=2, channels=1, image_size=(8, 8), factor=2)
     syn.initialize("mix", train, torch.Generator().manual_seed(0))
-    tiles = syn.images.detach().unfold(2, 4, 4).unfold(3, 4, 4)  # [10, 1, 2, 2, 4, 4]
+    tiles = syn.images.detach().unfold(2, 4, 4).unfold(3, 4, 4)  # [20, 1, 2, 2, 4, 4]
     real_small = torch.nn.functional.interpolate(train.images.float() / 255, size=(4, 4), mode="bilinear", antialias=True, align_corners=False)
-    for c in (0, 9):
-        for i in range(2):
-            for j in range(2):
-                tile = tiles[c, :, i, j]
-                dist = (real_small - tile).abs().flatten(1).max(1).values
-                best = int(dist.argmin())
-                assert float(dist[best]) < 1e-5 and int(train.labels[best]) == c
-    assert float(syn.images.detach().min()) >= 0 and float(syn.images.detach().max()) <= 1
+    for c in range(10):
+        sources = []
+        for k in range(2):
+            for i in range(2):
+                for j in range(2):
+                    tile = tiles[c * 2 + k, :, i, j]
+                    dist = (real_small - tile).abs().flatten(1).max(1).values
+                    best = int(dist.argmin())
+                    assert float(dist[best]) < 1e-5 and int(train.labels[best]) == c, (c, k, i, j)
+                    sources.append(tuple(train.images[best].flatten().tolist()))
+        assert len(set(sources)) == 8  # eight different real images per class, one per tile
+    other = SyntheticSet(10, ipc=2, channels=1, image_size=(8, 8), factor=2)
+    other.initialize("mix", train, torch.Generator().manual_seed(1))
+    assert not torch.equal(other.images, syn.images)
 
 
 def test_noise_init_and_clamp(digits):
