@@ -6,6 +6,11 @@ of a class (siamese); for training a classifier, each image gets its own draw. M
 the DSA code and act on normalised tensors (zero padding is the dataset mean). Flip, scale,
 rotation and translation ("crop") are composed into a single affine warp, so the whole spatial
 part costs one ``grid_sample``.
+
+Classifiers trained on real or synthetic data (pool pretraining, the network update between
+matching steps, evaluation) follow the DSA/IDC training code: with ``spatial="single"`` each
+minibatch gets colour, flip and cutout as listed plus ONE spatial transform drawn from crop /
+scale / rotate, and cutout is dropped whenever CutMix is on (:func:`training_augmentation`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import torch.nn.functional as F
 from lightning_dd.errors import choose
 
 TRANSFORMS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+# Transforms of which ``spatial="single"`` applies one per call (DSA/IDC code's ``single_aug``).
+SPATIAL = ("crop", "scale", "rotate")
+SPATIAL_MODES = ("all", "single")
 # Columns of the uniform draw matrix used by each transform.
 _COLUMNS = {"color": (0, 1, 2), "crop": (3, 4), "cutout": (5, 6), "flip": (7,), "scale": (8, 9), "rotate": (10,)}
 _N_COLUMNS = 11
@@ -45,6 +53,9 @@ class DSA:
         cutout_ratio: side of the cut-out square as a fraction of the image size (0.5).
         scale_ratio: scales are drawn in [1/ratio, ratio] per axis (1.2).
         rotate_degrees: maximal rotation (15).
+        spatial: ``all`` applies every listed transform on each call; ``single`` applies colour,
+            flip and cutout as listed plus ONE of the listed crop / scale / rotate, drawn per call
+            (per minibatch in classifier training), as the DSA/IDC training code does.
 
     Example:
         >>> dsa = DSA("color_crop_cutout")
@@ -65,8 +76,11 @@ class DSA:
         cutout_ratio: float = 0.5,
         scale_ratio: float = 1.2,
         rotate_degrees: float = 15.0,
+        spatial: str = "all",
     ) -> None:
         self.names = parse_strategy(strategy, flip_ok)
+        self.spatial = choose("spatial", spatial, SPATIAL_MODES)
+        self.spatial_names = tuple(n for n in self.names if n in SPATIAL)
         self.brightness, self.saturation, self.contrast = brightness, saturation, contrast
         self.crop_ratio, self.cutout_ratio = crop_ratio, cutout_ratio
         self.scale_ratio, self.rotate_degrees = scale_ratio, rotate_degrees
@@ -75,7 +89,7 @@ class DSA:
         return bool(self.names)
 
     def __repr__(self) -> str:
-        return f"DSA({'_'.join(self.names) or 'none'})"
+        return f"DSA({'_'.join(self.names) or 'none'}, spatial={self.spatial})"
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` parameter draws as a ``[n, 11]`` uniform matrix (CPU); n=1 means siamese/shared."""
@@ -85,18 +99,26 @@ class DSA:
         """Augment every image with its own draw (classifier training)."""
         if not self.names:
             return x
-        return self.apply(x, self.sample(x.shape[0], generator))
+        return self.apply(x, self.sample(x.shape[0], generator), self.draw_names(generator))
 
-    def apply(self, x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-        """Apply the transforms with parameters ``draws`` (``[1, 11]`` shared or ``[B, 11]``)."""
-        if not self.names:
+    def draw_names(self, generator: torch.Generator) -> tuple[str, ...]:
+        """The transforms of one call: all listed ones, or (``single``) one spatial transform among them."""
+        if self.spatial == "all" or len(self.spatial_names) <= 1:
+            return self.names
+        chosen = self.spatial_names[int(torch.randint(len(self.spatial_names), (1,), generator=generator).item())]
+        return tuple(n for n in self.names if n not in SPATIAL or n == chosen)
+
+    def apply(self, x: torch.Tensor, draws: torch.Tensor, names: tuple[str, ...] | None = None) -> torch.Tensor:
+        """Apply the transforms ``names`` (default: all listed) with parameters ``draws`` (``[1, 11]`` shared or ``[B, 11]``)."""
+        names = self.names if names is None else names
+        if not names:
             return x
         u = draws.to(device=x.device, dtype=x.dtype, non_blocking=True)
-        if "color" in self.names:
+        if "color" in names:
             x = self._color(x, u)
-        if any(n in self.names for n in ("crop", "flip", "scale", "rotate")):
-            x = self._affine(x, u)
-        if "cutout" in self.names:
+        if any(n in names for n in ("crop", "flip", "scale", "rotate")):
+            x = self._affine(x, u, names)
+        if "cutout" in names:
             x = self._cutout(x, u)
         return x
 
@@ -108,23 +130,23 @@ class DSA:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         return (x - mean) * (c + self.contrast) + mean
 
-    def _affine(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def _affine(self, x: torch.Tensor, u: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
         n, (h, w) = u.shape[0], x.shape[-2:]
         eye = torch.eye(2, device=x.device, dtype=x.dtype).expand(n, 2, 2)
         matrix = eye
-        if "scale" in self.names:
+        if "scale" in names:
             lo = 1.0 / self.scale_ratio
             sx, sy = (u[:, i] * (self.scale_ratio - lo) + lo for i in _COLUMNS["scale"])
             matrix = torch.diag_embed(torch.stack([sx, sy], 1)) @ matrix
-        if "rotate" in self.names:
+        if "rotate" in names:
             theta = (u[:, _COLUMNS["rotate"][0]] - 0.5) * 2 * self.rotate_degrees / 180 * math.pi
             cos, sin = torch.cos(theta), torch.sin(theta)
             matrix = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1) @ matrix
-        if "flip" in self.names:
+        if "flip" in names:
             sign = torch.where(u[:, _COLUMNS["flip"][0]] < 0.5, -1.0, 1.0).to(x.dtype)
             matrix = matrix * torch.stack([sign, torch.ones_like(sign)], 1).unsqueeze(1)
         shift = torch.zeros(n, 2, 1, device=x.device, dtype=x.dtype)
-        if "crop" in self.names:
+        if "crop" in names:
             # Integer pixel shifts in [-max, max] per axis, in normalised coordinates.
             for axis, (col, size) in enumerate(zip(_COLUMNS["crop"], (w, h))):
                 limit = int(size * self.crop_ratio + 0.5)
@@ -144,6 +166,20 @@ class DSA:
         cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
         inside = ((rows - cy.view(-1, 1, 1)).abs() <= half_h - 0.5) & ((cols - cx.view(-1, 1, 1)).abs() <= half_w - 0.5)
         return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+def training_augmentation(
+    strategy: str, flip_ok: bool = True, spatial: str = "single", cutmix_p: float = 0.0, cutout_with_cutmix: bool = False
+) -> DSA:
+    """The per-image DSA of a classifier that trains (pool pretraining, network update, evaluation).
+
+    As in the DSA/IDC/Acc-DD training code, ``cutout`` is removed from ``strategy`` when CutMix is
+    on (``cutmix_p > 0``) unless ``cutout_with_cutmix`` keeps it, and ``spatial="single"`` applies
+    one of crop / scale / rotate per minibatch.
+    """
+    if cutmix_p > 0 and not cutout_with_cutmix:
+        strategy = "_".join(n for n in parse_strategy(strategy) if n != "cutout") or "none"
+    return DSA(strategy, flip_ok=flip_ok, spatial=spatial)
 
 
 def cutmix(

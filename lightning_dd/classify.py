@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_dd.augment import DSA, augmented_loss
+from lightning_dd.augment import DSA, augmented_loss, training_augmentation
 from lightning_dd.progress import progress_bar
 
 
@@ -30,6 +30,10 @@ class TrainSchedule:
         gamma: learning-rate decay factor.
         augment: DSA transforms for every image (``flip`` is dropped for flip-sensitive data).
         cutmix_p: probability of CutMix per minibatch.
+        spatial: ``single`` (the DSA/IDC training code: colour and flip plus ONE of crop / scale /
+            rotate per minibatch) or ``all`` (every listed transform on every minibatch).
+        cutout_with_cutmix: keep ``cutout`` in ``augment`` when CutMix is on (the authors' code
+            removes it; False).
     """
 
     epochs: int = 1000
@@ -41,6 +45,12 @@ class TrainSchedule:
     gamma: float = 0.2
     augment: str = "color_crop_flip_scale_rotate"
     cutmix_p: float = 0.5
+    spatial: str = "single"
+    cutout_with_cutmix: bool = False
+
+    def augmentation(self, flip_ok: bool = True) -> DSA:
+        """The per-image augmentation this schedule trains with."""
+        return training_augmentation(self.augment, flip_ok, self.spatial, self.cutmix_p, self.cutout_with_cutmix)
 
 
 def train_classifier(
@@ -60,7 +70,7 @@ def train_classifier(
         progress: description for a progress bar, or None for none.
     """
     net.train()
-    dsa = DSA(schedule.augment, flip_ok=flip_ok)
+    dsa = schedule.augmentation(flip_ok)
     optimizer = torch.optim.SGD(net.parameters(), lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay)
     milestones = sorted({max(1, int(round(schedule.epochs * m))) for m in schedule.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=schedule.gamma)

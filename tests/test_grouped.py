@@ -52,7 +52,7 @@ def test_distillation_with_class_chunks_matches_the_loop(pool_dir):
     """10 digit classes in chunks of 4, 4 and 2: same images as one class at a time, to float rounding."""
     results = []
     for chunk in (1, 4):
-        module = tiny_module(pool_dir, model_source="random", outer_iterations=1, inner_loop=2, classes_per_pass=chunk)
+        module = tiny_module(pool_dir, model_source="random", outer_iterations=1, inner_loop=2, classes_per_pass=chunk, image_step="per_iteration")
         fit(module)
         results.append(module.distilled()[0])
         initial = module._good_images.cpu()  # the images when the (only) outer iteration began
@@ -63,6 +63,6 @@ def test_distillation_with_class_chunks_matches_the_loop(pool_dir):
 def test_bad_classes_per_pass_is_a_config_error(pool_dir):
     with pytest.raises(ConfigError, match="classes_per_pass"):
         tiny_module(pool_dir, classes_per_pass=0)
-    module = tiny_module(pool_dir, classes_per_pass=2, net=NetSpec(name="resnet_ap", depth=10, width=8), model_source="random", outer_iterations=1, inner_loop=1)
+    module = tiny_module(pool_dir, classes_per_pass=2, image_step="per_iteration", net=NetSpec(name="resnet_ap", depth=10, width=8), model_source="random", outer_iterations=1, inner_loop=1)
     with pytest.raises(ConfigError, match="classes_per_pass"):
         fit(module)

@@ -35,6 +35,10 @@ class SyntheticEvaluation(Callback):
         batch_size, lr: SGD settings.
         augment: DSA transforms for evaluation training.
         cutmix_p: CutMix probability.
+        spatial: ``single`` (the DSA/IDC evaluation code: colour and flip plus ONE of crop / scale /
+            rotate per minibatch) or ``all`` (every listed transform on every minibatch).
+        cutout_with_cutmix: keep ``cutout`` in ``augment`` although CutMix is on (the authors'
+            code removes it).
         baselines: at the end, also evaluate random real subsets (``repeats`` draws) and the full set.
         full_set_epochs: epochs for the full-training-set row (0 skips that row).
         seed: base seed of evaluation networks (independent of distillation randomness).
@@ -51,13 +55,16 @@ class SyntheticEvaluation(Callback):
         lr: float = 0.01,
         augment: str = "color_crop_flip_scale_rotate",
         cutmix_p: float = 0.5,
+        spatial: str = "single",
+        cutout_with_cutmix: bool = False,
         baselines: bool = True,
         full_set_epochs: int = 0,
         seed: int = 0,
         progress: bool = True,
     ) -> None:
         self.every_n_outer, self.repeats, self.epochs, self.net = every_n_outer, repeats, epochs, net
-        self.schedule = TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p)
+        self.schedule = TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
+        self.schedule.augmentation()  # validates augment and spatial before any training
         self.baselines, self.full_set_epochs, self.seed, self.progress = baselines, full_set_epochs, seed, progress
         self.history: list[tuple[int, EvalResult]] = []
         self.final_rows: list[EvalResult] = []

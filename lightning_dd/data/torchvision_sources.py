@@ -91,7 +91,7 @@ def _mnist_like(name: str, cls_name: str, label: str, data_dir: str, download: b
         _split(train.data.unsqueeze(1), train.targets),
         _split(test.data.unsqueeze(1), test.targets),
         list(getattr(train, "classes", [str(i) for i in range(10)])),
-        flip_ok=False,
+        flip_ok=name == "fashion_mnist",  # clothes keep their label mirrored (the authors keep flip for Fashion-MNIST); digits do not
         mean=mean,
         std=std,
     )
@@ -132,7 +132,7 @@ def _load_idx_fashion_mnist(folder: Path) -> LoadedDataset:
         splits.append(_split(images[:, None], labels))
     mean, std = STATS["fashion_mnist"]
     class_names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-    return make_dataset("fashion_mnist", splits[0], splits[1], class_names, flip_ok=False, mean=mean, std=std)
+    return make_dataset("fashion_mnist", splits[0], splits[1], class_names, flip_ok=True, mean=mean, std=std)
 
 
 @register_source("fashion_mnist")

@@ -3,7 +3,8 @@
 One Lightning training step is one *inner* iteration; ``inner_loop`` steps form one *outer*
 iteration, which starts by drawing a network (a perturbed early-stage pool member in Acc-DD
 mode, a fresh random network in IDC mode). Each inner step matches gradients class by class,
-steps the synthetic images once, and then trains the network on ``n_data`` real images.
+steps the synthetic images (after every class by default, as the authors' code), and then trains
+the network on ``n_data`` real images in minibatches of ``batch_real``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from lightning_dd.allocator import tune_cpu_allocator
 from lightning_dd.hardware import cpu_bf16_units
 from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
-from lightning_dd.augment import DSA, augmented_loss
+from lightning_dd.augment import DSA, augmented_loss, training_augmentation
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pass, grouped_matching_loss, supports_grouped
 from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
@@ -32,6 +33,8 @@ from lightning_dd.nets.spec import NetSpec, head_parameter_names
 
 MODEL_SOURCES = ("pool", "random")
 MATCHES = ("grad", "embed")
+CLAMPS = ("per_outer", "per_step")
+IMAGE_STEPS = ("per_class", "per_iteration")
 
 
 class DistillModule(LightningModule):
@@ -61,13 +64,27 @@ class DistillModule(LightningModule):
             matching, DM: mean embeddings of real and synthetic batches; use with random
             networks, ``inner_loop=1`` and ``n_data=0``).
         match_bias, match_head: also match 1-D parameters / the classifier head.
-        augment: DSA transforms, one shared draw per class for matching, per image for the net update.
+        augment: DSA transforms, one shared draw per class for matching (all listed transforms); per
+            image for the net update, there with ``net_spatial`` and ``net_cutout_with_cutmix``.
         lr_img: synthetic-image learning rate (before ``ipc / 10`` scaling).
         momentum_img: synthetic-image SGD momentum.
         scale_lr_with_ipc: multiply ``lr_img`` by ``ipc / 10`` (per-image gradients shrink as 1/ipc).
         n_data: real images the network is trained on after every inner step (0 = no update).
-        net_lr, net_momentum, net_weight_decay, net_batch_size: SGD of that update.
+        net_lr, net_momentum, net_weight_decay, net_batch_size: SGD of that update;
+            ``net_batch_size=None`` uses ``batch_real`` (the authors' code iterates its real
+            loader, whose batch is ``batch_real``, until ``n_data`` images are seen).
         net_cutmix_p: CutMix probability in that update.
+        net_spatial: ``single`` (the authors' code: colour plus ONE of the strategy's crop / scale /
+            rotate per minibatch) or ``all`` (every transform on every minibatch).
+        net_cutout_with_cutmix: keep ``cutout`` in the update's augmentation although CutMix is on
+            (the authors' code removes it: False).
+        clamp: ``per_outer`` clamps pixels to [0, 1] when an outer iteration begins (the authors'
+            code); ``per_step`` also after every image step.
+        image_step: ``per_class`` zeroes the image gradients, back-propagates and steps the image
+            optimiser once per class (the authors' code; with momentum, a class's step also moves
+            the other classes' images along their momentum); ``per_iteration`` sums every class's
+            gradient and steps once per inner iteration. ``per_class`` needs one class per pass
+            and one process (classes sharded across processes cannot see each other's steps).
         precision: ``32`` (exact) or ``bf16`` (bfloat16 autocast for the network's convolutions in
             matching and in its update, distances stay fp32). Only CPUs with bf16 units (AVX512-BF16,
             AMX) gain from it: on 2 cores of an AMX Xeon it measured 1.36-1.52x faster than fp32 with
@@ -78,8 +95,9 @@ class DistillModule(LightningModule):
             reused instead of page-faulted in afresh (:mod:`lightning_dd.allocator`; process-wide).
         classes_per_pass: classes matched together in one grouped pass
             (:mod:`lightning_dd.distill.grouped`; ConvNet with instance or no norm, gradient
-            matching). ``None`` picks per device: 10 on CUDA, where the per-class loop is bound by
-            kernel launches, and 1 (the plain loop) on the CPU, where it is not and memory is scarcer.
+            matching, ``image_step="per_iteration"``). ``None`` picks per device: 10 on CUDA, where the
+            per-class loop is bound by kernel launches, and 1 (the plain loop) on the CPU, where it
+            is not and memory is scarcer; always 1 with ``image_step="per_class"``.
 
     Example:
         >>> from lightning_dd.data import RealDataModule
@@ -115,8 +133,12 @@ class DistillModule(LightningModule):
         net_lr: float = 0.01,
         net_momentum: float = 0.9,
         net_weight_decay: float = 5e-4,
-        net_batch_size: int = 128,
+        net_batch_size: int | None = None,
         net_cutmix_p: float = 0.5,
+        net_spatial: Literal["single", "all"] = "single",
+        net_cutout_with_cutmix: bool = False,
+        clamp: Literal["per_outer", "per_step"] = "per_outer",
+        image_step: Literal["per_class", "per_iteration"] = "per_class",
         precision: Literal["32", "bf16"] = "32",
         seed: int = 0,
         tune_cpu_allocator: bool = True,
@@ -131,12 +153,17 @@ class DistillModule(LightningModule):
         choose("metric", metric, METRICS)
         choose("match", match, MATCHES)
         choose("precision", precision, ("32", "bf16"))
+        choose("clamp", clamp, CLAMPS)
+        choose("image_step", image_step, IMAGE_STEPS)
         DSA(augment)  # validates the names
-        for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), ("net_batch_size", net_batch_size)):
+        training_augmentation(augment, spatial=net_spatial)
+        for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), ("net_batch_size", batch_real if net_batch_size is None else net_batch_size)):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if classes_per_pass is not None and classes_per_pass < 1:
             raise ConfigError(f"classes_per_pass must be >= 1 (or null for the device's default), got {classes_per_pass}")
+        if image_step == "per_class" and classes_per_pass is not None and classes_per_pass > 1:
+            raise ConfigError(f"image_step='per_class' steps the images after every class, so classes_per_pass must be 1 (got {classes_per_pass}); use image_step='per_iteration' to match several classes per pass")
         if n_data < 0 or lr_img <= 0:
             raise ConfigError(f"need n_data >= 0 and lr_img > 0, got n_data={n_data} lr_img={lr_img}")
         if not 0 <= rho_min <= rho_max:
@@ -172,6 +199,12 @@ class DistillModule(LightningModule):
 
     # ------------------------------------------------------------------ set-up
     @property
+    def net_batch(self) -> int:
+        """Minibatch size of the network update (``net_batch_size``, or ``batch_real`` when unset)."""
+        hp = self.hparams
+        return hp.batch_real if hp.net_batch_size is None else hp.net_batch_size
+
+    @property
     def effective_lr_img(self) -> float:
         hp = self.hparams
         return hp.lr_img * (hp.ipc / 10.0 if hp.scale_lr_with_ipc else 1.0)
@@ -182,6 +215,8 @@ class DistillModule(LightningModule):
             raise ConfigError("DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))")
         if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, DistillDDPStrategy):
             raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
+        if self.trainer.world_size > 1 and self.hparams.image_step == "per_class":
+            raise ConfigError("image_step='per_class' cannot run on several processes (each holds other classes, so no process can step after every class); set model.image_step=per_iteration for multi-process distillation")
         on_cpu = self.trainer.strategy.root_device.type == "cpu"
         if self.hparams.tune_cpu_allocator and on_cpu:
             tune_cpu_allocator()
@@ -211,6 +246,7 @@ class DistillModule(LightningModule):
         if not self._matched:
             raise ConfigError("no parameters are matched; enable match_bias or match_head for this network")
         self._dsa = DSA(hp.augment, flip_ok=info.flip_ok)
+        self._net_dsa = training_augmentation(hp.augment, info.flip_ok, hp.net_spatial, hp.net_cutmix_p, hp.net_cutout_with_cutmix)
 
     def _build_pool(self) -> EarlyStagePool:
         hp, strategy = self.hparams, self.trainer.strategy
@@ -302,7 +338,7 @@ class DistillModule(LightningModule):
     def _classes_per_pass(self) -> int:
         hp = self.hparams
         if hp.classes_per_pass is None:
-            grouped_ok = self._grouped is not None and hp.match == "grad"
+            grouped_ok = self._grouped is not None and hp.match == "grad" and hp.image_step == "per_iteration"
             return default_classes_per_pass(self.device.type) if grouped_ok else 1
         if hp.classes_per_pass > 1 and (self._grouped is None or hp.match != "grad"):
             raise ConfigError(f"classes_per_pass={hp.classes_per_pass} needs gradient matching on a ConvNet with instance norm or no norm (got match={hp.match!r}, net={self.net_spec.name!r}, norm={self.net_spec.norm!r}); use 1")
@@ -317,7 +353,7 @@ class DistillModule(LightningModule):
         return optimizer
 
     def _matching_step(self) -> torch.Tensor:
-        """Match every class of this rank, then take one synthetic-image step."""
+        """Match every class of this rank and step the synthetic images (per class or once)."""
         hp = self.hparams
         assert self.synthetic is not None and self._real is not None and self._net is not None and self._weights is not None and self._normalizer is not None
         num_classes = self.info.num_classes
@@ -329,6 +365,7 @@ class DistillModule(LightningModule):
             subsample = torch.stack([torch.randperm(per_class, generator=self._generator)[: hp.max_syn_per_class] for _ in range(num_classes)]).to(self.device)
         weights, net = self._weights, self._net
         optimizer = self.optimizers()
+        per_class = hp.image_step == "per_class"
         optimizer.zero_grad(set_to_none=False)
         total = torch.zeros((), device=self.device)
 
@@ -352,7 +389,7 @@ class DistillModule(LightningModule):
                 total = total + loss.detach()
         else:
             matched = [weights[n] for n in self._matched]
-            for c in classes:
+            for i, c in enumerate(classes):
                 real_c, syn_c = augmented(c)
                 if hp.match == "embed":
                     loss = class_embedding_loss(lambda x: net.embed(weights, x), real_c, syn_c)
@@ -360,11 +397,23 @@ class DistillModule(LightningModule):
                     loss = class_matching_loss(lambda x: net(weights, x), matched, real_c, syn_c, c, hp.metric)
                 self.manual_backward(loss, inputs=[self.synthetic.images])
                 total = total + loss.detach()
-        if self.trainer.world_size > 1:
-            total = self._sync_gradients(total)
-        optimizer.step()
-        self.synthetic.clamp_()
+                if per_class:
+                    self._step_images(optimizer, counted=i == len(classes) - 1)
+                    optimizer.zero_grad(set_to_none=False)
+        if not per_class:
+            if self.trainer.world_size > 1:
+                total = self._sync_gradients(total)
+            self._step_images(optimizer, counted=True)
         return total
+
+    def _step_images(self, optimizer, counted: bool) -> None:
+        """One synthetic-image SGD step; ``counted`` steps go through Lightning (one global step per inner iteration)."""
+        if counted:
+            optimizer.step()
+        else:
+            optimizer.optimizer.step()
+        if self.hparams.clamp == "per_step":
+            self.synthetic.clamp_()
 
     def _sync_gradients(self, total: torch.Tensor) -> torch.Tensor:
         """Sum the synthetic-image gradients (each rank holds its own classes') across ranks."""
@@ -384,10 +433,10 @@ class DistillModule(LightningModule):
             return
         assert self._real is not None and self._net is not None and self._weights is not None and self._net_optimizer is not None
         x, y = self._real.random_batch(hp.n_data, self._generator)
-        weights, net, optimizer = self._weights, self._net, self._net_optimizer
-        for start in range(0, x.shape[0], hp.net_batch_size):
-            xb, yb = x[start : start + hp.net_batch_size], y[start : start + hp.net_batch_size]
-            loss = augmented_loss(lambda z: net(weights, z), xb, yb, self._dsa, self._generator, hp.net_cutmix_p)
+        weights, net, optimizer, size = self._weights, self._net, self._net_optimizer, self.net_batch
+        for start in range(0, x.shape[0], size):
+            xb, yb = x[start : start + size], y[start : start + size]
+            loss = augmented_loss(lambda z: net(weights, z), xb, yb, self._net_dsa, self._generator, hp.net_cutmix_p)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

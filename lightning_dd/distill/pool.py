@@ -33,9 +33,13 @@ class PoolConfig:
     Args:
         size: number of networks M (5 in the paper).
         epochs: pretraining epochs E on real data (2 for CIFAR / Fashion-MNIST, 10 for ImageNet subsets).
-        lr, momentum, weight_decay, batch_size: SGD settings of pretraining.
-        augment: DSA transforms during pretraining (CutMix is added with ``cutmix_p``).
+        lr, momentum, weight_decay, batch_size: SGD settings of pretraining (batch 64: the authors'
+            ``batch_real``, which their pretraining loader uses).
+        augment: DSA transforms during pretraining (CutMix is added with ``cutmix_p``). The
+            authors pretrain with their matching strategy ``color_crop_cutout`` minus cutout.
         cutmix_p: CutMix probability during pretraining.
+        spatial: ``single`` (one of crop / scale / rotate per minibatch, the authors' code) or ``all``.
+        cutout_with_cutmix: keep ``cutout`` although CutMix is on (the authors' code drops it).
         cache_dir: where pools are cached; ``~`` and ``$VARS`` are expanded.
     """
 
@@ -44,9 +48,11 @@ class PoolConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 128
-    augment: str = "color_crop_cutout_flip_scale_rotate"
+    batch_size: int = 64
+    augment: str = "color_crop_cutout"
     cutmix_p: float = 0.5
+    spatial: str = "single"
+    cutout_with_cutmix: bool = False
     cache_dir: str = "~/.cache/lightning-dd/pools"
 
     def __post_init__(self) -> None:
@@ -54,6 +60,7 @@ class PoolConfig:
             raise ConfigError(f"pool size must be >= 1, got {self.size}")
         if self.epochs < 0:
             raise ConfigError(f"pool epochs must be >= 0, got {self.epochs}")
+        self.schedule().augmentation()  # validates augment and spatial
 
     def schedule(self) -> TrainSchedule:
         return TrainSchedule(
@@ -65,6 +72,8 @@ class PoolConfig:
             milestones=(),
             augment=self.augment,
             cutmix_p=self.cutmix_p,
+            spatial=self.spatial,
+            cutout_with_cutmix=self.cutout_with_cutmix,
         )
 
 

@@ -1,0 +1,163 @@
+"""Effect of each training-protocol setting on the distilled set, at equal iterations.
+
+The configs follow the authors' protocol (network update in batches of ``batch_real``, one
+spatial transform per minibatch and no cutout under CutMix, pool pretraining in batches of 64,
+pixels clamped once per outer iteration, one image step per class). Each *variant* puts some of
+these settings back to what lightning-dd used before; ``previous`` puts back all of them. Every
+run distils the same number of outer x inner iterations from the same seed, and every set is
+evaluated by the config's evaluation section on the same evaluation networks, so the paired
+difference to ``paper`` (same seed) is the effect of the reverted settings.
+
+    python benchmarks/protocol.py --config configs/fashion_mnist/ipc10_cpu.yaml --outer 8 \\
+        --seeds 0 1 2 --eval_epochs 100 --jobs 2 --threads 1
+
+Results are appended to ``--results`` (JSON lines) as they arrive; a rerun skips the (variant,
+seed) pairs already there, so a killed study resumes. Pool pretraining is cached (``--pool_cache``)
+and not counted: the comparison is at equal distillation iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lightning_dd import DistillModule, RealDataModule
+from lightning_dd.atomic import atomic_open
+from lightning_dd.evaluation import evaluate_repeats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_config, provenance, write_section  # noqa: E402
+
+# name -> (what it reverts, overrides relative to a config on the authors' protocol)
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "paper": ("nothing: the authors' protocol", []),
+    "net_batch": ("network update in batches of 128", ["model.net_batch_size=128"]),
+    "net_augment": ("network update: every spatial transform on every batch, cutout kept under CutMix", ["model.net_spatial=all", "model.net_cutout_with_cutmix=true"]),
+    "pool": (
+        "pool pretraining: batches of 128, colour/crop/cutout/scale/rotate all on every batch",
+        ["model.pool.batch_size=128", "model.pool.augment=color_crop_cutout_scale_rotate", "model.pool.spatial=all", "model.pool.cutout_with_cutmix=true"],
+    ),
+    "clamp": ("pixels clamped after every image step", ["model.clamp=per_step"]),
+    "image_step": ("one image step per inner iteration (sum over classes)", ["model.image_step=per_iteration"]),
+}
+VARIANTS["previous"] = ("all of the above", [o for name, (_, overrides) in VARIANTS.items() if name != "paper" for o in overrides])
+EVAL_SEED = 1000  # the same evaluation networks for every variant and distillation seed
+
+
+def run_one(job: dict) -> dict:
+    """Distil one (variant, seed) for ``outer`` outer iterations and evaluate the final set."""
+    overrides = [*VARIANTS[job["variant"]][1], f"model.outer_iterations={job['outer']}", f"model.seed={job['seed']}", f"model.pool.cache_dir={job['pool_cache']}", *job["extra"]]
+    cfg = load_config(job["config"], job["eval_epochs"], job["threads"], overrides)
+    L.seed_everything(job["seed"], verbose=False)
+    module = DistillModule(**cfg.model)
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=RealDataModule(**cfg.data))
+    seconds = time.perf_counter() - started
+    images, labels = module.decoded()
+    result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, "cpu", progress=False)
+    return {"variant": job["variant"], "seed": job["seed"], "outer": module.outer, "inner_loop": module.hparams.inner_loop, "fit_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean}
+
+
+def run_all(jobs: list[dict], processes: int):
+    """Results of ``jobs`` as they finish: in this process, or in ``processes`` fresh interpreters."""
+    if processes <= 1:
+        yield from map(run_one, jobs)
+        return
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state shared between runs
+    with context.Pool(processes, maxtasksperchild=1) as pool:
+        yield from pool.imap_unordered(run_one, jobs)
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_result(path: Path, row: dict) -> None:
+    """Append one JSON line; the file is rewritten atomically so a kill never leaves half a line."""
+    rows = read_results(path) + [row]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
+
+
+def summarise(rows: list[dict], variants: list[str]) -> str:
+    """Markdown table: per variant, accuracy over seeds and the paired difference to ``paper``."""
+    by = {(r["variant"], r["seed"]): r for r in rows}
+    lines = ["| variant | reverts | seeds | accuracy (%) | paired diff. to paper (points) | fit s/run |", "|---|---|---:|---|---|---:|"]
+    for name in variants:
+        mine = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
+        if not mine:
+            continue
+        acc = mean_std([r["mean"] for r in mine])
+        diffs = [r["mean"] - by[("paper", r["seed"])]["mean"] for r in mine if ("paper", r["seed"]) in by]
+        diff = "" if name == "paper" or not diffs else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs))
+        seconds = sum(r["fit_seconds"] for r in mine) / len(mine)
+        lines.append(f"| {name} | {VARIANTS[name][0]} | {len(mine)} | {acc[0]:.2f} +- {acc[1]:.2f} | {diff} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="a config on the authors' protocol (e.g. configs/fashion_mnist/ipc10_cpu.yaml)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--outer", type=int, default=8, help="outer iterations per run (equal for every variant)")
+    parser.add_argument("--eval_epochs", type=int, default=None, help="evaluation epochs (default: the config's)")
+    parser.add_argument("--repeats", type=int, default=3, help="evaluation networks per set")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override section.key=value for every run")
+    parser.add_argument("--results", default="docs/protocol-runs.jsonl")
+    parser.add_argument("--pool_cache", default=os.path.expanduser("~/.cache/lightning-dd/pools"))
+    parser.add_argument("--output", default="docs/benchmarks.md")
+    parser.add_argument("--no_doc", action="store_true", help="print the table but do not write it to --output")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    done = {(r["variant"], r["seed"]) for r in read_results(results)}
+    base = dict(config=args.config, outer=args.outer, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra)
+    # Seed-major order, paper first: paired differences become available as early as possible.
+    order = ["paper"] + [v for v in args.variants if v != "paper"]  # paper is always run: differences are paired with it
+    jobs = [dict(base, variant=v, seed=s) for s in args.seeds for v in order if (v, s) not in done]
+    print(f"{len(done)} run(s) already in {results}; {len(jobs)} to go", flush=True)
+    for row in run_all(jobs, args.jobs):
+        append_result(results, row)
+        print(f"{row['variant']} seed {row['seed']}: {row['mean']:.2f} % ({row['fit_seconds']:.0f} s)", flush=True)
+    rows = [r for r in read_results(results) if r["seed"] in args.seeds]
+    table = summarise(rows, order)
+    print(table)
+    if not args.no_doc and rows:
+        first = rows[0]
+        body = "\n".join(
+            [
+                f"### Protocol settings, {Path(args.config).name}: {first['outer']} outer x {first['inner_loop']} inner iterations per run",
+                "",
+                table,
+                "",
+                "Each variant reverts the listed settings to lightning-dd's earlier behaviour; the paired difference compares runs "
+                f"with the same distillation seed. Every set is evaluated by the config's evaluation section ({args.repeats} networks, "
+                f"{args.eval_epochs or 'config'} epochs, the same networks for every run); pool pretraining is cached and not timed.",
+                provenance("benchmarks/protocol.py", argv, args.threads),
+            ]
+        )
+        write_section(Path(args.output), f"protocol-{Path(args.config).stem}", body)
+
+
+if __name__ == "__main__":
+    main()

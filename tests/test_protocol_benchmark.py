@@ -1,0 +1,46 @@
+"""benchmarks/protocol.py on tiny settings: variants differ only in their overrides, runs resume."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import protocol  # noqa: E402
+
+
+def test_previous_reverts_every_setting_and_nothing_else():
+    singles = [o for name, (_, overrides) in protocol.VARIANTS.items() if name not in ("paper", "previous") for o in overrides]
+    assert protocol.VARIANTS["paper"][1] == [] and sorted(protocol.VARIANTS["previous"][1]) == sorted(singles)
+    assert {o.split("=")[0] for o in singles} >= {"model.net_batch_size", "model.net_spatial", "model.clamp", "model.image_step", "model.pool.batch_size"}
+
+
+def test_summary_pairs_each_variant_with_paper_of_the_same_seed():
+    rows = [
+        {"variant": "paper", "seed": 0, "mean": 50.0, "fit_seconds": 10},
+        {"variant": "paper", "seed": 1, "mean": 60.0, "fit_seconds": 10},
+        {"variant": "clamp", "seed": 0, "mean": 51.0, "fit_seconds": 20},
+        {"variant": "clamp", "seed": 1, "mean": 63.0, "fit_seconds": 20},
+    ]
+    table = protocol.summarise(rows, ["paper", "clamp"])
+    # differences +1 and +3: mean +2, sample std sqrt(2)
+    assert "| clamp | pixels clamped after every image step | 2 | 57.00 +- 8.49 | +2.00 +- 1.41 (n=2) | 20 |" in table
+    assert "| paper | nothing: the authors' protocol | 2 | 55.00 +- 7.07 |  | 10 |" in table
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_and_resumes(tmp_path, capsys):
+    results = tmp_path / "runs.jsonl"
+    argv = [
+        "--config", "configs/digits/ipc1.yaml", "--variants", "paper", "image_step", "--seeds", "0", "--outer", "1",
+        "--eval_epochs", "1", "--repeats", "1", "--set", "model.inner_loop=2", "--set", "model.net.width=4",
+        "--set", "model.pool.size=1", "--set", "model.pool.epochs=0", "--results", str(results),
+        "--pool_cache", str(tmp_path / "pools"), "--no_doc",
+    ]
+    protocol.main(argv)
+    rows = protocol.read_results(results)
+    assert sorted(r["variant"] for r in rows) == ["image_step", "paper"] and all(r["outer"] == 1 for r in rows)
+    protocol.main(argv)  # everything is done: nothing runs again
+    assert "2 run(s) already in" in capsys.readouterr().out and len(protocol.read_results(results)) == 2
