@@ -1,0 +1,340 @@
+"""benchmarks/curve.py: snapshot schedule and clock, resume, speed-up arithmetic, result files; the image-folder configs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import curve  # noqa: E402
+from curve_plot import plot_curves  # noqa: E402
+
+from lightning_dd.errors import ConfigError  # noqa: E402
+
+TINY_CONFIG = """\
+data:
+  dataset: digits
+model:
+  ipc: 1
+  factor: 1
+  init: real
+  net: {depth: 1, width: 8}
+  pool: {size: 1, epochs: 1, batch_size: 256}
+  inner_loop: 2
+  batch_real: 8
+  n_data: 16
+evaluation:
+  epochs: 1
+  repeats: 1
+"""
+TINY_IMAGENET = Path("/work/shared/data/tiny-imagenet-10")
+if not TINY_IMAGENET.is_dir():
+    TINY_IMAGENET = ROOT.parent / "shared" / "data" / "tiny-imagenet-10"
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_CONFIG)
+    return path
+
+
+# ------------------------------------------------------------------------------ schedule and clock
+def test_checkpoint_schedule_doubles_and_ends_at_the_budget():
+    assert curve.checkpoint_schedule(30, 180, 1) == [30.0, 60.0, 120.0, 180.0]
+    # two per doubling: 10, 10*sqrt(2), 20, 20*sqrt(2), then the budget
+    assert curve.checkpoint_schedule(10, 40, 2) == pytest.approx([10.0, 14.142136, 20.0, 28.284271, 40.0])
+    assert curve.checkpoint_schedule(30, 30, 1) == [30.0]
+    assert curve.checkpoint_schedule(30, 20, 1) == [20.0]
+    with pytest.raises(ConfigError, match="per_doubling"):
+        curve.checkpoint_schedule(30, 180, 0)
+
+
+class FakeTime:
+    """A controllable clock for perf_counter and process_time (CPU runs at half the wall rate)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def wall(self) -> float:
+        return self.now
+
+    def cpu(self) -> float:
+        return self.now / 2
+
+
+class FakeModule:
+    def __init__(self) -> None:
+        self.hparams = argparse.Namespace(inner_loop=2)
+        self.outer, self.inner, self.finished_outer = 0, 0, False
+        self.images = torch.zeros(2, 1, 4, 4)
+
+    def distilled(self):
+        return self.images.clone(), torch.arange(2)
+
+    def decoded(self):
+        return self.images.clone(), torch.arange(2)
+
+    def step(self, fake: FakeTime, seconds: float) -> None:
+        """One matching step lasting ``seconds``."""
+        self._matching_step(fake, seconds)
+        self.inner += 1
+        if self.inner == self.hparams.inner_loop:
+            self.outer, self.inner = self.outer + 1, 0
+        self.images += 1
+
+    def _matching_step(self, fake: FakeTime, seconds: float) -> None:
+        fake.now += seconds
+
+
+class FakeTrainer:
+    def __init__(self, fake: FakeTime, save_seconds: float) -> None:
+        self.fake, self.save_seconds, self.should_stop, self.saved = fake, save_seconds, False, 0
+
+    def save_checkpoint(self, path, weights_only=None) -> None:
+        self.fake.now += self.save_seconds  # writing takes time that must stay off the clock
+        Path(path).write_bytes(b"ckpt")
+        self.saved += 1
+
+
+def test_clock_counts_setup_shares_snapshots_passed_together_and_excludes_writes(tmp_path, monkeypatch):
+    fake = FakeTime()
+    monkeypatch.setattr(curve.time, "perf_counter", fake.wall)
+    monkeypatch.setattr(curve.time, "process_time", fake.cpu)
+    clock = curve.StudyClock(tmp_path, [10.0, 20.0, 40.0], ckpt_seconds=1e9)
+    trainer, module = FakeTrainer(fake, save_seconds=100.0), FakeModule()
+    clock.setup(trainer, module, "fit")
+    fake.now = 25.0  # pool pretraining inside setup: 25 s
+    clock.on_train_start(trainer, module)
+    module.step(fake, 3.0)  # clock 28 s: checkpoints 10 and 20 have both passed
+    clock.on_train_batch_end(trainer, module, None, None, 0)
+    module.step(fake, 11.0)  # 39 s: nothing due (the 100 s checkpoint write is off the clock)
+    clock.on_train_batch_end(trainer, module, None, None, 1)
+    assert not trainer.should_stop
+    module.step(fake, 2.0)  # 41 s: the last checkpoint, then stop
+    clock.on_train_batch_end(trainer, module, None, None, 2)
+    assert trainer.should_stop and trainer.saved == 1  # the final snapshot needs no checkpoint
+    snaps = json.loads((tmp_path / "progress.json").read_text())["snapshots"]
+    assert sorted(snaps, key=int) == ["0", "2", "3"]  # checkpoint 1 (10 s) shares snapshot 2
+    assert [snaps[k]["wall_s"] for k in ("0", "2", "3")] == pytest.approx([25.0, 28.0, 41.0])
+    assert [snaps[k]["cpu_s"] for k in ("0", "2", "3")] == pytest.approx([12.5, 14.0, 20.5])
+    assert [snaps[k]["nominal_s"] for k in ("0", "2", "3")] == [0.0, 20.0, 40.0]
+    assert [snaps[k]["steps"] for k in ("0", "2", "3")] == [0, 1, 3]
+    assert snaps["3"]["setup_wall_s"] == pytest.approx(25.0) and snaps["3"]["matching_s"] == pytest.approx(16.0)
+    assert torch.load(tmp_path / snaps["2"]["file"], weights_only=True)["decoded"].max() == 1  # the set after one step
+    assert snaps["0"]["digest"] != snaps["2"]["digest"]
+
+
+# --------------------------------------------------------------------------------- speed-up arithmetic
+def test_speedups_on_hand_made_curves():
+    idc = [(0.0, 50.0), (100.0, 60.0), (200.0, 70.0), (400.0, 80.0)]
+    accdd = [(50.0, 50.0), (100.0, 65.0), (200.0, 80.0)]
+    rows = curve.speedups(idc, accdd)
+    # 60 %: IDC at 100 s; Acc-DD between (50, 50) and (100, 65): 50 + 50 * 10/15 = 83.33 s -> 1.2x
+    # 70 %: IDC at 200 s; Acc-DD 100 + 100 * 5/15 = 133.33 s -> 1.5x ; 80 %: 400 s vs 200 s -> 2x
+    assert [r["level"] for r in rows] == [60.0, 70.0, 80.0]
+    assert [r["reference_s"] for r in rows] == pytest.approx([100.0, 200.0, 400.0])
+    assert [r["candidate_s"] for r in rows] == pytest.approx([250 / 3, 400 / 3, 200.0])
+    assert [r["speedup"] for r in rows] == pytest.approx([1.2, 1.5, 2.0])
+    slow = curve.speedups(idc, [(50.0, 50.0), (400.0, 75.0)])
+    assert slow[-1]["candidate_s"] is None and slow[-1]["speedup"] is None
+    # 60 %: 50 + 350 * 10/25 = 190 s -> 100/190
+    assert slow[0]["speedup"] == pytest.approx(100 / 190)
+
+
+def test_crossings_on_hand_made_curves():
+    a = [(0.0, 50.0), (100.0, 70.0), (200.0, 72.0)]
+    b = [(0.0, 60.0), (100.0, 65.0), (200.0, 80.0)]
+    found = curve.crossings(a, b)
+    # a - b: -10 at 0, +5 at 100, -8 at 200 -> crossings at 100*10/15 = 66.67 s and 100 + 100*5/13 = 138.46 s
+    assert [c["time"] for c in found] == pytest.approx([200 / 3, 100 + 500 / 13])
+    assert [c["ahead_after"] for c in found] == ["a", "b"]
+    assert found[0]["accuracy"] == pytest.approx(50 + 20 * 2 / 3)
+    # different grids, a tie at 50 s (b there: 55 + 10 * 0.5 = 60) between a behind and a ahead
+    tie = curve.crossings([(0.0, 50.0), (50.0, 60.0), (100.0, 70.0)], [(0.0, 55.0), (100.0, 65.0)])
+    assert [(c["time"], c["ahead_after"]) for c in tie] == [(50.0, "a")]
+    assert curve.crossings([(0.0, 50.0), (10.0, 60.0)], [(0.0, 40.0), (10.0, 45.0)]) == []
+    assert curve.crossings([(0.0, 50.0), (10.0, 60.0)], [(20.0, 40.0), (30.0, 45.0)]) == []
+
+
+# ------------------------------------------------------------------------- resume and result files
+def study_args(config: Path, tmp_path: Path, *extra: str) -> argparse.Namespace:
+    return curve.parse_args(
+        ["--config", str(config), "--study_dir", str(tmp_path / "study"), "--results_dir", str(tmp_path / "curves"), "--output", str(tmp_path / "bench.md"), "--budget_minutes", "0.05", "--first_checkpoint", "1", *extra]
+    )
+
+
+def test_distil_phase_skips_finished_runs_and_reruns_the_rest(tmp_path, monkeypatch):
+    args = study_args(tiny_config(tmp_path), tmp_path, "--modes", "accdd", "idc", "--seeds", "0", "1")
+    study, _ = curve.open_study(args)
+    curve.write_json(Path(study["dir"]) / "runs" / "accdd" / "seed0" / "progress.json", {"snapshots": {}, "done": True})
+    curve.write_json(Path(study["dir"]) / "runs" / "idc" / "seed0" / "progress.json", {"snapshots": {}})  # interrupted
+    calls = []
+    monkeypatch.setattr(curve, "distil_run", lambda study, mode, seed, parent: calls.append((mode, seed)) or {"mode": mode, "seed": seed, "status": "done"})
+    curve.distil_phase(study, args)
+    assert calls == [("idc", 0), ("accdd", 1), ("idc", 1)]
+    other = study_args(tiny_config(tmp_path), tmp_path, "--budget_minutes", "0.1")
+    with pytest.raises(ConfigError, match="budget_s"):
+        curve.open_study(other)
+
+
+def fabricate(study_dir: Path, mode: str, seed: int, points: list[tuple[int, float, float]]) -> None:
+    """A finished run: snapshots (index, nominal, wall) with distinct contents."""
+    run = study_dir / "runs" / mode / f"seed{seed}"
+    snapshots = {}
+    for index, nominal, wall in points:
+        images = torch.full((10, 1, 8, 8), (index + 3 * seed + 10 * (mode == "accdd")) / 20)
+        name = f"snapshot-{index:02d}.pt"
+        curve.atomic_torch_save({"decoded": images, "labels": torch.arange(10), "stored": images, "stored_labels": torch.arange(10)}, run / name)
+        snapshots[str(index)] = {
+            "index": index, "nominal_s": nominal, "wall_s": wall, "cpu_s": wall / 2, "setup_wall_s": 10.0 if mode == "accdd" else 0.0,
+            "setup_cpu_s": 5.0, "matching_s": wall / 2, "network_s": wall / 4, "steps": index * 10, "outer": index, "file": name,
+            "digest": f"{mode}-{seed}-{index}",
+        }  # fmt: skip
+    curve.write_json(run / "progress.json", {"snapshots": snapshots, "done": True})
+
+
+def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path):
+    args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0")
+    study, _ = curve.open_study(args)
+    study_dir = Path(study["dir"])
+    cfg = curve.load_config(args.config, None, torch.get_num_threads(), [])
+    # Two seeds per mode; accuracy of each snapshot below (one evaluation network each).
+    accs = {
+        ("idc", 0): [50.0, 60.0, 70.0], ("idc", 1): [50.0, 62.0, 72.0],
+        ("accdd", 0): [55.0, 66.0, 74.0], ("accdd", 1): [55.0, 64.0, 72.0],
+    }  # fmt: skip
+    walls = {"idc": [0.0, 100.0, 200.0], "accdd": [50.0, 100.0, 200.0]}
+    for (mode, seed), values in accs.items():
+        fabricate(study_dir, mode, seed, [(0, 0.0, walls[mode][0]), (1, 100.0, walls[mode][1]), (2, 200.0, walls[mode][2])])
+    settings, keys, tasks = curve.evaluation_plan(study, cfg, args, 1)
+    assert sorted(t[2] for t in tasks) == sorted([f"{m}-{s}-{i}" for m, s in accs for i in range(3)] + ["random-real-ipc1"])
+    for (mode, seed), values in accs.items():
+        for index, acc in enumerate(values):
+            curve.write_json(study_dir / "evals" / keys["curve"] / f"{mode}-{seed}-{index}" / "0.json", {"accuracy": acc, "wall_s": 3.0, "cpu_s": 3.0})
+    curve.write_json(study_dir / "evals" / keys["curve"] / "random-real-ipc1" / "0.json", {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0})
+    _, _, left = curve.evaluation_plan(study, cfg, args, 1)
+    assert left == []  # everything evaluated: a rerun trains no network
+
+    summary = curve.write_outputs(study, cfg, settings, keys, 1, 3, ["--config", "x"], tmp_path / "curves", tmp_path / "bench.md")
+    # Means over seeds: IDC 50, 61, 71 at 0/100/200 s; Acc-DD 55, 65, 73 at 50/100/200 s.
+    assert [p["mean"] for p in summary["modes"]["idc"]["points"]] == pytest.approx([50.0, 61.0, 71.0])
+    assert summary["modes"]["idc"]["points"][1]["std"] == pytest.approx(2**0.5)  # stdev(60, 62)
+    rows = list(csv.DictReader((tmp_path / "curves" / "digits-ipc1.csv").open()))
+    assert len(rows) == 12 + 1 and rows[-1]["mode"] == "random real" and rows[-1]["acc_mean"] == "40.00"
+    assert {(r["mode"], r["seed"], r["checkpoint"], r["acc_mean"]) for r in rows[:12]} >= {("accdd", "1", "1", "64.00"), ("idc", "0", "2", "70.00")}
+    md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
+    # IDC's best 71 %; Acc-DD reaches it between (100, 65) and (200, 73): 100 + 100 * 6/8 = 175 s -> 200/175 = 1.14x
+    assert "**Measured speed-up: 1.14x.**" in md and "at 175 s" in md
+    # 61 %: IDC at 100 s, Acc-DD at 50 + 50 * 6/10 = 80 s -> 1.25x
+    assert "| 61.00 | 100 s | 80 s | 1.25x |" in md
+    # Acc-DD - IDC: 55 - 55.5 at 50 s, 65 - 61 at 100 s -> crossing at 50 + 50 * 0.5/4.5 = 55.6 s
+    assert "The mean curves cross at 56 s" in md and "Acc-DD ahead after" in md
+    assert "| 100 s | 65.00 +- 1.41 (10, 100 s) | 61.00 +- 1.41 (10, 100 s) |" in md
+    assert "](digits-ipc1.png)" in md
+    section = (tmp_path / "bench.md").read_text()
+    assert "<!-- curve-digits-ipc1:start -->" in section and "](curves/digits-ipc1.png)" in section and "Command: `python benchmarks/curve.py --config x`" in section
+    with Image.open(tmp_path / "curves" / "digits-ipc1.png") as image:
+        assert image.format == "PNG" and image.size == (1100, 640)
+        colours = {c for _, c in image.convert("RGB").getcolors(2**20)}
+    assert curve.COLORS["accdd"] in colours and curve.COLORS["idc"] in colours
+
+
+def test_plot_draws_every_series_and_dashed_line(tmp_path):
+    red, blue, green = (214, 39, 40), (31, 119, 180), (44, 160, 44)
+    series = [{"label": "a", "color": red, "points": [(30, 60, 2), (60, 70, 1), (120, 75, 1)]}]
+    lines = [{"label": "published", "value": 80.0, "color": green, "dashed": True}]
+    plot_curves(tmp_path / "p.png", series, lines, "t", "x", "y", size=(600, 400))
+    with Image.open(tmp_path / "p.png") as image:
+        pixels = image.convert("RGB")
+    counts = {c: n for n, c in pixels.getcolors(2**20)}
+    assert counts.get(red, 0) > 50 and blue not in counts
+    # The dashed line: along its row, runs of its colour alternate with gaps inside the axes.
+    def near(pixel, colour, tolerance=40):
+        return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour))
+
+    row = max(range(400), key=lambda y: sum(near(pixels.getpixel((x, y)), green) for x in range(600)))
+    marks = "".join("g" if near(pixels.getpixel((x, row)), green) else "." for x in range(120, 260))
+    assert marks.count("g") > 60 and marks.count(".") > 20 and ".g" in marks and "g." in marks
+
+
+# ------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_study_end_to_end_interrupted_run_resumes_and_finished_work_is_skipped(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    argv = ["--config", str(config), "--study_dir", str(tmp_path / "study"), "--results_dir", str(tmp_path / "curves"), "--output", str(tmp_path / "bench.md"),
+            "--budget_minutes", "0.03", "--first_checkpoint", "0.5", "--full_epochs", "1"]  # fmt: skip
+    study, _ = curve.open_study(curve.parse_args(argv))
+    # A run whose study process died: it checkpoints at its first step and stops.
+    outcome = curve.distil_run(study, "idc", 0, parent_pid=-1)
+    assert outcome["status"] == "interrupted" and (tmp_path / "study" / "runs" / "idc" / "seed0" / "last.ckpt").exists()
+    first = json.loads((tmp_path / "study" / "runs" / "idc" / "seed0" / "progress.json").read_text())
+    assert not first.get("done") and "0" in first["snapshots"]
+    capsys.readouterr()
+    curve.main(argv)
+    out = capsys.readouterr().out
+    assert "idc seed 0: resuming from" in out and "accdd seed 0: starting" in out
+    done = json.loads((tmp_path / "study" / "runs" / "idc" / "seed0" / "progress.json").read_text())
+    assert done["done"] and done["snapshots"]["0"]["digest"] == first["snapshots"]["0"]["digest"]
+    assert max(int(k) for k in done["snapshots"]) == len(study["checkpoints"])  # the last snapshot is at the budget
+    assert done["snapshots"][str(len(study["checkpoints"]))]["wall_s"] >= study["budget_s"]
+    rows = list(csv.DictReader((tmp_path / "curves" / "digits-ipc1.csv").open()))
+    assert {r["mode"] for r in rows} == {"accdd", "idc", "random real", "full training set"} and all(r["acc_mean"] for r in rows)
+    mtimes = {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("*.pt")}
+    curve.main(argv)
+    out = capsys.readouterr().out
+    assert "accdd seed 0: done earlier, skipped" in out and "idc seed 0: done earlier, skipped" in out and "0 network(s) to train" in out
+    assert {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("*.pt")} == mtimes
+
+
+# --------------------------------------------------------------------------- image-folder configs
+IMAGE_FOLDER_CONFIGS = sorted((ROOT / "configs" / "image_folder").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", IMAGE_FOLDER_CONFIGS, ids=[p.name for p in IMAGE_FOLDER_CONFIGS])
+def test_image_folder_configs_parse(config, capsys):
+    from lightning_dd.cli import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "dataset: image_folder" in printed and "data_dir: ../shared/data/tiny-imagenet-10" in printed and "name: resnet_ap" in printed
+
+
+def test_image_folder_configs_cover_the_paper_setting_and_a_cpu_variant():
+    import yaml
+
+    configs = {p.name: yaml.safe_load(p.read_text()) for p in IMAGE_FOLDER_CONFIGS}
+    paper = configs["ipc10.yaml"]["model"]
+    assert (paper["net"]["name"], paper["net"]["depth"], paper["factor"], paper["pool"]["epochs"]) == ("resnet_ap", 10, 3, 10)
+    assert "ipc1_cpu.yaml" in configs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TINY_IMAGENET.is_dir(), reason="the Tiny ImageNet-10 folder (../shared/data/tiny-imagenet-10) is not on this machine")
+def test_cpu_image_folder_config_runs_on_a_handful_of_real_images(tmp_path, capsys):
+    from lightning_dd.cli import run_cli
+
+    data = tmp_path / "tiny-imagenet-10"
+    for split, count in (("train", 4), ("val", 2)):
+        for folder in sorted((TINY_IMAGENET / split).iterdir()):
+            (data / split / folder.name).mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:count]:
+                shutil.copy(image, data / split / folder.name / image.name)
+    run_cli(
+        ["fit", "--config", str(ROOT / "configs" / "image_folder" / "ipc1_cpu.yaml"), f"--data.data_dir={data}", f"--trainer.default_root_dir={tmp_path}",
+         "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", f"--model.pool.cache_dir={tmp_path / 'pools'}", "--model.pool.size=1",
+         "--model.pool.epochs=1", "--model.outer_iterations=1", "--model.inner_loop=1", "--model.batch_real=2", "--model.n_data=4",
+         "--evaluation.epochs=1", "--evaluation.repeats=1"]  # fmt: skip
+    )
+    out = capsys.readouterr().out
+    assert "| distilled, 1/class (x4 decoded) | 40 |" in out and "| random real, 1/class | 10 |" in out
