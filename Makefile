@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast mutants venv clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# Mutation testing of the algorithm's core against the fast suite (slow: see docs/mutation-testing.md).
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 LIGHTNING_DD_QUIET=1 nice -n 10 $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
 
 clean:
 	rm -rf $(VENV) lightning_logs .pytest_cache
