@@ -1,57 +1,333 @@
 """The ``lightning-dd`` command: LightningCLI for distillation.
 
 ``lightning-dd fit --config configs/digits/ipc10.yaml`` pretrains (or loads) the early-stage
-pool, distils, evaluates and exports. Mistakes in the configuration end with one sentence on
-stderr and exit status 2, not a traceback.
+pool, distils, evaluates and exports. Mistakes end with one sentence on stderr and exit status 2,
+not a traceback, and everything that can be checked before pool pretraining and distillation
+(numbers, folders, data, networks, resume settings) is checked before they start
+(:mod:`lightning_dd.validation`), so a bad setting never costs the expensive part of a run.
+
+Only ``fit`` is offered: the module trains with its own optimiser and has no validation, test
+or predict step, so LightningCLI's ``validate``/``test``/``predict`` subcommands and its
+``--optimizer``/``--lr_scheduler`` options are left out.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
 import sys
-from pathlib import Path
+import warnings
 from argparse import RawDescriptionHelpFormatter
+from pathlib import Path
+from typing import Any
 
 import torch
-from jsonargparse import DefaultHelpFormatter
+from jsonargparse import DefaultHelpFormatter, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_dd.callbacks import DistilledExport, SyntheticEvaluation
-from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
-from lightning_dd.commands import is_command, run_command, summary
+from lightning_dd.callbacks.interrupt import LOG_LOCATION_KEY, CheckpointOnInterrupt
+from lightning_dd.commands import is_command, run_command, summary, user_error_in
 from lightning_dd.data import RealDataModule
 from lightning_dd.distill import DistillModule
-from lightning_dd.errors import FileFormatError, LightningDDError
+from lightning_dd.distill.pool import PoolConfig
+from lightning_dd.errors import ConfigError, FileFormatError, LightningDDError
+from lightning_dd.logger import DistillTensorBoardLogger
+from lightning_dd.nets.spec import NetSpec
+from lightning_dd.parsing import FitParser, one_sentence
 from lightning_dd.progress import quiet
+from lightning_dd.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path, validate_fit
+
+LOGGER_NAME = "lightning_logs"
+
+# A resumed run continues with the checkpoint's settings; these may differ from it because they
+# change neither the images nor the random stream: where the pool is cached, when the run ends,
+# and how the (same) matching loss is computed.
+RESUME_SAFE = {
+    "outer_iterations": "the run continues until this many outer iterations are done",
+    "pool.cache_dir": "the pool is read from (or rebuilt identically into) this folder",
+    "tune_cpu_allocator": "an allocator setting",
+    "classes_per_pass": "the same matching loss, computed in other chunks",
+}
+# LightningCLI's other subcommands: they need steps DistillModule does not have.
+LIGHTNING_ONLY = ("validate", "test", "predict")
+# Data settings that must match the checkpoint's (the synthetic images were learnt on that data).
+RESUME_DATA_KEYS = ("dataset", "source_options")
+
+# Lightning messages that say nothing about this run: cloud-service advertisements, a note on
+# Lightning's own checkpoint default, a torch deprecation inside Lightning, and a hint about
+# per-epoch logging (here one epoch is one outer iteration and steps are logged across epochs).
+_NOISY_LOG_RECORDS = re.compile(r"💡 Tip:|`weights_only` was not set")
+_NOISY_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _NOISY_LOG_RECORDS.search(record.getMessage())
+
+
+def silence_lightning_noise() -> None:
+    """Drop Lightning's tips and the warnings that print on every run but concern no setting of it."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in log.filters):
+            log.addFilter(_DropNoise())
+    for message in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
 class DistillCLI(LightningCLI):
-    """LightningCLI with the evaluation and export callbacks as top-level config sections."""
+    """LightningCLI for DistillModule: ``fit`` only, checked before it starts, resumable in place."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        given = kwargs.get("args")
+        self._argv = [str(a) for a in (sys.argv[1:] if given is None else given)] if not isinstance(given, (dict, Namespace)) else []
+        self._resume_version: int | str | None = None
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(SyntheticEvaluation, "evaluation")
         parser.add_lightning_class_args(DistilledExport, "export")
         parser.add_lightning_class_args(CheckpointOnInterrupt, "interrupt")
+        fill_missing_help(parser, {"model": DistillModule, "model.net": NetSpec, "model.pool": PoolConfig, "evaluation": SyntheticEvaluation, "evaluation.net": NetSpec, "export": DistilledExport, "interrupt": CheckpointOnInterrupt, "data": RealDataModule})
 
+    # -------------------------------------------------------------- resume
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint's hyper-parameters here, before anything else: refuse
-        # a missing, truncated or foreign --ckpt_path with one sentence first.
+        """Merge the checkpoint's hyper-parameters, refusing (or applying) differing settings.
+
+        LightningCLI replaces the model settings with the checkpoint's, so a changed setting
+        would be dropped without a word. Here a setting given in the config or on the command
+        line that differs from the checkpoint's is refused with one sentence, except the
+        :data:`RESUME_SAFE` ones, which are applied and announced.
+        """
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            check_checkpoint(ckpt_path)
-        super()._parse_ckpt_path()
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+            return super()._parse_ckpt_path()
+        checkpoint = load_checkpoint(ckpt_path)
+        config = self.config[subcommand]
+        self._resume_version = _resume_version(checkpoint, ckpt_path, config.trainer.get("default_root_dir"))
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        _check_resume_data(checkpoint, config, ckpt_path)
+        if not hparams:
+            return
+        hparams.pop("_class_path", None)
+        parser = self._parser(subcommand)
+        before = _flatten(config.model)
+        defaults = _flatten(parser.get_defaults().get("model"))
+        explicit = {a[len("--model.") :].split("=")[0] for a in self._argv if a.startswith("--model.")}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            raise
+        except Exception as err:
+            raise FileFormatError(f"{ckpt_path} holds settings this version of lightning-dd cannot read ({one_sentence(str(err))}); resume it with the version that wrote it") from None
+        config = self.config[subcommand]
+        after = _flatten(config.model)
+        for key in sorted(before):
+            if key not in after or before[key] == after[key]:
+                continue
+            given = before[key] != defaults.get(key, object()) or any(key == e or key.startswith(e + ".") for e in explicit)
+            if not given:
+                continue  # not set by the user: the checkpoint's value is the run's value
+            if key not in RESUME_SAFE:
+                raise ConfigError(
+                    f"model.{key}={before[key]} differs from {after[key]} in the checkpoint {ckpt_path}; a resumed run keeps the settings it started with, so drop model.{key} or start a new run without --ckpt_path"
+                )
+            config[f"model.{key}"] = before[key]
+            print(f"lightning-dd: resuming with model.{key}={before[key]} instead of the checkpoint's {after[key]} ({RESUME_SAFE[key]})", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------- trainer
+    def before_instantiate_classes(self) -> None:
+        # The classes check some values themselves; these checks name every setting as the user
+        # spells it (model.pool.lr) and also catch NaN and infinity, which comparisons let through.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model = config.get("model")
+        if isinstance(model, Namespace):
+            check_numbers(_scalars(model), "model", defaults=defaults_of(DistillModule.__init__))
+            check_rho(model.get("rho_min"), model.get("rho_max"))
+            if isinstance(model.get("pool"), Namespace):
+                check_numbers(_scalars(model.pool), "model.pool", defaults=defaults_of(PoolConfig))
+            if isinstance(model.get("net"), Namespace):
+                check_numbers(_scalars(model.net), "model.net")
+        evaluation = config.get("evaluation")
+        if isinstance(evaluation, Namespace):
+            check_numbers(_scalars(evaluation), "evaluation", rules={"epochs": COUNT}, defaults=defaults_of(SyntheticEvaluation.__init__))
+        export = config.get("export")
+        if isinstance(export, Namespace):
+            check_numbers(_scalars(export), "export")
+
+    def instantiate_trainer(self, **kwargs: Any):
+        """Lightning's default logger, replaced by one that writes a single hparams summary and,
+        when resuming, logs into the checkpoint's version folder."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
+            root = trainer_config.get("default_root_dir") or os.getcwd()
+            kwargs["logger"] = DistillTensorBoardLogger(root, name=LOGGER_NAME, version=self._resume_version)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except ImportError as err:  # e.g. an accelerator whose package is missing (tpu without torch_xla)
+            raise ConfigError(f"the trainer settings need a package that is not installed: {_sentence(err)}") from None
+
+    def before_fit(self) -> None:
+        validate_fit(self.trainer, self.model, self.datamodule)
+
+    def fit(self, model, **kwargs: Any) -> None:
+        """``trainer.fit``; a run that fails with a user error leaves no empty version folder."""
+        log_dir = _log_dir(self.trainer)
+        existed = log_dir is None or log_dir.exists()
+        root_existed = log_dir is None or log_dir.parent.exists()
+        try:
+            self.trainer.fit(model, **kwargs)
+        except BaseException as err:
+            if not existed and user_error_in(err) is not None:
+                remove_if_empty(log_dir)
+                if not root_existed and log_dir.parent.is_dir() and not any(log_dir.parent.iterdir()):
+                    log_dir.parent.rmdir()
+            raise
 
 
-def check_checkpoint(path: str) -> None:
-    """Raise FileFormatError unless ``path`` is a readable checkpoint written by DistillModule."""
+def fill_missing_help(parser, classes: dict[str, type]) -> None:
+    """Give every option a help text, including those documented together in a docstring.
+
+    Google-style docstrings often document related arguments on one line (``rho_min, rho_max:
+    range of ...``), which the docstring parser does not split; such arguments would show no
+    help at all. Their text is taken from that shared line.
+    """
+    texts = {prefix: _docstring_args(cls) for prefix, cls in classes.items()}
+    for action in parser._actions:
+        if action.help or not action.dest or "." not in action.dest:
+            continue
+        prefix, _, name = action.dest.rpartition(".")
+        text = texts.get(prefix, {}).get(name)
+        if text:
+            action.help = text
+
+
+def _docstring_args(cls: type) -> dict[str, str]:
+    """Argument name -> text from the ``Args:`` section of a Google-style docstring."""
+    import inspect
+
+    doc = inspect.getdoc(cls) or ""
+    out: dict[str, str] = {}
+    in_args, names, text = False, [], []
+
+    def flush() -> None:
+        for n in names:
+            out.setdefault(n, " ".join(text).strip())
+
+    for line in doc.splitlines():
+        if line.strip() in ("Args:", "Arguments:"):
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        if line and not line.startswith(" "):  # next section
+            break
+        entry = re.match(r"^ {4}([\w, ]+?):\s*(.*)$", line)
+        if entry and not line.startswith("     "):
+            flush()
+            names = [n.strip() for n in entry.group(1).split(",") if n.strip()]
+            text = [entry.group(2)]
+        elif line.strip():
+            text.append(line.strip())
+    flush()
+    return out
+
+
+def load_checkpoint(path: str) -> dict:
+    """The checkpoint at ``path``, or a one-sentence FileFormatError if it is missing or foreign."""
+    if Path(path).is_dir():
+        raise FileFormatError(f"--ckpt_path {path} is a folder; give the .ckpt file inside it (e.g. {Path(path) / 'interrupted.ckpt'})")
     if not Path(path).is_file():
-        raise FileFormatError(f"no checkpoint at {path}")
+        raise FileFormatError(f"no checkpoint at {path}; check --ckpt_path")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise FileFormatError(f"{path} is not a readable checkpoint (truncated or foreign file: {type(err).__name__})") from None
     if not isinstance(checkpoint, dict) or "lightning_dd" not in checkpoint:
         raise FileFormatError(f"{path} is not a checkpoint written by lightning-dd's DistillModule")
+    return checkpoint
+
+
+def check_checkpoint(path: str) -> None:
+    """Raise FileFormatError unless ``path`` is a readable checkpoint written by DistillModule."""
+    load_checkpoint(path)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A config section (Namespace or dict, nested) as ``{"pool.cache_dir": ...}``."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, (dict, Namespace)) and item:
+            out.update(_flatten(item, name + "."))
+        else:
+            out[name] = item
+    return out
+
+
+def _scalars(section: Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(section).items() if not isinstance(v, (Namespace, dict, list))}
+
+
+def _check_resume_data(checkpoint: dict, config: Namespace, ckpt_path: str) -> None:
+    """Refuse resuming on other data than the checkpoint's (its images were learnt on that data)."""
+    saved = checkpoint.get("datamodule_hyper_parameters") or {}
+    data = config.get("data")
+    data = data.as_dict() if isinstance(data, Namespace) else dict(data or {})
+    for key in RESUME_DATA_KEYS:
+        if key in saved and key in data and (saved[key] or None) != (data[key] or None):
+            raise ConfigError(f"data.{key}={data[key]} differs from {saved[key]} in the checkpoint {ckpt_path}; a resumed run must use the data it started on, so set data.{key}: {saved[key]} or start a new run without --ckpt_path")
+
+
+def _resume_version(checkpoint: dict, ckpt_path: str, default_root_dir: str | None) -> int | str | None:
+    """The version folder the checkpoint's run logged into, if it lies under this run's log root.
+
+    Read from the record :class:`CheckpointOnInterrupt` puts into every checkpoint, or else
+    from the checkpoint's own location (``<root>/lightning_logs/version_N/...``).
+    """
+    root = resolve_path(default_root_dir or os.getcwd()).resolve() / LOGGER_NAME
+    record = checkpoint.get(LOG_LOCATION_KEY)
+    if isinstance(record, dict) and record.get("log_dir") and record.get("version") is not None:
+        if resolve_path(record["log_dir"]).resolve().parent == root:
+            return record["version"]
+    for parent in resolve_path(ckpt_path).resolve().parents:
+        if parent.parent == root and re.fullmatch(r"version_\d+", parent.name):
+            return int(parent.name.split("_")[1])
+    return None
+
+
+def _log_dir(trainer) -> Path | None:
+    logger = trainer.logger
+    if logger is None or not getattr(logger, "log_dir", None):
+        return None
+    return Path(logger.log_dir)
+
+
+def remove_if_empty(log_dir: Path | None) -> None:
+    """Remove a version folder that holds nothing but the run's config and hparams files."""
+    if log_dir is None or not log_dir.is_dir():
+        return
+    entries = list(log_dir.iterdir())
+    if all(p.is_file() and (p.name in ("config.yaml", "hparams.yaml") or p.name.startswith("events.out.tfevents.")) for p in entries):
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
@@ -65,6 +341,7 @@ TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10, "max_epo
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:
     """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+    silence_lightning_noise()
     return DistillCLI(
         DistillModule,
         RealDataModule,
@@ -72,26 +349,67 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"epilog": summary(), "formatter_class": _HelpFormatter},
+        parser_class=FitParser,
+        auto_configure_optimizers=False,
         args=args,
         run=run,
     )
 
 
+def _unknown_command(argv: list[str]) -> str | None:
+    """A sentence for a missing or unknown first word (a subcommand is required)."""
+    from lightning_dd.commands import COMMANDS
+
+    choices = ["fit", *COMMANDS]
+    if not argv:
+        return f"a command is required; choose one of: {', '.join(choices)} (see lightning-dd --help)"
+    first = argv[0]
+    if first.startswith("-") or first in choices:
+        return None
+    if first in LIGHTNING_ONLY:
+        return f"there is no {first!r} command: DistillModule has no {first} step (it trains synthetic images, not a classifier); measure a distilled set with `lightning-dd evaluate PATH.pt`"
+    import difflib
+
+    close = difflib.get_close_matches(first, choices, n=1)
+    hint = f"did you mean {close[0]}?" if close else "see lightning-dd --help"
+    return f"unknown command {first!r}; choose one of: {', '.join(choices)} ({hint})"
+
+
 def main(args: list[str] | None = None) -> None:
-    """Console entry point: a standalone command (evaluate, pool, export-folder) or LightningCLI."""
+    """Console entry point: a standalone command (evaluate, pool, export-folder) or ``fit``."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
+        problem = _unknown_command(argv)
+        if problem:
+            raise ConfigError(problem)
         if is_command(argv):
+            silence_lightning_noise()
             run_command(argv)
         else:
-            cli = run_cli(args)
-            stoppers = [cb for cb in cli.trainer.callbacks if isinstance(cb, CheckpointOnInterrupt)]
+            cli = run_cli(args)  # None: LightningCLI reads sys.argv itself
+            stoppers = [cb for cb in cli.trainer.callbacks if isinstance(cb, CheckpointOnInterrupt)] if cli.trainer else []
             stopper = stoppers[0] if stoppers else None
             if stopper is not None and stopper.signal_received is not None:
                 sys.exit(128 + int(stopper.signal_received))  # stopped early by a signal, checkpoint saved
     except LightningDDError as err:
-        print(f"lightning-dd: error: {err}", file=sys.stderr)
+        print(f"lightning-dd: error: {_sentence(err)}", file=sys.stderr)
         sys.exit(2)
+    except MisconfigurationException as err:  # Lightning's own refusal of a trainer setting
+        print(f"lightning-dd: error: {_sentence(err).rstrip('.!')} (check the trainer.* settings)", file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:
+        cause = user_error_in(err)
+        if cause is None:
+            raise
+        print(f"lightning-dd: error: {_sentence(cause)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _sentence(err: BaseException) -> str:
+    """The error's message as one sentence on one line (a library's "A. B." becomes "A; B")."""
+    text = " ".join(str(err).split())
+    text = re.sub(r"[.!]\s+(?=[A-Z`'\"])", "; ", text)
+    return text or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from lightning_dd.errors import ConfigError, FileFormatError, LightningDDError
 from lightning_dd.evaluation import EvalResult, describe_info, evaluate_random_subsets, evaluate_repeats, format_table
 from lightning_dd.export import export_image_folder, load_distilled
 from lightning_dd.nets.spec import NetSpec
+from lightning_dd.parsing import CommandParser
+from lightning_dd.validation import COUNT, check_class_counts, check_net_fits, check_numbers, check_writable_dir, defaults_of
 
 
 def resolve_device(device: str) -> torch.device:
@@ -101,8 +103,8 @@ def evaluate(
         seed: base seed of the evaluation networks and random subsets.
         progress: show progress bars.
     """
-    if epochs < 1 or repeats < 1:
-        raise ConfigError(f"epochs and repeats must be >= 1, got epochs={epochs} repeats={repeats}")
+    numbers = {"epochs": epochs, "repeats": repeats, "batch_size": batch_size, "lr": lr, "cutmix_p": cutmix_p, "full_set_epochs": full_set_epochs}
+    check_numbers(numbers, "--", rules={"epochs": COUNT}, defaults=defaults_of(evaluate))
     path_ = Path(path)
     distilled = load_distilled(path_)
     info = distilled.info
@@ -111,6 +113,8 @@ def evaluate(
     dm = RealDataModule(info.name, data_dir=data_dir, source_options=source_options)
     dm.setup()
     _check_compatible(dm.info, info, path_)
+    check_net_fits(net, info.channels, info.num_classes, info.image_size, "--net")
+    check_class_counts(dm.info, dm.train_data, ipc=distilled.ipc if baselines else None, test=dm.test_data, prefix="the export's")
     schedule = TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p)
     images, labels = distilled.decoded()
     name = f"distilled, {distilled.ipc}/class" + (f" (x{distilled.factor ** 2} decoded)" if distilled.factor > 1 else "")
@@ -129,13 +133,17 @@ def evaluate(
 def pool(
     dataset: str = "digits",
     net: NetSpec = NetSpec(),
-    size: int = 5,
-    epochs: int = 2,
-    lr: float = 0.01,
-    batch_size: int = 128,
-    augment: str = "color_crop_cutout_flip_scale_rotate",
-    cutmix_p: float = 0.5,
-    cache_dir: str = "~/.cache/lightning-dd/pools",
+    size: int = PoolConfig.size,
+    epochs: int = PoolConfig.epochs,
+    lr: float = PoolConfig.lr,
+    momentum: float = PoolConfig.momentum,
+    weight_decay: float = PoolConfig.weight_decay,
+    batch_size: int = PoolConfig.batch_size,
+    augment: str = PoolConfig.augment,
+    cutmix_p: float = PoolConfig.cutmix_p,
+    spatial: str = PoolConfig.spatial,
+    cutout_with_cutmix: bool = PoolConfig.cutout_with_cutmix,
+    cache_dir: str = PoolConfig.cache_dir,
     seed: int = 0,
     data_dir: str = "data",
     source_options: Optional[dict] = None,
@@ -146,7 +154,7 @@ def pool(
 
     With the same settings as a ``fit`` run (``--model.net.*``, ``--model.pool.*``,
     ``--model.seed``) this finds the very pool that run uses, so it can be pretrained ahead of
-    time or inspected.
+    time or inspected; the defaults are PoolConfig's, as in ``fit``.
 
     Args:
         dataset: real dataset the pool is trained on.
@@ -154,9 +162,13 @@ def pool(
         size: number of networks M.
         epochs: pretraining epochs on real data.
         lr: SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
         batch_size: SGD minibatch size.
         augment: DSA transforms during pretraining.
         cutmix_p: CutMix probability during pretraining.
+        spatial: ``single`` (one of crop / scale / rotate per minibatch) or ``all``.
+        cutout_with_cutmix: keep ``cutout`` although CutMix is on.
         cache_dir: where pools are cached.
         seed: member m is initialised from seed + m (DistillModule's seed).
         data_dir: folder with the real dataset's files.
@@ -164,11 +176,16 @@ def pool(
         device: auto, cpu or cuda[:N].
         progress: show progress bars.
     """
-    config = PoolConfig(size=size, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, cache_dir=cache_dir)
+    settings = dict(size=size, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
+    check_numbers(settings, "--", defaults=defaults_of(pool))
+    config = PoolConfig(**settings, cache_dir=cache_dir)
     dev = resolve_device(device)
+    check_writable_dir(cache_dir, "--cache_dir")
     dm = RealDataModule(dataset, data_dir=data_dir, source_options=source_options)
     dm.setup()
     info, train, test = dm.info, dm.train_data, dm.test_data
+    check_class_counts(info, train, test=test)
+    check_net_fits(net, info.channels, info.num_classes, info.image_size, "--net")
     path = EarlyStagePool.cache_path(config, pool_key(pool_key_fields(net, config, train, seed)))
     cached = path.exists()
     members = EarlyStagePool.build_or_load(net, config, train, seed, dev, progress)
@@ -220,10 +237,8 @@ def summary() -> str:
 
 def build_parser(name: str):
     """The jsonargparse parser of command ``name``."""
-    from jsonargparse import ArgumentParser
-
     fn = COMMANDS[name]
-    parser = ArgumentParser(prog=f"lightning-dd {name}", description=(fn.__doc__ or "").strip().splitlines()[0], exit_on_error=True)
+    parser = CommandParser(prog=f"lightning-dd {name}", description=(fn.__doc__ or "").strip().splitlines()[0], exit_on_error=True)
     parser.add_function_arguments(fn, fail_untyped=True, as_positional=name in POSITIONAL)
     return parser
 
@@ -245,12 +260,12 @@ def run_command(args: list[str]):
     try:
         init = instantiate(cfg)
     except Exception as err:  # jsonargparse wraps a dataclass's own error (e.g. an unknown net name)
-        raise _user_error_in(err) or err
+        raise user_error_in(err) or err
     kwargs = {k: v for k, v in vars(init).items() if not k.startswith("__")}
     return COMMANDS[name](**kwargs)
 
 
-def _user_error_in(err: BaseException) -> LightningDDError | None:
+def user_error_in(err: BaseException) -> LightningDDError | None:
     """The LightningDDError that caused ``err``, if any (following ``__cause__``/``__context__``)."""
     seen: set[int] = set()
     current: BaseException | None = err

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -44,12 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torchvision.utils import make_grid, save_image
 
-from lightning_dd.atomic import atomic_open, atomic_torch_save
+from lightning_dd.atomic import atomic_open, atomic_torch_save, make_temp_dir
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.distill.synthetic import decode, decode_labels
 from lightning_dd.errors import ConfigError, FileFormatError
+from lightning_dd.validation import check_writable_dir
 
 FORMAT = "lightning-dd/distilled"
 VERSION = 1
@@ -131,13 +134,46 @@ def load_distilled(path: str | os.PathLike) -> DistilledSet:
     return DistilledSet(blob["images"], blob["labels"], int(blob["factor"]), info, json.loads(blob["config"]))
 
 
+GRID_MIN_SIDE = 64  # small images are upscaled (nearest) until their longer side has this many pixels
+GRID_MAX_SIDE = 4096  # ... unless the grid would grow beyond this many pixels wide or tall
+GRID_PADDING = 2
+
+
+def grid_columns(num_images: int, ipc: int) -> int:
+    """Columns of the grid: whole classes per row, as many as make the grid about square.
+
+    Each row holds ``k`` complete classes of ``ipc`` images, ``k = round(sqrt(classes / ipc))``
+    (at least 1): one row per class once ``ipc`` is about the class count (IPC 10 of 10 classes),
+    and a near-square block in class order when ``ipc`` is small (IPC 1 of 10 classes: 3 per row).
+    """
+    ipc = max(int(ipc), 1)
+    classes = max(num_images // ipc, 1)
+    per_row = max(1, round(math.sqrt(classes / ipc)))
+    return max(1, min(num_images, per_row * ipc))
+
+
 def image_grid(images: torch.Tensor, ipc: int) -> torch.Tensor:
-    """A grid with one row per class (``ipc`` stored images each), pixels in [0, 1]."""
-    return make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=max(ipc, 1), padding=1, pad_value=1.0)
+    """A readable grid of the stored images (class by class, pixels in [0, 1], ``[3, H, W]``).
+
+    Rows hold whole classes (:func:`grid_columns`); images smaller than :data:`GRID_MIN_SIDE`
+    pixels are enlarged by an integer factor with nearest-neighbour upscaling, so 8x8 digits
+    become 64x64 blocks of crisp pixels instead of a strip a few pixels wide. Used for
+    ``distilled.png`` and for the grid shown in TensorBoard.
+    """
+    images = images.detach().float().clamp(0, 1).cpu()
+    n, _, height, width = images.shape
+    columns = grid_columns(n, ipc)
+    rows = math.ceil(n / columns)
+    scale = max(1, math.ceil(GRID_MIN_SIDE / max(height, width, 1)))
+    while scale > 1 and max(columns * (width * scale + GRID_PADDING), rows * (height * scale + GRID_PADDING)) > GRID_MAX_SIDE:
+        scale -= 1
+    if scale > 1:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    return make_grid(images, nrow=columns, padding=GRID_PADDING, pad_value=1.0)
 
 
 def save_grid_png(path: str | os.PathLike, images: torch.Tensor, ipc: int) -> Path:
-    """Write the class-by-class image grid as a PNG, atomically."""
+    """Write the class-by-class image grid (:func:`image_grid`) as a PNG, atomically."""
     buffer = io.BytesIO()
     save_image(image_grid(images, ipc), buffer, format="png")
     with atomic_open(path, "wb") as handle:
@@ -196,8 +232,9 @@ def export_image_folder(source: DistilledSet | str | os.PathLike, out_dir: str |
     if mode is None:
         raise ConfigError(f"PNG export supports 1 or 3 channels, the set has {info.channels}")
     width = len(str(max(len(labels) - 1, 0)))
+    check_writable_dir(out_dir if not out_dir.exists() else out_dir.parent, "out_dir")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = make_temp_dir(out_dir.parent, out_dir.name)
     try:
         for folder in folders:
             (tmp / folder).mkdir()

@@ -49,6 +49,18 @@ def test_fit_end_to_end(tmp_path, capsys):
     assert (log_dir / "config.yaml").exists() and list(log_dir.glob("events.out.tfevents.*"))
     assert len(list((tmp_path / "pools").glob("pool-*.pt"))) == 1
 
+    # What a person opens afterwards: a grid of 64-pixel images (8x8 enlarged), 3 classes per row.
+    from PIL import Image
+
+    with Image.open(log_dir / "distilled.png") as grid:
+        assert grid.size == (3 * 66 + 2, 4 * 66 + 2)
+    # TensorBoard's HPARAMS tab: one session, with the dataset and the final accuracy as its metric.
+    from test_cli_frictions import hparams_summaries
+
+    (summary,) = hparams_summaries(log_dir)
+    assert summary.session_start_info.hparams["dataset"].string_value == "digits"
+    assert summary.session_start_info.hparams["ipc"].number_value == 1
+
 
 def test_print_config_and_shipped_configs_parse(capsys):
     for config in sorted(Path("configs").rglob("*.yaml")):

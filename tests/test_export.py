@@ -40,9 +40,67 @@ def test_bad_files_are_one_sentence(tmp_path):
         load_distilled(truncated)
 
 
-def test_png_grid(tmp_path):
+def test_png_grid_is_readable(tmp_path):
+    """8x8 images are enlarged 8x (nearest) and laid out in whole classes, about square."""
     from PIL import Image
 
-    path = save_grid_png(tmp_path / "grid.png", torch.rand(20, 1, 8, 8), ipc=2)
+    images = torch.rand(20, 1, 8, 8)
+    path = save_grid_png(tmp_path / "grid.png", images, ipc=2)
+    # 10 classes of 2: round(sqrt(10 / 2)) = 2 classes per row -> 4 columns, 5 rows of 64-pixel images, 2-pixel padding
     with Image.open(path) as img:
-        assert img.size == (2 * 9 + 1, 10 * 9 + 1)
+        assert img.size == (4 * 66 + 2, 5 * 66 + 2)
+        pixels = torch.from_numpy(__import__("numpy").asarray(img.convert("L"), dtype="float32")) / 255
+    # Image 5 (class 2, first image) sits in row 1, column 1; each source pixel is an 8x8 block of one value.
+    top, left = 2 + 1 * 66, 2 + 1 * 66
+    block = pixels[top : top + 64, left : left + 64]
+    expected = images[5, 0].repeat_interleave(8, 0).repeat_interleave(8, 1)
+    assert (block - expected).abs().max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "count, ipc, size, columns, scale",
+    [
+        (10, 1, 8, 3, 8),  # digits IPC 1: 3 per row (4 rows), 64-pixel images, not a 10x91 strip
+        (10, 1, 32, 3, 2),  # an IPC-1 set of 32x32 images: no longer one 32-pixel column
+        (100, 10, 28, 10, 3),  # IPC 10 of 10 classes: one row per class
+        (100, 1, 32, 10, 2),  # CIFAR-100 IPC 1: 10 x 10
+        (10, 1, 128, 3, 1),  # large images are not enlarged
+    ],
+)
+def test_grid_layout(count, ipc, size, columns, scale):
+    from lightning_dd.export import GRID_PADDING, image_grid
+
+    grid = image_grid(torch.rand(count, 3, size, size), ipc)
+    rows = -(-count // columns)
+    side = size * scale + GRID_PADDING
+    assert tuple(grid.shape) == (3, rows * side + GRID_PADDING, columns * side + GRID_PADDING)
+
+
+def test_huge_grids_are_not_enlarged_beyond_the_limit():
+    from lightning_dd.export import GRID_MAX_SIDE, image_grid
+
+    grid = image_grid(torch.rand(100 * 50, 1, 8, 8), ipc=50)  # 100 classes x 50: 50 columns, 100 rows
+    assert max(grid.shape[1:]) <= GRID_MAX_SIDE and grid.shape[2] >= 50 * 8
+
+
+def test_files_follow_the_umask(tmp_path):
+    """Atomic writes end with the modes a plain open() gives under the umask (not mkstemp's 0600)."""
+    import os
+    import stat
+
+    from lightning_dd.atomic import atomic_open
+
+    for umask, expected in ((0o022, 0o644), (0o027, 0o640), (0o077, 0o600)):
+        previous = os.umask(umask)
+        try:
+            pt = save_distilled(tmp_path / f"set-{umask:o}.pt", torch.rand(10, 1, 8, 8), torch.arange(10), 1, INFO)
+            png = save_grid_png(tmp_path / f"grid-{umask:o}.png", torch.rand(10, 1, 8, 8), ipc=1)
+            with atomic_open(tmp_path / f"results-{umask:o}.json", "w") as handle:
+                handle.write("{}")
+            plain = tmp_path / f"plain-{umask:o}"
+            plain.write_text("x")  # what the umask gives an ordinary file, as an independent reference
+        finally:
+            os.umask(previous)
+        assert stat.S_IMODE(plain.stat().st_mode) == expected
+        for path in (pt, png, tmp_path / f"results-{umask:o}.json"):
+            assert stat.S_IMODE(path.stat().st_mode) == expected, (path, oct(path.stat().st_mode))

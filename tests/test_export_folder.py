@@ -95,3 +95,23 @@ def test_a_crash_leaves_no_half_folder(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         export_image_folder(path, tmp_path / "png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set.pt"]
+
+
+def test_folder_modes_follow_the_umask(tmp_path):
+    """The tree is built in a private temporary folder but ends with the umask's modes, like mkdir."""
+    import os
+    import stat
+
+    path = save_distilled(tmp_path / "set.pt", torch.rand(12, 1, 8, 8), torch.arange(12), 1, GREY)
+    previous = os.umask(0o022)
+    try:
+        out = export_image_folder(path, tmp_path / "png")
+        reference = tmp_path / "plain"
+        reference.mkdir()  # what the umask gives an ordinary folder, as an independent reference
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(reference.stat().st_mode) == 0o755
+    for folder in [out, *(p for p in out.iterdir() if p.is_dir())]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    for file in out.rglob("*.*"):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o644, file

@@ -4,6 +4,10 @@ Cluster schedulers send SIGTERM before killing a job; a plain KeyboardInterrupt 
 middle of an update. This callback turns both into a request that is honoured between two
 inner steps, so the checkpoint is always consistent and ``fit --ckpt_path <file>`` continues
 exactly where the run stopped. A second Ctrl-C interrupts immediately.
+
+Every checkpoint the run writes (this callback's and ModelCheckpoint's) also records the run's
+log folder under :data:`LOG_LOCATION_KEY`, so that a resumed ``lightning-dd fit`` keeps logging
+into the same ``version_N`` folder and one run's curves stay one TensorBoard run.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
+
+LOG_LOCATION_KEY = "lightning_dd_log"
 
 
 class CheckpointOnInterrupt(Callback):
@@ -50,12 +56,17 @@ class CheckpointOnInterrupt(Callback):
         if not requested:
             return
         path = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir) / self.filename
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state: resuming needs the optimisers
         self.checkpoint_path = path
         pl_module.interrupted = True
         trainer.should_stop = True
         name = signal.Signals(self.signal_received).name if self.signal_received else "signal"
         rank_zero_info(f"lightning-dd: {name} received; checkpoint saved to {path}; resume with --ckpt_path {path}")
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        logger = trainer.logger
+        if logger is not None and getattr(logger, "log_dir", None):
+            checkpoint[LOG_LOCATION_KEY] = {"log_dir": str(Path(logger.log_dir).resolve()), "name": logger.name, "version": logger.version}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()

@@ -10,8 +10,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dd.data.real import RealData
 from lightning_dd.data.ticker import StepTicker
+from lightning_dd.data import sources
 from lightning_dd.data.sources import DatasetInfo, LoadedDataset, available_sources, load_source
-from lightning_dd.errors import DataError, choose
+from lightning_dd.errors import ConfigError, DataError, choose
+from lightning_dd.validation import check_source_options
 
 
 class RealDataModule(LightningDataModule):
@@ -46,6 +48,10 @@ class RealDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         choose("dataset", dataset, available_sources())
+        if source_options is not None and not isinstance(source_options, dict):
+            raise ConfigError(f"data.source_options must be a mapping such as {{image_size: 32}}, got {source_options!r}")
+        # Unknown option names are refused here, not as a TypeError deep inside the loader.
+        check_source_options(dataset, source_options or {}, sources._SOURCES[dataset])
         self.save_hyperparameters()
         self.dataset = dataset
         self.data_dir = data_dir

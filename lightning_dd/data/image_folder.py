@@ -159,6 +159,8 @@ def load_image_folder(
         name: dataset name recorded in exports and reports.
     """
     root = Path(data_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data.data_dir {str(root)!r} is a file; point it at a folder with one sub-folder of images per class")
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist; point data.data_dir at a folder with one sub-folder of images per class")
     if channels not in (1, 3):
