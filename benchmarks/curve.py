@@ -242,7 +242,7 @@ class StudyClock(Callback):
         orphaned = self.parent_pid is not None and os.getppid() != self.parent_pid
         if wall - self._last_ckpt >= self.ckpt_seconds and getattr(pl_module, "finished_outer", True):
             save = True
-        if orphaned:
+        if orphaned and not finished:
             save, self.stopped_for = True, "the study process that started this run has ended"
         if save and not finished:
             resume = self._pause()
@@ -536,6 +536,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--study_dir", default=None, help="study folder (default lightning_logs/curves/<name>)")
     parser.add_argument("--results_dir", default="docs/curves", help="where the CSV, Markdown and PNG go")
     parser.add_argument("--output", default="docs/benchmarks.md", help="document that receives the results section")
+    parser.add_argument("--note", default="", help="a sentence printed under the study's title (e.g. what else ran on the machine)")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.threads < 1 or args.budget_minutes <= 0 or (args.repeats is not None and args.repeats < 1):
         parser.error("need --jobs >= 1, --threads >= 1, --budget_minutes > 0 and --repeats >= 1")
@@ -555,11 +556,12 @@ def open_study(args: argparse.Namespace) -> tuple[dict, dict]:
         "budget_s": budget,
         "checkpoints": checkpoint_schedule(args.first_checkpoint, budget, args.per_doubling),
         "device": args.device,
+        "threads": args.threads,  # the clock depends on it: one study, one thread count
     }
     recorded = read_json(study_dir / "study.json")
     if recorded is not None and recorded["signature"] != signature:
         changed = sorted(k for k in signature if signature[k] != recorded["signature"].get(k))
-        raise ConfigError(f"study folder {study_dir} was distilled with other settings ({', '.join(changed)} differ); rerun with the same config, overrides and budget, or pick another --name")
+        raise ConfigError(f"study folder {study_dir} was distilled with other settings ({', '.join(changed)} differ); rerun with the same config, overrides, budget, checkpoints and threads, or pick another --name")
     if recorded is None:
         write_json(study_dir / "study.json", {"signature": signature, "config": args.config, "overrides": args.override})
     study = {
@@ -572,6 +574,7 @@ def open_study(args: argparse.Namespace) -> tuple[dict, dict]:
         "ckpt_minutes": args.ckpt_minutes,
         "threads": args.threads,
         "device": args.device,
+        "note": args.note,
     }
     return study, raw
 
@@ -707,7 +710,8 @@ def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, pa
     published = PUBLISHED.get((dataset, ipc), {})
     series = []
     for mode, data in summary["modes"].items():
-        pts = [(p["wall_s"], p["mean"], p["std"]) for p in data["points"] if p["wall_s"] > 0]
+        # A start snapshot is drawn only where it comes after pool pretraining: at ~0 s it would stretch the log axis.
+        pts = [(p["wall_s"], p["mean"], p["std"]) for p in data["points"] if p["index"] > 0 or p["wall_s"] >= study["checkpoints"][0] / 2]
         if pts:
             series.append({"label": f"{STUDY_MODES[mode][0]} ({len(data['seeds'])} seed{'s' if len(data['seeds']) > 1 else ''})", "color": COLORS[mode], "points": pts})
     lines = [{"label": f"{k} (ours, {len(v['accuracies'])} nets)", "value": v["mean"], "color": (90, 90, 90) if k == "random real" else (0, 0, 0), "dashed": False} for k, v in refs.items() if v is not None]
@@ -727,7 +731,10 @@ def markdown(study: dict, cfg, summary: dict, refs: dict, paper_row: dict | None
     name, dataset, ipc = study["name"], cfg.datamodule.info.name, cfg.model["ipc"]
     curve = settings["curve"]
     modes = list(summary["modes"])
-    out = [f"### Accuracy vs wall-clock: {dataset}, IPC {ipc} (study `{name}`)", "", f"![accuracy vs wall-clock](curves/{name}.png)", ""]
+    out = [f"## Accuracy vs wall-clock: {dataset}, IPC {ipc} (study `{name}`)", ""]
+    if study.get("note"):
+        out += [study["note"], ""]
+    out += [f"![accuracy vs wall-clock](curves/{name}.png)", ""]
     # Curve table: one row per checkpoint, one column per mode.
     header = "| checkpoint | " + " | ".join(f"{STUDY_MODES[m][0]}: acc % (steps, s)" for m in modes) + " |"
     out += [header, "|---:|" + "---|" * len(modes)]
@@ -777,10 +784,13 @@ def markdown(study: dict, cfg, summary: dict, refs: dict, paper_row: dict | None
     notes = [
         f"Each run distils for {format_seconds(study['budget_s'])} of wall-clock ({study['threads']} thread(s) per run), measured from the start of fit, so pool pretraining is on Acc-DD's clock (and on the pool ablation's; each run pretrains its own pool: the setup column); snapshot and checkpoint writes are off the clock.",
         f"Snapshots at {', '.join(format_seconds(t) for t in study['checkpoints'])} (log-spaced; a snapshot is taken at the first step boundary after its checkpoint, and checkpoints passed during pool pretraining share the first snapshot after it); x is the mean over seeds of the actual time.",
-        f"Evaluation, outside the clock and the same for every mode and checkpoint: fresh {net_name(curve['net'])} networks, {curve['schedule']['epochs']} epochs, SGD lr {curve['schedule']['lr']}, batch {curve['schedule']['batch_size']}, DSA ({curve['schedule']['augment']}) + CutMix p {curve['schedule']['cutmix_p']}, final-epoch test accuracy; {repeats} networks per snapshot with the same network seeds for every snapshot (paired). "
+        f"Evaluation, outside the clock and the same for every mode and checkpoint (the config's evaluation section, as `lightning-dd fit` evaluates it, so that the curves differ only in the sets): fresh {net_name(curve['net'])} networks, {curve['schedule']['epochs']} epochs, SGD lr {curve['schedule']['lr']}, batch {curve['schedule']['batch_size']}, DSA ({curve['schedule']['augment']}) + CutMix p {curve['schedule']['cutmix_p']}, final-epoch test accuracy; {repeats} networks per snapshot with the same network seeds for every snapshot (paired). "
         "Cell: mean over seeds of the per-seed mean, +- the std across seeds (across the networks when there is one seed); steps are matching steps (inner iterations).",
         f"Speed-up: curves are piecewise linear in time between checkpoints; for each accuracy IDC mode reaches, the time at which each curve first reaches it.",
     ]
+    over = [m for m in modes if any(r["mode"] == m and r["index"] == 0 and r["setup_wall_s"] > study["budget_s"] for r in summary["rows"])]
+    if over:
+        notes.append(f"Setup (pool pretraining) alone took longer than the budget for {', '.join(STUDY_MODES[m][0] for m in over)}: such a run takes one matching step and its last snapshot, so its curve starts after the budget.")
     if unfinished:
         notes.append("Unfinished runs (rerun the command to continue): " + ", ".join(f"{m} seed {s}" for m, s in unfinished) + ".")
     if pending:

@@ -35,10 +35,16 @@ def format_tick_seconds(seconds: float) -> str:
 
 def x_ticks(low: float, high: float) -> list[float]:
     """Round times (seconds, minutes, hours) inside ``[low, high]``, at most about eight."""
-    ticks = [t for t in NICE_SECONDS if low <= t <= high]
-    while len(ticks) > 8:
-        ticks = ticks[::2]
-    return ticks
+    candidates = [t for t in NICE_SECONDS if low <= t <= high]
+    ratio = 1.0
+    while True:
+        ticks: list[float] = []
+        for t in candidates:
+            if not ticks or t / ticks[-1] >= ratio:
+                ticks.append(t)
+        if len(ticks) <= 8:
+            return ticks
+        ratio *= 1.5
 
 
 def y_range(values: list[float]) -> tuple[float, float, float]:

@@ -271,7 +271,7 @@ def test_plot_draws_every_series_and_dashed_line(tmp_path):
 def test_study_end_to_end_interrupted_run_resumes_and_finished_work_is_skipped(tmp_path, capsys):
     config = tiny_config(tmp_path)
     argv = ["--config", str(config), "--study_dir", str(tmp_path / "study"), "--results_dir", str(tmp_path / "curves"), "--output", str(tmp_path / "bench.md"),
-            "--budget_minutes", "0.03", "--first_checkpoint", "0.5", "--full_epochs", "1"]  # fmt: skip
+            "--budget_minutes", "0.2", "--first_checkpoint", "0.5", "--full_epochs", "1"]  # fmt: skip
     study, _ = curve.open_study(curve.parse_args(argv))
     # A run whose study process died: it checkpoints at its first step and stops.
     outcome = curve.distil_run(study, "idc", 0, parent_pid=-1)
