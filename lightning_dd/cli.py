@@ -128,12 +128,18 @@ class DistillCLI(LightningCLI):
         before = _flatten(config.model)
         defaults = _flatten(parser.get_defaults().get("model"))
         explicit = {a[len("--model.") :].split("=")[0] for a in self._argv if a.startswith("--model.")}
+        parsers = [self.parser, *self._subcommand_parsers.values()]
+        previous = [p.exit_on_error for p in parsers]
+        for p in parsers:  # a failure here is the checkpoint's, not the command line's: raise, then explain
+            p.exit_on_error = False
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-        except SystemExit:
-            raise
         except Exception as err:
-            raise FileFormatError(f"{ckpt_path} holds settings this version of lightning-dd cannot read ({one_sentence(str(err))}); resume it with the version that wrote it") from None
+            reason = one_sentence(str(err)).split(" (see ")[0]
+            raise FileFormatError(f"{ckpt_path} holds settings this version of lightning-dd cannot read ({reason}); resume it with the version that wrote it") from None
+        finally:
+            for p, value in zip(parsers, previous):
+                p.exit_on_error = value
         config = self.config[subcommand]
         after = _flatten(config.model)
         for key in sorted(before):
@@ -165,6 +171,9 @@ class DistillCLI(LightningCLI):
         evaluation = config.get("evaluation")
         if isinstance(evaluation, Namespace):
             check_numbers(_scalars(evaluation), "evaluation", rules={"epochs": COUNT}, defaults=defaults_of(SyntheticEvaluation.__init__))
+        data = config.get("data")
+        if isinstance(data, Namespace):
+            check_numbers(_scalars(data), "data", defaults=defaults_of(RealDataModule.__init__))
         export = config.get("export")
         if isinstance(export, Namespace):
             check_numbers(_scalars(export), "export")
@@ -348,7 +357,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"epilog": summary(), "formatter_class": _HelpFormatter},
+        parser_kwargs={"description": "Dataset distillation with Lightning: Acc-DD on IDC gradient matching (`lightning-dd fit --help` lists every setting).", "epilog": summary(), "formatter_class": _HelpFormatter},
         parser_class=FitParser,
         auto_configure_optimizers=False,
         args=args,

@@ -360,6 +360,8 @@ def validate_fit(trainer, module, datamodule) -> None:
     for cb in _callbacks(trainer, DistilledExport):
         check_numbers({"every_n_outer": cb.every_n_outer}, "export")
 
+    check_numbers({k: v for k, v in dict(getattr(datamodule, "hparams", {})).items() if not isinstance(v, Mapping)}, "data", defaults=defaults_of(type(datamodule).__init__))
+
     # Folders: the log directory (also where exports, results and interrupt checkpoints go by default).
     check_writable_dir(trainer.default_root_dir, "trainer.default_root_dir")
     for logger in trainer.loggers:

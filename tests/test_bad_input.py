@@ -98,6 +98,8 @@ ROWS = [
     ("ipc-above-class-size", fit("--model.ipc=500"), "model.ipc=500 asks for more synthetic images per class than class"),
     ("batch-real-above-class-size", fit("--model.batch_real=500"), "model.batch_real=500 is more than class '8' of 'digits' has training images (139)"),
     ("batch-real-above-tiny-class", folder("two_classes", "--model.batch_real=64"), "so every class's real batch would have 5; use model.batch_real <= 5"),
+    ("eval-batch-size-zero", fit("--data.eval_batch_size=0"), "data.eval_batch_size must be an integer >= 1"),
+    ("augment-typo", fit("--model.augment=color_crop_cutot"), "cutot"),
     ("trainer-precision", fit("--trainer.precision=99"), "trainer.precision expects one of"),
     ("trainer-devices-zero", fit("--trainer.devices=0"), "check the trainer.* settings"),
     ("evaluate-epochs-zero", ["evaluate", "{data}/set.pt", "--epochs", "0"], "--epochs must be an integer >= 1"),
@@ -133,6 +135,7 @@ ROWS = [
     ("resume-with-other-ipc", fit("--ckpt_path={data}/ipc1.ckpt", "--model.ipc=3"), "model.ipc=3 differs from 1 in the checkpoint"),
     ("resume-with-default-ipc", fit("--ckpt_path={data}/ipc1.ckpt", "--model.ipc=10"), "model.ipc=10 differs from 1 in the checkpoint"),
     ("resume-with-other-metric", fit("--ckpt_path={data}/ipc1.ckpt", "--model.metric=l1"), "model.metric=l1 differs from mse"),
+    ("checkpoint-of-another-version", fit("--ckpt_path={data}/future.ckpt"), "holds settings this version of lightning-dd cannot read (unknown setting model.setting_of_the_future)"),
     ("resume-with-other-dataset", fit("--ckpt_path={data}/ipc1.ckpt", "--data.dataset=mnist"), "data.dataset=mnist differs from digits"),
     # ---- trainer
     ("accelerator-without-package", fit("--trainer.accelerator=tpu"), "not installed"),
@@ -236,6 +239,8 @@ def make_data(data: Path) -> None:
         "state_dict": {},
     }
     torch.save(checkpoint, data / "ipc1.ckpt")
+    checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "setting_of_the_future": 1}
+    torch.save(checkpoint, data / "future.ckpt")
 
 
 def _row_spec(row_id: str, argv: list[str], base: Path, data: Path) -> dict:
