@@ -871,6 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_dir", default=DEBIAN_FASHION, help="folder with the Fashion-MNIST IDX files")
     parser.add_argument("--out", default="parity.json", help="results JSON, written as results arrive; rerun the same command to resume")
     parser.add_argument("--output", default="docs/benchmarks.md", help="Markdown file whose parity section is (re)written")
+    parser.add_argument("--report_only", action="store_true", help="write the table from what --out holds now (e.g. while a run is still going); run nothing")
     return parser
 
 
@@ -892,6 +893,11 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(opts.out)
     work = out.with_name(out.name + ".work")
     results = load_results(out, s)
+    skipped = None if opts.authors_dir else "no --authors_dir was given (a checkout of github.com/ncsu-dk-lab/Acc-DD)"
+    if opts.report_only:
+        if not results["runs"]:
+            raise SystemExit(f"{out} holds no finished runs yet; nothing to report")
+        return report(results, opts, s, argv, skipped)
     session = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": 0.0, "jobs": opts.jobs, "threads": threads,
         "cores_used": min(opts.jobs * threads, os.cpu_count() or 1), "code": code_version(),
@@ -904,7 +910,6 @@ def main(argv: list[str] | None = None) -> dict:
         save_results(out, results)
 
     torch.set_num_threads(threads)
-    skipped = None if opts.authors_dir else "no --authors_dir was given (a checkout of github.com/ncsu-dk-lab/Acc-DD)"
     authors = AuthorsCode(opts.authors_dir) if opts.authors_dir else None  # workers import their own copy
     dm = load_data(s.dataset, opts.data_dir)
     protocol = our_protocol(s)
@@ -974,9 +979,18 @@ def main(argv: list[str] | None = None) -> dict:
             for future in as_completed(futures):
                 record(futures[future], future.result())
     checkpoint()
+    return report(results, opts, s, argv, skipped)
 
+
+def report(results: dict, opts: argparse.Namespace, s: Settings, argv: list[str], skipped: str | None) -> dict:
+    """Print the tables and (re)write the parity section of ``--output`` (saying so when runs are missing)."""
     rows = summarise(results, opts.modes, opts.seeds)
-    body = docs_body(results, rows, s, argv, skipped)
+    body = docs_body(results, rows, s, [a for a in argv if a != "--report_only"], skipped)
+    sides = [side for side in SIDES if side == "ours" or opts.authors_dir]
+    expected = [f"{m}/{side}/seed{seed}" for seed in opts.seeds for m in opts.modes for side in sides]
+    missing = [name for name in expected if name not in results["runs"]]
+    if missing:
+        body += f"\n\nPartial: {len(missing)} of {len(expected)} runs had not finished when this table was written ({', '.join(missing)}); the command above resumes them."
     print(body)
     write_section(Path(opts.output), f"parity-{s.dataset}", body)
     return results

@@ -125,6 +125,16 @@ def test_our_side_runs_resumes_and_writes_its_section(parity, tmp_path, monkeypa
     monkeypatch.setattr(parity, "run_task", lambda payload: pytest.fail(f"re-ran {payload['task']}"))
     again = parity.main([*TINY, "--out", str(out), "--output", str(doc)])
     assert again["runs"] == saved["runs"] and len(again["sessions"]) == 2
+    # --report_only writes the table from the file as it is, naming runs that have not finished.
+    partial = json.loads(out.read_text())
+    del partial["runs"]["accdd/ours/seed0"]
+    out.write_text(json.dumps(partial))
+    parity.main([*TINY, "--out", str(out), "--output", str(doc), "--report_only"])
+    text = doc.read_text()
+    assert "Partial: 1 of 2 runs had not finished when this table was written (accdd/ours/seed0)" in text
+    assert "--report_only" not in text  # the command shown is the one that completes the runs
+    with pytest.raises(SystemExit, match="no finished runs"):
+        parity.main([*TINY, "--out", str(tmp_path / "empty.json"), "--output", str(doc), "--report_only"])
     # Other settings never mix into an existing results file.
     with pytest.raises(SystemExit, match="outer differ"):
         parity.main([*TINY, "--outer", "2", "--out", str(out), "--output", str(doc)])  # the last --outer wins
