@@ -159,12 +159,15 @@ class DSA:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def _cutout(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        # As DSA's rand_cutout: a square of side int(size * ratio + 0.5) whose centre offset is
+        # drawn from [0, size + 1 - side % 2), clipped at the borders.
         h, w = x.shape[-2:]
-        half_h, half_w = (h * self.cutout_ratio + 0.5) // 2, (w * self.cutout_ratio + 0.5) // 2
-        cx, cy = (torch.floor(u[:, i] * d) for i, d in zip(_COLUMNS["cutout"], (w, h)))
+        side_h, side_w = int(h * self.cutout_ratio + 0.5), int(w * self.cutout_ratio + 0.5)
+        cx, cy = (torch.floor(u[:, i] * (d + 1 - s % 2)) for i, d, s in zip(_COLUMNS["cutout"], (w, h), (side_w, side_h)))
+        top, left = (cy - side_h // 2).view(-1, 1, 1), (cx - side_w // 2).view(-1, 1, 1)
         rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
         cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
-        inside = ((rows - cy.view(-1, 1, 1)).abs() <= half_h - 0.5) & ((cols - cx.view(-1, 1, 1)).abs() <= half_w - 0.5)
+        inside = (rows >= top) & (rows < top + side_h) & (cols >= left) & (cols < left + side_w)
         return x * (~inside).unsqueeze(1).to(x.dtype)
 
 

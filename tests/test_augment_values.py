@@ -150,7 +150,6 @@ def test_cutout_square_is_fully_zero_inside_and_untouched_outside(size):
     assert float(r2.float().mean()) > float(rows.float().mean()) and float(c2.float().mean()) < float(cols.float().mean())
 
 
-@pytest.mark.xfail(strict=True, reason="DSA's rand_cutout removes a square of side int(size * 0.5 + 0.5) (8 px of 16); DSA._cutout removes one pixel less")
 @pytest.mark.parametrize("size", [8, 16, 32])
 def test_cutout_side_is_half_the_image_as_in_dsa(size):
     out = DSA("cutout").apply(torch.ones(1, 1, size, size), draws(cut_x=0.5, cut_y=0.5))

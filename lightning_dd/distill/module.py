@@ -224,7 +224,7 @@ class DistillModule(LightningModule):
             rank_zero_warn("precision='bf16' on a CPU without bf16 instructions (AVX512-BF16 or AMX): bf16 is emulated there and much slower than fp32; use precision='32'")
         datamodule.setup(stage)
         self.attach_data(datamodule.info, datamodule.train_data)
-        if self.hparams.model_source == "pool":
+        if self.hparams.model_source == "pool" and self.pool is None:  # a pool handed in before fit is kept
             self.pool = self._build_pool()
 
     def attach_data(self, info: DatasetInfo, real: RealData) -> None:
