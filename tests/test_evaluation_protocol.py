@@ -84,6 +84,23 @@ def test_repeats_train_distinct_networks_from_consecutive_seeds(digits, monkeypa
     assert result.images == images.shape[0] and result.epochs == 1
 
 
+@pytest.mark.parametrize("flip_ok", [False, True])
+def test_flip_follows_the_dataset(digits, monkeypatch, flip_ok):
+    """Horizontal flips are allowed exactly when the dataset's labels survive them."""
+    import dataclasses
+
+    from lightning_dd.data.real import RealData
+    from lightning_dd.data.sources import ImageSplit
+
+    seen = []
+    monkeypatch.setattr(evaluation, "train_classifier", lambda model, images, labels, schedule, generator, flip, *a, **k: seen.append(flip))
+    test = digits.test_data
+    test = RealData(ImageSplit(test.images, test.labels), dataclasses.replace(test.info, flip_ok=flip_ok))
+    images, labels = small_real_set(digits, per_class=1)
+    evaluate_set(images, labels, test, NET, plain_schedule(epochs=1), seed=0)
+    assert seen == [flip_ok]
+
+
 def test_same_seed_same_accuracy_and_independent_of_the_global_rng(digits):
     images, labels = small_real_set(digits)
     schedule = plain_schedule(epochs=2, augment="color_crop", cutmix_p=0.5)
