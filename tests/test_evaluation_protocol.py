@@ -160,6 +160,21 @@ def test_mean_and_sample_std_of_a_row():
     assert EvalResult("one", [42.0]).std == 0.0
 
 
+def test_results_table_is_markdown_with_mean_and_std():
+    from lightning_dd.evaluation import format_table
+
+    rows = [EvalResult("distilled", [60.0, 70.0, 80.0], images=10, epochs=300), EvalResult("random", [50.0], images=10, epochs=300)]
+    assert format_table(rows, "## digits").splitlines() == [
+        "## digits",
+        "",
+        "| training set | images | epochs | nets | test accuracy (%) |",
+        "|---|---:|---:|---:|---|",
+        "| distilled | 10 | 300 | 3 | 70.00 +- 10.00 |",
+        "| random | 10 | 300 | 1 | 50.00 +- 0.00 |",
+    ]
+    assert format_table(rows).splitlines()[0].startswith("| training set")
+
+
 # --------------------------------------------------------------------------- classifier training
 def test_classifier_schedule_sgd_settings_and_epochs(monkeypatch):
     lrs, settings = [], []
