@@ -87,7 +87,7 @@ def available_sources() -> list[str]:
     return sorted(_SOURCES)
 
 
-def load_source(name: str, data_dir: str = "data", download: bool = False, **options) -> LoadedDataset:
+def load_source(name: str, /, data_dir: str = "data", download: bool = False, **options) -> LoadedDataset:
     """Load dataset ``name`` into memory (raises a one-sentence ConfigError for unknown names)."""
     choose("dataset", name, _SOURCES)
     return _SOURCES[name](data_dir=data_dir, download=download, **options)
