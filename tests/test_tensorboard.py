@@ -2,7 +2,10 @@
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import torch
+
 from lightning_dd.cli import run_cli
+from lightning_dd.export import image_grid
 
 from test_cli import TINY  # the tiny configuration of the CLI tests
 
@@ -34,7 +37,9 @@ def test_fit_writes_scalars_images_and_hparams(tmp_path):
 
     assert "synthetic/images" in tags["images"], tags["images"]
     image = events.Images("synthetic/images")[-1]
-    assert image.width == 1 * 9 + 1 and image.height == 10 * 9 + 1  # one row per class, ipc=1 column
+    # the same layout as distilled.png: the grid of 10 stored 8x8 images (ipc 1), enlarged to be readable
+    grid = image_grid(torch.zeros(10, 1, 8, 8), ipc=1)
+    assert (image.height, image.width) == tuple(grid.shape[1:]) and image.width > 8
 
     # The hparams plugin (TensorBoard's HPARAMS tab): session start info with the run's settings.
     plugin_tags = events.PluginTagToContent("hparams")
