@@ -247,7 +247,7 @@ def test_callback_reports_the_final_evaluation_not_the_best(pool_dir, tmp_path, 
     assert calls[-1]["repeats"] == 2 and calls[-1]["seed"] == 11 and calls[-1]["net"] == module.net_spec
 
 
-def test_callback_evaluates_the_real_set_with_the_same_protocol(pool_dir, monkeypatch):
+def test_callback_evaluates_the_real_set_with_the_same_protocol(pool_dir, monkeypatch, tmp_path):
     """At the end: the distilled row, then random real subsets of the same ipc, then the full set."""
     calls = []
 
@@ -262,7 +262,7 @@ def test_callback_evaluates_the_real_set_with_the_same_protocol(pool_dir, monkey
     monkeypatch.setattr(callback_module, "evaluate_repeats", fake_repeats)
     monkeypatch.setattr(callback_module, "evaluate_random_subsets", fake_subsets)
     cb = SyntheticEvaluation(every_n_outer=0, repeats=2, epochs=3, baselines=True, full_set_epochs=4, seed=9, progress=False)
-    fit(tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), callbacks=[cb])
+    fit(tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), callbacks=[cb], default_root_dir=tmp_path)  # results files go there
     assert calls[0][1:] == (20, 3, 2, 9)
     assert calls[1] == ("random", 2, 3, 2, 9)
     assert calls[2][0] == "full training set" and calls[2][2:] == (4, 2, 9)
