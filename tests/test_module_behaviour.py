@@ -281,6 +281,18 @@ def test_no_network_update_when_n_data_is_zero(pool_dir):
         assert torch.equal(w, weights[1]["before"][n]), n
 
 
+@pytest.mark.parametrize("match_bias,match_head", [(False, False), (True, False), (False, True), (True, True)])
+def test_matched_tensors_follow_the_bias_and_head_switches(pool_dir, digits, match_bias, match_head):
+    module = tiny_distill(pool_dir, match_bias=match_bias, match_head=match_head)
+    module.attach_data(digits.info, digits.train_data)
+    template = template_of(module)
+    expected = [
+        n for n, p in template.named_parameters()
+        if (match_head or not n.startswith("classifier.")) and (match_bias or p.ndim > 1)
+    ]
+    assert module._matched == expected
+
+
 # ----------------------------------------------------------------------------- processes
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4, 10, 12])
 def test_class_shards_cover_every_class_exactly_once(pool_dir, world_size):

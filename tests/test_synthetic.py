@@ -49,6 +49,11 @@ def test_decode_factor_three_drops_remainder():
     assert out.shape == (18, 3, 10, 10)
 
 
+def test_default_factor_is_no_multi_formation():
+    syn = SyntheticSet(10, ipc=3, channels=1, image_size=(8, 8))
+    assert syn.factor == 1 and syn.per_class_decoded == 3 and syn.decoded_images().shape == (30, 1, 8, 8)
+
+
 def test_synthetic_set_shapes():
     syn = SyntheticSet(10, ipc=3, channels=1, image_size=(8, 8), factor=2)
     assert syn.images.shape == (30, 1, 8, 8)
