@@ -201,6 +201,18 @@ def test_classifier_schedule_sgd_settings_and_epochs(monkeypatch):
     assert set(settings) == {(0.7, 1e-3)}
 
 
+@pytest.mark.parametrize("flip_ok", [False, True])
+def test_classifier_training_flips_only_flip_safe_data(flip_ok):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    seen = []
+    net.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].detach().clone()))
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]).repeat(8, 1, 1, 1)  # left-right asymmetric
+    schedule = TrainSchedule(epochs=4, batch_size=8, augment="flip", cutmix_p=0.0)
+    train_classifier(net, x, torch.zeros(8, dtype=torch.long), schedule, torch.Generator().manual_seed(0), flip_ok)
+    flipped = torch.cat(seen).flip(-1).eq(x[0]).flatten(1).all(1)
+    assert bool(flipped.any()) == flip_ok
+
+
 def test_test_accuracy_counts_correct_argmax_in_batches():
     class Fixed(torch.nn.Module):
         def forward(self, x):
