@@ -183,7 +183,9 @@ def test_cli_sigterm_then_resume_gives_the_same_export(tmp_path):
     resumed = cli(f"--trainer.default_root_dir={tmp_path / 'run'}", f"--ckpt_path={ckpt}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     expected = load_distilled(tmp_path / "full" / "lightning_logs" / "version_0" / "distilled.pt")
-    got = load_distilled(tmp_path / "run" / "lightning_logs" / "version_1" / "distilled.pt")
+    # The resumed run logs into the interrupted run's version folder.
+    assert not (tmp_path / "run" / "lightning_logs" / "version_1").exists()
+    got = load_distilled(tmp_path / "run" / "lightning_logs" / "version_0" / "distilled.pt")
     assert torch.equal(got.images, expected.images)
 
 

@@ -16,6 +16,7 @@ SCALARS = [
     "eval/acc_mean",
     "eval/acc_std",
     "eval/random_subset_acc_mean",
+    "eval/full_set_acc_mean",
 ]
 
 

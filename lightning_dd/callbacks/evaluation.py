@@ -123,6 +123,9 @@ class SyntheticEvaluation(Callback):
         metrics = {"eval/final_acc_mean": rows[0].mean, "eval/final_acc_std": rows[0].std}
         if len(rows) > 1:
             metrics["eval/random_subset_acc_mean"] = rows[1].mean
+        full = [r for r in rows if r.name == "full training set"]
+        if full:
+            metrics["eval/full_set_acc_mean"], metrics["eval/full_set_acc_std"] = full[0].mean, full[0].std
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, TensorBoardLogger):
