@@ -97,6 +97,8 @@ def provenance(script: str, argv: list[str] | None, threads: int) -> str:
     """``Command: `...`; machine: ...; date.`` for the end of a benchmark section."""
     command = "python " + " ".join([script, *(argv if argv is not None else sys.argv[1:])])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s), Python {platform.python_version()}"
+    if torch.cuda.is_available():
+        machine += f", GPU {torch.cuda.get_device_name()}"
     return f"Command: `{command}`; machine: {machine}; {datetime.now(timezone.utc):%Y-%m-%d}."
 
 

@@ -73,7 +73,7 @@ SHIMS = (
     "inclusive (an IndexError one time in M + 1): `args.model_path` is a list whose `len()` reports M - 1, so "
     "the unchanged call draws uniformly from the M members.",
     "`misc/utils.py` uses `np.int`, removed in NumPy 1.24: `numpy.int` is set to `int` while their code runs.",
-    "CUDA is hard-coded: the default `device` of `Synthesizer`, `diffaug`, `ClassMemDataLoader` and "
+    "On the CPU (`--device cpu`, the default), where their code hard-codes CUDA: the default `device` of `Synthesizer`, `diffaug`, `ClassMemDataLoader` and "
     "`misc.utils.random_indices` becomes the CPU (the loader's as `torch.device('cpu')`, so `train_epoch`'s "
     "`loader.device == 'cpu'` string test skips its `.cuda()` copy), `condense` is called with `device='cpu'`, "
     "and the module-level `torch.tensor(..., device='cuda')` of `train.py` is created on the CPU while it is imported.",
@@ -128,6 +128,7 @@ class Settings:
     eval_epochs: int = 100
     eval_repeats: int = 3
     eval_seed: int = 0
+    device: str = "cpu"
 
     def key(self) -> dict:
         return asdict(self)
@@ -329,8 +330,9 @@ class AuthorsCode:
     FILES = ("argument.py", "condense.py", "train.py", "data.py", "weight_perturbation.py", "models/convnet.py", "misc/augment.py", "misc/utils.py", "misc/reproduce.py")
     MODULES = ("argument", "condense", "train", "data", "test", "coreset", "weight_perturbation", "misc", "models")
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
         self.path = Path(path).expanduser().resolve()
+        self.device = device
         missing = [f for f in self.FILES if not (self.path / f).is_file()]
         if missing:
             raise SystemExit(f"--authors_dir {self.path} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)}); clone it and pass its folder")
@@ -348,7 +350,8 @@ class AuthorsCode:
                 kwargs["device"] = "cpu"
             return real_tensor(*args, **kwargs)
 
-        torch.tensor = cpu_tensor
+        if device == "cpu":  # on CUDA their code runs as written
+            torch.tensor = cpu_tensor
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -360,10 +363,11 @@ class AuthorsCode:
         finally:
             torch.tensor = real_tensor
         self.condense, self.data, self.train, self.utils, self.perturbation = condense, data, train, misc.utils, weight_perturbation
-        _cpu_default(condense.Synthesizer.__init__, "device")
-        _cpu_default(condense.diffaug, "device")
-        _cpu_default(data.ClassMemDataLoader.__init__, "device", torch.device("cpu"))
-        _cpu_default(misc.utils.random_indices, "device")
+        if device == "cpu":
+            _cpu_default(condense.Synthesizer.__init__, "device")
+            _cpu_default(condense.diffaug, "device")
+            _cpu_default(data.ClassMemDataLoader.__init__, "device", torch.device("cpu"))
+            _cpu_default(misc.utils.random_indices, "device")
         _standard_strides_input(sys.modules["models.convnet"].ConvNet)
         self.original_synthesizer = condense.Synthesizer
         self.original_load_state = condense.load_state
@@ -420,7 +424,7 @@ class AuthorsCode:
         return args
 
     def condense_run(self, args, train_set: _AuthorsTrainSet, init: torch.Tensor, fresh_networks: bool, log_file: Path) -> tuple[torch.Tensor, list[str]]:
-        """Their ``condense(args, logger, device='cpu')``; returns their final ``synset.data`` and logged lines."""
+        """Their ``condense(args, logger, device=...)`` on this instance's device; returns their final ``synset.data`` and logged lines."""
         condense = self.condense
         recorded = []
 
@@ -439,7 +443,7 @@ class AuthorsCode:
         try:
             with open(log_file, "w") as log, contextlib.redirect_stdout(log), warnings.catch_warnings(), _numpy_int():
                 warnings.simplefilter("ignore")
-                condense.condense(args, lambda text, *a, **k: lines.append(str(text)), device="cpu")
+                condense.condense(args, lambda text, *a, **k: lines.append(str(text)), device=self.device)
         finally:
             condense.Synthesizer = self.original_synthesizer
             condense.load_state = self.original_load_state
@@ -514,7 +518,7 @@ def run_ours(s: Settings, mode: str, seed: int, dm, init: torch.Tensor, pool) ->
         synthetic.images.copy_(init)
     module.synthetic = synthetic  # attach_data keeps a set that is already there
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator="gpu" if s.device == "cuda" else "cpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[OuterLoss()],
     )  # fmt: skip
     with warnings.catch_warnings():
@@ -535,7 +539,7 @@ def evaluate_stored(s: Settings, dm, stored: torch.Tensor, name: str) -> list[fl
     classes = dm.info.num_classes
     images = decode(stored.clamp(0, 1), s.factor)
     labels = decode_labels(torch.arange(classes).repeat_interleave(s.ipc), s.factor)
-    result = evaluate_repeats(name, images, labels, dm.test_data, net_spec(s), TrainSchedule(epochs=s.eval_epochs), s.eval_repeats, s.eval_seed, "cpu", progress=False)
+    result = evaluate_repeats(name, images, labels, dm.test_data, net_spec(s), TrainSchedule(epochs=s.eval_epochs), s.eval_repeats, s.eval_seed, s.device, progress=False)
     return result.accuracies
 
 
@@ -621,18 +625,18 @@ def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, 
 _WORKER: dict = {}
 
 
-def _worker_init(threads: int, dataset: str, data_dir: str, authors_dir: str | None) -> None:
+def _worker_init(threads: int, dataset: str, data_dir: str, authors_dir: str | None, device: str = "cpu") -> None:
     """Per-process set-up: thread count, our data, the authors' modules (imported once per process)."""
     os.environ.setdefault("LIGHTNING_DD_QUIET", "1")
     torch.set_num_threads(threads)
     _WORKER["dm"] = load_data(dataset, data_dir)
-    _WORKER["authors"] = AuthorsCode(authors_dir) if authors_dir else None
+    _WORKER["authors"] = AuthorsCode(authors_dir, device) if authors_dir else None
 
 
 def run_task(payload: dict) -> dict:
     """One distillation (one side, one mode, one seed) and the evaluation of its set."""
     if not _WORKER:
-        _worker_init(payload["threads"], payload["settings"]["dataset"], payload["data_dir"], payload["authors_dir"])
+        _worker_init(payload["threads"], payload["settings"]["dataset"], payload["data_dir"], payload["authors_dir"], payload["settings"]["device"])
     s, task, work = Settings(**payload["settings"]), Task(**payload["task"]), Path(payload["work"])
     dm = _WORKER["dm"]
     init = torch.load(work / "init" / f"seed{task.seed}.pt", weights_only=True)
@@ -770,6 +774,14 @@ def code_version() -> str:
     return f"commit {commit}" + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
 
 
+def machine_name(device: str) -> str:
+    """The CPU model, and the GPU's name when the runs use CUDA (recorded with each session of runs)."""
+    name = cpu_model()
+    if device == "cuda" and torch.cuda.is_available():
+        name += f", GPU {torch.cuda.get_device_name()}"
+    return name
+
+
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -817,7 +829,7 @@ def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], ski
     command = "python benchmarks/parity.py " + " ".join(argv)
     parts += [
         "",
-        f"Command: `{command}`; machine: {cpu_model()}, {machine.get('cores_used', '?')} of {os.cpu_count()} cores used "
+        f"Command: `{command}`; machine: {machine.get('machine') or cpu_model()}, {machine.get('cores_used', '?')} of {os.cpu_count()} cores used "
         f"({machine.get('jobs', '?')} process(es) x {machine.get('threads', '?')} thread(s)), shared with other work; "
         f"torch {torch.__version__}, Python {platform.python_version()}; wall time {wall / 60:.0f} min in all "
         f"({len(results['sessions'])} session(s)); lightning-dd {'; '.join(codes) or 'version not recorded'}; "
@@ -867,6 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", type=_modes, default=["idc", "accdd"], help="comma-separated: idc, accdd")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / jobs)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both sides distil and evaluate (cuda: their code runs without its CPU shims)")
+    parser.add_argument("--section", default=None, help="marker of the docs section (default parity-<dataset>, parity-<dataset>-cuda on CUDA)")
     parser.add_argument("--dataset", default=FASHION, help="our side's dataset (the authors' side needs fashion_mnist); tests use digits")
     parser.add_argument("--data_dir", default=DEBIAN_FASHION, help="folder with the Fashion-MNIST IDX files")
     parser.add_argument("--out", default="parity.json", help="results JSON, written as results arrive; rerun the same command to resume")
@@ -888,7 +902,7 @@ def main(argv: list[str] | None = None) -> dict:
         dataset=opts.dataset, ipc=opts.ipc, factor=opts.factor, depth=opts.depth, width=opts.width, outer=opts.outer,
         inner=opts.inner, metric=opts.metric, lr_img=opts.lr_img, batch_real=opts.batch_real, n_data=opts.n_data,
         mix_p=opts.mix_p, pool_size=opts.pool_size, pool_epochs=opts.pool_epochs, eval_epochs=opts.eval_epochs,
-        eval_repeats=opts.eval_repeats,
+        eval_repeats=opts.eval_repeats, device=opts.device,
     )  # fmt: skip
     out = Path(opts.out)
     work = out.with_name(out.name + ".work")
@@ -900,7 +914,7 @@ def main(argv: list[str] | None = None) -> dict:
         return report(results, opts, s, argv, skipped)
     session = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": 0.0, "jobs": opts.jobs, "threads": threads,
-        "cores_used": min(opts.jobs * threads, os.cpu_count() or 1), "code": code_version(),
+        "cores_used": min(opts.jobs * threads, os.cpu_count() or 1), "code": code_version(), "machine": machine_name(s.device),
     }  # fmt: skip
     results["sessions"].append(session)
     began = time.perf_counter()
@@ -910,7 +924,7 @@ def main(argv: list[str] | None = None) -> dict:
         save_results(out, results)
 
     torch.set_num_threads(threads)
-    authors = AuthorsCode(opts.authors_dir) if opts.authors_dir else None  # workers import their own copy
+    authors = AuthorsCode(opts.authors_dir, s.device) if opts.authors_dir else None  # workers import their own copy
     dm = load_data(s.dataset, opts.data_dir)
     protocol = our_protocol(s)
     results["protocol"] = protocol
@@ -974,7 +988,7 @@ def main(argv: list[str] | None = None) -> dict:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(opts.jobs, mp_context=context, initializer=_worker_init, initargs=(threads, s.dataset, opts.data_dir, opts.authors_dir)) as executor:
+        with ProcessPoolExecutor(opts.jobs, mp_context=context, initializer=_worker_init, initargs=(threads, s.dataset, opts.data_dir, opts.authors_dir, s.device)) as executor:
             futures = {executor.submit(run_task, {**base, "task": asdict(t)}): t for t in todo}
             for future in as_completed(futures):
                 record(futures[future], future.result())
@@ -992,7 +1006,7 @@ def report(results: dict, opts: argparse.Namespace, s: Settings, argv: list[str]
     if missing:
         body += f"\n\nPartial: {len(missing)} of {len(expected)} runs had not finished when this table was written ({', '.join(missing)}); the command above resumes them."
     print(body)
-    write_section(Path(opts.output), f"parity-{s.dataset}", body)
+    write_section(Path(opts.output), opts.section or f"parity-{s.dataset}" + ("-cuda" if s.device == "cuda" else ""), body)
     return results
 
 

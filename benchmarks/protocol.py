@@ -62,13 +62,14 @@ def run_one(job: dict) -> dict:
     cfg = load_config(job["config"], job["eval_epochs"], job["threads"], overrides)
     L.seed_everything(job["seed"], verbose=False)
     module = DistillModule(**cfg.model)
-    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    device = job.get("device", "cpu")
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="gpu" if device == "cuda" else "cpu", devices=1)
     started = time.perf_counter()
     trainer.fit(module, datamodule=RealDataModule(**cfg.data))
     seconds = time.perf_counter() - started
     images, labels = module.decoded()
-    result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, "cpu", progress=False)
-    return {"variant": job["variant"], "seed": job["seed"], "outer": module.outer, "inner_loop": module.hparams.inner_loop, "fit_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean}
+    result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False)
+    return {"variant": job["variant"], "seed": job["seed"], "device": device, "outer": module.outer, "inner_loop": module.hparams.inner_loop, "fit_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean}
 
 
 def run_all(jobs: list[dict], processes: int):
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="evaluation networks per set")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where runs distil and evaluate; keep one device per --results file")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override section.key=value for every run")
     parser.add_argument("--results", default="docs/protocol-runs.jsonl")
     parser.add_argument("--pool_cache", default=os.path.expanduser("~/.cache/lightning-dd/pools"))
@@ -133,8 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no_doc", action="store_true", help="print the table but do not write it to --output")
     args = parser.parse_args(argv)
     results = Path(args.results)
-    done = {(r["variant"], r["seed"]) for r in read_results(results)}
-    base = dict(config=args.config, outer=args.outer, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra)
+    earlier = read_results(results)
+    other = sorted({r.get("device", "cpu") for r in earlier} - {args.device})
+    if other:
+        parser.error(f"{results} holds runs on {', '.join(other)}; pass another --results for --device {args.device}")
+    done = {(r["variant"], r["seed"]) for r in earlier}
+    base = dict(config=args.config, outer=args.outer, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device)
     # Seed-major order, paper first: paired differences become available as early as possible.
     order = ["paper"] + [v for v in args.variants if v != "paper"]  # paper is always run: differences are paired with it
     jobs = [dict(base, variant=v, seed=s) for s in args.seeds for v in order if (v, s) not in done]
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                 provenance("benchmarks/protocol.py", argv, args.threads),
             ]
         )
-        write_section(Path(args.output), f"protocol-{Path(args.config).stem}", body)
+        write_section(Path(args.output), f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else ""), body)
 
 
 if __name__ == "__main__":
