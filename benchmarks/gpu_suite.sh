@@ -18,6 +18,7 @@ mkdir -p "$results/work"
 export PYTHONUNBUFFERED=1 LIGHTNING_DD_QUIET=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
 limit=${SUITE_SECONDS:-420}  # each study is stopped after this many seconds; what it wrote is kept
+studies=" ${STUDIES:-parity-short parity-long protocol curve} "  # which studies to run
 
 pack() {  # results files, logs, the docs sections and the curve's CSV/Markdown/PNG; no snapshots, checkpoints or pools
   tar -czf "$results/results.tar.gz" -C "$results" --exclude='*.pt' --exclude='*.ckpt' --exclude='pool' --exclude='pools' --exclude='*.work' work docs_curves 2>/dev/null
@@ -28,22 +29,22 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $python -c "import torch, lightning, lightning_dd; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 
 w=$results/work
-( timeout "$limit" $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3,4 --eval_repeats 3 \
+[[ $studies == *" parity-short "* ]] && ( timeout "$limit" $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3,4 --eval_repeats 3 \
     --outer 4 --inner 6 --width 32 --eval_epochs 40 --jobs 3 --threads 1 --out "$w/parity-short.json" --section parity-fashion_mnist-cuda-short --output "$w/sections-parity-short.md" \
     > "$w/parity-short.log" 2>&1
   timeout 60 $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3,4 --eval_repeats 3 \
     --outer 4 --inner 6 --width 32 --eval_epochs 40 --jobs 3 --threads 1 --out "$w/parity-short.json" --section parity-fashion_mnist-cuda-short --output "$w/sections-parity-short.md" \
     --report_only >> "$w/parity-short.log" 2>&1 ) &
-( timeout "$limit" $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3 --eval_repeats 3 \
+[[ $studies == *" parity-long "* ]] && ( timeout "$limit" $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3 --eval_repeats 3 \
     --outer 20 --inner 10 --width 64 --eval_epochs 300 --jobs 3 --threads 1 --out "$w/parity-long.json" --section parity-fashion_mnist-cuda-long --output "$w/sections-parity-long.md" \
     > "$w/parity-long.log" 2>&1
   timeout 60 $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3 --eval_repeats 3 \
     --outer 20 --inner 10 --width 64 --eval_epochs 300 --jobs 3 --threads 1 --out "$w/parity-long.json" --section parity-fashion_mnist-cuda-long --output "$w/sections-parity-long.md" \
     --report_only >> "$w/parity-long.log" 2>&1 ) &
-( timeout "$limit" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu.yaml --outer 20 \
+[[ $studies == *" protocol "* ]] && ( timeout "$limit" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu.yaml --outer 20 \
     --seeds 0 1 2 3 4 --eval_epochs 200 --jobs 4 --threads 1 --results "$w/protocol-runs-cuda.jsonl" --pool_cache "$w/pools" --output "$w/sections-protocol.md" \
     > "$w/protocol.log" 2>&1 ) &
-( timeout "$limit" $python benchmarks/curve.py --device cuda --config configs/fashion_mnist/ipc10.yaml --modes accdd idc --seeds 0 1 \
+[[ $studies == *" curve "* ]] && ( timeout "$limit" $python benchmarks/curve.py --device cuda --config configs/fashion_mnist/ipc10.yaml --modes accdd idc --seeds 0 1 \
     --budget_minutes "$curve_minutes" --first_checkpoint 10 --threads 1 --jobs 4 --repeats 2 --eval_epochs 300 \
     --paper_epochs 1000 --paper_repeats 3 --name fashion_mnist-ipc10-cuda --study_dir "$w/curve" --results_dir "$results/docs_curves" --output "$w/sections-curve.md" \
     --note "Run on one GPU next to the parity and protocol studies of benchmarks/gpu_suite.sh (they share the GPU)." \

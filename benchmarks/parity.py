@@ -570,7 +570,7 @@ def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, 
     # Decode: theirs orders tiles tile-major (all images' tile 0, then tile 1 ...), ours image-major.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        synset = authors.original_synthesizer(args, info.num_classes, info.channels, *info.image_size)
+        synset = authors.original_synthesizer(args, info.num_classes, info.channels, *info.image_size, device="cpu")
     synset.data.data.copy_(init)
     f2 = s.factor**2
     decode_diff = 0.0

@@ -23,6 +23,7 @@ import json
 import math
 import multiprocessing
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,13 @@ def run_one(job: dict) -> dict:
     seconds = time.perf_counter() - started
     images, labels = module.decoded()
     result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False)
-    return {"variant": job["variant"], "seed": job["seed"], "device": device, "outer": module.outer, "inner_loop": module.hparams.inner_loop, "fit_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean}
+    return {"variant": job["variant"], "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": module.outer, "inner_loop": module.hparams.inner_loop, "fit_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean}
+
+
+def machine_name(device: str) -> str:
+    """Where a run ran, kept with its row: a table may be written later, on another machine."""
+    name = f"{platform.machine()}, {os.cpu_count()} cores"
+    return f"{name}, GPU {torch.cuda.get_device_name()}" if device == "cuda" and torch.cuda.is_available() else name
 
 
 def run_all(jobs: list[dict], processes: int):
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default="docs/protocol-runs.jsonl")
     parser.add_argument("--pool_cache", default=os.path.expanduser("~/.cache/lightning-dd/pools"))
     parser.add_argument("--output", default="docs/benchmarks.md")
+    parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. where the runs ran, what shared the machine)")
     parser.add_argument("--no_doc", action="store_true", help="print the table but do not write it to --output")
     args = parser.parse_args(argv)
     results = Path(args.results)
@@ -162,7 +170,10 @@ def main(argv: list[str] | None = None) -> None:
                 "Each variant reverts the listed settings to lightning-dd's earlier behaviour; the paired difference compares runs "
                 f"with the same distillation seed. Every set is evaluated by the config's evaluation section ({args.repeats} networks, "
                 f"{args.eval_epochs or 'config'} epochs, the same networks for every run). Fit seconds are wall-clock and include "
-                "pool pretraining when the pool cache was cold; compare accuracy, not time.",
+                "pool pretraining when the pool cache was cold; compare accuracy, not time."
+                + "".join(f" Runs on {m}." for m in sorted({r["machine"] for r in rows if "machine" in r}))
+                + (f" {args.note}" if args.note else ""),
+                "",
                 provenance("benchmarks/protocol.py", argv, args.threads),
             ]
         )

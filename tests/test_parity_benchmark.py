@@ -104,6 +104,25 @@ def test_summary_pairs_accuracies_by_seed(parity):
     assert row["theirs_distill_s"] == pytest.approx(11.0) and row["ours_last_loss"] == pytest.approx(2.0)
 
 
+def test_a_results_file_never_mixes_devices(parity, tmp_path):
+    """Sets distilled on CUDA and on the CPU are not paired into one table: the device is part of the settings."""
+    out = tmp_path / "parity.json"
+    parity.save_results(out, parity.load_results(out, parity.Settings(device="cuda")))
+    with pytest.raises(SystemExit, match="device differ"):
+        parity.load_results(out, parity.Settings())
+
+
+def test_cuda_sections_get_their_own_marker(parity, tmp_path):
+    """A CUDA run must not overwrite the CPU table (and names the GPU it ran on)."""
+    doc = tmp_path / "bench.md"
+    results = {"runs": {"idc/ours/seed0": {"accuracies": [50.0], "distill_s": 1.0, "outer_losses": [1.0]}}, "checks": {}, "sessions": [{"wall_s": 1.0, "machine": "CPU X, GPU Test-GPU", "jobs": 1, "threads": 1, "cores_used": 1}]}
+    opts = parity.build_parser().parse_args(["--device", "cuda", "--modes", "idc", "--seeds", "0", "--output", str(doc)])
+    parity.report(results, opts, parity.Settings(device="cuda"), ["--device", "cuda"], "no --authors_dir")
+    text = doc.read_text()
+    assert "<!-- parity-fashion_mnist-cuda:start -->" in text and "<!-- parity-fashion_mnist:start -->" not in text
+    assert "machine: CPU X, GPU Test-GPU" in text
+
+
 TINY = ["--dataset", "digits", "--seeds", "0", "--eval_repeats", "1", "--outer", "1", "--inner", "1", "--width", "4",
         "--eval_epochs", "1", "--pool_size", "1", "--pool_epochs", "0", "--n_data", "16", "--batch_real", "8"]  # fmt: skip
 

@@ -44,3 +44,22 @@ def test_tiny_study_runs_and_resumes(tmp_path, capsys):
     assert sorted(r["variant"] for r in rows) == ["image_step", "paper"] and all(r["outer"] == 1 for r in rows)
     protocol.main(argv)  # everything is done: nothing runs again
     assert "2 run(s) already in" in capsys.readouterr().out and len(protocol.read_results(results)) == 2
+
+
+def test_a_results_file_keeps_one_device(tmp_path):
+    """Rows measured on CUDA and on the CPU must not be paired in one table."""
+    results = tmp_path / "runs.jsonl"
+    protocol.append_result(results, {"variant": "paper", "seed": 0, "mean": 50.0, "fit_seconds": 1, "device": "cuda"})
+    with pytest.raises(SystemExit):
+        protocol.main(["--config", "configs/digits/ipc1.yaml", "--variants", "paper", "--results", str(results), "--seeds", "0", "--no_doc"])
+
+
+def test_the_table_names_where_the_runs_ran(tmp_path):
+    """A table written later, elsewhere, still says on which machine its rows were measured."""
+    results, doc = tmp_path / "runs.jsonl", tmp_path / "doc.md"
+    for variant, mean in (("paper", 50.0), ("clamp", 51.0)):
+        protocol.append_result(results, {"variant": variant, "seed": 0, "mean": mean, "fit_seconds": 1, "device": "cuda", "machine": "x86_64, 16 cores, GPU Test-GPU", "outer": 1, "inner_loop": 2})
+    protocol.main(["--config", "configs/digits/ipc1.yaml", "--device", "cuda", "--variants", "paper", "clamp", "--seeds", "0", "--results", str(results), "--output", str(doc), "--note", "Written later."])
+    text = doc.read_text()
+    assert "<!-- protocol-ipc1-cuda:start -->" in text
+    assert "Runs on x86_64, 16 cores, GPU Test-GPU. Written later." in text
