@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lightning_dd.errors import choose
+from lightning_dd.errors import ConfigError, choose
 
 TRANSFORMS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 # Transforms of which ``spatial="single"`` applies one per call (DSA/IDC code's ``single_aug``).
@@ -39,6 +39,18 @@ def parse_strategy(strategy: str, flip_ok: bool = True) -> tuple[str, ...]:
     for name in names:
         choose("augmentation", name, TRANSFORMS)
     return tuple(n for n in names if flip_ok or n != "flip")
+
+
+def check_strategy(setting: str, strategy: str) -> None:
+    """Check the transform names of ``strategy``; the error names ``setting``, the key the user wrote.
+
+    Several settings take a strategy (the matching's, the pool's, the evaluation's); an error that
+    names only the transform leaves the user guessing which one is wrong.
+    """
+    try:
+        parse_strategy(strategy)
+    except ConfigError as err:
+        raise ConfigError(f"{setting}: {err}") from None
 
 
 class DSA:

@@ -192,6 +192,7 @@ class DistillCLI(LightningCLI):
 
     def before_fit(self) -> None:
         validate_fit(self.trainer, self.model, self.datamodule)
+        self.model.validated = True
 
     def fit(self, model, **kwargs: Any) -> None:
         """``trainer.fit``; a run that fails with a user error leaves no empty version folder."""
@@ -343,7 +344,7 @@ class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """Keeps the line breaks of the epilog that lists the standalone commands."""
 
 
-# max_epochs=-1: DistillModule ends training after its outer_iterations (one epoch each).
+# max_epochs=-1 here; DistillModule sets it to its outer_iterations (one epoch each) when fit starts.
 # LIGHTNING_DD_QUIET=1 (CI) also hides Lightning's progress bar.
 TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10, "max_epochs": -1, "enable_progress_bar": not quiet()}
 

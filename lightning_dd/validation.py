@@ -403,12 +403,9 @@ def validate_fit(trainer, module, datamodule) -> None:
 def _check_processes(trainer, hp: Mapping[str, Any], net_spec, info) -> None:
     """Settings that only some strategies and networks support (checked here, before the pool)."""
     from lightning_dd.distill.grouped import supports_grouped
-    from lightning_dd.distill.strategy import DistillDDPStrategy
+    from lightning_dd.distill.module import check_processes
 
-    if trainer.world_size > 1 and not isinstance(trainer.strategy, DistillDDPStrategy):
-        raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
-    if trainer.world_size > 1 and hp.get("image_step") == "per_class":
-        raise ConfigError("model.image_step=per_class cannot run on several processes (each holds other classes, so none can step after every class); set model.image_step=per_iteration for multi-process distillation")
+    check_processes(trainer, hp.get("image_step"))
     chunk = hp.get("classes_per_pass")
     if chunk is not None and chunk > 1 and net_spec is not None:
         with torch.random.fork_rng(devices=[]):

@@ -306,3 +306,21 @@ def test_class_shards_cover_every_class_exactly_once(pool_dir, world_size):
     assert covered == list(range(10))
     sizes = [len(s) for s in shards]
     assert max(sizes) - min(sizes) <= 1  # balanced
+
+
+def test_the_trainer_runs_exactly_the_outer_iterations_and_reports_them_as_epochs(pool_dir):
+    """The Trainer's epoch limit becomes outer_iterations (progress bars read it), whatever it was built with."""
+    module = tiny_distill(pool_dir, outer_iterations=3, model_source="random", perturb=False)
+    trainer = fit(module, max_epochs=1)
+    assert module.outer == 3 and trainer.current_epoch == 3
+    assert trainer.max_epochs == 3
+
+
+def test_the_python_api_gets_the_start_up_checks_before_any_pool_work(pool_dir, tmp_path):
+    """trainer.fit without the CLI refuses bad settings in one sentence, before pretraining a pool."""
+    from lightning_dd.errors import ConfigError
+
+    module = tiny_distill(str(tmp_path / "pools"), ipc=500)  # more images per class than digits has
+    with pytest.raises(ConfigError, match="model.ipc=500"):
+        fit(module)
+    assert not list((tmp_path / "pools").glob("*")), "a pool was pretrained before the refusal"

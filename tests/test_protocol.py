@@ -237,6 +237,7 @@ def test_per_class_step_refuses_class_chunks_and_several_processes(pool_dir, dig
 
     strategy = DistillDDPStrategy.__new__(DistillDDPStrategy)
     module._trainer = SimpleNamespace(datamodule=digits, world_size=2, strategy=strategy)
+    module.validated = True  # a stand-in trainer: only setup's own multi-process check is under test
     with pytest.raises(ConfigError, match="per_iteration"):
         module.setup("fit")
 

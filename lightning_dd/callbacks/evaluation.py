@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_dd.atomic import atomic_open
+from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule
 from lightning_dd.evaluation import EvalResult, evaluate_random_subsets, evaluate_repeats, format_table
 from lightning_dd.export import image_grid
@@ -64,7 +65,8 @@ class SyntheticEvaluation(Callback):
     ) -> None:
         self.every_n_outer, self.repeats, self.epochs, self.net = every_n_outer, repeats, epochs, net
         self.schedule = TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
-        self.schedule.augmentation()  # validates augment and spatial before any training
+        check_strategy("evaluation.augment", augment)
+        self.schedule.augmentation()  # validates spatial before any training
         self.baselines, self.full_set_epochs, self.seed, self.progress = baselines, full_set_epochs, seed, progress
         self.history: list[tuple[int, EvalResult]] = []
         self.final_rows: list[EvalResult] = []

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset, get_worker_info
 
-from lightning_dd.augment import DSA
+from lightning_dd.augment import DSA, check_strategy
 from lightning_dd.data.datamodule import RealDataModule
 from lightning_dd.data.real import Normalizer
 from lightning_dd.data.sources import DatasetInfo
@@ -106,7 +106,8 @@ class SyntheticDataModule(LightningDataModule):
         self.path = path
         self.batch_size, self.num_workers, self.seed, self.eval_batch_size = batch_size, num_workers, seed, eval_batch_size
         self.distilled: DistilledSet = load_distilled(path)
-        self.dsa = DSA(augment, flip_ok=self.distilled.info.flip_ok)  # validates the names
+        check_strategy("augment", augment)
+        self.dsa = DSA(augment, flip_ok=self.distilled.info.flip_ok)
         self.normalizer = Normalizer(self.info.mean, self.info.std)
         images, labels = self.distilled.decoded()
         self.train_images: torch.Tensor = self.normalizer(images.float())

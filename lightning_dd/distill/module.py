@@ -21,7 +21,7 @@ from lightning_dd.allocator import tune_cpu_allocator
 from lightning_dd.hardware import cpu_bf16_units
 from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
-from lightning_dd.augment import DSA, augmented_loss, training_augmentation
+from lightning_dd.augment import DSA, augmented_loss, check_strategy, training_augmentation
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pass, grouped_matching_loss, supports_grouped
 from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
@@ -36,6 +36,20 @@ MATCHES = ("grad", "embed")
 CLAMPS = ("per_outer", "per_step")
 IMAGE_STEPS = ("per_class", "per_iteration")
 
+
+
+def check_processes(trainer, image_step: str | None) -> None:
+    """What several processes need, refused in one sentence (the start-up checks and ``setup`` share it).
+
+    DDP's wrapper cannot differentiate through gradients, and ``image_step="per_class"`` steps
+    after every class, which no process can do when each holds other classes.
+    """
+    if trainer.world_size <= 1:
+        return
+    if not isinstance(trainer.strategy, DistillDDPStrategy):
+        raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
+    if image_step == "per_class":
+        raise ConfigError("model.image_step=per_class cannot run on several processes (each holds other classes, so none can step after every class); set model.image_step=per_iteration for multi-process distillation")
 
 class DistillModule(LightningModule):
     """Learns ``ipc`` synthetic images per class by gradient matching (IDC) on augmented models (Acc-DD).
@@ -155,9 +169,9 @@ class DistillModule(LightningModule):
         choose("precision", precision, ("32", "bf16"))
         choose("clamp", clamp, CLAMPS)
         choose("image_step", image_step, IMAGE_STEPS)
-        DSA(augment)  # validates the names
+        check_strategy("model.augment", augment)
         training_augmentation(augment, spatial=net_spatial)
-        for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), ("net_batch_size", batch_real if net_batch_size is None else net_batch_size)):
+        for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), *([("net_batch_size", net_batch_size)] if net_batch_size is not None else [])):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if classes_per_pass is not None and classes_per_pass < 1:
@@ -176,6 +190,7 @@ class DistillModule(LightningModule):
         self.synthetic: SyntheticSet | None = None
         self.info: DatasetInfo | None = None
         self.pool: EarlyStagePool | None = None
+        self.validated = False  # set once validation.validate_fit has passed (the CLI runs it before fit)
         self._net: FunctionalNet | None = None
         self._real: RealData | None = None
         self._normalizer: Normalizer | None = None
@@ -213,10 +228,12 @@ class DistillModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_data") or not hasattr(datamodule, "info"):
             raise ConfigError("DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))")
-        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, DistillDDPStrategy):
-            raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
-        if self.trainer.world_size > 1 and self.hparams.image_step == "per_class":
-            raise ConfigError("image_step='per_class' cannot run on several processes (each holds other classes, so no process can step after every class); set model.image_step=per_iteration for multi-process distillation")
+        if not self.validated:  # the Python API gets the CLI's start-up checks too, before any pool work
+            from lightning_dd.validation import validate_fit
+
+            validate_fit(self.trainer, self, datamodule)
+            self.validated = True
+        check_processes(self.trainer, self.hparams.image_step)
         on_cpu = self.trainer.strategy.root_device.type == "cpu"
         if self.hparams.tune_cpu_allocator and on_cpu:
             tune_cpu_allocator()
@@ -283,8 +300,9 @@ class DistillModule(LightningModule):
             self._restored = None
         if self._good_images is not None:
             self._good_images = self._good_images.to(self.device)
-        # Outer iterations, not epochs, decide when training ends.
-        self.trainer.fit_loop.max_epochs = -1
+        # One epoch is one outer iteration: the trainer's epoch limit is the module's, whatever the
+        # Trainer was built with (progress bars then read "Epoch k/outer_iterations - 1").
+        self.trainer.fit_loop.max_epochs = self.hparams.outer_iterations
 
     # ------------------------------------------------------------- distillation
     @property

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lightning_dd.atomic import atomic_torch_save
+from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule, train_classifier
 from lightning_dd.data.real import RealData
 from lightning_dd.errors import ConfigError, FileFormatError
@@ -60,7 +61,8 @@ class PoolConfig:
             raise ConfigError(f"pool size must be >= 1, got {self.size}")
         if self.epochs < 0:
             raise ConfigError(f"pool epochs must be >= 0, got {self.epochs}")
-        self.schedule().augmentation()  # validates augment and spatial
+        check_strategy("model.pool.augment", self.augment)
+        self.schedule().augmentation()  # validates spatial
 
     def schedule(self) -> TrainSchedule:
         return TrainSchedule(
