@@ -21,7 +21,7 @@ limit=${SUITE_SECONDS:-420}  # each study is stopped after this many seconds; wh
 studies=" ${STUDIES:-parity-short parity-long protocol curve} "  # which studies to run
 
 pack() {  # results files, logs, the docs sections and the curve's CSV/Markdown/PNG; no snapshots, checkpoints or pools
-  tar -czf "$results/results.tar.gz" -C "$results" --exclude='*.pt' --exclude='*.ckpt' --exclude='pool' --exclude='pools' --exclude='*.work' work docs_curves 2>/dev/null
+  tar -czf "$results/results.tar.gz" -C "$results" --exclude='*.pt' --exclude='*.ckpt' --exclude='init.png' --exclude='aug.png' --exclude='pool' --exclude='pools' --exclude='authors_pool' work docs_curves 2>/dev/null
 }
 trap pack EXIT
 
