@@ -37,7 +37,6 @@ CLAMPS = ("per_outer", "per_step")
 IMAGE_STEPS = ("per_class", "per_iteration")
 
 
-
 def check_processes(trainer, image_step: str | None) -> None:
     """What several processes need, refused in one sentence (the start-up checks and ``setup`` share it).
 
@@ -50,6 +49,7 @@ def check_processes(trainer, image_step: str | None) -> None:
         raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
     if image_step == "per_class":
         raise ConfigError("model.image_step=per_class cannot run on several processes (each holds other classes, so none can step after every class); set model.image_step=per_iteration for multi-process distillation")
+
 
 class DistillModule(LightningModule):
     """Learns ``ipc`` synthetic images per class by gradient matching (IDC) on augmented models (Acc-DD).
