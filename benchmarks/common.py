@@ -93,12 +93,20 @@ def load_config(path: str, eval_epochs: int | None, threads: int, overrides: lis
     return BenchmarkConfig(model, data, schedule, NetSpec(**model.get("net", {})), datamodule, evaluation, eval_net)
 
 
+def gpu_suffix(device: str) -> str:
+    """``", GPU <name>"`` when ``device`` is CUDA and a GPU is present, else nothing."""
+    return f", GPU {torch.cuda.get_device_name()}" if device == "cuda" and torch.cuda.is_available() else ""
+
+
+def machine_name(device: str) -> str:
+    """Architecture, cores and the GPU in use: kept with results that may be tabulated later, elsewhere."""
+    return f"{platform.machine()}, {os.cpu_count()} cores{gpu_suffix(device)}"
+
+
 def provenance(script: str, argv: list[str] | None, threads: int) -> str:
     """``Command: `...`; machine: ...; date.`` for the end of a benchmark section."""
     command = "python " + " ".join([script, *(argv if argv is not None else sys.argv[1:])])
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s), Python {platform.python_version()}"
-    if torch.cuda.is_available():
-        machine += f", GPU {torch.cuda.get_device_name()}"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s), Python {platform.python_version()}{gpu_suffix('cuda')}"
     return f"Command: `{command}`; machine: {machine}; {datetime.now(timezone.utc):%Y-%m-%d}."
 
 

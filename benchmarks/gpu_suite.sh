@@ -29,18 +29,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $python -c "import torch, lightning, lightning_dd; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 
 w=$results/work
-[[ $studies == *" parity-short "* ]] && ( timeout "$limit" $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3,4 --eval_repeats 3 \
-    --outer 4 --inner 6 --width 32 --eval_epochs 40 --jobs 3 --threads 1 --out "$w/parity-short.json" --section parity-fashion_mnist-cuda-short --output "$w/sections-parity-short.md" \
-    > "$w/parity-short.log" 2>&1
-  timeout 60 $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3,4 --eval_repeats 3 \
-    --outer 4 --inner 6 --width 32 --eval_epochs 40 --jobs 3 --threads 1 --out "$w/parity-short.json" --section parity-fashion_mnist-cuda-short --output "$w/sections-parity-short.md" \
-    --report_only >> "$w/parity-short.log" 2>&1 ) &
-[[ $studies == *" parity-long "* ]] && ( timeout "$limit" $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3 --eval_repeats 3 \
-    --outer 20 --inner 10 --width 64 --eval_epochs 300 --jobs 3 --threads 1 --out "$w/parity-long.json" --section parity-fashion_mnist-cuda-long --output "$w/sections-parity-long.md" \
-    > "$w/parity-long.log" 2>&1
-  timeout 60 $python benchmarks/parity.py --device cuda --authors_dir "$authors" --seeds 0,1,2,3 --eval_repeats 3 \
-    --outer 20 --inner 10 --width 64 --eval_epochs 300 --jobs 3 --threads 1 --out "$w/parity-long.json" --section parity-fashion_mnist-cuda-long --output "$w/sections-parity-long.md" \
-    --report_only >> "$w/parity-long.log" 2>&1 ) &
+parity() {  # NAME SEEDS SETTINGS...: distil and evaluate both sides, then write the table from what finished
+  local name=$1 seeds=$2
+  shift 2
+  local args=(--device cuda --authors_dir "$authors" --seeds "$seeds" --eval_repeats 3 --jobs 3 --threads 1 "$@"
+              --out "$w/parity-$name.json" --section "parity-fashion_mnist-cuda-$name" --output "$w/sections-parity-$name.md")
+  timeout "$limit" $python benchmarks/parity.py "${args[@]}" > "$w/parity-$name.log" 2>&1
+  timeout 60 $python benchmarks/parity.py "${args[@]}" --report_only >> "$w/parity-$name.log" 2>&1
+}
+[[ $studies == *" parity-short "* ]] && parity short 0,1,2,3,4 --outer 4 --inner 6 --width 32 --eval_epochs 40 &
+[[ $studies == *" parity-long "* ]] && parity long 0,1,2,3 --outer 20 --inner 10 --width 64 --eval_epochs 300 &
 [[ $studies == *" protocol "* ]] && ( timeout "$limit" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu.yaml --outer 20 \
     --seeds 0 1 2 3 4 --eval_epochs 200 --jobs 4 --threads 1 --results "$w/protocol-runs-cuda.jsonl" --pool_cache "$w/pools" --output "$w/sections-protocol.md" \
     > "$w/protocol.log" 2>&1 ) &

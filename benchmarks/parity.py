@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_section  # noqa: E402
+from common import gpu_suffix, write_section  # noqa: E402
 
 MODE_NAMES = {"idc": "IDC mode (fresh networks)", "accdd": "Acc-DD (early-stage pool + perturbation)"}
 SIDES = ("theirs", "ours")
@@ -774,14 +774,6 @@ def code_version() -> str:
     return f"commit {commit}" + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
 
 
-def machine_name(device: str) -> str:
-    """The CPU model, and the GPU's name when the runs use CUDA (recorded with each session of runs)."""
-    name = cpu_model()
-    if device == "cuda" and torch.cuda.is_available():
-        name += f", GPU {torch.cuda.get_device_name()}"
-    return name
-
-
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -914,7 +906,7 @@ def main(argv: list[str] | None = None) -> dict:
         return report(results, opts, s, argv, skipped)
     session = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": 0.0, "jobs": opts.jobs, "threads": threads,
-        "cores_used": min(opts.jobs * threads, os.cpu_count() or 1), "code": code_version(), "machine": machine_name(s.device),
+        "cores_used": min(opts.jobs * threads, os.cpu_count() or 1), "code": code_version(), "machine": cpu_model() + gpu_suffix(s.device),
     }  # fmt: skip
     results["sessions"].append(session)
     began = time.perf_counter()

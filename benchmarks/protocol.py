@@ -23,7 +23,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from lightning_dd.atomic import atomic_open
 from lightning_dd.evaluation import evaluate_repeats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_config, provenance, write_section  # noqa: E402
+from common import load_config, machine_name, provenance, write_section  # noqa: E402
 
 # name -> (what it reverts, overrides relative to a config on the authors' protocol)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -63,7 +62,7 @@ def run_one(job: dict) -> dict:
     cfg = load_config(job["config"], job["eval_epochs"], job["threads"], overrides)
     L.seed_everything(job["seed"], verbose=False)
     module = DistillModule(**cfg.model)
-    device = job.get("device", "cpu")
+    device = job["device"]
     trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="gpu" if device == "cuda" else "cpu", devices=1)
     started = time.perf_counter()
     trainer.fit(module, datamodule=RealDataModule(**cfg.data))
@@ -71,12 +70,6 @@ def run_one(job: dict) -> dict:
     images, labels = module.decoded()
     result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False)
     return {"variant": job["variant"], "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": module.outer, "inner_loop": module.hparams.inner_loop, "fit_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean}
-
-
-def machine_name(device: str) -> str:
-    """Where a run ran, kept with its row: a table may be written later, on another machine."""
-    name = f"{platform.machine()}, {os.cpu_count()} cores"
-    return f"{name}, GPU {torch.cuda.get_device_name()}" if device == "cuda" and torch.cuda.is_available() else name
 
 
 def run_all(jobs: list[dict], processes: int):
