@@ -324,3 +324,15 @@ def test_the_python_api_gets_the_start_up_checks_before_any_pool_work(pool_dir, 
     with pytest.raises(ConfigError, match="model.ipc=500"):
         fit(module)
     assert not list((tmp_path / "pools").glob("*")), "a pool was pretrained before the refusal"
+
+
+def test_every_fit_of_a_module_is_checked_once(pool_dir, monkeypatch):
+    """A module fitted twice (e.g. under another Trainer) is validated for each fit, not only the first."""
+    import lightning_dd.validation as validation
+
+    calls = []
+    real = validation.validate_fit
+    monkeypatch.setattr(validation, "validate_fit", lambda *args: calls.append(args[0]) or real(*args))
+    module = tiny_distill(pool_dir, model_source="random", perturb=False)
+    first, second = fit(module), fit(module)
+    assert calls == [first, second]

@@ -190,7 +190,7 @@ class DistillModule(LightningModule):
         self.synthetic: SyntheticSet | None = None
         self.info: DatasetInfo | None = None
         self.pool: EarlyStagePool | None = None
-        self.validated = False  # set once validation.validate_fit has passed (the CLI runs it before fit)
+        self.validated = False  # validation.validate_fit passed for the current fit (the CLI runs it before fit)
         self._net: FunctionalNet | None = None
         self._real: RealData | None = None
         self._normalizer: Normalizer | None = None
@@ -243,6 +243,10 @@ class DistillModule(LightningModule):
         self.attach_data(datamodule.info, datamodule.train_data)
         if self.hparams.model_source == "pool" and self.pool is None:  # a pool handed in before fit is kept
             self.pool = self._build_pool()
+
+    def teardown(self, stage: str) -> None:
+        """A later fit, perhaps under another Trainer, is checked again."""
+        self.validated = False
 
     def attach_data(self, info: DatasetInfo, real: RealData) -> None:
         """Build the synthetic set and network template for ``info`` and initialise the images from ``real``."""
