@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The CUDA measurements of docs/benchmarks.md, in one run on one GPU: parity with the authors'
-# code (the CPU setting with more seeds, and a longer setting), the protocol study, and the
-# Fashion-MNIST IPC 10 accuracy-vs-wall-clock curve on the paper's config.
+# The CUDA measurements of docs/benchmarks.md, in one run on one GPU: the paper-protocol
+# evaluation of a CPU curve study's best set, parity with the authors' code (the CPU setting, and
+# a longer setting), the protocol study, and the Fashion-MNIST IPC 10 curve on the paper's config.
 #
-#   ACC_DD_DIR=/path/to/Acc-DD bash benchmarks/gpu_suite.sh RESULTS_DIR [CURVE_MINUTES]
+#   ACC_DD_DIR=/path/to/Acc-DD [PAPER_STUDY=study_dir] bash benchmarks/gpu_suite.sh RESULTS_DIR [CURVE_MINUTES]
 #
 # Needs Fashion-MNIST where our reader finds it (the Debian package dataset-fashion-mnist) and a
-# checkout of github.com/ncsu-dk-lab/Acc-DD. The three studies share the GPU (their kernels are
-# small, so they interleave); each result says so. Everything lands in RESULTS_DIR: the results
-# files, the docs sections (sections-*.md, to be merged into docs/benchmarks.md), and the curve's CSV/Markdown/PNG, packed into
-# results.tar.gz as they are, also when a study is cut short by its time limit.
+# checkout of github.com/ncsu-dk-lab/Acc-DD. The paper evaluation and the parity studies run one
+# after another, each alone on the GPU, so that their times are their own; the protocol study and
+# the curve (our code only) then share the GPU, and their results say so.
+# Everything lands in RESULTS_DIR: the results files, the authors' logs, stack dumps of stalled
+# parity runs, the docs sections (sections-*.md, to be merged into docs/benchmarks.md) and the
+# curves' CSV/Markdown/PNG, packed into results.tar.gz, also when a study is cut short by its
+# time limit.
 set -u
 results=${1:?usage: gpu_suite.sh RESULTS_DIR [CURVE_MINUTES]}
 curve_minutes=${2:-2.5}
@@ -17,11 +20,13 @@ authors=${ACC_DD_DIR:?set ACC_DD_DIR to a checkout of github.com/ncsu-dk-lab/Acc
 mkdir -p "$results/work"
 export PYTHONUNBUFFERED=1 LIGHTNING_DD_QUIET=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
-limit=${SUITE_SECONDS:-420}  # each study is stopped after this many seconds; what it wrote is kept
-studies=" ${STUDIES:-parity-short parity-long protocol curve} "  # which studies to run
+limit=${SUITE_SECONDS:-420}  # each study is stopped after this many seconds (PAPER_, SHORT_, LONG_SECONDS: per study); what it wrote is kept
+studies=" ${STUDIES:-paper parity-short parity-long protocol curve} "  # which studies to run
 
-pack() {  # results files, logs, the docs sections and the curve's CSV/Markdown/PNG; no snapshots, checkpoints or pools
-  tar -czf "$results/results.tar.gz" -C "$results" --exclude='*.pt' --exclude='*.ckpt' --exclude='init.png' --exclude='aug.png' --exclude='pool' --exclude='pools' --exclude='authors_pool' work docs_curves 2>/dev/null
+pack() {  # results files, logs, stacks, the docs sections and the curves' CSV/Markdown/PNG; no snapshots, checkpoints or pools
+  tar -czf "$results/results.tar.gz" -C "$results" --exclude='*.pt' --exclude='*.ckpt' --exclude='init.png' --exclude='aug.png' --exclude='pool' \
+    --exclude='pools' --exclude='authors_pool' work docs_curves 2>/dev/null
+  find "$results" -maxdepth 4 -name '*.txt' -path '*stacks*' -exec sh -c 'echo "== $1"; tail -40 "$1"' _ {} \;
 }
 trap pack EXIT
 
@@ -29,22 +34,34 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $python -c "import torch, lightning, lightning_dd; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 
 w=$results/work
-parity() {  # NAME SEEDS SETTINGS...: distil and evaluate both sides, then write the table from what finished
-  local name=$1 seeds=$2
-  shift 2
-  local args=(--device cuda --authors_dir "$authors" --seeds "$seeds" --eval_repeats 3 --jobs 3 --threads 1 "$@"
+if [[ $studies == *" paper "* ]]; then  # the best final set of a CPU study (PAPER_STUDY), ConvNet-3 w128 for 1000 epochs, on the GPU
+  study=${PAPER_STUDY:?set PAPER_STUDY to the folder of the CPU curve study to evaluate}
+  timeout "${PAPER_SECONDS:-$limit}" $python benchmarks/curve.py --config "${PAPER_CONFIG:-configs/fashion_mnist/ipc10_cpu.yaml}" --modes accdd idc --seeds 0 1 \
+    --budget_minutes "${PAPER_BUDGET_MINUTES:-30}" --threads 1 --jobs 3 --repeats 1 --eval_epochs 100 --full_epochs 0 --paper_epochs 1000 --paper_repeats 3 \
+    --paper_device cuda --phase evaluate --name "${PAPER_NAME:-fashion_mnist-ipc10}" --study_dir "$study" --results_dir "$results/docs_curves" \
+    --output "$w/sections-paper.md" > "$w/paper.log" 2>&1
+  mkdir -p "$w/paper-evals" && cp -r "$study/evals/." "$w/paper-evals/"
+  tail -3 "$w/paper.log"
+fi
+
+parity() {  # NAME SEEDS SECONDS JOBS SETTINGS...: distil and evaluate both sides, then write the table from what finished
+  local name=$1 seeds=$2 seconds=$3 jobs=$4
+  shift 4
+  local args=(--device cuda --authors_dir "$authors" --seeds "$seeds" --eval_repeats 3 --jobs "$jobs" --threads 1 --stack_dump_s 30 "$@"
               --out "$w/parity-$name.json" --section "parity-fashion_mnist-cuda-$name" --output "$w/sections-parity-$name.md")
-  timeout "$limit" $python benchmarks/parity.py "${args[@]}" > "$w/parity-$name.log" 2>&1
+  timeout "$seconds" $python benchmarks/parity.py "${args[@]}" > "$w/parity-$name.log" 2>&1
   timeout 60 $python benchmarks/parity.py "${args[@]}" --report_only >> "$w/parity-$name.log" 2>&1
+  grep -E "^(first-step|parity:|idc/|accdd/)" "$w/parity-$name.log"
 }
-[[ $studies == *" parity-short "* ]] && parity short 0,1,2,3,4 --outer 4 --inner 6 --width 32 --eval_epochs 40 &
-[[ $studies == *" parity-long "* ]] && parity long 0,1,2,3 --outer 20 --inner 10 --width 64 --eval_epochs 300 &
+[[ $studies == *" parity-short "* ]] && parity short "${SHORT_SEEDS:-0,1,2}" "${SHORT_SECONDS:-$limit}" "${SHORT_JOBS:-3}" --outer 4 --inner 6 --width 32 --eval_epochs 40
+[[ $studies == *" parity-long "* ]] && parity long "${LONG_SEEDS:-0,1,2}" "${LONG_SECONDS:-$limit}" "${LONG_JOBS:-4}" --outer "${LONG_OUTER:-10}" --inner 10 --width 64 --eval_epochs "${LONG_EVAL_EPOCHS:-100}"
+
 [[ $studies == *" protocol "* ]] && ( timeout "$limit" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu.yaml --outer 20 \
     --seeds 0 1 2 3 4 --eval_epochs 200 --jobs 4 --threads 1 --results "$w/protocol-runs-cuda.jsonl" --pool_cache "$w/pools" --output "$w/sections-protocol.md" \
     > "$w/protocol.log" 2>&1 ) &
 [[ $studies == *" curve "* ]] && ( timeout "$limit" $python benchmarks/curve.py --device cuda --config configs/fashion_mnist/ipc10.yaml --modes accdd idc --seeds 0 1 \
     --budget_minutes "$curve_minutes" --first_checkpoint 10 --threads 1 --jobs 4 --repeats 2 --eval_epochs 300 \
     --paper_epochs 1000 --paper_repeats 3 --name fashion_mnist-ipc10-cuda --study_dir "$w/curve" --results_dir "$results/docs_curves" --output "$w/sections-curve.md" \
-    --note "Run on one GPU next to the parity and protocol studies of benchmarks/gpu_suite.sh (they share the GPU)." \
+    --note "Run on one GPU next to the protocol study of benchmarks/gpu_suite.sh (they share the GPU)." \
     > "$w/curve.log" 2>&1 ) &
 wait

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import faulthandler
 import io
 import json
 import math
@@ -634,7 +635,27 @@ def _worker_init(threads: int, dataset: str, data_dir: str, authors_dir: str | N
 
 
 def run_task(payload: dict) -> dict:
-    """One distillation (one side, one mode, one seed) and the evaluation of its set."""
+    """One distillation (one side, one mode, one seed) and the evaluation of its set.
+
+    With ``stack_dump_s`` > 0, the Python stacks of the process are appended to
+    ``<work>/stacks/<task>.txt`` every that many seconds while the task runs, so a run that
+    stalls (e.g. killed by a time limit) shows where it was.
+    """
+    every = payload.get("stack_dump_s") or 0
+    if every <= 0:
+        return _run_task(payload)
+    name = Task(**payload["task"]).name.replace("/", "-")
+    stacks = Path(payload["work"]) / "stacks"
+    stacks.mkdir(parents=True, exist_ok=True)
+    with open(stacks / f"{name}.txt", "a") as handle:
+        faulthandler.dump_traceback_later(every, repeat=True, file=handle)
+        try:
+            return _run_task(payload)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _run_task(payload: dict) -> dict:
     if not _WORKER:
         _worker_init(payload["threads"], payload["settings"]["dataset"], payload["data_dir"], payload["authors_dir"], payload["settings"]["device"])
     s, task, work = Settings(**payload["settings"]), Task(**payload["task"]), Path(payload["work"])
@@ -821,9 +842,9 @@ def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], ski
     command = "python benchmarks/parity.py " + " ".join(argv)
     parts += [
         "",
-        f"Command: `{command}`; machine: {machine.get('machine') or cpu_model()}, {machine.get('cores_used', '?')} of {os.cpu_count()} cores used "
+        f"Command: `{command}`; machine: {machine.get('machine') or cpu_model()}, {machine.get('cores_used', '?')} of {machine.get('cores', '?')} cores used "
         f"({machine.get('jobs', '?')} process(es) x {machine.get('threads', '?')} thread(s)), shared with other work; "
-        f"torch {torch.__version__}, Python {platform.python_version()}; wall time {wall / 60:.0f} min in all "
+        f"torch {machine.get('torch', 'version not recorded')}, Python {machine.get('python', 'version not recorded')}; wall time {wall / 60:.0f} min in all "
         f"({len(results['sessions'])} session(s)); lightning-dd {'; '.join(codes) or 'version not recorded'}; "
         f"{datetime.now(timezone.utc):%Y-%m-%d}.",
     ]
@@ -877,6 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_dir", default=DEBIAN_FASHION, help="folder with the Fashion-MNIST IDX files")
     parser.add_argument("--out", default="parity.json", help="results JSON, written as results arrive; rerun the same command to resume")
     parser.add_argument("--output", default="docs/benchmarks.md", help="Markdown file whose parity section is (re)written")
+    parser.add_argument("--stack_dump_s", type=float, default=0, help="while a run goes on, append its Python stacks to <out>.work/stacks/ every this many seconds (0: never); shows where a stalled run is")
     parser.add_argument("--report_only", action="store_true", help="write the table from what --out holds now (e.g. while a run is still going); run nothing")
     return parser
 
@@ -907,6 +929,7 @@ def main(argv: list[str] | None = None) -> dict:
     session = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_s": 0.0, "jobs": opts.jobs, "threads": threads,
         "cores_used": min(opts.jobs * threads, os.cpu_count() or 1), "code": code_version(), "machine": cpu_model() + gpu_suffix(s.device),
+        "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
     }  # fmt: skip
     results["sessions"].append(session)
     began = time.perf_counter()
@@ -915,7 +938,8 @@ def main(argv: list[str] | None = None) -> dict:
         session["wall_s"] = time.perf_counter() - began
         save_results(out, results)
 
-    torch.set_num_threads(threads)
+    # Set-up (pool pretraining, first-step checks) runs before any worker: it gets every core.
+    torch.set_num_threads(os.cpu_count() or 1)
     authors = AuthorsCode(opts.authors_dir, s.device) if opts.authors_dir else None  # workers import their own copy
     dm = load_data(s.dataset, opts.data_dir)
     protocol = our_protocol(s)
@@ -935,7 +959,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         config = PoolConfig(size=s.pool_size, epochs=s.pool_epochs, cache_dir=str(work / "pool"))
         started = time.perf_counter()
-        pool = EarlyStagePool.build_or_load(net_spec(s), config, dm.train_data, s.pool_seed, progress=False)
+        pool = EarlyStagePool.build_or_load(net_spec(s), config, dm.train_data, s.pool_seed, device=s.device, progress=False)
         results.setdefault("pool_s", time.perf_counter() - started)
         pool_file = str(EarlyStagePool.cache_path(config, pool_key(pool_key_fields(net_spec(s), config, dm.train_data, s.pool_seed))))
         for m, member in enumerate(pool.members):
@@ -956,12 +980,14 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"first-step check ({mode}): loss theirs {c['loss_theirs']:.6g} ours {c['loss_ours']:.6g} (rel. diff {c['loss_rel_diff']:.1e}, fp64 {c['loss_rel_diff_fp64']:.1e}; pixel gradient {c['pixel_grad_rel_diff']:.1e}, fp64 {c['pixel_grad_rel_diff_fp64']:.1e}); logits diff {c['logits_max_abs_diff']:.1e}; decode diff {c['decode_max_abs_diff']:.1e}", flush=True)
     checkpoint()
 
+    torch.set_num_threads(threads)
     sides = [side for side in SIDES if side == "ours" or opts.authors_dir]
     tasks = [Task(mode, seed, side) for seed in opts.seeds for mode in opts.modes for side in sides]
     todo = [t for t in tasks if t.name not in results["runs"]]
     base = {
         "settings": s.key(), "work": str(work), "threads": threads, "data_dir": opts.data_dir, "authors_dir": opts.authors_dir,
         "pool_file": pool_file, "authors_pool_files": authors_files, "effective_lr_img": protocol["effective_lr_img"],
+        "stack_dump_s": opts.stack_dump_s,
     }  # fmt: skip
     print(f"parity: {len(tasks) - len(todo)} of {len(tasks)} runs already in {out}; {len(todo)} to go ({opts.jobs} process(es) x {threads} thread(s))", flush=True)
 

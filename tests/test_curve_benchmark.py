@@ -248,6 +248,36 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path):
     assert curve.COLORS["accdd"] in colours and curve.COLORS["idc"] in colours
 
 
+def test_paper_protocol_trains_the_best_final_set_on_its_own_device(tmp_path, monkeypatch):
+    args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0", "--paper_epochs", "7", "--paper_repeats", "2", "--paper_device", "cuda", "--paper_width", "32")
+    study, _ = curve.open_study(args)
+    study_dir = Path(study["dir"])
+    cfg = curve.load_config(args.config, None, torch.get_num_threads(), [])
+    finals = {("idc", 0): 70.0, ("accdd", 0): 74.0, ("accdd", 1): 73.0}  # accdd seed 0's final set is the best
+    for (mode, seed), final in finals.items():
+        fabricate(study_dir, mode, seed, [(0, 0.0, 0.0), (1, 100.0, 100.0)])
+        for index, acc in enumerate((90.0, final)):  # a better early snapshot must not be chosen: only final sets count
+            curve.write_json(study_dir / "evals" / curve.settings_digest(curve.eval_settings(cfg)) / f"{mode}-{seed}-{index}" / "0.json", {"accuracy": acc, "wall_s": 1.0, "cpu_s": 1.0})
+    curve.write_json(study_dir / "evals" / curve.settings_digest(curve.eval_settings(cfg)) / "random-real-ipc1" / "0.json", {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0})
+    settings, keys, tasks = curve.evaluation_plan(study, cfg, args, 1)
+    assert [(t[1], t[2], t[4]) for t in tasks] == [("snapshot", "accdd-0-1", 0), ("snapshot", "accdd-0-1", 1)]
+    paper = tasks[0][5]
+    assert paper["device"] == "cuda" and paper["net"]["width"] == 32 and paper["net"]["depth"] == 3 and paper["schedule"]["epochs"] == 7
+    assert keys["paper"] != keys["curve"] and settings["paper"]["chosen"] == {"mode": "accdd", "seed": 0, "digest": "accdd-0-1"}
+    seen = []
+    monkeypatch.setattr("lightning_dd.evaluation.evaluate_set", lambda images, labels, test, net, schedule, seed, device: seen.append((net.width, schedule.epochs, seed, device)) or 81.0 + seed)
+    for task in tasks:
+        curve.evaluate_one(*task)
+    assert seen == [(32, 7, 0, "cuda"), (32, 7, 1, "cuda")]  # the study distilled on the CPU; its paper networks train on the GPU
+    assert json.loads((study_dir / "evals" / keys["paper"] / "accdd-0-1" / "1.json").read_text())["device"] == "cuda"
+    curve.write_outputs(study, cfg, settings, keys, 1, 2, ["--config", "x"], tmp_path / "curves", None)
+    md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
+    assert "**Measured speed-up: not defined.**" in md  # Acc-DD's start snapshot already had IDC's best (no division by its 0 s)
+    assert "Evaluation off the paper's width and epochs: the best final set (Acc-DD, seed 0, chosen on the curve's evaluation above) trained on ConvNet-3 width 32 for 7 epochs (on the GPU): 81.50 +- 0.71 % (2 nets)" in md
+    rows = list(csv.DictReader((tmp_path / "curves" / "digits-ipc1.csv").open()))
+    assert rows[-1]["mode"] == "paper protocol: accdd" and rows[-1]["acc_mean"] == "81.50"
+
+
 def test_plot_draws_every_series_and_dashed_line(tmp_path):
     red, blue, green = (214, 39, 40), (31, 119, 180), (44, 160, 44)
     series = [{"label": "a", "color": red, "points": [(30, 60, 2), (60, 70, 1), (120, 75, 1)]}]

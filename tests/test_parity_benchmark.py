@@ -115,16 +115,37 @@ def test_a_results_file_never_mixes_devices(parity, tmp_path):
 def test_cuda_sections_get_their_own_marker(parity, tmp_path):
     """A CUDA run must not overwrite the CPU table (and names the GPU it ran on)."""
     doc = tmp_path / "bench.md"
-    results = {"runs": {"idc/ours/seed0": {"accuracies": [50.0], "distill_s": 1.0, "outer_losses": [1.0]}}, "checks": {}, "sessions": [{"wall_s": 1.0, "machine": "CPU X, GPU Test-GPU", "jobs": 1, "threads": 1, "cores_used": 1}]}
+    session = {"wall_s": 1.0, "machine": "CPU X, GPU Test-GPU", "jobs": 1, "threads": 1, "cores_used": 1, "cores": 96, "torch": "9.9.9+cu999", "python": "3.99.1"}
+    results = {"runs": {"idc/ours/seed0": {"accuracies": [50.0], "distill_s": 1.0, "outer_losses": [1.0]}}, "checks": {}, "sessions": [session]}
     opts = parity.build_parser().parse_args(["--device", "cuda", "--modes", "idc", "--seeds", "0", "--output", str(doc)])
     parity.report(results, opts, parity.Settings(device="cuda"), ["--device", "cuda"], "no --authors_dir")
     text = doc.read_text()
     assert "<!-- parity-fashion_mnist-cuda:start -->" in text and "<!-- parity-fashion_mnist:start -->" not in text
-    assert "machine: CPU X, GPU Test-GPU" in text
+    assert "machine: CPU X, GPU Test-GPU, 1 of 96 cores used" in text
+    assert "torch 9.9.9+cu999, Python 3.99.1" in text  # the machine the runs ran on, not the one writing the report
 
 
 TINY = ["--dataset", "digits", "--seeds", "0", "--eval_repeats", "1", "--outer", "1", "--inner", "1", "--width", "4",
         "--eval_epochs", "1", "--pool_size", "1", "--pool_epochs", "0", "--n_data", "16", "--batch_real", "8"]  # fmt: skip
+
+
+def test_a_stalling_run_leaves_its_stacks_behind(parity, tmp_path, monkeypatch):
+    import time
+
+    def stall(payload):
+        time.sleep(0.5)
+        return {"stalled": True}
+
+    monkeypatch.setattr(parity, "_run_task", stall)
+    task = {"mode": "accdd", "seed": 3, "side": "theirs"}
+    assert parity.run_task({"task": task, "work": str(tmp_path), "stack_dump_s": 0.1}) == {"stalled": True}
+    dumped = (tmp_path / "stacks" / "accdd-theirs-seed3.txt").read_text()
+    assert dumped.count("in stall") >= 2  # repeated dumps, each naming the frame the run stood in
+    with open(tmp_path / "later.txt", "w") as later:  # likely reuses the dump file's descriptor
+        time.sleep(0.3)
+    assert (tmp_path / "later.txt").read_text() == ""  # the dumps stopped with the task
+    assert parity.run_task({"task": {**task, "seed": 4}, "work": str(tmp_path), "stack_dump_s": 0}) == {"stalled": True}
+    assert not (tmp_path / "stacks" / "accdd-theirs-seed4.txt").exists()
 
 
 @pytest.mark.slow
