@@ -750,7 +750,9 @@ def markdown(study: dict, cfg, summary: dict, refs: dict, paper_row: dict | None
             cells.append("-" if p is None else f"{p['mean']:.2f} +- {p['std']:.2f} ({p['steps']:.0f}, {p['wall_s']:.0f} s)")
         out.append(f"| {'start' if index == 0 else format_seconds(nominal)} | " + " | ".join(cells) + " |")
     out.append("")
-    ref_text = [f"{k}: {v['mean']:.2f} +- {v['std']:.2f} % ({len(v['accuracies'])} net{'s' if len(v['accuracies']) != 1 else ''})" for k, v in refs.items() if v is not None]
+    full_epochs = settings["full"]["schedule"]["epochs"] if settings.get("full") else None
+    label = {"full training set": f"full training set ({full_epochs} epoch{'s' if full_epochs != 1 else ''})"}  # its own, short schedule
+    ref_text = [f"{label.get(k, k)}: {v['mean']:.2f} +- {v['std']:.2f} % ({len(v['accuracies'])} net{'s' if len(v['accuracies']) != 1 else ''})" for k, v in refs.items() if v is not None]
     if published:
         ref_text.append("published: " + ", ".join(f"{k} {v:.1f} %" for k, v in published.items()))
     if ref_text:

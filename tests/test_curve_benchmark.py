@@ -318,6 +318,7 @@ def test_study_end_to_end_interrupted_run_resumes_and_finished_work_is_skipped(t
     assert done["snapshots"][str(len(study["checkpoints"]))]["wall_s"] >= study["budget_s"]
     rows = list(csv.DictReader((tmp_path / "curves" / "digits-ipc1.csv").open()))
     assert {r["mode"] for r in rows} == {"accdd", "idc", "random real", "full training set"} and all(r["acc_mean"] for r in rows)
+    assert "full training set (1 epoch): " in (tmp_path / "curves" / "digits-ipc1.md").read_text()  # its schedule differs from the curve's
     mtimes = {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("*.pt")}
     curve.main(argv)
     out = capsys.readouterr().out
