@@ -5,6 +5,14 @@
 #
 #   ACC_DD_DIR=/path/to/Acc-DD [PAPER_STUDY=study_dir] bash benchmarks/gpu_suite.sh RESULTS_DIR [CURVE_MINUTES]
 #
+# Knobs (environment): STUDIES (which of paper parity-short parity-long protocol curve),
+# SUITE_SECONDS (each study's limit) or PAPER_SECONDS / SHORT_SECONDS / LONG_SECONDS,
+# SHORT_SEEDS / LONG_SEEDS, SHORT_JOBS / LONG_JOBS, LONG_OUTER, LONG_EVAL_EPOCHS, and for the paper
+# evaluation PAPER_CONFIG / PAPER_BUDGET_MINUTES / PAPER_NAME (the CPU study's settings). The H100
+# results in docs/benchmarks.md: the paper evaluation from STUDIES=paper PAPER_SECONDS=110, the
+# parity tables from STUDIES="parity-short parity-long" SHORT_SECONDS=115 LONG_SECONDS=120
+# LONG_SEEDS=0,1 LONG_OUTER=8.
+#
 # Needs Fashion-MNIST where our reader finds it (the Debian package dataset-fashion-mnist) and a
 # checkout of github.com/ncsu-dk-lab/Acc-DD. The paper evaluation and the parity studies run one
 # after another, each alone on the GPU, so that their times are their own; the protocol study and
