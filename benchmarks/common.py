@@ -93,6 +93,11 @@ def load_config(path: str, eval_epochs: int | None, threads: int, overrides: lis
     return BenchmarkConfig(model, data, schedule, NetSpec(**model.get("net", {})), datamodule, evaluation, eval_net)
 
 
+def accelerator(device: str | torch.device) -> str:
+    """Lightning's accelerator name for a torch device (``cuda`` -> ``gpu``)."""
+    return "gpu" if str(device).startswith("cuda") else "cpu"
+
+
 def gpu_suffix(device: str) -> str:
     """``", GPU <name>"`` when ``device`` is CUDA and a GPU is present, else nothing."""
     return f", GPU {torch.cuda.get_device_name()}" if device == "cuda" and torch.cuda.is_available() else ""

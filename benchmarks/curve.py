@@ -50,7 +50,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODES, apply_overrides, load_config, provenance, write_section  # noqa: E402
+from common import MODES, accelerator, apply_overrides, load_config, provenance, write_section  # noqa: E402
 from time_to_accuracy import time_to_reach  # noqa: E402
 
 from lightning_dd.atomic import atomic_open, atomic_torch_save  # noqa: E402
@@ -311,7 +311,7 @@ def distil_run(study: dict, mode: str, seed: int, parent_pid: int | None) -> dic
             except LightningDDError:
                 continue
         trainer = L.Trainer(
-            accelerator="gpu" if study["device"] == "cuda" else "cpu",
+            accelerator=accelerator(study["device"]),
             devices=1,
             max_epochs=-1,
             logger=False,

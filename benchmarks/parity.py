@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import gpu_suffix, write_section  # noqa: E402
+from common import accelerator, gpu_suffix, write_section  # noqa: E402
 
 MODE_NAMES = {"idc": "IDC mode (fresh networks)", "accdd": "Acc-DD (early-stage pool + perturbation)"}
 SIDES = ("theirs", "ours")
@@ -519,7 +519,7 @@ def run_ours(s: Settings, mode: str, seed: int, dm, init: torch.Tensor, pool) ->
         synthetic.images.copy_(init)
     module.synthetic = synthetic  # attach_data keeps a set that is already there
     trainer = L.Trainer(
-        accelerator="gpu" if s.device == "cuda" else "cpu", devices=1, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator=accelerator(s.device), devices=1, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[OuterLoss()],
     )  # fmt: skip
     with warnings.catch_warnings():

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_config, provenance, write_section  # noqa: E402
+from common import accelerator, load_config, provenance, write_section  # noqa: E402
 
 from lightning_dd.hardware import cpu_bf16_units  # noqa: E402
 
@@ -47,7 +47,7 @@ def run_one(config: str, seed: int, precision: str, eval_epochs: int | None, rep
     started = time.perf_counter()
     module = DistillModule(**settings)
     trainer = L.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu",
+        accelerator=accelerator(device),
         devices=1,
         max_epochs=-1,
         logger=False,

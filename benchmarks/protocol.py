@@ -35,7 +35,7 @@ from lightning_dd.atomic import atomic_open
 from lightning_dd.evaluation import evaluate_repeats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_config, machine_name, provenance, write_section  # noqa: E402
+from common import accelerator, load_config, machine_name, provenance, write_section  # noqa: E402
 
 # name -> (what it reverts, overrides relative to a config on the authors' protocol)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -63,7 +63,7 @@ def run_one(job: dict) -> dict:
     L.seed_everything(job["seed"], verbose=False)
     module = DistillModule(**cfg.model)
     device = job["device"]
-    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="gpu" if device == "cuda" else "cpu", devices=1)
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator=accelerator(device), devices=1)
     started = time.perf_counter()
     trainer.fit(module, datamodule=RealDataModule(**cfg.data))
     seconds = time.perf_counter() - started

@@ -278,6 +278,12 @@ def test_paper_protocol_trains_the_best_final_set_on_its_own_device(tmp_path, mo
     assert rows[-1]["mode"] == "paper protocol: accdd" and rows[-1]["acc_mean"] == "81.50"
 
 
+def test_benchmarks_name_lightnings_accelerator_for_a_torch_device():
+    from common import accelerator
+
+    assert [accelerator(d) for d in ("cuda", "cuda:1", torch.device("cuda", 0), "cpu", torch.device("cpu"))] == ["gpu", "gpu", "gpu", "cpu", "cpu"]
+
+
 def test_plot_draws_every_series_and_dashed_line(tmp_path):
     red, blue, green = (214, 39, 40), (31, 119, 180), (44, 160, 44)
     series = [{"label": "a", "color": red, "points": [(30, 60, 2), (60, 70, 1), (120, 75, 1)]}]
