@@ -81,6 +81,8 @@ STUDY_MODES: dict[str, tuple[str, dict]] = {
     ),
 }
 POOL_MODES = ("accdd", "pool_noperturb")
+# The paper's evaluation protocol (DC/DSA/IDC and the authors' code): ConvNet-3 of this width, this many epochs.
+PAPER_WIDTH, PAPER_EPOCHS = 128, 1000
 COLORS = {"accdd": (214, 39, 40), "idc": (31, 119, 180), "pool_noperturb": (255, 127, 14), "random_perturb": (148, 103, 189), "dm": (44, 160, 44)}
 
 # Published values (ConvNet, test accuracy %) drawn as dashed lines: /work-independent copies of
@@ -531,7 +533,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--full_epochs", type=int, default=None, help="epochs of the full-training-set row (default: the config's evaluation.full_set_epochs when above 0, else 2; 0 skips the row)")
     parser.add_argument("--paper_epochs", type=int, default=0, help="also evaluate the best final set by the paper's protocol (ConvNet-3, --paper_width) for this many epochs (0: skip)")
     parser.add_argument("--paper_repeats", type=int, default=3, help="networks of that evaluation")
-    parser.add_argument("--paper_width", type=int, default=128, help="ConvNet-3 width of that evaluation (the paper's: 128; other widths separate its effect from the epochs')")
+    parser.add_argument("--paper_width", type=int, default=PAPER_WIDTH, help=f"ConvNet-3 width of that evaluation (the paper's: {PAPER_WIDTH}; other widths separate its effect from the epochs')")
     parser.add_argument("--paper_device", choices=("cpu", "cuda"), default=None, help="where the paper-protocol networks train (default --device): it is outside the clock, and 1000 epochs at width 128 cost about 80 CPU-minutes per network")
     parser.add_argument("--phase", choices=("all", "distil", "evaluate", "report"), default="all", help="distil, evaluate snapshots, write results; all = the three in turn")
     parser.add_argument("--name", default=None, help="study name (default <dataset>-ipc<ipc>): names the study folder and the result files")
@@ -751,8 +753,8 @@ def markdown(study: dict, cfg, summary: dict, refs: dict, paper_row: dict | None
         out.append(f"| {'start' if index == 0 else format_seconds(nominal)} | " + " | ".join(cells) + " |")
     out.append("")
     full_epochs = settings["full"]["schedule"]["epochs"] if settings.get("full") else None
-    label = {"full training set": f"full training set ({full_epochs} epoch{'s' if full_epochs != 1 else ''})"}  # its own, short schedule
-    ref_text = [f"{label.get(k, k)}: {v['mean']:.2f} +- {v['std']:.2f} % ({len(v['accuracies'])} net{'s' if len(v['accuracies']) != 1 else ''})" for k, v in refs.items() if v is not None]
+    ref_names = {"full training set": f"full training set ({full_epochs} epoch{'s' if full_epochs != 1 else ''})"}  # its own, short schedule
+    ref_text = [f"{ref_names.get(k, k)}: {v['mean']:.2f} +- {v['std']:.2f} % ({len(v['accuracies'])} net{'s' if len(v['accuracies']) != 1 else ''})" for k, v in refs.items() if v is not None]
     if published:
         ref_text.append("published: " + ", ".join(f"{k} {v:.1f} %" for k, v in published.items()))
     if ref_text:
@@ -788,7 +790,7 @@ def markdown(study: dict, cfg, summary: dict, refs: dict, paper_row: dict | None
     out.append("")
     if paper_row is not None:
         chosen, s = settings["paper"]["chosen"], settings["paper"]
-        label = "Paper protocol" if (s["net"]["width"], s["schedule"]["epochs"]) == (128, 1000) else "Evaluation off the paper's width and epochs"
+        label = "Paper protocol" if (s["net"]["width"], s["schedule"]["epochs"]) == (PAPER_WIDTH, PAPER_EPOCHS) else "Evaluation off the paper's width and epochs"
         out += [f"{label}: the best final set ({STUDY_MODES[chosen['mode']][0]}, seed {chosen['seed']}, chosen on the curve's evaluation above) trained on {net_name(s['net'])} for {s['schedule']['epochs']} epochs ({'on the GPU' if s.get('device') == 'cuda' else 'on the CPU'}): {paper_row['mean']:.2f} +- {paper_row['std']:.2f} % ({len(paper_row['accuracies'])} nets).", ""]
     pending = [r for r in summary["rows"] if r["acc_mean"] is None]
     unfinished = sorted({(r["mode"], r["seed"]) for r in summary["rows"] if not r["done"]})
