@@ -489,7 +489,7 @@ def our_protocol(s: Settings) -> dict:
     return {
         "effective_lr_img": module.effective_lr_img,
         "net_batch": module.net_batch,
-        **{k: hp[k] for k in ("clamp", "image_step", "net_spatial", "net_cutout_with_cutmix", "scale_lr_with_ipc") if k in hp},
+        **{k: hp[k] for k in ("clamp", "image_step", "net_spatial", "net_cutout_with_cutmix", "net_whole_batches", "mix_downsample", "scale_lr_with_ipc") if k in hp},
     }
 
 
@@ -572,8 +572,9 @@ def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, 
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         synset = authors.original_synthesizer(args, info.num_classes, info.channels, *info.image_size, device="cpu")
-    synset.data.data.copy_(init)
     f2 = s.factor**2
+    init_diff = _init_difference(synset, dm.train_data, s)
+    synset.data.data.copy_(init)
     decode_diff = 0.0
     for c in range(info.num_classes):
         their_dec, _ = synset.sample(c, max_size=args.batch_syn_max)
@@ -590,6 +591,7 @@ def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, 
         "params_theirs": n_theirs,
         "logits_max_abs_diff": logits_diff,
         "decode_max_abs_diff": decode_diff,
+        "init_max_abs_diff": init_diff,
     }
     for dtype, suffix in ((torch.float32, ""), (torch.float64, "_fp64")):
         ours_net = copy.deepcopy(template).to(dtype)
@@ -620,6 +622,24 @@ def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, 
             f"pixel_grad_rel_diff{suffix}": grad_diff / max(grad_scale, 1e-30),
         })  # fmt: skip
     return result
+
+
+def _init_difference(synset, train, s: Settings) -> float:
+    """Their ``Synthesizer.init(loader, 'mix')`` and our ``assemble_mix`` on the same real images.
+
+    Their init gives tile ``k`` of stored image ``m`` the class sample's image ``k * ipc + m``; ours
+    the image ``m * factor**2 + k``: the same images are handed to ours in that order.
+    """
+    from lightning_dd.distill.synthetic import assemble_mix
+
+    f2, generator = s.factor**2, torch.Generator().manual_seed(1)
+    samples = {c: train.images[train.class_sample_indices(c, s.ipc * f2, generator)].float().div(255.0) for c in range(train.info.num_classes)}
+    loader = types.SimpleNamespace(class_sample=lambda c, n: (samples[c][:n], torch.full((n,), c)))
+    with contextlib.redirect_stdout(io.StringIO()):
+        synset.init(loader, init_type="mix")
+    order = torch.arange(s.ipc * f2).view(f2, s.ipc).t().flatten()  # ours[m * f2 + k] = theirs[k * ipc + m]
+    ours = torch.cat([assemble_mix(samples[c][order], s.factor, "nearest") for c in samples])
+    return float((synset.data.detach().cpu() - ours).abs().max())
 
 
 # ---------------------------------------------------------------------------- runs
@@ -753,6 +773,11 @@ def _fmt(pair, signed: bool = False) -> str:
     return f"{pair[0]:{sign}.2f} ± {pair[1]:.2f}"
 
 
+def _fmt_diff(value: float | None) -> str:
+    """A recorded difference; ``-`` where the results predate that check."""
+    return "-" if value is None else f"{value:.1e}"
+
+
 def format_tables(rows: list[dict], checks: dict, s: Settings) -> str:
     lines = [
         "| mode | authors' code (%) | lightning-dd (%) | ours − theirs, paired by seed | per seed | seeds x eval nets | distillation s/run, theirs / ours | last outer loss per class, theirs (logged to 0.1) / ours |",
@@ -768,17 +793,18 @@ def format_tables(rows: list[dict], checks: dict, s: Settings) -> str:
         lines += [
             "",
             "First-step loss: one matching step (all classes, no augmentation) of their `matchloss` and ours on the same "
-            "real batch, the same synthetic images and the same network weights; their ConvNet loaded with our weights.",
+            "real batch, the same synthetic images and the same network weights; their ConvNet loaded with our weights. "
+            "`mix` init: their `Synthesizer.init` and ours (`mix_downsample: nearest`) on the same real images.",
             "",
-            "| network | loss, theirs | loss, ours | relative difference (fp32 / fp64) | pixel gradient, max rel. difference (fp32 / fp64) | logits, max abs. difference | decoded images, max abs. difference | parameters, theirs / ours |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
+            "| network | loss, theirs | loss, ours | relative difference (fp32 / fp64) | pixel gradient, max rel. difference (fp32 / fp64) | logits, max abs. difference | decoded images, max abs. difference | `mix` init, max abs. difference | parameters, theirs / ours |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for mode, c in checks.items():
             network = "fresh network (IDC mode)" if mode == "idc" else "pool member 0 (Acc-DD)"
             lines.append(
                 f"| {network} | {c['loss_theirs']:.6g} | {c['loss_ours']:.6g} | {c['loss_rel_diff']:.1e} / {c['loss_rel_diff_fp64']:.1e} "
                 f"| {c['pixel_grad_rel_diff']:.1e} / {c['pixel_grad_rel_diff_fp64']:.1e} "
-                f"| {c['logits_max_abs_diff']:.1e} | {c['decode_max_abs_diff']:.1e} | {c['params_theirs']} / {c['params_ours']} |"
+                f"| {c['logits_max_abs_diff']:.1e} | {c['decode_max_abs_diff']:.1e} | {_fmt_diff(c.get('init_max_abs_diff'))} | {c['params_theirs']} / {c['params_ours']} |"
             )
     return "\n".join(lines)
 
@@ -806,6 +832,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def update_images(s: Settings, info: dict) -> str:
+    """What the network update trained on, as recorded (results written before whole batches took ``n_data`` exactly)."""
+    batch = info.get("net_batch", s.batch_real)
+    if info.get("net_whole_batches"):
+        return f"{math.ceil(s.n_data / batch) * batch} (n_data {s.n_data} in whole batches of {batch})"
+    return str(s.n_data)
+
+
 def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], skipped: str | None) -> str:
     info = results.get("protocol", {})
     wall = sum(x.get("wall_s", 0.0) for x in results["sessions"])
@@ -820,7 +854,7 @@ def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], ski
         f"`{s.metric}` gradient matching of the conv weights with `{s.augment}` (one draw per class), image SGD "
         f"momentum {s.momentum_img} at step size {info.get('effective_lr_img', s.lr_img):g} (their command line gets "
         f"{info.get('authors_cli_lr_img', float('nan')):.6g}, which their `tune_lr_img` scales by ipc/10 x (28/32)^2), "
-        f"{s.batch_real} real images per class, the network trained on {s.n_data} real images after every inner "
+        f"{s.batch_real} real images per class, the network trained on {update_images(s, info)} real images after every inner "
         f"iteration (SGD lr {s.net_lr}, momentum {s.net_momentum}, wd {s.net_weight_decay}, DSA + CutMix p {s.mix_p}). "
         f"Acc-DD: one pool of {s.pool_size} ConvNets pretrained {s.pool_epochs} epoch(s) by our EarlyStagePool "
         f"(seed {s.pool_seed}), perturbation magnitudes U({s.rho_min}, {s.rho_max}); IDC mode: a fresh network "
@@ -977,7 +1011,7 @@ def main(argv: list[str] | None = None) -> dict:
                 init = torch.load(work / "init" / f"seed{opts.seeds[0]}.pt", weights_only=True)
                 results["checks"][mode] = first_step_check(s, authors, dm, init, state, mode, protocol["effective_lr_img"])
                 c = results["checks"][mode]
-                print(f"first-step check ({mode}): loss theirs {c['loss_theirs']:.6g} ours {c['loss_ours']:.6g} (rel. diff {c['loss_rel_diff']:.1e}, fp64 {c['loss_rel_diff_fp64']:.1e}; pixel gradient {c['pixel_grad_rel_diff']:.1e}, fp64 {c['pixel_grad_rel_diff_fp64']:.1e}); logits diff {c['logits_max_abs_diff']:.1e}; decode diff {c['decode_max_abs_diff']:.1e}", flush=True)
+                print(f"first-step check ({mode}): loss theirs {c['loss_theirs']:.6g} ours {c['loss_ours']:.6g} (rel. diff {c['loss_rel_diff']:.1e}, fp64 {c['loss_rel_diff_fp64']:.1e}; pixel gradient {c['pixel_grad_rel_diff']:.1e}, fp64 {c['pixel_grad_rel_diff_fp64']:.1e}); logits diff {c['logits_max_abs_diff']:.1e}; decode diff {c['decode_max_abs_diff']:.1e}; mix init diff {_fmt_diff(c.get('init_max_abs_diff'))}", flush=True)
     checkpoint()
 
     torch.set_num_threads(threads)

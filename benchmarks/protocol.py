@@ -2,7 +2,8 @@
 
 The configs follow the authors' protocol (network update in batches of ``batch_real``, one
 spatial transform per minibatch and no cutout under CutMix, pool pretraining in batches of 64,
-pixels clamped once per outer iteration, one image step per class). Each *variant* puts some of
+pixels clamped once per outer iteration, one image step per class, nearest-neighbour tiles in the
+``mix`` init, whole minibatches in the network update). Each *variant* puts some of
 these settings back to what lightning-dd used before; ``previous`` puts back all of them. Every
 run distils the same number of outer x inner iterations from the same seed, and every set is
 evaluated by the config's evaluation section on the same evaluation networks, so the paired
@@ -53,6 +54,12 @@ VARIANTS["previous"] = (
     "all of them: net batch 128, all transforms and cutout in the update, the earlier pool, clamp per step, one image step per iteration",
     [o for name, (_, overrides) in VARIANTS.items() if name != "paper" for o in overrides],
 )
+# Found later, so not part of ``previous`` (whose recorded runs predate them).
+LATER_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "mix_downsample": ("mix init: real images shrunk into tiles bilinearly with antialiasing", ["model.mix_downsample=antialias"]),
+    "net_whole_batches": ("network update on exactly n_data images, the last batch smaller", ["model.net_whole_batches=false"]),
+}
+VARIANTS.update(LATER_VARIANTS)
 EVAL_SEED = 1000  # the same evaluation networks for every variant and distillation seed
 
 

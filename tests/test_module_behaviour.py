@@ -214,6 +214,7 @@ def test_matching_subsamples_decoded_images_per_class_when_over_the_cap(pool_dir
 # ----------------------------------------------------------------------------- network update
 def test_network_update_is_sgd_on_the_drawn_real_batch_with_its_own_labels(pool_dir):
     lr, momentum, wd, n_data, batch = 0.05, 0.9, 5e-4, 40, 16
+    drawn = 48  # the authors' loop runs whole batches until n_data images are seen: 3 x 16
     module = tiny_distill(
         pool_dir, model_source="random", perturb=False, augment="none", net_cutmix_p=0.0, n_data=n_data,
         net_batch_size=batch, net_lr=lr, net_momentum=momentum, net_weight_decay=wd, inner_loop=2,
@@ -229,7 +230,7 @@ def test_network_update_is_sgd_on_the_drawn_real_batch_with_its_own_labels(pool_
         state, weights = record["before"]
         g = torch.Generator()
         g.set_state(state)
-        idx = torch.randperm(len(train), generator=g)[:n_data]  # n_data distinct random images
+        idx = torch.randperm(len(train), generator=g)[:drawn]  # distinct random images, whole batches
         x = normalise(train.images[idx].float() / 255, module.info.mean, module.info.std)
         y = train.labels[idx]
 
@@ -241,7 +242,7 @@ def test_network_update_is_sgd_on_the_drawn_real_batch_with_its_own_labels(pool_
 
             return grads
 
-        expected, buffers = hand_sgd({n: weights[n] for n in names}, [batch_grads(k) for k in range(0, n_data, batch)], lr, momentum, wd, buffers)
+        expected, buffers = hand_sgd({n: weights[n] for n in names}, [batch_grads(k) for k in range(0, drawn, batch)], lr, momentum, wd, buffers)
         for n in names:
             torch.testing.assert_close(record["after"][n], expected[n], rtol=1e-4, atol=1e-6, msg=n)
         assert not torch.allclose(record["after"]["classifier.weight"], weights["classifier.weight"])

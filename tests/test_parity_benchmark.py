@@ -104,6 +104,14 @@ def test_summary_pairs_accuracies_by_seed(parity):
     assert row["theirs_distill_s"] == pytest.approx(11.0) and row["ours_last_loss"] == pytest.approx(2.0)
 
 
+def test_the_update_size_is_reported_as_recorded(parity):
+    """Runs recorded before whole batches (no ``net_whole_batches`` key) trained on n_data images exactly."""
+    s = parity.Settings(n_data=500)
+    assert parity.update_images(s, {"net_batch": 64, "net_whole_batches": True}) == "512 (n_data 500 in whole batches of 64)"  # 8 x 64
+    assert parity.update_images(s, {"net_batch": 64, "net_whole_batches": False}) == "500"
+    assert parity.update_images(s, {"net_batch": 64}) == "500"
+
+
 def test_a_results_file_never_mixes_devices(parity, tmp_path):
     """Sets distilled on CUDA and on the CPU are not paired into one table: the device is part of the settings."""
     out = tmp_path / "parity.json"
@@ -156,6 +164,7 @@ def test_our_side_runs_resumes_and_writes_its_section(parity, tmp_path, monkeypa
     saved = json.loads(out.read_text())
     assert saved["runs"].keys() == results["runs"].keys()
     assert all(len(run["accuracies"]) == 1 and len(run["outer_losses"]) == 1 for run in saved["runs"].values())
+    assert saved["protocol"]["net_whole_batches"] is True and saved["protocol"]["mix_downsample"] == "nearest"
     text = doc.read_text()
     assert "<!-- parity-digits:start -->" in text and "<!-- parity-digits:end -->" in text
     assert "The authors' side was skipped: no --authors_dir was given" in text
@@ -213,7 +222,7 @@ def test_authors_side_runs_and_matches_ours_on_the_first_step(tmp_path):
     for mode in ("idc", "accdd"):
         check = results["checks"][mode]
         assert check["params_theirs"] == check["params_ours"]
-        assert check["logits_max_abs_diff"] < 1e-4 and check["decode_max_abs_diff"] == 0.0
+        assert check["logits_max_abs_diff"] < 1e-4 and check["decode_max_abs_diff"] == 0.0 and check["init_max_abs_diff"] == 0.0
         assert check["loss_rel_diff"] < 1e-5 and check["pixel_grad_rel_diff"] < 1e-4
     assert results["runs"]["idc/theirs/seed0"]["lr_img"] == pytest.approx(results["protocol"]["effective_lr_img"])
     assert len(results["runs"]["accdd/theirs/seed0"]["outer_losses"]) == 1

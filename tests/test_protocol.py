@@ -85,9 +85,14 @@ def spy_batches(monkeypatch, target) -> list[int]:
 # ------------------------------------------------------------------ network update batch
 
 
-@pytest.mark.parametrize("net_batch_size, expected", [(None, [16] * 9 + [6]), (64, [64, 64, 22])])
-def test_network_update_batches_default_to_batch_real(digits, monkeypatch, net_batch_size, expected):
-    module = attached(digits, net_batch_size=net_batch_size)
+# n_data=150 images in whole batches, as the authors' loop (it stops once 150 have been seen):
+# ceil(150 / 16) = 10 batches of 16, ceil(150 / 64) = 3 batches of 64; or exactly 150 images.
+@pytest.mark.parametrize(
+    "net_batch_size, whole, expected",
+    [(None, True, [16] * 10), (64, True, [64] * 3), (None, False, [16] * 9 + [6]), (64, False, [64, 64, 22])],
+)
+def test_network_update_runs_whole_batches_of_batch_real_by_default(digits, monkeypatch, net_batch_size, whole, expected):
+    module = attached(digits, net_batch_size=net_batch_size, net_whole_batches=whole)
     sizes = spy_batches(monkeypatch, module_file)
     steps = []
     original = module._net_optimizer.step
@@ -242,8 +247,19 @@ def test_per_class_step_refuses_class_chunks_and_several_processes(pool_dir, dig
         module.setup("fit")
 
 
+@pytest.mark.parametrize("mode", ["nearest", "antialias"])
+def test_mix_downsample_reaches_the_initial_images(digits, mode):
+    """digits 8x8, factor 2: nearest tiles are every other real pixel, antialiased ones are not."""
+    module = attached(digits, init="mix", factor=2, mix_downsample=mode)
+    tiles = module.synthetic.images.detach().unfold(2, 4, 4).unfold(3, 4, 4).reshape(-1, 4, 4)
+    nearest = digits.train_data.images.float()[:, 0, ::2, ::2] / 255
+    matched = [bool(((nearest - tile).abs().flatten(1).max(1).values < 1e-6).any()) for tile in tiles]
+    assert all(matched) if mode == "nearest" else not any(matched)
+
+
 def test_defaults_are_the_authors_protocol():
     hp = DistillModule().hparams
+    assert hp.mix_downsample == "nearest" and hp.net_whole_batches is True
     assert (hp.net_batch_size, hp.net_spatial, hp.net_cutout_with_cutmix, hp.clamp, hp.image_step) == (None, "single", False, "per_outer", "per_class")
     pool = PoolConfig()
     assert (pool.batch_size, pool.spatial, pool.cutout_with_cutmix) == (64, "single", False)

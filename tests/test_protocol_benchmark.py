@@ -12,8 +12,10 @@ import protocol  # noqa: E402
 
 
 def test_previous_reverts_every_setting_and_nothing_else():
-    singles = [o for name, (_, overrides) in protocol.VARIANTS.items() if name not in ("paper", "previous") for o in overrides]
+    singles = [o for name, (_, overrides) in protocol.VARIANTS.items() if name not in ("paper", "previous", *protocol.LATER_VARIANTS) for o in overrides]
     assert protocol.VARIANTS["paper"][1] == [] and sorted(protocol.VARIANTS["previous"][1]) == sorted(singles)
+    later = {o for _, overrides in protocol.LATER_VARIANTS.values() for o in overrides}
+    assert later == {"model.mix_downsample=antialias", "model.net_whole_batches=false"} and not later & set(protocol.VARIANTS["previous"][1])
     assert {o.split("=")[0] for o in singles} >= {"model.net_batch_size", "model.net_spatial", "model.clamp", "model.image_step", "model.pool.batch_size"}
 
 

@@ -80,12 +80,22 @@ def test_real_init_uses_random_real_images_of_the_class(digits):
     assert not torch.equal(other.images, syn.images)
 
 
-def test_mix_init_builds_each_tile_from_a_real_image_of_the_class(digits):
+def nearest_half(images: torch.Tensor) -> torch.Tensor:
+    """8x8 -> 4x4 by nearest-neighbour, by hand: output pixel i reads input pixel 2i."""
+    return images.float()[..., ::2, ::2] / 255
+
+
+def antialiased_half(images: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.interpolate(images.float() / 255, size=(4, 4), mode="bilinear", antialias=True, align_corners=False)
+
+
+@pytest.mark.parametrize("mode, shrink", [("nearest", nearest_half), ("antialias", antialiased_half)])
+def test_mix_init_builds_each_tile_from_a_real_image_of_the_class(digits, mode, shrink):
     train = digits.train_data
     syn = SyntheticSet(10, ipc=2, channels=1, image_size=(8, 8), factor=2)
-    syn.initialize("mix", train, torch.Generator().manual_seed(0))
+    syn.initialize("mix", train, torch.Generator().manual_seed(0), mix_downsample=mode)
     tiles = syn.images.detach().unfold(2, 4, 4).unfold(3, 4, 4)  # [20, 1, 2, 2, 4, 4]
-    real_small = torch.nn.functional.interpolate(train.images.float() / 255, size=(4, 4), mode="bilinear", antialias=True, align_corners=False)
+    real_small = shrink(train.images)
     for c in range(10):
         sources = []
         for k in range(2):
@@ -98,8 +108,46 @@ def test_mix_init_builds_each_tile_from_a_real_image_of_the_class(digits):
                     sources.append(tuple(train.images[best].flatten().tolist()))
         assert len(set(sources)) == 8  # eight different real images per class, one per tile
     other = SyntheticSet(10, ipc=2, channels=1, image_size=(8, 8), factor=2)
-    other.initialize("mix", train, torch.Generator().manual_seed(1))
+    other.initialize("mix", train, torch.Generator().manual_seed(1), mix_downsample=mode)
     assert not torch.equal(other.images, syn.images)
+
+
+def test_mix_init_defaults_to_nearest_and_refuses_other_modes(digits):
+    train = digits.train_data
+    default, nearest = (SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8), factor=2) for _ in range(2))
+    default.initialize("mix", train, torch.Generator().manual_seed(0))
+    nearest.initialize("mix", train, torch.Generator().manual_seed(0), mix_downsample="nearest")
+    assert torch.equal(default.images, nearest.images)
+    with pytest.raises(ConfigError, match="mix_downsample"):
+        nearest.initialize("mix", train, torch.Generator(), mix_downsample="bicubic")
+
+
+def test_mix_init_fills_the_tiles_decode_cuts_when_the_side_is_not_a_multiple_of_the_factor(digits):
+    """8 px, factor 3: tiles of ceil(8/3) = 3 px at 0, 3, 6; the last holds 2 image pixels."""
+    syn = SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8), factor=3)
+    syn.initialize("mix", digits.train_data, torch.Generator().manual_seed(0))
+    small = torch.nn.functional.interpolate(digits.train_data.images.float() / 255, size=(3, 3), mode="nearest")
+    for i, j in [(0, 0), (1, 2), (2, 2)]:
+        tile = syn.images.detach()[0, :, 3 * i : 3 * i + 3, 3 * j : 3 * j + 3]
+        h, w = tile.shape[-2:]
+        dist = (small[..., :h, :w] - tile).abs().flatten(1).max(1).values
+        assert float(dist.min()) < 1e-6, (i, j)  # a real image's 3x3 shrink, cropped to what fits
+
+
+def test_decode_pads_grey_and_uses_every_pixel_when_the_side_is_not_a_multiple_of_the_factor():
+    """5x5, factor 2: padded to 6x6 with 0.5, tiles of 3 px (the authors' decode_zoom)."""
+    img = torch.zeros(1, 1, 5, 5)
+    img[..., :3, :3], img[..., :3, 3:], img[..., 3:, :3], img[..., 3:, 3:] = 0.1, 0.3, 0.7, 0.9
+    out = decode(img, 2)[:, 0]
+    assert out.shape == (4, 5, 5)
+    assert torch.allclose(out[0], torch.full((5, 5), 0.1))  # a whole 3x3 tile of the image
+    # Top-right tile: image columns 3-4 (0.3) then one grey pad column; bilinear with half-pixel
+    # centres maps the output's first / last column exactly onto the tile's first / last column.
+    assert torch.allclose(out[1][:, 0], torch.full((5,), 0.3)) and torch.allclose(out[1][:, -1], torch.full((5,), 0.5))
+    assert float(out[1].min()) >= 0.3 - 1e-6 and float(out[3].max()) <= 0.9 + 1e-6 and float(out[3].min()) >= 0.5 - 1e-6
+    stored = torch.rand(2, 1, 5, 5, requires_grad=True)
+    decode(stored, 2).sum().backward()
+    assert bool((stored.grad != 0).all())  # no stored pixel is dropped
 
 
 def test_noise_init_and_clamp(digits):
@@ -116,5 +164,7 @@ def test_bad_sizes_are_one_sentence():
         SyntheticSet(10, ipc=0, channels=1, image_size=(8, 8))
     with pytest.raises(ConfigError, match="factor 5 cuts 8x8 images into 1-pixel tiles"):
         SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8), factor=5)
+    with pytest.raises(ConfigError, match="factor 5 cuts 12x12 images into tiles of which the last holds no pixel of the image; use a factor of at most 4"):
+        SyntheticSet(10, ipc=1, channels=1, image_size=(12, 12), factor=5)  # tiles of 3 px at 0..12: the fifth starts past the image
     with pytest.raises(ConfigError, match="unknown init"):
         SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8)).initialize("zeros", None, torch.Generator())

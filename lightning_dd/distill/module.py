@@ -27,7 +27,7 @@ from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pas
 from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
 from lightning_dd.distill.strategy import DistillDDPStrategy
-from lightning_dd.distill.synthetic import INITS, SyntheticSet
+from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet
 from lightning_dd.errors import ConfigError, DivergenceError, choose
 from lightning_dd.nets.spec import NetSpec, head_parameter_names
 
@@ -64,6 +64,8 @@ class DistillModule(LightningModule):
         ipc: stored synthetic images per class.
         factor: multi-formation factor (2 for 28-32 px, 3 for ImageNet-size, 1 = none).
         init: ``mix`` (f*f real images per stored image), ``real`` or ``noise``.
+        mix_downsample: how ``mix`` shrinks a real image into a tile: ``nearest`` (the authors'
+            code) or ``antialias`` (bilinear with antialiasing, lightning-dd's earlier default).
         net: the network matched on.
         model_source: ``pool`` (Acc-DD: early-stage pool) or ``random`` (IDC: fresh networks).
         pool: early-stage pool settings (used when ``model_source="pool"``).
@@ -87,6 +89,9 @@ class DistillModule(LightningModule):
         net_lr, net_momentum, net_weight_decay, net_batch_size: SGD of that update;
             ``net_batch_size=None`` uses ``batch_real`` (the authors' code iterates its real
             loader, whose batch is ``batch_real``, until ``n_data`` images are seen).
+        net_whole_batches: the update runs whole minibatches, ``ceil(n_data / batch) * batch``
+            images (512 for 500 in batches of 64): the authors' loop stops once ``n_data`` images
+            have been seen. False: exactly ``n_data`` images, the last batch smaller (earlier).
         net_cutmix_p: CutMix probability in that update.
         net_spatial: ``single`` (the authors' code: colour plus ONE of the strategy's crop / scale /
             rotate per minibatch) or ``all`` (every transform on every minibatch).
@@ -125,6 +130,7 @@ class DistillModule(LightningModule):
         ipc: int = 10,
         factor: int = 2,
         init: Literal["mix", "real", "noise"] = "mix",
+        mix_downsample: Literal["nearest", "antialias"] = "nearest",
         net: NetSpec = NetSpec(),
         model_source: Literal["pool", "random"] = "pool",
         pool: PoolConfig = PoolConfig(),
@@ -148,6 +154,7 @@ class DistillModule(LightningModule):
         net_momentum: float = 0.9,
         net_weight_decay: float = 5e-4,
         net_batch_size: int | None = None,
+        net_whole_batches: bool = True,
         net_cutmix_p: float = 0.5,
         net_spatial: Literal["single", "all"] = "single",
         net_cutout_with_cutmix: bool = False,
@@ -163,6 +170,7 @@ class DistillModule(LightningModule):
         self.net_spec = NetSpec(**net) if isinstance(net, dict) else net
         self.pool_config = PoolConfig(**pool) if isinstance(pool, dict) else pool
         choose("init", init, INITS)
+        choose("mix_downsample", mix_downsample, MIX_DOWNSAMPLES)
         choose("model_source", model_source, MODEL_SOURCES)
         choose("metric", metric, METRICS)
         choose("match", match, MATCHES)
@@ -256,7 +264,7 @@ class DistillModule(LightningModule):
             self._generator = torch.Generator().manual_seed(hp.seed)
         if self.synthetic is None:
             self.synthetic = SyntheticSet(info.num_classes, hp.ipc, info.channels, info.image_size, hp.factor)
-            self.synthetic.initialize(hp.init, real, self._generator)
+            self.synthetic.initialize(hp.init, real, self._generator, hp.mix_downsample)
         elif self.synthetic.images.shape[1:] != (info.channels, *info.image_size) or self.synthetic.num_classes != info.num_classes:
             raise ConfigError(f"the synthetic set has shape {tuple(self.synthetic.images.shape)} but dataset {info.name!r} has {info.num_classes} classes of {info.channels}x{info.image_size[0]}x{info.image_size[1]}")
         template = self.net_spec.build_seeded(hp.seed, info.channels, info.num_classes, info.image_size)
@@ -454,8 +462,9 @@ class DistillModule(LightningModule):
         if hp.n_data == 0:
             return
         assert self._real is not None and self._net is not None and self._weights is not None and self._net_optimizer is not None
-        x, y = self._real.random_batch(hp.n_data, self._generator)
         weights, net, optimizer, size = self._weights, self._net, self._net_optimizer, self.net_batch
+        count = -(-hp.n_data // size) * size if hp.net_whole_batches else hp.n_data
+        x, y = self._real.random_batch(count, self._generator)
         for start in range(0, x.shape[0], size):
             xb, yb = x[start : start + size], y[start : start + size]
             loss = augmented_loss(lambda z: net(weights, z), xb, yb, self._net_dsa, self._generator, hp.net_cutmix_p)

@@ -15,18 +15,36 @@ from lightning_dd.data.real import RealData
 from lightning_dd.errors import ConfigError, choose
 
 INITS = ("mix", "real", "noise")
+# How ``mix`` shrinks a real image into a tile: ``nearest`` is the authors' ``F.interpolate``
+# default; ``antialias`` (bilinear with antialiasing) was lightning-dd's earlier choice.
+MIX_DOWNSAMPLES = ("nearest", "antialias")
 MIN_TILE = 2
+PAD_VALUE = 0.5  # grey, in [0, 1] pixels: what the authors' decode pads a non-divisible image with
+
+
+def tile_size(size: int, factor: int) -> int:
+    """Side of one multi-formation tile: ``ceil(size / factor)``, as the authors' ``decode_zoom``."""
+    return -(-size // factor)
+
+
+def _factor_problem(factor: int, image_size: tuple[int, int]) -> str | None:
+    """Why ``factor`` cannot cut ``image_size`` images into tiles, or None."""
+    tile = min(image_size) // factor  # the smallest tile holds this many real pixels
+    if tile < MIN_TILE:
+        return f"cuts {image_size[0]}x{image_size[1]} images into {tile}-pixel tiles"
+    if any((factor - 1) * tile_size(size, factor) >= size for size in image_size):
+        return f"cuts {image_size[0]}x{image_size[1]} images into tiles of which the last holds no pixel of the image"
+    return None
 
 
 def check_factor(factor: int, image_size: tuple[int, int]) -> None:
-    """Refuse factors that leave tiles too small to carry an image (one sentence)."""
+    """Refuse factors that leave tiles too small to carry an image, or empty (one sentence)."""
     if factor < 1:
         raise ConfigError(f"factor must be >= 1, got {factor}")
-    tile = min(image_size) // factor
-    if tile < MIN_TILE:
-        raise ConfigError(
-            f"factor {factor} cuts {image_size[0]}x{image_size[1]} images into {tile}-pixel tiles; use a factor of at most {min(image_size) // MIN_TILE}"
-        )
+    problem = _factor_problem(factor, image_size)
+    if problem is not None:
+        usable = max(g for g in range(1, factor) if g == 1 or _factor_problem(g, image_size) is None)
+        raise ConfigError(f"factor {factor} {problem}; use a factor of at most {usable}")
 
 
 def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
@@ -34,15 +52,40 @@ def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
 
     The ``factor**2`` tiles of stored image ``i`` become decoded images
     ``i * factor**2 ... (i + 1) * factor**2 - 1`` (row-major tile order), so images of one
-    class stay contiguous. Tiles are ``H // factor`` pixels (any remainder is dropped, as IDC).
+    class stay contiguous. As the authors' ``decode_zoom`` (IDC, Acc-DD): tiles are
+    ``ceil(H / factor)`` pixels, and when ``H`` is not a multiple of the factor (e.g. factor 3
+    at 64 or 224 px) the image is first padded at the bottom and right with grey
+    (:data:`PAD_VALUE`), so every stored pixel reaches a decoded image.
     """
     if factor == 1:
         return images
     n, c, h, w = images.shape
-    th, tw = h // factor, w // factor
-    tiles = images[:, :, : th * factor, : tw * factor].reshape(n, c, factor, th, factor, tw)
+    th, tw = tile_size(h, factor), tile_size(w, factor)
+    if (th * factor, tw * factor) != (h, w):
+        images = F.pad(images, (0, tw * factor - w, 0, th * factor - h), value=PAD_VALUE)
+    tiles = images.reshape(n, c, factor, th, factor, tw)
     tiles = tiles.permute(0, 2, 4, 1, 3, 5).reshape(n * factor * factor, c, th, tw)
     return F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def assemble_mix(pixels: torch.Tensor, factor: int, mode: str = "nearest") -> torch.Tensor:
+    """``mix`` init: every ``factor**2`` consecutive real images (pixels in [0, 1]) become one stored
+    image, image ``k`` of a group shrunk into tile ``k`` (row-major), where :func:`decode` cuts it.
+
+    ``mode``: ``nearest`` (the authors' ``F.interpolate(img, size)``) or ``antialias``. Where the
+    side is not a multiple of the factor, the authors' init lays tiles of ``s + 1`` and ``s``
+    pixels that do not line up with their own decode's ``ceil`` tiles; ours follows the decode.
+    """
+    choose("mix_downsample", mode, MIX_DOWNSAMPLES)
+    f = factor
+    n, c, h, w = pixels.shape
+    th, tw = tile_size(h, f), tile_size(w, f)
+    if mode == "nearest":
+        tiles = F.interpolate(pixels, size=(th, tw), mode="nearest")
+    else:
+        tiles = F.interpolate(pixels, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+    canvas = tiles.reshape(n // (f * f), f, f, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n // (f * f), c, th * f, tw * f)
+    return canvas[:, :, :h, :w].clamp(0.0, 1.0).contiguous()
 
 
 def decode_labels(labels: torch.Tensor, factor: int) -> torch.Tensor:
@@ -97,13 +140,16 @@ class SyntheticSet(nn.Module):
         self.images.clamp_(0.0, 1.0)
 
     @torch.no_grad()
-    def initialize(self, init: str, real: RealData, generator: torch.Generator) -> None:
+    def initialize(self, init: str, real: RealData, generator: torch.Generator, mix_downsample: str = "nearest") -> None:
         """Fill the images from *randomly sampled* real images of each class.
 
         ``mix``: each stored image is assembled from ``factor**2`` real images of its class, each
-        downsampled into one tile. ``real``: one real image each. ``noise``: uniform noise.
+        shrunk into one tile (``mix_downsample``: ``nearest`` as the authors' code, or
+        ``antialias``); tiles are laid out where :func:`decode` cuts them. ``real``: one real
+        image each. ``noise``: uniform noise.
         """
         choose("init", init, INITS)
+        choose("mix_downsample", mix_downsample, MIX_DOWNSAMPLES)
         if init == "noise":
             self.images.copy_(torch.rand(self.images.shape, generator=generator).to(self.images.device))
             return
@@ -116,15 +162,5 @@ class SyntheticSet(nn.Module):
                 idx = torch.cat([idx, idx[extra]])
             pixels = real.images[idx].float().div(255.0).to(self.images.device)
             if init == "mix" and self.factor > 1:
-                pixels = self._assemble(pixels)
+                pixels = assemble_mix(pixels, self.factor, mix_downsample)
             self.images[c * self.ipc : (c + 1) * self.ipc] = pixels
-
-    def _assemble(self, pixels: torch.Tensor) -> torch.Tensor:
-        f = self.factor
-        n, c, h, w = pixels.shape
-        th, tw = h // f, w // f
-        tiles = F.interpolate(pixels, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
-        tiles = tiles.reshape(n // (f * f), f, f, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n // (f * f), c, th * f, tw * f)
-        out = torch.zeros(n // (f * f), c, h, w, dtype=pixels.dtype, device=pixels.device)
-        out[:, :, : th * f, : tw * f] = tiles
-        return out.clamp_(0.0, 1.0)
