@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool_cache", default=os.path.expanduser("~/.cache/lightning-dd/pools"))
     parser.add_argument("--output", default="docs/benchmarks.md")
     parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. where the runs ran, what shared the machine)")
+    parser.add_argument("--section", default=None, help="marker of the docs section (default protocol-<config name>, with -cuda on CUDA)")
     parser.add_argument("--no_doc", action="store_true", help="print the table but do not write it to --output")
     args = parser.parse_args(argv)
     results = Path(args.results)
@@ -172,12 +173,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.eval_epochs or 'config'} epochs, the same networks for every run). Fit seconds are wall-clock and include "
                 "pool pretraining when the pool cache was cold; compare accuracy, not time."
                 + "".join(f" Runs on {m}." for m in sorted({r["machine"] for r in rows if "machine" in r}))
+                + (f" Every run also sets {', '.join(f'`{o}`' for o in args.extra)}." if args.extra else "")
                 + (f" {args.note}" if args.note else ""),
                 "",
                 provenance("benchmarks/protocol.py", argv, args.threads),
             ]
         )
-        write_section(Path(args.output), f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else ""), body)
+        section = args.section or f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else "")
+        write_section(Path(args.output), section, body)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,8 @@ def test_the_table_names_where_the_runs_ran(tmp_path):
     text = doc.read_text()
     assert "<!-- protocol-ipc1-cuda:start -->" in text
     assert "Runs on x86_64, 16 cores, GPU Test-GPU. Written later." in text
+    # A study with other overrides gets its own section and says what it overrode.
+    protocol.main(["--config", "configs/digits/ipc1.yaml", "--device", "cuda", "--variants", "paper", "clamp", "--seeds", "0", "--results", str(results), "--output", str(doc), "--set", "model.net.width=4", "--section", "protocol-narrow"])
+    text = doc.read_text()
+    assert "<!-- protocol-narrow:start -->" in text and text.count("<!-- protocol-ipc1-cuda:start -->") == 1
+    assert "Every run also sets `model.net.width=4`." in text.split("<!-- protocol-narrow:start -->")[1]
