@@ -51,7 +51,11 @@ RESUME_SAFE = {
     "pool.cache_dir": "the pool is read from (or rebuilt identically into) this folder",
     "tune_cpu_allocator": "an allocator setting",
     "classes_per_pass": "the same matching loss, computed in other chunks",
+    "mix_downsample": "it shapes only the initial images, made before the checkpoint",
 }
+# Settings added after checkpoints were already being written: a checkpoint without one of them
+# ran with the value here (lightning-dd's behaviour before the setting existed).
+EARLIER_BEHAVIOUR = {"net_whole_batches": False, "mix_downsample": "antialias"}
 # LightningCLI's other subcommands: they need steps DistillModule does not have.
 LIGHTNING_ONLY = ("validate", "test", "predict")
 # Data settings that must match the checkpoint's (the synthetic images were learnt on that data).
@@ -124,6 +128,8 @@ class DistillCLI(LightningCLI):
         if not hparams:
             return
         hparams.pop("_class_path", None)
+        for key, value in EARLIER_BEHAVIOUR.items():
+            hparams.setdefault(key, value)
         parser = self._parser(subcommand)
         before = _flatten(config.model)
         defaults = _flatten(parser.get_defaults().get("model"))

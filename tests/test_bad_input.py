@@ -137,6 +137,8 @@ ROWS = [
     ("resume-with-other-ipc", fit("--ckpt_path={data}/ipc1.ckpt", "--model.ipc=3"), "model.ipc=3 differs from 1 in the checkpoint"),
     ("resume-with-default-ipc", fit("--ckpt_path={data}/ipc1.ckpt", "--model.ipc=10"), "model.ipc=10 differs from 1 in the checkpoint"),
     ("resume-with-other-metric", fit("--ckpt_path={data}/ipc1.ckpt", "--model.metric=l1"), "model.metric=l1 differs from mse"),
+    # A checkpoint from before net_whole_batches existed ran with exactly n_data images: it resumes so.
+    ("resume-older-with-whole-batches", fit("--ckpt_path={data}/older.ckpt", "--model.net_whole_batches=true"), "model.net_whole_batches=True differs from False in the checkpoint"),
     ("checkpoint-of-another-version", fit("--ckpt_path={data}/future.ckpt"), "holds settings this version of lightning-dd cannot read (unknown setting model.setting_of_the_future)"),
     ("resume-with-other-dataset", fit("--ckpt_path={data}/ipc1.ckpt", "--data.dataset=mnist"), "data.dataset=mnist differs from digits"),
     # ---- trainer
@@ -241,6 +243,8 @@ def make_data(data: Path) -> None:
         "state_dict": {},
     }
     torch.save(checkpoint, data / "ipc1.ckpt")
+    older = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in ("net_whole_batches", "mix_downsample")}
+    torch.save({**checkpoint, "hyper_parameters": older}, data / "older.ckpt")  # written before those settings existed
     checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "setting_of_the_future": 1}
     torch.save(checkpoint, data / "future.ckpt")
 
