@@ -766,6 +766,27 @@ def summarise(results: dict, modes: list[str], seeds: list[int]) -> list[dict]:
     return rows
 
 
+def init_sentence(results: dict, modes: list[str], seeds: list[int]) -> str | None:
+    """The initial images' accuracy and each side's gain over it (per seed, then averaged); None before it was measured."""
+    init = {seed: sum(acc) / len(acc) for seed in seeds if (acc := results.get("init_runs", {}).get(str(seed)))}
+    if not init:
+        return None
+    m, sd = mean_std(list(init.values()))
+    gains = []
+    for mode in modes:
+        per_side = []
+        for side in SIDES:
+            runs = {seed: results["runs"].get(f"{mode}/{side}/seed{seed}") for seed in init}
+            diffs = [sum(run["accuracies"]) / len(run["accuracies"]) - init[seed] for seed, run in runs.items() if run is not None]
+            per_side.append(f"{sum(diffs) / len(diffs):+.2f}" if diffs else "-")
+        gains.append(f"{MODE_NAMES[mode].split(' (')[0]} {' / '.join(per_side)}")
+    per_seed = ", ".join(f"{v:.2f}" for v in init.values())
+    return (
+        f"The initial images themselves, evaluated the same way (no distillation): {m:.2f} ± {sd:.2f} % (per seed {per_seed}). "
+        f"Gain of the distilled sets over them, mean over seeds, theirs / ours: {'; '.join(gains)} points."
+    )
+
+
 def _fmt(pair, signed: bool = False) -> str:
     if pair is None:
         return "-"
@@ -840,7 +861,7 @@ def update_images(s: Settings, info: dict) -> str:
     return str(s.n_data)
 
 
-def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], skipped: str | None) -> str:
+def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], skipped: str | None, seeds: list[int] | None = None) -> str:
     info = results.get("protocol", {})
     wall = sum(x.get("wall_s", 0.0) for x in results["sessions"])
     machine = results["sessions"][-1] if results["sessions"] else {}
@@ -868,7 +889,8 @@ def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], ski
         f"Accuracy columns: mean ± std over distillation seeds of each seed's mean over its networks; the difference "
         f"is paired by seed (same initial images, same evaluation networks)."
     )
-    parts = [title, "", format_tables(rows, results.get("checks", {}), s), "", shared, "", f"Our DistillModule ran with its defaults: {ours}.", "", evaluation]
+    start = init_sentence(results, [row["mode"] for row in rows], seeds if seeds is not None else sorted(int(k) for k in results.get("init_runs", {})))
+    parts = [title, "", format_tables(rows, results.get("checks", {}), s), *(["", start] if start else []), "", shared, "", f"Our DistillModule ran with its defaults: {ours}.", "", evaluation]
     if skipped:
         parts += ["", f"The authors' side was skipped: {skipped}."]
     parts += ["", "Shims applied to the authors' code (in the benchmark process only; their files are never modified or copied):", ""]
@@ -1014,6 +1036,13 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"first-step check ({mode}): loss theirs {c['loss_theirs']:.6g} ours {c['loss_ours']:.6g} (rel. diff {c['loss_rel_diff']:.1e}, fp64 {c['loss_rel_diff_fp64']:.1e}; pixel gradient {c['pixel_grad_rel_diff']:.1e}, fp64 {c['pixel_grad_rel_diff_fp64']:.1e}); logits diff {c['logits_max_abs_diff']:.1e}; decode diff {c['decode_max_abs_diff']:.1e}; mix init diff {_fmt_diff(c.get('init_max_abs_diff'))}", flush=True)
     checkpoint()
 
+    # The initial images themselves, evaluated as the sets are: what distillation adds on each side.
+    for seed in opts.seeds:
+        if str(seed) not in results.setdefault("init_runs", {}):
+            init = torch.load(work / "init" / f"seed{seed}.pt", weights_only=True)
+            results["init_runs"][str(seed)] = evaluate_stored(s, dm, init, f"init/seed{seed}")
+            checkpoint()
+
     torch.set_num_threads(threads)
     sides = [side for side in SIDES if side == "ours" or opts.authors_dir]
     tasks = [Task(mode, seed, side) for seed in opts.seeds for mode in opts.modes for side in sides]
@@ -1051,7 +1080,7 @@ def main(argv: list[str] | None = None) -> dict:
 def report(results: dict, opts: argparse.Namespace, s: Settings, argv: list[str], skipped: str | None) -> dict:
     """Print the tables and (re)write the parity section of ``--output`` (saying so when runs are missing)."""
     rows = summarise(results, opts.modes, opts.seeds)
-    body = docs_body(results, rows, s, [a for a in argv if a != "--report_only"], skipped)
+    body = docs_body(results, rows, s, [a for a in argv if a != "--report_only"], skipped, opts.seeds)
     sides = [side for side in SIDES if side == "ours" or opts.authors_dir]
     expected = [f"{m}/{side}/seed{seed}" for seed in opts.seeds for m in opts.modes for side in sides]
     missing = [name for name in expected if name not in results["runs"]]

@@ -112,6 +112,19 @@ def test_the_update_size_is_reported_as_recorded(parity):
     assert parity.update_images(s, {"net_batch": 64}) == "500"
 
 
+def test_the_initial_images_and_each_sides_gain_over_them(parity):
+    acc = lambda *values: {"accuracies": list(values)}  # noqa: E731
+    results = {
+        "init_runs": {"0": [70.0, 72.0], "1": [60.0]},
+        "runs": {"idc/theirs/seed0": acc(72.0), "idc/ours/seed0": acc(73.0), "idc/theirs/seed1": acc(61.0), "idc/ours/seed1": acc(63.0)},
+    }
+    text = parity.init_sentence(results, ["idc"], [0, 1])
+    # init per seed 71 and 60: mean 65.5, std sqrt(((5.5)^2 * 2) / 1) = 7.78; gains theirs (1 + 1) / 2, ours (2 + 3) / 2.
+    assert "no distillation): 65.50 ± 7.78 % (per seed 71.00, 60.00)" in text
+    assert "theirs / ours: IDC mode +1.00 / +2.50 points" in text
+    assert parity.init_sentence({"runs": {}}, ["idc"], [0]) is None  # results from before the initial images were evaluated
+
+
 def test_a_results_file_never_mixes_devices(parity, tmp_path):
     """Sets distilled on CUDA and on the CPU are not paired into one table: the device is part of the settings."""
     out = tmp_path / "parity.json"
@@ -165,10 +178,12 @@ def test_our_side_runs_resumes_and_writes_its_section(parity, tmp_path, monkeypa
     assert saved["runs"].keys() == results["runs"].keys()
     assert all(len(run["accuracies"]) == 1 and len(run["outer_losses"]) == 1 for run in saved["runs"].values())
     assert saved["protocol"]["net_whole_batches"] is True and saved["protocol"]["mix_downsample"] == "nearest"
+    assert len(saved["init_runs"]["0"]) == 1  # the initial images, evaluated as the sets
     text = doc.read_text()
     assert "<!-- parity-digits:start -->" in text and "<!-- parity-digits:end -->" in text
     assert "The authors' side was skipped: no --authors_dir was given" in text
     assert "| IDC mode (fresh networks) | - |" in text  # their column is empty, ours is filled
+    assert "The initial images themselves, evaluated the same way (no distillation):" in text
 
     # A rerun with the same command resumes: nothing is distilled again.
     monkeypatch.setattr(parity, "run_task", lambda payload: pytest.fail(f"re-ran {payload['task']}"))
