@@ -759,6 +759,7 @@ def summarise(results: dict, modes: list[str], seeds: list[int]) -> list[dict]:
             row[f"{side}_distill_s"] = sum(times) / len(times) if times else None
             losses = [results["runs"][f"{mode}/{side}/seed{s}"]["outer_losses"][-1] for s in per_side[side] if results["runs"][f"{mode}/{side}/seed{s}"]["outer_losses"]]
             row[f"{side}_last_loss"] = sum(losses) / len(losses) if losses else None
+        row["per_seed"] = per_side
         paired = [per_side["ours"][s] - per_side["theirs"][s] for s in seeds if s in per_side["ours"] and s in per_side["theirs"]]
         row["paired"] = [round(d, 2) for d in paired]
         row["diff"] = mean_std(paired) if paired else None
@@ -766,20 +767,22 @@ def summarise(results: dict, modes: list[str], seeds: list[int]) -> list[dict]:
     return rows
 
 
-def init_sentence(results: dict, modes: list[str], seeds: list[int]) -> str | None:
-    """The initial images' accuracy and each side's gain over it (per seed, then averaged); None before it was measured."""
+def init_sentence(results: dict, rows: list[dict], seeds: list[int]) -> str | None:
+    """The initial images' accuracy and each side's gain over it (per seed, then averaged); None before it was measured.
+
+    ``rows`` are :func:`summarise`'s, whose per-seed means the gains are taken from.
+    """
     init = {seed: sum(acc) / len(acc) for seed in seeds if (acc := results.get("init_runs", {}).get(str(seed)))}
     if not init:
         return None
     m, sd = mean_std(list(init.values()))
     gains = []
-    for mode in modes:
+    for row in rows:
         per_side = []
         for side in SIDES:
-            runs = {seed: results["runs"].get(f"{mode}/{side}/seed{seed}") for seed in init}
-            diffs = [sum(run["accuracies"]) / len(run["accuracies"]) - init[seed] for seed, run in runs.items() if run is not None]
+            diffs = [mean - init[seed] for seed, mean in row["per_seed"][side].items() if seed in init]
             per_side.append(f"{sum(diffs) / len(diffs):+.2f}" if diffs else "-")
-        gains.append(f"{MODE_NAMES[mode].split(' (')[0]} {' / '.join(per_side)}")
+        gains.append(f"{MODE_NAMES[row['mode']].split(' (')[0]} {' / '.join(per_side)}")
     per_seed = ", ".join(f"{v:.2f}" for v in init.values())
     return (
         f"The initial images themselves, evaluated the same way (no distillation): {m:.2f} ± {sd:.2f} % (per seed {per_seed}). "
@@ -861,7 +864,7 @@ def update_images(s: Settings, info: dict) -> str:
     return str(s.n_data)
 
 
-def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], skipped: str | None, seeds: list[int] | None = None) -> str:
+def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], skipped: str | None, seeds: list[int]) -> str:
     info = results.get("protocol", {})
     wall = sum(x.get("wall_s", 0.0) for x in results["sessions"])
     machine = results["sessions"][-1] if results["sessions"] else {}
@@ -889,7 +892,7 @@ def docs_body(results: dict, rows: list[dict], s: Settings, argv: list[str], ski
         f"Accuracy columns: mean ± std over distillation seeds of each seed's mean over its networks; the difference "
         f"is paired by seed (same initial images, same evaluation networks)."
     )
-    start = init_sentence(results, [row["mode"] for row in rows], seeds if seeds is not None else sorted(int(k) for k in results.get("init_runs", {})))
+    start = init_sentence(results, rows, seeds)
     parts = [title, "", format_tables(rows, results.get("checks", {}), s), *(["", start] if start else []), "", shared, "", f"Our DistillModule ran with its defaults: {ours}.", "", evaluation]
     if skipped:
         parts += ["", f"The authors' side was skipped: {skipped}."]

@@ -113,16 +113,16 @@ def test_the_update_size_is_reported_as_recorded(parity):
 
 
 def test_the_initial_images_and_each_sides_gain_over_them(parity):
-    acc = lambda *values: {"accuracies": list(values)}  # noqa: E731
+    acc = lambda *values: {"accuracies": list(values), "distill_s": 1.0, "outer_losses": []}  # noqa: E731
     results = {
         "init_runs": {"0": [70.0, 72.0], "1": [60.0]},
         "runs": {"idc/theirs/seed0": acc(72.0), "idc/ours/seed0": acc(73.0), "idc/theirs/seed1": acc(61.0), "idc/ours/seed1": acc(63.0)},
     }
-    text = parity.init_sentence(results, ["idc"], [0, 1])
+    text = parity.init_sentence(results, parity.summarise(results, ["idc"], [0, 1]), [0, 1])
     # init per seed 71 and 60: mean 65.5, std sqrt(((5.5)^2 * 2) / 1) = 7.78; gains theirs (1 + 1) / 2, ours (2 + 3) / 2.
     assert "no distillation): 65.50 ± 7.78 % (per seed 71.00, 60.00)" in text
     assert "theirs / ours: IDC mode +1.00 / +2.50 points" in text
-    assert parity.init_sentence({"runs": {}}, ["idc"], [0]) is None  # results from before the initial images were evaluated
+    assert parity.init_sentence({"runs": {}}, parity.summarise({"runs": {}}, ["idc"], [0]), [0]) is None  # results from before the initial images were evaluated
 
 
 def test_a_results_file_never_mixes_devices(parity, tmp_path):
