@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import platform
+import shlex
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -110,7 +111,7 @@ def machine_name(device: str) -> str:
 
 def provenance(script: str, argv: list[str] | None, threads: int) -> str:
     """``Command: `...`; machine: ...; date.`` for the end of a benchmark section."""
-    command = "python " + " ".join([script, *(argv if argv is not None else sys.argv[1:])])
+    command = "python " + shlex.join([script, *(argv if argv is not None else sys.argv[1:])])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s), Python {platform.python_version()}{gpu_suffix('cuda')}"
     return f"Command: `{command}`; machine: {machine}; {datetime.now(timezone.utc):%Y-%m-%d}."
 

@@ -29,7 +29,7 @@ mkdir -p "$results/work"
 export PYTHONUNBUFFERED=1 LIGHTNING_DD_QUIET=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
 limit=${SUITE_SECONDS:-420}  # each study is stopped after this many seconds (PAPER_, SHORT_, LONG_SECONDS: per study); what it wrote is kept
-studies=" ${STUDIES:-paper parity-short parity-long protocol curve} "  # which studies to run
+studies=" ${STUDIES:-paper parity-short parity-long protocol curve} "  # which studies to run (also: candidates10 candidates1 eval-parity)
 
 pack() {  # results files, logs, stacks, the docs sections and the curves' CSV/Markdown/PNG; no snapshots, checkpoints or pools
   tar -czf "$results/results.tar.gz" -C "$results" --exclude='*.pt' --exclude='*.ckpt' --exclude='init.png' --exclude='aug.png' --exclude='pool' \
@@ -72,4 +72,35 @@ parity() {  # NAME SEEDS SECONDS JOBS SETTINGS...: distil and evaluate both side
     --paper_epochs 1000 --paper_repeats 3 --name fashion_mnist-ipc10-cuda --study_dir "$w/curve" --results_dir "$results/docs_curves" --output "$w/sections-curve.md" \
     --note "Run on one GPU next to the protocol study of benchmarks/gpu_suite.sh (they share the GPU)." \
     > "$w/curve.log" 2>&1 ) &
+
+# Candidates for the best set per CPU budget (docs/benchmarks.md "Best set per CPU budget"): each
+# distils for the matching steps its CPU config fits into the budget on the 2-core machine (see
+# that section for the rates), and every set is judged by the long evaluation (ConvNet-3 width
+# 128, 300 epochs, 3 networks) beside random real images of the same storage.
+LONG_EVAL=(--eval_epochs 300 --repeats 3 --random_real --set "evaluation.net={depth: 3, width: 128}")
+[[ $studies == *" candidates10 "* ]] && ( timeout "${CAND_SECONDS:-$limit}" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu.yaml \
+    --outer 48 --seeds 0 1 --jobs "${CAND_JOBS:-6}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc10.jsonl" --pool_cache "$w/pools" \
+    --section candidates-ipc10 --output "$w/sections-candidates10.md" \
+    --candidate "idc_i=model.factor=1;model.init=real;model.outer_iterations=64" \
+    --candidate "idc_i_lr0.03=model.factor=1;model.init=real;model.lr_img=0.03;model.outer_iterations=64" \
+    --candidate "idc_i_l1=model.factor=1;model.init=real;model.metric=l1;model.lr_img=0.001;model.outer_iterations=64" \
+    --candidate "idc_i_idc_mode=model.factor=1;model.init=real;model.model_source=random;model.perturb=false;model.outer_iterations=72" \
+    --candidate "idc_i_warm_pool=model.factor=1;model.init=real;model.outer_iterations=72" \
+    --candidate "idc_i_w32=model.factor=1;model.init=real;model.net.width=32;model.outer_iterations=150" \
+    --candidate "mix_lr0.03=model.lr_img=0.03" \
+    > "$w/candidates10.log" 2>&1 ) &
+[[ $studies == *" candidates1 "* ]] && ( timeout "${CAND_SECONDS:-$limit}" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc1_cpu.yaml \
+    --outer 16 --seeds 0 1 --jobs "${CAND1_JOBS:-3}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc1.jsonl" --pool_cache "$w/pools" \
+    --section candidates-ipc1 --output "$w/sections-candidates1.md" \
+    --candidate "idc_mode=model.model_source=random;model.perturb=false;model.outer_iterations=28" \
+    --candidate "lr0.03=model.lr_img=0.03" \
+    --candidate "idc_mode_lr0.03=model.model_source=random;model.perturb=false;model.lr_img=0.03;model.outer_iterations=28" \
+    --candidate "idc_i_idc_mode=model.factor=1;model.init=real;model.model_source=random;model.perturb=false;model.outer_iterations=30" \
+    > "$w/candidates1.log" 2>&1 ) &
+# Our evaluation and the authors' training loop on the same three files (EVAL_DISTILLED: an exported set).
+[[ $studies == *" eval-parity "* ]] && ( timeout "${EVAL_SECONDS:-$limit}" $python benchmarks/eval_parity.py --device cuda --authors_dir "$authors" \
+    --distilled "${EVAL_DISTILLED:?set EVAL_DISTILLED to an exported Fashion-MNIST set}" --epochs 100 300 1000 --nets 2 --jobs "${EVAL_JOBS:-4}" \
+    --work "$w/eval-parity" --out "$w/eval-parity-runs-cuda.jsonl" --section eval-parity-cuda --output "$w/sections-eval-parity.md" \
+    > "$w/eval-parity.log" 2>&1 ) &
 wait
+for log in "$w"/candidates10.log "$w"/candidates1.log "$w"/eval-parity.log; do [[ -f $log ]] && { echo "== $log"; tail -25 "$log"; }; done

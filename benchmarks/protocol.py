@@ -33,7 +33,7 @@ import torch
 
 from lightning_dd import DistillModule, RealDataModule
 from lightning_dd.atomic import atomic_open
-from lightning_dd.evaluation import evaluate_repeats
+from lightning_dd.evaluation import evaluate_random_subsets, evaluate_repeats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import accelerator, load_config, machine_name, provenance, write_section  # noqa: E402
@@ -61,12 +61,16 @@ LATER_VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 VARIANTS.update(LATER_VARIANTS)
 EVAL_SEED = 1000  # the same evaluation networks for every variant and distillation seed
+RANDOM_REAL = "random real"  # not a distillation: random real images of the same storage, same evaluation
 
 
 def run_one(job: dict) -> dict:
     """Distil one (variant, seed) for ``outer`` outer iterations and evaluate the final set."""
-    overrides = [*VARIANTS[job["variant"]][1], f"model.outer_iterations={job['outer']}", f"model.seed={job['seed']}", f"model.pool.cache_dir={job['pool_cache']}", *job["extra"]]
+    # The variant's own overrides come last, so a candidate may set its own outer iterations.
+    overrides = [f"model.outer_iterations={job['outer']}", f"model.seed={job['seed']}", f"model.pool.cache_dir={job['pool_cache']}", *job["extra"], *job["overrides"]]
     cfg = load_config(job["config"], job["eval_epochs"], job["threads"], overrides)
+    if job["variant"] == RANDOM_REAL:
+        return random_real_row(job, cfg)
     L.seed_everything(job["seed"], verbose=False)
     module = DistillModule(**cfg.model)
     device = job["device"]
@@ -77,6 +81,22 @@ def run_one(job: dict) -> dict:
     images, labels = module.decoded()
     result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False)
     return {"variant": job["variant"], "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": module.outer, "inner_loop": module.hparams.inner_loop, "fit_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean}
+
+
+def random_real_row(job: dict, cfg) -> dict:
+    """Random real subsets of the config's ipc under the same evaluation: the bar a set must clear."""
+    data = cfg.datamodule
+    result = evaluate_random_subsets(cfg.model["ipc"], data.train_data, data.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED + 100 * job["seed"], job["device"], progress=False)
+    return {"variant": RANDOM_REAL, "seed": job["seed"], "device": job["device"], "machine": machine_name(job["device"]), "outer": 0, "inner_loop": 0, "fit_seconds": 0.0, "accuracies": result.accuracies, "mean": result.mean}
+
+
+def parse_candidate(text: str) -> tuple[str, list[str]]:
+    """``name=section.key=value;section.key=value`` -> (name, overrides): a variant given on the command line."""
+    name, sep, rest = text.partition("=")
+    overrides = [o.strip() for o in rest.split(";") if o.strip()]
+    if not sep or not name.strip() or not overrides or name.strip() in VARIANTS:
+        raise argparse.ArgumentTypeError(f"--candidate {text!r} must look like NAME=section.key=value[;section.key=value...] with a new NAME")
+    return name.strip(), overrides
 
 
 def run_all(jobs: list[dict], processes: int):
@@ -108,26 +128,34 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
 
 
-def summarise(rows: list[dict], variants: list[str]) -> str:
-    """Markdown table: per variant, accuracy over seeds and the paired difference to ``paper``."""
+def summarise(rows: list[dict], variants: list[str], described: dict[str, str] | None = None) -> str:
+    """Markdown table: per variant, accuracy over seeds, the paired difference to ``paper`` and to random real images."""
+    described = {**{k: v[0] for k, v in VARIANTS.items()}, RANDOM_REAL: "random real images, same storage (the bar)", **(described or {})}
     by = {(r["variant"], r["seed"]): r for r in rows}
-    lines = ["| variant | reverts | seeds | accuracy (%) | paired diff. to paper (points) | fit s/run |", "|---|---|---:|---|---|---:|"]
+    bar = any(r["variant"] == RANDOM_REAL for r in rows)
+    lines = ["| variant | what it changes | seeds | steps | accuracy (%) | paired diff. to paper (points) |" + (" vs random real (points) |" if bar else "") + " fit s/run |",
+             "|---|---|---:|---:|---|---|" + ("---|" if bar else "") + "---:|"]  # fmt: skip
     for name in variants:
         mine = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
         if not mine:
             continue
         acc = mean_std([r["mean"] for r in mine])
-        diffs = [r["mean"] - by[("paper", r["seed"])]["mean"] for r in mine if ("paper", r["seed"]) in by]
-        diff = "" if name == "paper" or not diffs else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs))
+        cells = []
+        for other, skip in (("paper", name in ("paper", RANDOM_REAL)), (RANDOM_REAL, not bar or name == RANDOM_REAL)):
+            diffs = [r["mean"] - by[(other, r["seed"])]["mean"] for r in mine if (other, r["seed"]) in by]
+            cells.append("" if skip or not diffs else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs)))
+        if not bar:
+            cells = cells[:1]
+        steps = "" if name == RANDOM_REAL else str(mine[0]["outer"] * mine[0]["inner_loop"])
         seconds = sum(r["fit_seconds"] for r in mine) / len(mine)
-        lines.append(f"| {name} | {VARIANTS[name][0]} | {len(mine)} | {acc[0]:.2f} +- {acc[1]:.2f} | {diff} | {seconds:.0f} |")
+        lines.append(f"| {name} | {described.get(name, '')} | {len(mine)} | {steps} | {acc[0]:.2f} +- {acc[1]:.2f} | {' | '.join(cells)} | {seconds:.0f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a config on the authors' protocol (e.g. configs/fashion_mnist/ipc10_cpu.yaml)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="built-in variants (default: all, or none when --candidate is given)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--outer", type=int, default=8, help="outer iterations per run (equal for every variant)")
     parser.add_argument("--eval_epochs", type=int, default=None, help="evaluation epochs (default: the config's)")
@@ -135,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where runs distil and evaluate; keep one device per --results file")
+    parser.add_argument("--candidate", action="append", default=[], type=parse_candidate, metavar="NAME=KEY=VALUE[;KEY=VALUE]", help="an ad-hoc variant: a name and its overrides (may set model.outer_iterations); repeatable")
+    parser.add_argument("--random_real", action="store_true", help="also evaluate random real subsets of the same storage (one row per seed, --repeats draws)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override section.key=value for every run")
     parser.add_argument("--results", default="docs/protocol-runs.jsonl")
     parser.add_argument("--pool_cache", default=os.path.expanduser("~/.cache/lightning-dd/pools"))
@@ -143,6 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default=None, help="marker of the docs section (default protocol-<config name>, with -cuda on CUDA)")
     parser.add_argument("--no_doc", action="store_true", help="print the table but do not write it to --output")
     args = parser.parse_args(argv)
+    candidates = dict(args.candidate)
+    overrides_of = {**{k: v[1] for k, v in VARIANTS.items()}, **candidates, RANDOM_REAL: []}
+    described = {k: "; ".join(f"`{o}`" for o in v) for k, v in candidates.items()}
+    if candidates:
+        described["paper"] = "nothing: the config as written"
+    variants = (args.variants if args.variants is not None else ([] if candidates else list(VARIANTS))) + list(candidates) + ([RANDOM_REAL] if args.random_real else [])
     results = Path(args.results)
     earlier = read_results(results)
     other = sorted({r.get("device", "cpu") for r in earlier} - {args.device})
@@ -151,24 +187,25 @@ def main(argv: list[str] | None = None) -> None:
     done = {(r["variant"], r["seed"]) for r in earlier}
     base = dict(config=args.config, outer=args.outer, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device)
     # Seed-major order, paper first: paired differences become available as early as possible.
-    order = ["paper"] + [v for v in args.variants if v != "paper"]  # paper is always run: differences are paired with it
-    jobs = [dict(base, variant=v, seed=s) for s in args.seeds for v in order if (v, s) not in done]
+    order = ["paper"] + [v for v in variants if v != "paper"]  # paper is always run: differences are paired with it
+    jobs = [dict(base, variant=v, seed=s, overrides=overrides_of[v]) for s in args.seeds for v in order if (v, s) not in done]
     print(f"{len(done)} run(s) already in {results}; {len(jobs)} to go", flush=True)
     for row in run_all(jobs, args.jobs):
         append_result(results, row)
         print(f"{row['variant']} seed {row['seed']}: {row['mean']:.2f} % ({row['fit_seconds']:.0f} s)", flush=True)
     rows = [r for r in read_results(results) if r["seed"] in args.seeds]
-    table = summarise(rows, order)
+    table = summarise(rows, order, described)
     print(table)
     if not args.no_doc and rows:
         first = rows[0]
         body = "\n".join(
             [
-                f"### Protocol settings, {Path(args.config).name}: {first['outer']} outer x {first['inner_loop']} inner iterations per run",
+                (f"### Candidates, {Path(args.config).name}" if candidates else f"### Protocol settings, {Path(args.config).name}: {first['outer']} outer x {first['inner_loop']} inner iterations per run"),
                 "",
                 table,
                 "",
-                "Each variant reverts the listed settings to lightning-dd's earlier behaviour; the paired difference compares runs "
+                ("Each candidate changes the listed settings of the config (`paper` is the config as written); " if candidates else "Each variant reverts the listed settings to lightning-dd's earlier behaviour; ")
+                + "the paired difference compares runs "
                 f"with the same distillation seed. Every set is evaluated by the config's evaluation section ({args.repeats} networks, "
                 f"{args.eval_epochs or 'config'} epochs, the same networks for every run). Fit seconds are wall-clock and include "
                 "pool pretraining when the pool cache was cold; compare accuracy, not time."

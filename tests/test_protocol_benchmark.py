@@ -21,15 +21,38 @@ def test_previous_reverts_every_setting_and_nothing_else():
 
 def test_summary_pairs_each_variant_with_paper_of_the_same_seed():
     rows = [
-        {"variant": "paper", "seed": 0, "mean": 50.0, "fit_seconds": 10},
-        {"variant": "paper", "seed": 1, "mean": 60.0, "fit_seconds": 10},
-        {"variant": "clamp", "seed": 0, "mean": 51.0, "fit_seconds": 20},
-        {"variant": "clamp", "seed": 1, "mean": 63.0, "fit_seconds": 20},
+        {"variant": "paper", "seed": 0, "mean": 50.0, "fit_seconds": 10, "outer": 4, "inner_loop": 5},
+        {"variant": "paper", "seed": 1, "mean": 60.0, "fit_seconds": 10, "outer": 4, "inner_loop": 5},
+        {"variant": "clamp", "seed": 0, "mean": 51.0, "fit_seconds": 20, "outer": 4, "inner_loop": 5},
+        {"variant": "clamp", "seed": 1, "mean": 63.0, "fit_seconds": 20, "outer": 4, "inner_loop": 5},
     ]
     table = protocol.summarise(rows, ["paper", "clamp"])
-    # differences +1 and +3: mean +2, sample std sqrt(2)
-    assert "| clamp | pixels clamped after every image step | 2 | 57.00 +- 8.49 | +2.00 +- 1.41 (n=2) | 20 |" in table
-    assert "| paper | nothing: the authors' protocol | 2 | 55.00 +- 7.07 |  | 10 |" in table
+    # differences +1 and +3: mean +2, sample std sqrt(2); 4 x 5 = 20 matching steps
+    assert "| clamp | pixels clamped after every image step | 2 | 20 | 57.00 +- 8.49 | +2.00 +- 1.41 (n=2) | 20 |" in table
+    assert "| paper | nothing: the authors' protocol | 2 | 20 | 55.00 +- 7.07 |  | 10 |" in table
+    assert "random real" not in table
+
+
+def test_summary_measures_candidates_against_random_real_of_the_same_seed():
+    rows = [
+        {"variant": "paper", "seed": 0, "mean": 50.0, "fit_seconds": 10, "outer": 4, "inner_loop": 5},
+        {"variant": "wide", "seed": 0, "mean": 58.0, "fit_seconds": 30, "outer": 2, "inner_loop": 5},
+        {"variant": "wide", "seed": 1, "mean": 54.0, "fit_seconds": 30, "outer": 2, "inner_loop": 5},
+        {"variant": protocol.RANDOM_REAL, "seed": 0, "mean": 52.0, "fit_seconds": 0, "outer": 0, "inner_loop": 0},
+        {"variant": protocol.RANDOM_REAL, "seed": 1, "mean": 51.0, "fit_seconds": 0, "outer": 0, "inner_loop": 0},
+    ]
+    table = protocol.summarise(rows, ["paper", "wide", protocol.RANDOM_REAL], {"wide": "`model.net.width=8`"})
+    # wide vs random real: +6 (seed 0) and +3 (seed 1): mean 4.5, std sqrt(4.5); vs paper only seed 0 pairs: +8
+    assert "| wide | `model.net.width=8` | 2 | 10 | 56.00 +- 2.83 | +8.00 +- 0.00 (n=1) | +4.50 +- 2.12 (n=2) | 30 |" in table
+    assert "| paper | nothing: the authors' protocol | 1 | 20 | 50.00 +- 0.00 |  | -2.00 +- 0.00 (n=1) | 10 |" in table
+    assert f"| {protocol.RANDOM_REAL} | random real images, same storage (the bar) | 2 |  | 51.50 +- 0.71 |  |  | 0 |" in table
+
+
+def test_candidates_parse_into_named_overrides():
+    assert protocol.parse_candidate("idc_i=model.factor=1;model.init=real") == ("idc_i", ["model.factor=1", "model.init=real"])
+    for bad in ("noequals", "=model.factor=1", "paper=model.factor=1", "empty="):
+        with pytest.raises(Exception):
+            protocol.parse_candidate(bad)
 
 
 @pytest.mark.slow
@@ -46,6 +69,21 @@ def test_tiny_study_runs_and_resumes(tmp_path, capsys):
     assert sorted(r["variant"] for r in rows) == ["image_step", "paper"] and all(r["outer"] == 1 for r in rows)
     protocol.main(argv)  # everything is done: nothing runs again
     assert "2 run(s) already in" in capsys.readouterr().out and len(protocol.read_results(results)) == 2
+
+
+@pytest.mark.slow
+def test_candidates_set_their_own_iterations_and_random_real_is_evaluated(tmp_path):
+    results = tmp_path / "runs.jsonl"
+    protocol.main([
+        "--config", "configs/digits/ipc1.yaml", "--candidate", "longer=model.outer_iterations=2", "--random_real", "--seeds", "0",
+        "--outer", "1", "--eval_epochs", "1", "--repeats", "1", "--set", "model.inner_loop=1", "--set", "model.net.width=4",
+        "--set", "model.pool.size=1", "--set", "model.pool.epochs=0", "--results", str(results),
+        "--pool_cache", str(tmp_path / "pools"), "--no_doc",
+    ])  # fmt: skip
+    rows = {r["variant"]: r for r in protocol.read_results(results)}
+    assert sorted(rows) == ["longer", "paper", protocol.RANDOM_REAL]
+    assert (rows["paper"]["outer"], rows["longer"]["outer"], rows[protocol.RANDOM_REAL]["outer"]) == (1, 2, 0)
+    assert len(rows[protocol.RANDOM_REAL]["accuracies"]) == 1
 
 
 def test_a_results_file_keeps_one_device(tmp_path):

@@ -1,0 +1,279 @@
+"""Evaluation parity: our evaluation protocol and the authors' training loop on the same files.
+
+A set's worth is judged by training fresh networks on it; if our evaluation treated some sets
+(say, low-resolution multi-formation sets under long training) differently from the authors',
+every accuracy we report would be off. This benchmark trains ConvNet-3 (width 128, instance
+norm) on the same decoded sets with
+
+- ours: :func:`lightning_dd.evaluation.evaluate_set` (``TrainSchedule`` defaults: SGD 0.01,
+  momentum 0.9, wd 5e-4, batch 64, x0.2 at 2/3 and 5/6, DSA ``color_crop_flip_scale_rotate``
+  with one spatial transform per batch, CutMix p 0.5), and
+- theirs: the authors' ``train.train`` (``train_epoch`` / ``validate``) with their ``DiffAug``,
+  ``define_model``, ``TensorDataset`` and normalisation, on their argument defaults for
+  Fashion-MNIST (``argument.py`` run as their command line would),
+
+for several epoch counts, and reports the final-epoch test accuracy of each. The sets:
+
+- ``initial``: the ``mix`` initialisation of a multi-formation set (factor 2: each stored image
+  holds 4 real images shrunk nearest-neighbour), decoded to ``ipc * 4`` images per class;
+- ``distilled``: an exported set (``--distilled``, e.g. ``lightning_logs/version_N/distilled.pt``);
+- ``random real``: ``ipc`` random real training images per class (the same storage).
+
+The three decoded sets are written once to ``<--work>/sets.pt`` and both sides read them from
+there. The authors' code is imported from ``--authors_dir`` (never copied) with the shims of
+``parity.SHIMS`` plus, on the CPU, ``.cuda()`` made the identity while their loop runs.
+
+    python benchmarks/eval_parity.py --authors_dir /path/to/Acc-DD \\
+        --distilled lightning_logs/version_0/distilled.pt --epochs 100 300 --nets 2 --jobs 2
+
+Every finished network is appended to ``--out`` (JSON lines); rerunning the same command skips
+what is done. The table goes to docs/benchmarks.md between ``eval-parity`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_name, provenance, write_section  # noqa: E402
+
+SIDES = ("ours", "theirs")
+SET_NAMES = ("initial", "distilled", "random real")
+
+
+def _data(data_dir: str):
+    from lightning_dd import RealDataModule
+
+    os.environ.setdefault("LIGHTNING_DD_QUIET", "1")
+    dm = RealDataModule("fashion_mnist", data_dir=data_dir)
+    dm.setup()
+    return dm.train_data, dm.test_data
+
+
+def build_sets(distilled: str, ipc: int, factor: int, seed: int, data_dir: str) -> dict:
+    """The three decoded sets (float pixels in [0, 1], labels) and where they came from."""
+    from lightning_dd.distill.synthetic import SyntheticSet
+    from lightning_dd.export import load_distilled
+
+    train, _ = _data(data_dir)
+    info = train.info
+    initial = SyntheticSet(info.num_classes, ipc, info.channels, info.image_size, factor)
+    initial.initialize("mix", train, torch.Generator().manual_seed(seed))
+    exported = load_distilled(distilled)
+    if exported.info.name != info.name:
+        raise SystemExit(f"--distilled holds a {exported.info.name} set; this benchmark evaluates fashion_mnist")
+    d_images, d_labels = exported.decoded()
+    idx = train.random_subset_indices(exported.ipc, torch.Generator().manual_seed(10_000 + seed)).cpu()
+    return {
+        "initial": (initial.decoded_images().detach().clamp(0, 1), initial.decoded_labels()),
+        "distilled": (d_images.float(), d_labels.long()),
+        "random real": (train.images.cpu()[idx].float().div(255.0), train.labels.cpu()[idx].long()),
+        "about": {
+            "initial": f"`mix` init, IPC {ipc}, factor {factor}, seed {seed} ({ipc * factor**2} decoded images per class)",
+            "distilled": f"`{distilled}` (IPC {exported.ipc}, factor {exported.factor}, {exported.config.get('outer_iterations_done', '?')} outer iterations)",
+            "random real": f"{exported.ipc} random real images per class (draw seed {10_000 + seed})",
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- the two sides
+_WORKER: dict = {}
+
+
+def _worker_init(data_dir: str, authors_dir: str | None, device: str) -> None:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    _WORKER["test"] = _data(data_dir)[1]
+    _WORKER["device"] = device
+    if authors_dir:
+        from parity import AuthorsCode
+
+        _WORKER["authors"] = AuthorsCode(authors_dir, device)
+
+
+def ours(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
+    from lightning_dd.classify import TrainSchedule
+    from lightning_dd.evaluation import evaluate_set
+    from lightning_dd.nets import NetSpec
+
+    return evaluate_set(images, labels, _WORKER["test"], NetSpec(depth=3, width=128), TrainSchedule(epochs=epochs), seed, _WORKER["device"])
+
+
+@contextlib.contextmanager
+def _cuda_is_identity(active: bool):
+    """On the CPU, their ``model.cuda()`` / ``input.cuda()`` calls return the object itself."""
+    if not active:
+        yield
+        return
+    saved = torch.Tensor.cuda, torch.nn.Module.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = saved
+
+
+def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
+    """Their ``train.train`` as their ``test.py`` calls it on a condensed set: final-epoch top-1 (%)."""
+    from parity import _numpy_int
+
+    authors, test = _WORKER["authors"], _WORKER["test"]
+    data, train = authors.data, authors.train
+    args = authors.parse_args(["-d", "fashion", "--ipc", "10", "-n", "convnet", "--depth", "3", "--width", "1.0", "--workers", "0", "--test"])
+    args.epochs, args.epoch_print_freq, args.save_ckpt, args.verbose = epochs, epochs, False, False
+    train_transform, test_transform = data.transform_fashion(augment=args.augment, from_tensor=True)
+    train_set = data.TensorDataset(images, labels, train_transform)
+    val_set = data.TensorDataset(test.images.float().div(255.0), test.labels.long(), test_transform)
+    train_loader = data.MultiEpochsDataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=0)
+    val_loader = data.MultiEpochsDataLoader(val_set, batch_size=500, shuffle=False, num_workers=0)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    on_cpu = _WORKER["device"] == "cpu"
+    with _cuda_is_identity(on_cpu), _numpy_int(), contextlib.redirect_stdout(open(os.devnull, "w")):
+        model = train.define_model(args, args.nclass)
+        _best, last = train.train(args, model, train_loader, val_loader, logger=lambda *a, **k: None)
+    return float(last)
+
+
+def run_task(task: dict) -> dict:
+    sets = torch.load(task["sets"], weights_only=False)
+    images, labels = sets[task["set"]]
+    started = time.perf_counter()
+    accuracy = (ours if task["side"] == "ours" else theirs)(images, labels, task["epochs"], task["seed"])
+    return {**task, "accuracy": accuracy, "seconds": time.perf_counter() - started, "machine": machine_name(_WORKER["device"])}
+
+
+# ---------------------------------------------------------------------------- results
+def task_key(task: dict) -> tuple:
+    return (task["set"], task["side"], task["epochs"], task["seed"])
+
+
+def load_done(path: Path) -> dict[tuple, dict]:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[task_key(row)] = row
+    return done
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} +- {std:.2f} ({len(values)})"
+
+
+def table(rows: list[dict], epochs: list[int]) -> str:
+    lines = ["| set | epochs | ours: acc % (nets) | theirs: acc % (nets) | ours - theirs | s per net (ours / theirs) |", "|---|---:|---|---|---:|---|"]
+    for name in SET_NAMES:
+        for e in epochs:
+            acc = {side: [r["accuracy"] for r in rows if r["set"] == name and r["epochs"] == e and r["side"] == side] for side in SIDES}
+            secs = {side: [r["seconds"] for r in rows if r["set"] == name and r["epochs"] == e and r["side"] == side] for side in SIDES}
+            if not acc["ours"] and not acc["theirs"]:
+                continue
+            diff = f"{statistics.mean(acc['ours']) - statistics.mean(acc['theirs']):+.2f}" if acc["ours"] and acc["theirs"] else "-"
+            pace = " / ".join(f"{statistics.mean(secs[s]):.0f}" if secs[s] else "-" for s in SIDES)
+            lines.append(f"| {name} | {e} | {mean_std(acc['ours'])} | {mean_std(acc['theirs'])} | {diff} | {pace} |")
+    return "\n".join(lines)
+
+
+def report(rows: list[dict], about: dict, opts: argparse.Namespace, argv: list[str]) -> str:
+    machines = sorted({r["machine"] for r in rows})
+    body = [
+        "## Evaluation parity: our evaluation and the authors' training loop on the same files",
+        "",
+        "ConvNet-3 width 128 (instance norm) trained on each decoded set by our evaluation "
+        "(`lightning_dd.evaluation.evaluate_set`) and by the authors' `train.train` with their "
+        "`DiffAug`, data set class and normalisation on their Fashion-MNIST defaults; final-epoch test "
+        "accuracy on the 10 000 test images, mean +- std over the networks (count in brackets); network "
+        "seeds 0, 1, ... on both sides (the two sides draw their randomness differently, so single "
+        "networks are not paired).",
+        "",
+        *[f"- {name}: {about[name]}" for name in SET_NAMES],
+        "",
+        table(rows, opts.epochs),
+        "",
+        f"Results: `{opts.out}` (one JSON line per network; machines: {', '.join(machines)}).",
+        "",
+        provenance("benchmarks/eval_parity.py", argv, 1),
+    ]
+    return "\n".join(body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--authors_dir", default=None, help="checkout of github.com/ncsu-dk-lab/Acc-DD (without it only our side runs)")
+    parser.add_argument("--distilled", required=True, help="an exported Fashion-MNIST set (.pt)")
+    parser.add_argument("--ipc", type=int, default=10, help="stored images per class of the initial set")
+    parser.add_argument("--factor", type=int, default=2, help="multi-formation factor of the initial set")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--nets", type=int, default=2, help="networks per set, side and epoch count")
+    parser.add_argument("--sets", nargs="+", default=list(SET_NAMES), choices=SET_NAMES)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial set and the random draw")
+    parser.add_argument("--jobs", type=int, default=1, help="networks trained in parallel (one thread each)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--work", default="lightning_logs/eval_parity", help="folder for the decoded sets")
+    parser.add_argument("--out", default="docs/eval-parity-runs.jsonl")
+    parser.add_argument("--output", default="docs/benchmarks.md")
+    parser.add_argument("--section", default="eval-parity")
+    parser.add_argument("--report_only", action="store_true", help="write the table from --out without training")
+    opts = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+
+    if opts.authors_dir:
+        from parity import AuthorsCode
+
+        missing = [f for f in AuthorsCode.FILES if not Path(opts.authors_dir, f).is_file()]
+        if missing:
+            raise SystemExit(f"--authors_dir {opts.authors_dir} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)})")
+    work = Path(opts.work)
+    work.mkdir(parents=True, exist_ok=True)
+    sets_path = work / "sets.pt"
+    if not sets_path.exists():
+        torch.save(build_sets(opts.distilled, opts.ipc, opts.factor, opts.seed, opts.data_dir), sets_path)
+    about = torch.load(sets_path, weights_only=False)["about"]
+    out = Path(opts.out)
+    done = load_done(out)
+    sides = SIDES if opts.authors_dir else ("ours",)
+    tasks = [
+        {"set": s, "side": side, "epochs": e, "seed": n, "sets": str(sets_path)}
+        for e in sorted(opts.epochs) for n in range(opts.nets) for s in opts.sets for side in sides
+    ]  # fmt: skip
+    todo = [t for t in tasks if task_key(t) not in done]
+    if todo and not opts.report_only:
+        print(f"eval parity: {len(todo)} networks to train ({len(tasks) - len(todo)} done)", flush=True)
+        context = get_context("spawn")
+        with ProcessPoolExecutor(opts.jobs, mp_context=context, initializer=_worker_init, initargs=(opts.data_dir, opts.authors_dir, opts.device)) as pool:
+            futures = [pool.submit(run_task, t) for t in todo]
+            for future in as_completed(futures):
+                row = future.result()
+                with open(out, "a") as handle:
+                    handle.write(json.dumps({k: v for k, v in row.items() if k != "sets"}) + "\n")
+                done[task_key(row)] = row
+                print(f"  {row['set']:>11} {row['side']:>6} {row['epochs']:>5} ep net {row['seed']}: {row['accuracy']:.2f} % ({row['seconds']:.0f} s)", flush=True)
+    rows = [r for r in done.values() if r["epochs"] in opts.epochs]
+    print(table(rows, sorted(opts.epochs)))
+    write_section(Path(opts.output), opts.section, report(rows, about, opts, argv))
+
+
+if __name__ == "__main__":
+    main()
