@@ -79,7 +79,7 @@ parity() {  # NAME SEEDS SECONDS JOBS SETTINGS...: distil and evaluate both side
 # 128, 300 epochs, 3 networks) beside random real images of the same storage.
 LONG_EVAL=(--eval_epochs 300 --repeats 3 --random_real --set "evaluation.net={depth: 3, width: 128}")
 [[ $studies == *" candidates10 "* ]] && ( timeout "${CAND_SECONDS:-$limit}" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu.yaml \
-    --outer 48 --seeds 0 1 --jobs "${CAND_JOBS:-6}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc10.jsonl" --pool_cache "$w/pools" \
+    --variants paper --outer 48 --seeds 0 1 --jobs "${CAND_JOBS:-6}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc10.jsonl" --pool_cache "$w/pools" \
     --section candidates-ipc10 --output "$w/sections-candidates10.md" \
     --candidate "idc_i=model.factor=1;model.init=real;model.outer_iterations=64" \
     --candidate "idc_i_lr0.03=model.factor=1;model.init=real;model.lr_img=0.03;model.outer_iterations=64" \
@@ -90,7 +90,7 @@ LONG_EVAL=(--eval_epochs 300 --repeats 3 --random_real --set "evaluation.net={de
     --candidate "mix_lr0.03=model.lr_img=0.03" \
     > "$w/candidates10.log" 2>&1 ) &
 [[ $studies == *" candidates1 "* ]] && ( timeout "${CAND_SECONDS:-$limit}" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc1_cpu.yaml \
-    --outer 16 --seeds 0 1 --jobs "${CAND1_JOBS:-3}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc1.jsonl" --pool_cache "$w/pools" \
+    --variants paper --outer 16 --seeds 0 1 --jobs "${CAND1_JOBS:-3}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc1.jsonl" --pool_cache "$w/pools" \
     --section candidates-ipc1 --output "$w/sections-candidates1.md" \
     --candidate "idc_mode=model.model_source=random;model.perturb=false;model.outer_iterations=28" \
     --candidate "lr0.03=model.lr_img=0.03" \

@@ -74,13 +74,14 @@ def run_one(job: dict) -> dict:
     L.seed_everything(job["seed"], verbose=False)
     module = DistillModule(**cfg.model)
     device = job["device"]
-    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator=accelerator(device), devices=1)
-    started = time.perf_counter()
+    limit = {"max_time": {"minutes": job["max_minutes"]}} if job.get("max_minutes") else {}
+    trainer = L.Trainer(max_epochs=-1, **limit, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator=accelerator(device), devices=1)
+    started, cpu_started = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=RealDataModule(**cfg.data))
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     images, labels = module.decoded()
     result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False)
-    return {"variant": job["variant"], "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": module.outer, "inner_loop": module.hparams.inner_loop, "fit_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean}
+    return {"variant": job["variant"], "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": module.outer, "inner_loop": module.hparams.inner_loop, "steps": module.outer * module.hparams.inner_loop + module.inner, "fit_seconds": seconds, "fit_cpu_seconds": cpu_seconds, "accuracies": result.accuracies, "mean": result.mean}
 
 
 def random_real_row(job: dict, cfg) -> dict:
@@ -146,7 +147,7 @@ def summarise(rows: list[dict], variants: list[str], described: dict[str, str] |
             cells.append("" if skip or not diffs else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs)))
         if not bar:
             cells = cells[:1]
-        steps = "" if name == RANDOM_REAL else str(mine[0]["outer"] * mine[0]["inner_loop"])
+        steps = "" if name == RANDOM_REAL else "/".join(sorted({str(r.get("steps", r["outer"] * r["inner_loop"])) for r in mine}, key=int))
         seconds = sum(r["fit_seconds"] for r in mine) / len(mine)
         lines.append(f"| {name} | {described.get(name, '')} | {len(mine)} | {steps} | {acc[0]:.2f} +- {acc[1]:.2f} | {' | '.join(cells)} | {seconds:.0f} |")
     return "\n".join(lines)
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="built-in variants (default: all, or none when --candidate is given)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--outer", type=int, default=8, help="outer iterations per run (equal for every variant)")
+    parser.add_argument("--max_minutes", type=float, default=None, help="also stop each fit after this many wall-clock minutes (a CPU budget; pool pretraining included)")
     parser.add_argument("--eval_epochs", type=int, default=None, help="evaluation epochs (default: the config's)")
     parser.add_argument("--repeats", type=int, default=3, help="evaluation networks per set")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
@@ -185,9 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     if other:
         parser.error(f"{results} holds runs on {', '.join(other)}; pass another --results for --device {args.device}")
     done = {(r["variant"], r["seed"]) for r in earlier}
-    base = dict(config=args.config, outer=args.outer, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device)
+    base = dict(config=args.config, outer=args.outer, max_minutes=args.max_minutes, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device)
     # Seed-major order, paper first: paired differences become available as early as possible.
-    order = ["paper"] + [v for v in variants if v != "paper"]  # paper is always run: differences are paired with it
+    # Built-in variants are paired with paper, so it always runs with them; candidates run alone unless --variants paper.
+    order = (["paper"] if "paper" in variants or not candidates else []) + [v for v in variants if v != "paper"]
     jobs = [dict(base, variant=v, seed=s, overrides=overrides_of[v]) for s in args.seeds for v in order if (v, s) not in done]
     print(f"{len(done)} run(s) already in {results}; {len(jobs)} to go", flush=True)
     for row in run_all(jobs, args.jobs):

@@ -75,7 +75,7 @@ def test_tiny_study_runs_and_resumes(tmp_path, capsys):
 def test_candidates_set_their_own_iterations_and_random_real_is_evaluated(tmp_path):
     results = tmp_path / "runs.jsonl"
     protocol.main([
-        "--config", "configs/digits/ipc1.yaml", "--candidate", "longer=model.outer_iterations=2", "--random_real", "--seeds", "0",
+        "--config", "configs/digits/ipc1.yaml", "--variants", "paper", "--candidate", "longer=model.outer_iterations=2", "--random_real", "--seeds", "0",
         "--outer", "1", "--eval_epochs", "1", "--repeats", "1", "--set", "model.inner_loop=1", "--set", "model.net.width=4",
         "--set", "model.pool.size=1", "--set", "model.pool.epochs=0", "--results", str(results),
         "--pool_cache", str(tmp_path / "pools"), "--no_doc",
@@ -84,6 +84,20 @@ def test_candidates_set_their_own_iterations_and_random_real_is_evaluated(tmp_pa
     assert sorted(rows) == ["longer", "paper", protocol.RANDOM_REAL]
     assert (rows["paper"]["outer"], rows["longer"]["outer"], rows[protocol.RANDOM_REAL]["outer"]) == (1, 2, 0)
     assert len(rows[protocol.RANDOM_REAL]["accuracies"]) == 1
+    assert (rows["paper"]["steps"], rows["longer"]["steps"]) == (1, 2)  # outer x inner_loop of 1
+
+
+@pytest.mark.slow
+def test_candidates_alone_leave_paper_out_and_a_time_limit_stops_a_fit(tmp_path):
+    results = tmp_path / "runs.jsonl"
+    protocol.main([
+        "--config", "configs/digits/ipc1.yaml", "--candidate", "long=model.outer_iterations=100000", "--max_minutes", "0.05",
+        "--seeds", "0", "--eval_epochs", "1", "--repeats", "1", "--set", "model.inner_loop=1", "--set", "model.net.width=4",
+        "--set", "model.pool.size=1", "--set", "model.pool.epochs=0", "--results", str(results),
+        "--pool_cache", str(tmp_path / "pools"), "--no_doc",
+    ])  # fmt: skip
+    (row,) = protocol.read_results(results)
+    assert row["variant"] == "long" and 0 < row["steps"] < 100000 and row["fit_seconds"] < 60
 
 
 def test_a_results_file_keeps_one_device(tmp_path):
