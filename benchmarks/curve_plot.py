@@ -1,27 +1,26 @@
-"""A log-x line plot with mean +- std bands and dashed reference lines, drawn with Pillow.
+"""Accuracy-vs-wall-clock figures of benchmarks/curve.py, drawn with matplotlib (the ``bench`` extra).
 
-Pillow is already a dependency of the library, so the benchmark draws its figure without adding
-a plotting package. The figure is drawn at twice its size and scaled down for smooth lines.
+:func:`plot_curves` draws one line with a mean +- std band per curve on a log-x axis, and
+horizontal reference lines (published values dashed). :func:`figure_from_csv` rebuilds those
+curves and lines from a study's CSV, the rows its tables come from, so a figure can be redrawn
+or restyled without the study folder::
+
+    python benchmarks/curve_plot.py docs/curves/fashion_mnist-ipc1.csv   # writes the .png beside it
+
+matplotlib is needed only here: ``pip install -e '.[bench]'``; the library does not import it.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import csv
+import statistics
 from pathlib import Path
-
-from PIL import Image, ImageDraw, ImageFont
 
 from lightning_dd.atomic import atomic_open
 
 NICE_SECONDS = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400, 28800, 57600, 86400)
-SCALE = 2  # supersampling factor
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size * SCALE)
-    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
-        return ImageFont.load_default()
+DPI = 100
 
 
 def format_tick_seconds(seconds: float) -> str:
@@ -47,107 +46,146 @@ def x_ticks(low: float, high: float) -> list[float]:
         ratio *= 1.5
 
 
-def y_range(values: list[float]) -> tuple[float, float, float]:
-    """(low, high, tick step) covering ``values`` with a little room, within [0, 100]."""
-    lo, hi = min(values), max(values)
-    span = max(hi - lo, 1.0)
-    step = next(s for s in (0.5, 1, 2, 5, 10, 20) if span / s <= 8)
-    low = max(0.0, math.floor((lo - 0.05 * span) / step) * step)
-    high = min(100.0, math.ceil((hi + 0.05 * span) / step) * step)
-    return low, max(high, low + step), step
+def _rgb(colour: tuple[int, int, int]) -> tuple[float, float, float]:
+    return tuple(c / 255 for c in colour)  # type: ignore[return-value]
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("the curve figures need matplotlib: pip install -e '.[bench]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def draw_curves(series: list[dict], lines: list[dict], title: str, xlabel: str, ylabel: str, size: tuple[int, int] = (1100, 640)):
+    """A matplotlib ``Figure`` of ``size`` pixels (Agg canvas): :func:`plot_curves` without the file."""
+    Figure, FigureCanvasAgg = _matplotlib()
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    FigureCanvasAgg(figure)
+    # Room on the right for the legend, as wide in pixels whatever the figure's size.
+    figure.subplots_adjust(left=95 / size[0], right=1 - 330 / size[0], top=1 - 50 / size[1], bottom=70 / size[1])
+    axes = figure.add_subplot()
+    handles, labels = [], []  # a curve's legend entry shows its band behind its line
+    for s in series:
+        points = sorted(p for p in s["points"] if p[0] > 0)
+        if not points:
+            continue
+        t, mean, std = (list(column) for column in zip(*points))
+        colour = _rgb(s["color"])
+        band = axes.fill_between(t, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)], color=colour, alpha=0.22, linewidth=0)
+        (curve,) = axes.plot(t, mean, color=colour, linewidth=3, marker="o", markersize=6)
+        handles.append((band, curve))
+        labels.append(s["label"])
+    for line in lines:
+        dashed = bool(line.get("dashed"))
+        handles.append(axes.axhline(line["value"], color=_rgb(line["color"]), linewidth=2 if dashed else 1, linestyle="--" if dashed else "-"))
+        labels.append(line["label"])
+    axes.set_xscale("log")
+    times = [p[0] for s in series for p in s["points"] if p[0] > 0]
+    low, high = (min(times) / 1.3, max(times) * 1.3) if times else (1.0, 10.0)
+    if high / low < 3:
+        low, high = low / 1.5, high * 1.5
+    axes.set_xlim(low, high)
+    ticks = x_ticks(low, high)
+    axes.xaxis.set_major_locator(FixedLocator(ticks))
+    axes.xaxis.set_minor_locator(NullLocator())
+    axes.set_xticklabels([format_tick_seconds(t) for t in ticks])
+    axes.grid(True, color="0.9")
+    axes.set_axisbelow(True)
+    axes.set_title(title, loc="left")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    if handles:
+        axes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+    return figure
 
 
 def plot_curves(path: str | Path, series: list[dict], lines: list[dict], title: str, xlabel: str, ylabel: str, size: tuple[int, int] = (1100, 640)) -> None:
-    """Write a PNG: one line with a band per series, horizontal lines for references.
+    """Write a PNG of ``size`` pixels: one line with a band per series, horizontal lines for references.
 
     Args:
-        series: ``{"label", "color": (r, g, b), "points": [(t > 0, mean, std), ...]}`` per curve.
+        series: ``{"label", "color": (r, g, b), "points": [(t > 0, mean, std), ...]}`` per curve
+            (colours 0-255), drawn with a mean +- std band; points at ``t <= 0`` cannot sit on the
+            log axis and are left out.
         lines: ``{"label", "value", "color", "dashed"}`` per horizontal reference line.
-        title, xlabel, ylabel: texts; x is drawn on a log scale.
+        title, xlabel, ylabel: texts; x is drawn on a log scale with ticks at round times.
     """
-    width, height = size[0] * SCALE, size[1] * SCALE
-    left, right, top, bottom = 95 * SCALE, 330 * SCALE, 50 * SCALE, 70 * SCALE
-    x0, x1, y0, y1 = left, width - right, top, height - bottom
-    times = [t for s in series for t, _, _ in s["points"] if t > 0]
-    t_low, t_high = (min(times) / 1.3, max(times) * 1.3) if times else (1.0, 10.0)
-    if t_high / t_low < 3:
-        t_low, t_high = t_low / 1.5, t_high * 1.5
-    values = [m + d for s in series for _, m, sd in s["points"] for d in (-sd, sd)] + [line["value"] for line in lines]
-    a_low, a_high, a_step = y_range(values or [0.0, 100.0])
-
-    def px(t: float) -> float:
-        return x0 + (math.log(t) - math.log(t_low)) / (math.log(t_high) - math.log(t_low)) * (x1 - x0)
-
-    def py(a: float) -> float:
-        return y1 - (a - a_low) / (a_high - a_low) * (y1 - y0)
-
-    image = Image.new("RGBA", (width, height), (255, 255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    small, normal = _font(13), _font(15)
-    # grid and ticks
-    a = a_low
-    while a <= a_high + 1e-9:
-        draw.line([(x0, py(a)), (x1, py(a))], fill=(230, 230, 230), width=SCALE)
-        label = f"{a:g}"
-        w = draw.textlength(label, font=small)
-        draw.text((x0 - 8 * SCALE - w, py(a) - 8 * SCALE), label, fill=(60, 60, 60), font=small)
-        a += a_step
-    for t in x_ticks(t_low, t_high):
-        draw.line([(px(t), y0), (px(t), y1)], fill=(230, 230, 230), width=SCALE)
-        label = format_tick_seconds(t)
-        w = draw.textlength(label, font=small)
-        draw.text((px(t) - w / 2, y1 + 8 * SCALE), label, fill=(60, 60, 60), font=small)
-    draw.rectangle([x0, y0, x1, y1], outline=(80, 80, 80), width=SCALE)
-    # bands, on a transparent layer so they blend
-    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    layer_draw = ImageDraw.Draw(layer)
-    for s in series:
-        pts = [p for p in s["points"] if p[0] > 0]
-        if len(pts) > 1:
-            upper = [(px(t), py(min(a_high, m + sd))) for t, m, sd in pts]
-            lower = [(px(t), py(max(a_low, m - sd))) for t, m, sd in reversed(pts)]
-            layer_draw.polygon(upper + lower, fill=(*s["color"], 55))
-    image = Image.alpha_composite(image, layer)
-    draw = ImageDraw.Draw(image)
-    # reference lines
-    for line in lines:
-        y = py(line["value"])
-        if line.get("dashed"):
-            x, dash, gap = x0, 14 * SCALE, 8 * SCALE
-            while x < x1:
-                draw.line([(x, y), (min(x + dash, x1), y)], fill=line["color"], width=2 * SCALE)
-                x += dash + gap
-        else:
-            draw.line([(x0, y), (x1, y)], fill=line["color"], width=SCALE)
-    # curves
-    for s in series:
-        pts = [(px(t), py(m)) for t, m, _ in s["points"] if t > 0]
-        if len(pts) > 1:
-            draw.line(pts, fill=s["color"], width=3 * SCALE, joint="curve")
-        for x, y in pts:
-            r = 4 * SCALE
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=s["color"])
-    # texts and legend
-    draw.text((x0, 14 * SCALE), title, fill=(0, 0, 0), font=normal)
-    w = draw.textlength(xlabel, font=small)
-    draw.text(((x0 + x1) / 2 - w / 2, y1 + 34 * SCALE), xlabel, fill=(0, 0, 0), font=small)
-    text_w = int(draw.textlength(ylabel, font=small)) + 4 * SCALE
-    label_image = Image.new("RGBA", (text_w, 20 * SCALE), (255, 255, 255, 0))
-    ImageDraw.Draw(label_image).text((0, 0), ylabel, fill=(0, 0, 0), font=small)
-    rotated = label_image.rotate(90, expand=True)
-    image.alpha_composite(rotated, (12 * SCALE, max(0, int((y0 + y1) / 2 - rotated.height / 2))))
-    lx, ly = x1 + 20 * SCALE, y0
-    for entry in [{**s, "dashed": False, "band": True} for s in series] + list(lines):
-        y = ly + 10 * SCALE
-        if entry.get("band"):
-            draw.rectangle([lx, y - 6 * SCALE, lx + 34 * SCALE, y + 6 * SCALE], fill=tuple(int(255 - (255 - c) * 0.22) for c in entry["color"]))
-        if entry.get("dashed"):
-            draw.line([(lx, y), (lx + 14 * SCALE, y)], fill=entry["color"], width=2 * SCALE)
-            draw.line([(lx + 20 * SCALE, y), (lx + 34 * SCALE, y)], fill=entry["color"], width=2 * SCALE)
-        else:
-            draw.line([(lx, y), (lx + 34 * SCALE, y)], fill=entry["color"], width=(3 if entry.get("band") else 1) * SCALE)
-        draw.text((lx + 42 * SCALE, y - 8 * SCALE), entry["label"], fill=(0, 0, 0), font=small)
-        ly += 24 * SCALE
-    final = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    figure = draw_curves(series, lines, title, xlabel, ylabel, size)
     with atomic_open(path, "wb") as handle:
-        final.save(handle, format="PNG")
+        figure.savefig(handle, format="png", dpi=DPI)
+
+
+# ------------------------------------------------------------------------------ from the CSV
+def figure_from_csv(path: str | Path) -> dict:
+    """The arguments of :func:`plot_curves` for a study, rebuilt from its CSV (benchmarks/curve.py).
+
+    Per mode, a checkpoint is a point once every seed of the mode has it evaluated: its time is
+    the mean wall-clock over seeds, its accuracy the mean over seeds, its band the standard
+    deviation over seeds (with one seed, that seed's spread over evaluation networks). The start
+    snapshot is left out unless it comes after half the first checkpoint (pool pretraining),
+    since at about 0 s it would stretch the log axis. Reference rows become solid lines; the
+    published values of the study's dataset and IPC (benchmarks/curve.py) become dashed lines.
+    """
+    from curve import COLORS, PUBLISHED, PUBLISHED_COLORS, STUDY_MODES
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{str(path)!r} holds no rows")
+    runs = [r for r in rows if r["mode"] in STUDY_MODES and r["acc_mean"]]
+    positive = [float(r["nominal_s"]) for r in runs if int(r["checkpoint"]) > 0]
+    first = min(positive) if positive else 0.0
+    series = []
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        mine = [r for r in runs if r["mode"] == mode]
+        seeds = {r["seed"] for r in mine}
+        points = []
+        for index in sorted({int(r["checkpoint"]) for r in mine}):
+            at = [r for r in mine if int(r["checkpoint"]) == index]
+            if len(at) < len(seeds):
+                continue
+            means = [float(r["acc_mean"]) for r in at]
+            wall = statistics.fmean(float(r["wall_s"]) for r in at)
+            if index == 0 and wall < first / 2:
+                continue
+            points.append((wall, statistics.fmean(means), statistics.stdev(means) if len(means) > 1 else float(at[0]["acc_std"])))
+        if points:
+            series.append({"label": f"{STUDY_MODES[mode][0]} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", "color": COLORS[mode], "points": points})
+    lines = [
+        {"label": f"{r['mode']} (ours, {r['nets']} nets)", "value": float(r["acc_mean"]), "color": (90, 90, 90) if r["mode"] == "random real" else (0, 0, 0), "dashed": False}
+        for r in rows
+        if r["mode"] in ("random real", "full training set") and r["acc_mean"]
+    ]
+    dataset, ipc = rows[0]["dataset"], int(rows[0]["ipc"])
+    lines += [{"label": f"{k} (published)", "value": v, "color": PUBLISHED_COLORS[k], "dashed": True} for k, v in PUBLISHED.get((dataset, ipc), {}).items()]
+    curve_row = runs[0] if runs else rows[0]
+    return {
+        "series": series,
+        "lines": lines,
+        "title": f"{dataset}, IPC {ipc}: test accuracy vs distillation wall-clock",
+        "xlabel": "wall-clock seconds, pool pretraining included (log scale)",
+        "ylabel": f"test accuracy (%), {curve_row['eval_net']}, {curve_row['eval_epochs']} epochs",
+    }
+
+
+def plot_csv(csv_path: str | Path, png_path: str | Path | None = None) -> Path:
+    """Draw a study's figure from its CSV; by default the PNG is written beside the CSV."""
+    out = Path(png_path) if png_path is not None else Path(csv_path).with_suffix(".png")
+    plot_curves(out, **figure_from_csv(csv_path))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Redraw a curve study's figure from its CSV (benchmarks/curve.py).")
+    parser.add_argument("csv", help="the study's CSV, e.g. docs/curves/fashion_mnist-ipc1.csv")
+    parser.add_argument("--out", default=None, help="PNG to write (default: beside the CSV)")
+    args = parser.parse_args(argv)
+    print(plot_csv(args.csv, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,9 @@ from lightning_dd.distill import DistillModule, PoolConfig
 from lightning_dd.export import load_distilled, save_distilled
 from lightning_dd.nets import NetSpec
 from lightning_dd.data.synthetic_datamodule import SyntheticDataModule
+from lightning_dd.lightning_noise import silence_lightning_tips
+
+silence_lightning_tips()  # Python-API fits print no cloud-service tips, as the command line does
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import curve  # noqa: E402
-from curve_plot import plot_curves  # noqa: E402
+import curve_plot  # noqa: E402
+from curve_plot import draw_curves, figure_from_csv, plot_csv, plot_curves  # noqa: E402
 
 from lightning_dd.errors import ConfigError  # noqa: E402
 
@@ -202,7 +203,11 @@ def fabricate(study_dir: Path, mode: str, seed: int, points: list[tuple[int, flo
     curve.write_json(run / "progress.json", {"snapshots": snapshots, "done": True})
 
 
-def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path):
+def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    drawn = []
+    real_plot = curve_plot.plot_curves
+    monkeypatch.setattr(curve_plot, "plot_curves", lambda path, *args, **kwargs: drawn.append(args) or real_plot(path, *args, **kwargs))
     args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0")
     study, _ = curve.open_study(args)
     study_dir = Path(study["dir"])
@@ -246,9 +251,24 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path):
         assert image.format == "PNG" and image.size == (1100, 640)
         colours = {c for _, c in image.convert("RGB").getcolors(2**20)}
     assert curve.COLORS["accdd"] in colours and curve.COLORS["idc"] in colours
+    # The figure redrawn from the CSV alone has the curves and lines the study drew (the CSV keeps
+    # two decimals): IDC's start snapshot at 0 s is left off the log axis, Acc-DD's at 50 s is kept.
+    ((series, lines, title, xlabel, ylabel),) = drawn
+    again = figure_from_csv(tmp_path / "curves" / "digits-ipc1.csv")
+    assert (again["title"], again["xlabel"], again["ylabel"]) == (title, xlabel, ylabel)
+    assert [(s["label"], s["color"]) for s in again["series"]] == [(s["label"], s["color"]) for s in series] == [("Acc-DD (2 seeds)", curve.COLORS["accdd"]), ("IDC mode (2 seeds)", curve.COLORS["idc"])]
+    assert [len(s["points"]) for s in again["series"]] == [3, 2]
+    for mine, theirs in zip(again["series"], series):
+        assert [v for p in mine["points"] for v in p] == pytest.approx([v for p in theirs["points"] for v in p], abs=0.01)
+    assert again["lines"] == lines == [{"label": "random real (ours, 1 nets)", "value": 40.0, "color": (90, 90, 90), "dashed": False}]
+    assert [v for p in again["series"][1]["points"] for v in p] == pytest.approx([100.0, 61.0, 2**0.5, 200.0, 71.0, 2**0.5], abs=0.01)
+    assert plot_csv(tmp_path / "curves" / "digits-ipc1.csv", tmp_path / "again.png") == tmp_path / "again.png"
+    with Image.open(tmp_path / "again.png") as image:
+        assert image.size == (1100, 640)
 
 
 def test_paper_protocol_trains_the_best_final_set_on_its_own_device(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")  # the result files include the figure
     args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0", "--paper_epochs", "7", "--paper_repeats", "2", "--paper_device", "cuda", "--paper_width", "32")
     study, _ = curve.open_study(args)
     study_dir = Path(study["dir"])
@@ -285,11 +305,13 @@ def test_benchmarks_name_lightnings_accelerator_for_a_torch_device():
 
 
 def test_plot_draws_every_series_and_dashed_line(tmp_path):
-    red, blue, green = (214, 39, 40), (31, 119, 180), (44, 160, 44)
+    pytest.importorskip("matplotlib")
+    red, blue, green, grey = (214, 39, 40), (31, 119, 180), (44, 160, 44), (90, 90, 90)
     series = [{"label": "a", "color": red, "points": [(30, 60, 2), (60, 70, 1), (120, 75, 1)]}]
-    lines = [{"label": "published", "value": 80.0, "color": green, "dashed": True}]
+    lines = [{"label": "published", "value": 80.0, "color": green, "dashed": True}, {"label": "ours", "value": 50.0, "color": grey, "dashed": False}]
     plot_curves(tmp_path / "p.png", series, lines, "t", "x", "y", size=(600, 400))
     with Image.open(tmp_path / "p.png") as image:
+        assert image.format == "PNG" and image.size == (600, 400)
         pixels = image.convert("RGB")
     counts = {c: n for n, c in pixels.getcolors(2**20)}
     assert counts.get(red, 0) > 50 and blue not in counts
@@ -301,10 +323,51 @@ def test_plot_draws_every_series_and_dashed_line(tmp_path):
     marks = "".join("g" if near(pixels.getpixel((x, row)), green) else "." for x in range(120, 260))
     assert marks.count("g") > 60 and marks.count(".") > 20 and ".g" in marks and "g." in marks
 
+    # What the figure holds: a log-x axis at round times, the band at mean +- std, the mean line,
+    # the published value dashed and our reference solid, every entry in the legend.
+    axes = draw_curves(series, lines, "t", "x", "y", size=(600, 400)).axes[0]
+    assert axes.get_xscale() == "log" and list(axes.get_xticks()) == [30, 60, 120]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["30 s", "1 min", "2 min"]
+    (band,) = axes.collections
+    outline = {(round(float(x)), round(float(y), 6)) for x, y in band.get_paths()[0].vertices}
+    assert {(30, 58), (30, 62), (60, 69), (60, 71), (120, 74), (120, 76)} <= outline
+    assert band.get_facecolor()[0][:3] == pytest.approx([c / 255 for c in red]) and band.get_alpha() == pytest.approx(0.22)
+    mean, published, ours = axes.get_lines()
+    assert list(mean.get_xdata()) == [30, 60, 120] and list(mean.get_ydata()) == [60, 70, 75]
+    assert (published.get_linestyle(), list(published.get_ydata())) == ("--", [80.0, 80.0])
+    assert (ours.get_linestyle(), list(ours.get_ydata())) == ("-", [50.0, 50.0])
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["a", "published", "ours"]
+
+
+def test_figure_from_a_hand_written_csv(tmp_path):
+    """Points need every seed's evaluation; one seed's band is its spread over networks; a start at ~0 s is left out."""
+    rows = [
+        # mode, seed, checkpoint, nominal_s, wall_s, acc_mean, acc_std, nets
+        ("idc", 0, 0, 0.0, 0.0, "20.00", "0.00", 1), ("idc", 0, 1, 30.0, 31.0, "50.00", "0.00", 1), ("idc", 0, 2, 60.0, 61.0, "60.00", "0.00", 1),
+        ("idc", 1, 0, 0.0, 0.0, "22.00", "0.00", 1), ("idc", 1, 1, 30.0, 33.0, "54.00", "0.00", 1), ("idc", 1, 2, 60.0, 63.0, "", "", 0),
+        ("accdd", 0, 0, 0.0, 20.0, "30.00", "1.50", 2), ("accdd", 0, 1, 30.0, 40.0, "65.00", "2.50", 2),
+    ]  # fmt: skip
+    with (tmp_path / "s.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=curve.CSV_FIELDS)
+        writer.writeheader()
+        for mode, seed, index, nominal, wall, mean, std, nets in rows:
+            writer.writerow({"study": "s", "dataset": "mnist", "ipc": 1, "mode": mode, "seed": seed, "checkpoint": index, "nominal_s": nominal, "wall_s": wall, "eval_net": "ConvNet-3 width 8", "eval_epochs": 5, "nets": nets, "acc_mean": mean, "acc_std": std})
+        writer.writerow({"study": "s", "dataset": "mnist", "ipc": 1, "mode": "random real", "eval_net": "ConvNet-3 width 8", "eval_epochs": 5, "nets": 3, "acc_mean": "40.00", "acc_std": "1.00"})
+    figure = figure_from_csv(tmp_path / "s.csv")
+    idc, accdd = figure["series"]
+    assert idc["label"] == "IDC mode (2 seeds)" and len(idc["points"]) == 1  # checkpoint 2 waits for seed 1
+    assert idc["points"][0] == pytest.approx((32.0, 52.0, 8**0.5))
+    # Acc-DD's start at 20 s comes after half the first checkpoint (15 s): drawn, with its one seed's spread.
+    assert accdd["label"] == "Acc-DD (1 seed)" and [v for p in accdd["points"] for v in p] == pytest.approx([20.0, 30.0, 1.5, 40.0, 65.0, 2.5])
+    assert figure["lines"][0] == {"label": "random real (ours, 3 nets)", "value": 40.0, "color": (90, 90, 90), "dashed": False}
+    assert [(line["label"], line["value"], line["dashed"]) for line in figure["lines"][1:]] == [(f"{k} (published)", v, True) for k, v in curve.PUBLISHED[("mnist", 1)].items()]
+    assert figure["ylabel"] == "test accuracy (%), ConvNet-3 width 8, 5 epochs" and figure["title"].startswith("mnist, IPC 1:")
+
 
 # ------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_study_end_to_end_interrupted_run_resumes_and_finished_work_is_skipped(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the result files include the figure
     config = tiny_config(tmp_path)
     argv = ["--config", str(config), "--study_dir", str(tmp_path / "study"), "--results_dir", str(tmp_path / "curves"), "--output", str(tmp_path / "bench.md"),
             "--budget_minutes", "0.2", "--first_checkpoint", "0.5", "--full_epochs", "1"]  # fmt: skip

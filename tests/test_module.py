@@ -47,12 +47,50 @@ def test_distillation_runs_and_changes_the_images(pool_dir, model_source, pertur
     assert not torch.allclose(start.synthetic.images, module.synthetic.images.cpu())
 
 
-def test_distribution_matching_mode(pool_dir):
-    module = tiny_module(pool_dir, match="embed", model_source="random", perturb=False, inner_loop=1, n_data=0, lr_img=1.0)
-    fit(module)
-    start = tiny_module(pool_dir)
-    start.attach_data(module.info, module._real.to("cpu"))
-    assert module.outer == 2 and not torch.allclose(start.synthetic.images, module.synthetic.images.cpu())
+class ImageStepSpy(L.Callback):
+    """Before each image step: the images, their gradient and the network's weights."""
+
+    def __init__(self) -> None:
+        self.seen = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        images = pl_module.synthetic.images
+        self.seen.append((images.detach().clone(), images.grad.detach().clone(), {k: v.detach().clone() for k, v in pl_module._weights.items()}))
+
+
+def test_distribution_matching_mode_steps_on_the_mean_embedding_gap(pool_dir, tmp_path):
+    """match="embed" follows DM's loss, sum over classes of |mean embedding(real) - mean embedding(syn)|^2.
+
+    Every image of a class is the same, so the real batch's mean embedding is known whatever
+    images were sampled; with no augmentation and one image step per iteration, the gradient the
+    step uses and the logged loss are computed here from the network's weights alone.
+    """
+    from PIL import Image
+
+    colours = [(200, 30, 60), (20, 180, 90), (90, 60, 220)]
+    for k, colour in enumerate(colours):
+        (tmp_path / "data" / f"c{k}").mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), colour).save(tmp_path / "data" / f"c{k}" / f"{i}.png")
+    datamodule = RealDataModule("image_folder", data_dir=str(tmp_path / "data"), source_options={"image_size": 8})
+    module = tiny_module(pool_dir, match="embed", init="noise", model_source="random", perturb=False, outer_iterations=2, inner_loop=1, batch_real=4, n_data=0, lr_img=1.0, augment="none", image_step="per_iteration")
+    spy = ImageStepSpy()
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", callbacks=[spy])
+    trainer.fit(module, datamodule=datamodule)
+    assert module.outer == 2 and len(spy.seen) == 2
+
+    images, grad, weights = spy.seen[-1]
+    net = module.net_spec.build(3, 3, (8, 8))
+    net.load_state_dict(weights)
+    mean, std = torch.tensor(datamodule.info.mean).view(1, 3, 1, 1), torch.tensor(datamodule.info.std).view(1, 3, 1, 1)
+    real = (torch.tensor(colours, dtype=torch.float32).view(3, 3, 1, 1).expand(3, 3, 8, 8) / 255 - mean) / std
+    syn = images.clone().requires_grad_(True)
+    loss = sum(torch.sum((net.embed(real[c : c + 1]).mean(0) - net.embed((syn[c : c + 1] - mean) / std).mean(0)) ** 2) for c in range(3))
+    loss.backward()
+    assert float(loss.detach()) > 0 and float(grad.abs().sum()) > 0
+    torch.testing.assert_close(grad, syn.grad, rtol=1e-4, atol=1e-6)
+    assert float(trainer.callback_metrics["distill/match_loss"]) == pytest.approx(float(loss.detach()), rel=1e-4)
+    assert not torch.allclose(spy.seen[0][0], images)  # the first step moved the images
 
 
 def test_bf16_precision_runs_and_stays_close(pool_dir, monkeypatch):

@@ -12,11 +12,29 @@ import protocol  # noqa: E402
 
 
 def test_previous_reverts_every_setting_and_nothing_else():
-    singles = [o for name, (_, overrides) in protocol.VARIANTS.items() if name not in ("paper", "previous", *protocol.LATER_VARIANTS) for o in overrides]
-    assert protocol.VARIANTS["paper"][1] == [] and sorted(protocol.VARIANTS["previous"][1]) == sorted(singles)
-    later = {o for _, overrides in protocol.LATER_VARIANTS.values() for o in overrides}
-    assert later == {"model.mix_downsample=antialias", "model.net_whole_batches=false"} and not later & set(protocol.VARIANTS["previous"][1])
-    assert {o.split("=")[0] for o in singles} >= {"model.net_batch_size", "model.net_spatial", "model.clamp", "model.image_step", "model.pool.batch_size"}
+    # lightning-dd's earlier protocol, setting by setting, as its recorded runs used it.
+    earlier = {
+        "net_batch": ["model.net_batch_size=128"],
+        "net_augment": ["model.net_spatial=all", "model.net_cutout_with_cutmix=true"],
+        "pool": ["model.pool.batch_size=128", "model.pool.augment=color_crop_cutout_scale_rotate", "model.pool.spatial=all", "model.pool.cutout_with_cutmix=true"],
+        "clamp": ["model.clamp=per_step"],
+        "image_step": ["model.image_step=per_iteration"],
+    }
+    previous = [
+        "model.net_batch_size=128",
+        "model.net_spatial=all",
+        "model.net_cutout_with_cutmix=true",
+        "model.pool.batch_size=128",
+        "model.pool.augment=color_crop_cutout_scale_rotate",
+        "model.pool.spatial=all",
+        "model.pool.cutout_with_cutmix=true",
+        "model.clamp=per_step",
+        "model.image_step=per_iteration",
+    ]
+    # Found later: not part of previous, whose recorded runs predate them.
+    later = {"mix_downsample": ["model.mix_downsample=antialias"], "net_whole_batches": ["model.net_whole_batches=false"]}
+    assert {name: overrides for name, (_, overrides) in protocol.VARIANTS.items()} == {"paper": [], **earlier, "previous": previous, **later}
+    assert {name: overrides for name, (_, overrides) in protocol.LATER_VARIANTS.items()} == later
 
 
 def test_summary_pairs_each_variant_with_paper_of_the_same_seed():

@@ -44,9 +44,36 @@ def test_decode_keeps_gradients_to_the_stored_pixels():
     assert float(grad[1, 0, 4:, :].abs().sum()) == 0 and float(grad[1, 0, :, :4].abs().sum()) == 0
 
 
-def test_decode_factor_three_drops_remainder():
-    out = decode(torch.rand(2, 3, 10, 10), 3)
+def test_decode_pads_a_side_the_factor_does_not_divide_with_grey_at_the_bottom_and_right():
+    """5x5 at factor 2: tiles of ceil(5 / 2) = 3 pixels cut from the image padded to 6x6 with 0.5."""
+    img = (10 * torch.arange(5.0)[:, None] + torch.arange(5.0)).view(1, 1, 5, 5)  # pixel (r, c) = 10 r + c
+    out = decode(img, 2)
+    assert out.shape == (4, 1, 5, 5)
+    g = 0.5
+    tiles = torch.tensor(
+        [
+            [[0, 1, 2], [10, 11, 12], [20, 21, 22]],  # top left: image pixels only
+            [[3, 4, g], [13, 14, g], [23, 24, g]],  # top right: grey right column
+            [[30, 31, 32], [40, 41, 42], [g, g, g]],  # bottom left: grey bottom row
+            [[33, 34, g], [43, 44, g], [g, g, g]],  # bottom right: both
+        ]
+    )
+    # 3 -> 5 bilinear (half-pixel centres): output row i reads source row 0.6 (i + 0.5) - 0.5,
+    # i.e. -0.2 (clamped to 0), 0.4, 1.0, 1.6 and 2.2 (clamped to the last row).
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.4, 0.0], [0.0, 1.0, 0.0], [0.0, 0.4, 0.6], [0.0, 0.0, 1.0]])
+    for k in range(4):
+        torch.testing.assert_close(out[k, 0], weights @ tiles[k] @ weights.T)
+    assert float(out[0, 0, 4, 4]) == 22.0 and float(out[0].min()) == 0.0  # no grey reaches the first tile
+    assert float(out[1, 0, 0, 4]) == g and float(out[2, 0, 4, 0]) == g and float(out[3, 0, 4, 4]) == g
+    # Row weights (0.6, 0.4), column weights (0.4, 0.6) on [[4, g], [14, g]]: 0.6 * 1.9 + 0.4 * 5.9
+    assert float(out[1, 0, 1, 3]) == pytest.approx(3.5)
+    # Factor 3 at 10x10 (tiles of 4, two grey rows and columns): the last tile's far corner is
+    # grey in every channel, the first tile's near corner is the image's.
+    x = torch.rand(2, 3, 10, 10)
+    out = decode(x, 3)
     assert out.shape == (18, 3, 10, 10)
+    assert out[8, :, -1, -1].tolist() == [g] * 3 and out[17, :, -1, -1].tolist() == [g] * 3
+    torch.testing.assert_close(out[9, :, 0, 0], x[1, :, 0, 0])
 
 
 def test_default_factor_is_no_multi_formation():

@@ -6,6 +6,8 @@ Layouts accepted under ``data_dir``::
     data_dir/train/<class>/<image>                   (same, from train/)
     data_dir/train/<class>/... + data_dir/test/<class>/...   (or val/ instead of test/)
 
+With a test (or val) folder, every class in it must also be a training class.
+
 Images are decoded with PIL, converted to RGB (or grey with ``channels=1``) and resized to a
 fixed size, so ImageNet subsets such as the papers' ImageNet-10 / ImageNet-100 can be used by
 pointing ``data_dir`` at an ImageNet-style folder and choosing ``classes``.
@@ -66,6 +68,16 @@ def _select_classes(available: list[str], classes, class_seed: int | None, where
         examples = ", ".join(available[:5]) + (", ..." if len(available) > 5 else "")
         raise ConfigError(f"class folder(s) {', '.join(map(repr, missing))} not found in {str(where)!r}, which has {len(available)} class folders ({examples})")
     return names
+
+
+def _check_test_classes(train_classes: list[str], test_root: Path, train_root: Path) -> None:
+    """Refuse a test split holding a class that the training split lacks (its label would exist in no training image)."""
+    known = set(train_classes)
+    extra = [name for name in _class_folders(test_root) if name not in known]
+    if extra:
+        listed = ", ".join(map(repr, extra[:5])) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        which = f"class {listed} is" if len(extra) == 1 else f"classes {listed} are"
+        raise DataError(f"{which} in {str(test_root)!r} but not in {str(train_root)!r}; every {test_root.name} class needs training images, so add its folder under {train_root.name}/ or remove it from {test_root.name}/")
 
 
 def _load_image(path: Path, size: tuple[int, int], mode: str, center_crop: bool) -> np.ndarray:
@@ -173,7 +185,10 @@ def load_image_folder(
 
     train_root = root / "train" if (root / "train").is_dir() else root
     test_root = next((root / t for t in TEST_FOLDERS if train_root != root and (root / t).is_dir()), None)
-    class_names = _select_classes(_class_folders(train_root), classes, class_seed, train_root)
+    available = _class_folders(train_root)
+    if test_root is not None:
+        _check_test_classes(available, test_root, train_root)
+    class_names = _select_classes(available, classes, class_seed, train_root)
     rng = np.random.default_rng(sample_seed)
     images, labels = _read_split(train_root, class_names, size, mode, center_crop, max_per_class, rng)
     if test_root is not None:
