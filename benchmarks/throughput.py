@@ -25,6 +25,7 @@ Usage::
     python benchmarks/throughput.py --device cuda
     python benchmarks/throughput.py --precision 32,bf16   # force both modes (bf16 is slow without bf16 units)
     python benchmarks/throughput.py --quick --shapes 8x8x1 --output /tmp/bench.md   # seconds, for tests
+    python benchmarks/throughput.py --worker library --shapes 28x28x1 --per_class_impl loop   # the library alone, one setting changed
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ def run_reference(shape, settings, device, warmup, steps, tuned_allocator: bool 
 
 LIBRARY_PRECISION = "32"  # in a library worker: its --precision
 LIBRARY_CLASSES_PER_PASS: int | None = None  # set from --classes_per_pass (None: the module's device default)
+LIBRARY_PER_CLASS_IMPL: str | None = None  # set from --per_class_impl (None: the module's default)
 PATHS = ("reference", "reference_tuned", "library")
 PATH_LABELS = {"reference": "reference", "reference_tuned": "reference + tuned allocator"}
 
@@ -238,6 +240,7 @@ def run_library(shape, settings, device, warmup, steps) -> dict:
         seed=s.seed,
         precision=LIBRARY_PRECISION,
         classes_per_pass=LIBRARY_CLASSES_PER_PASS,
+        **({} if LIBRARY_PER_CLASS_IMPL is None else {"per_class_impl": LIBRARY_PER_CLASS_IMPL}),
     )
     # Time the matching part too, by wrapping the bound method on this instance (library code untouched).
     match_times: list[float] = []
@@ -290,6 +293,8 @@ def spawn_worker(path: str, shape, args, precision: str = "32") -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--shapes", shape_name(shape), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", precision]
     if args.classes_per_pass is not None:
         command += ["--classes_per_pass", str(args.classes_per_pass)]
+    if args.per_class_impl is not None:
+        command += ["--per_class_impl", args.per_class_impl]
     if args.quick:
         command.append("--quick")
     if args.threads is not None:
@@ -497,12 +502,13 @@ def command_line(argv: list[str]) -> str:
 
 
 def library_label(args, device: torch.device, precision: str) -> str:
-    """``library (fp32)`` / ``library (bf16)``, plus the classes per pass when it is not 1."""
+    """``library (fp32)`` / ``library (bf16)``, plus the classes per pass when it is not 1 and a chosen per-class step."""
     from lightning_dd.distill.grouped import default_classes_per_pass
 
-    chunk = args.classes_per_pass if args.classes_per_pass is not None else default_classes_per_pass(device.type)
-    mode = mode_name(precision)
-    return f"library ({mode})" if chunk == 1 else f"library ({mode}, {chunk} classes per pass)"
+    loop = args.per_class_impl == "loop"  # the per-class loop matches one class per pass
+    chunk = args.classes_per_pass if args.classes_per_pass is not None else 1 if loop else default_classes_per_pass(device.type)
+    notes = [mode_name(precision)] + ([f"{chunk} classes per pass"] if chunk != 1 else []) + ([f"per-class {args.per_class_impl}"] if args.per_class_impl is not None else [])
+    return f"library ({', '.join(notes)})"
 
 
 def mode_name(precision: str) -> str:
@@ -553,6 +559,7 @@ def main(argv: list[str] | None = None) -> None:
         "default auto: 32, plus bf16 where the device computes it natively (CUDA, or a CPU with AVX512-BF16/AMX). The reference is always fp32",
     )
     parser.add_argument("--classes_per_pass", type=int, default=None, help="the library's classes per matching pass (DistillModule(classes_per_pass=...)); default: its device default (10 on CUDA, 1 on the CPU)")
+    parser.add_argument("--per_class_impl", choices=("replay", "loop"), default=None, help="how the library runs its per-class image step (DistillModule(per_class_impl=...)); default: the module's default (replay)")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps is None:
@@ -565,13 +572,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
-    global LIBRARY_PRECISION, LIBRARY_CLASSES_PER_PASS
+    global LIBRARY_PRECISION, LIBRARY_CLASSES_PER_PASS, LIBRARY_PER_CLASS_IMPL
     if args.precision == ["auto"]:
         args.precisions = ["32", "bf16"] if fast_bf16(torch.device(args.device)) else ["32"]
     else:
         args.precisions = args.precision
     LIBRARY_PRECISION = args.precisions[0]
     LIBRARY_CLASSES_PER_PASS = args.classes_per_pass
+    LIBRARY_PER_CLASS_IMPL = args.per_class_impl
     if args.classes_per_pass is not None and args.classes_per_pass < 1:
         parser.error("--classes_per_pass must be >= 1")
     if args.worker:

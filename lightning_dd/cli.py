@@ -51,11 +51,12 @@ RESUME_SAFE = {
     "pool.cache_dir": "the pool is read from (or rebuilt identically into) this folder",
     "tune_cpu_allocator": "an allocator setting",
     "classes_per_pass": "the same matching loss, computed in other chunks",
+    "per_class_impl": "the same per-class image steps, replayed or looped",
     "mix_downsample": "it shapes only the initial images, made before the checkpoint",
 }
 # Settings added after checkpoints were already being written: a checkpoint without one of them
 # ran with the value here (lightning-dd's behaviour before the setting existed).
-EARLIER_BEHAVIOUR = {"net_whole_batches": False, "mix_downsample": "antialias"}
+EARLIER_BEHAVIOUR = {"net_whole_batches": False, "mix_downsample": "antialias", "per_class_impl": "loop"}
 # LightningCLI's other subcommands: they need steps DistillModule does not have.
 LIGHTNING_ONLY = ("validate", "test", "predict")
 # Data settings that must match the checkpoint's (the synthetic images were learnt on that data).

@@ -405,7 +405,7 @@ def _check_processes(trainer, hp: Mapping[str, Any], net_spec, info) -> None:
     from lightning_dd.distill.grouped import supports_grouped
     from lightning_dd.distill.module import check_processes
 
-    check_processes(trainer, hp.get("image_step"))
+    check_processes(trainer, hp.get("image_step"), hp.get("per_class_impl", "replay"))
     chunk = hp.get("classes_per_pass")
     if chunk is not None and chunk > 1 and net_spec is not None:
         with torch.random.fork_rng(devices=[]):

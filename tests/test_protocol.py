@@ -202,7 +202,12 @@ def test_pool_pretraining_follows_its_settings(digits, applied, tmp_path, spatia
 
 @pytest.mark.parametrize("image_step, per_inner", [("per_class", 10), ("per_iteration", 1)])
 def test_image_optimiser_steps_per_class_or_per_iteration(digits, image_step, per_inner):
-    assert drive_matching(attached(digits, image_step=image_step), 2) == 2 * per_inner
+    assert drive_matching(attached(digits, image_step=image_step, per_class_impl="loop"), 2) == 2 * per_inner
+
+
+def test_the_per_class_replay_writes_the_steps_and_calls_the_optimiser_once_for_lightning(digits):
+    """The replay's steps equal the loop's (tests/test_per_class_replay.py); Lightning still counts one step."""
+    assert drive_matching(attached(digits, image_step="per_class", per_class_impl="replay"), 2) == 2
 
 
 @pytest.mark.parametrize("image_step", ["per_class", "per_iteration"])
@@ -234,16 +239,20 @@ def test_clamping_once_per_outer_iteration_or_after_every_step(digits, clamp):
     assert float(module.synthetic.images.min()) >= 0 and float(module.synthetic.images.max()) <= 1
 
 
-def test_per_class_step_refuses_class_chunks_and_several_processes(pool_dir, digits):
+def test_only_the_per_class_loop_refuses_class_chunks_and_several_processes(pool_dir, digits):
+    """The replay takes every class's gradient at once, so chunks and class sharding are fine with it."""
     with pytest.raises(ConfigError, match="classes_per_pass"):
-        tiny_module(pool_dir, classes_per_pass=2, image_step="per_class")
-    module = tiny_module(pool_dir, image_step="per_class")
+        tiny_module(pool_dir, classes_per_pass=2, image_step="per_class", per_class_impl="loop")
+    tiny_module(pool_dir, classes_per_pass=2, image_step="per_class", per_class_impl="replay")
     from lightning_dd.distill.strategy import DistillDDPStrategy
 
-    strategy = DistillDDPStrategy.__new__(DistillDDPStrategy)
-    module._trainer = SimpleNamespace(datamodule=digits, world_size=2, strategy=strategy)
+    two_processes = SimpleNamespace(world_size=2, strategy=DistillDDPStrategy.__new__(DistillDDPStrategy))
+    module_file.check_processes(two_processes, "per_class", "replay")
+    module_file.check_processes(two_processes, "per_iteration", "loop")
+    module = tiny_module(pool_dir, image_step="per_class", per_class_impl="loop")
+    module._trainer = SimpleNamespace(datamodule=digits, **vars(two_processes))
     module.validated = True  # a stand-in trainer: only setup's own multi-process check is under test
-    with pytest.raises(ConfigError, match="per_iteration"):
+    with pytest.raises(ConfigError, match="per_class_impl=replay"):
         module.setup("fit")
 
 

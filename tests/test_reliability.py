@@ -133,7 +133,8 @@ def test_divergence_stops_with_iteration_and_keeps_last_good_set(tmp_path, pool_
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, pool_dir):
-    # Classes are sharded across processes, which needs one image step per inner iteration.
+    # One image step per inner iteration, on the all-reduced gradient (the per-class step across
+    # processes: tests/test_per_class_replay.py).
     single = module(pool_dir, outer_iterations=2, inner_loop=2, image_step="per_iteration")
     trainer(tmp_path / "one").fit(single, datamodule=RealDataModule("digits"))
     double = module(pool_dir, outer_iterations=2, inner_loop=2, image_step="per_iteration")

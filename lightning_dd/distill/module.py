@@ -5,6 +5,13 @@ iteration, which starts by drawing a network (a perturbed early-stage pool membe
 mode, a fresh random network in IDC mode). Each inner step matches gradients class by class,
 steps the synthetic images (after every class by default, as the authors' code), and then trains
 the network on ``n_data`` real images in minibatches of ``batch_real``.
+
+The step after every class runs, by default, as a replay (:mod:`lightning_dd.distill.replay`):
+every class's gradient is taken at the state the authors' loop would give it, in one grouped pass
+(CUDA) or spread over processes, and the loop's C updates are then replayed element-wise. Class c's
+loss depends only on class c's images, which move only by momentum (and the clamp) while other
+classes are stepped, so this is the loop's result up to float rounding; ``per_class_impl="loop"``
+keeps the loop itself as the reference.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pass, grouped_matching_loss, supports_grouped
 from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
+from lightning_dd.distill.replay import SGDRule, moments, replay
 from lightning_dd.distill.strategy import DistillDDPStrategy
 from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet
 from lightning_dd.errors import ConfigError, DivergenceError, choose
@@ -35,20 +43,21 @@ MODEL_SOURCES = ("pool", "random")
 MATCHES = ("grad", "embed")
 CLAMPS = ("per_outer", "per_step")
 IMAGE_STEPS = ("per_class", "per_iteration")
+PER_CLASS_IMPLS = ("replay", "loop")
 
 
-def check_processes(trainer, image_step: str | None) -> None:
+def check_processes(trainer, image_step: str | None, per_class_impl: str | None) -> None:
     """What several processes need, refused in one sentence (the start-up checks and ``setup`` share it).
 
-    DDP's wrapper cannot differentiate through gradients, and ``image_step="per_class"`` steps
-    after every class, which no process can do when each holds other classes.
+    DDP's wrapper cannot differentiate through gradients, and the per-class loop steps after
+    every class, which no process can do when each holds other classes (the replay can).
     """
     if trainer.world_size <= 1:
         return
     if not isinstance(trainer.strategy, DistillDDPStrategy):
         raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
-    if image_step == "per_class":
-        raise ConfigError("model.image_step=per_class cannot run on several processes (each holds other classes, so none can step after every class); set model.image_step=per_iteration for multi-process distillation")
+    if image_step == "per_class" and per_class_impl == "loop":
+        raise ConfigError("model.per_class_impl=loop cannot run on several processes (each holds other classes, so none can step after every class); set model.per_class_impl=replay, which gives the same per-class steps")
 
 
 class DistillModule(LightningModule):
@@ -102,8 +111,12 @@ class DistillModule(LightningModule):
         image_step: ``per_class`` zeroes the image gradients, back-propagates and steps the image
             optimiser once per class (the authors' code; with momentum, a class's step also moves
             the other classes' images along their momentum); ``per_iteration`` sums every class's
-            gradient and steps once per inner iteration. ``per_class`` needs one class per pass
-            and one process (classes sharded across processes cannot see each other's steps).
+            gradient and steps once per inner iteration.
+        per_class_impl: how ``image_step="per_class"`` runs: ``replay`` takes every class's
+            gradient at the state the loop would give it (grouped on CUDA, sharded across
+            processes) and replays the loop's updates element-wise (:mod:`lightning_dd.distill.replay`:
+            same result up to float rounding); ``loop`` is the loop itself, one class per pass
+            and one process.
         precision: ``32`` (exact) or ``bf16`` (bfloat16 autocast for the network's convolutions in
             matching and in its update, distances stay fp32). Only CPUs with bf16 units (AVX512-BF16,
             AMX) gain from it: on 2 cores of an AMX Xeon it measured 1.36-1.52x faster than fp32 with
@@ -114,9 +127,9 @@ class DistillModule(LightningModule):
             reused instead of page-faulted in afresh (:mod:`lightning_dd.allocator`; process-wide).
         classes_per_pass: classes matched together in one grouped pass
             (:mod:`lightning_dd.distill.grouped`; ConvNet with instance or no norm, gradient
-            matching, ``image_step="per_iteration"``). ``None`` picks per device: 10 on CUDA, where the
-            per-class loop is bound by kernel launches, and 1 (the plain loop) on the CPU, where it
-            is not and memory is scarcer; always 1 with ``image_step="per_class"``.
+            matching, not with ``per_class_impl="loop"``). ``None`` picks per device: 10 on CUDA,
+            where the per-class loop is bound by kernel launches, and 1 (the plain loop) on the CPU,
+            where it is not and memory is scarcer.
 
     Example:
         >>> from lightning_dd.data import RealDataModule
@@ -160,6 +173,7 @@ class DistillModule(LightningModule):
         net_cutout_with_cutmix: bool = False,
         clamp: Literal["per_outer", "per_step"] = "per_outer",
         image_step: Literal["per_class", "per_iteration"] = "per_class",
+        per_class_impl: Literal["replay", "loop"] = "replay",
         precision: Literal["32", "bf16"] = "32",
         seed: int = 0,
         tune_cpu_allocator: bool = True,
@@ -177,6 +191,7 @@ class DistillModule(LightningModule):
         choose("precision", precision, ("32", "bf16"))
         choose("clamp", clamp, CLAMPS)
         choose("image_step", image_step, IMAGE_STEPS)
+        choose("per_class_impl", per_class_impl, PER_CLASS_IMPLS)
         check_strategy("model.augment", augment)
         training_augmentation(augment, spatial=net_spatial)
         for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), *([("net_batch_size", net_batch_size)] if net_batch_size is not None else [])):
@@ -184,8 +199,8 @@ class DistillModule(LightningModule):
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if classes_per_pass is not None and classes_per_pass < 1:
             raise ConfigError(f"classes_per_pass must be >= 1 (or null for the device's default), got {classes_per_pass}")
-        if image_step == "per_class" and classes_per_pass is not None and classes_per_pass > 1:
-            raise ConfigError(f"image_step='per_class' steps the images after every class, so classes_per_pass must be 1 (got {classes_per_pass}); use image_step='per_iteration' to match several classes per pass")
+        if image_step == "per_class" and per_class_impl == "loop" and classes_per_pass is not None and classes_per_pass > 1:
+            raise ConfigError(f"per_class_impl='loop' steps the images after every class, so classes_per_pass must be 1 (got {classes_per_pass}); use per_class_impl='replay' to match several classes per pass")
         if n_data < 0 or lr_img <= 0:
             raise ConfigError(f"need n_data >= 0 and lr_img > 0, got n_data={n_data} lr_img={lr_img}")
         if not 0 <= rho_min <= rho_max:
@@ -241,7 +256,7 @@ class DistillModule(LightningModule):
 
             validate_fit(self.trainer, self, datamodule)
             self.validated = True
-        check_processes(self.trainer, self.hparams.image_step)
+        check_processes(self.trainer, self.hparams.image_step, self.hparams.per_class_impl)
         on_cpu = self.trainer.strategy.root_device.type == "cpu"
         if self.hparams.tune_cpu_allocator and on_cpu:
             tune_cpu_allocator()
@@ -368,7 +383,7 @@ class DistillModule(LightningModule):
     def _classes_per_pass(self) -> int:
         hp = self.hparams
         if hp.classes_per_pass is None:
-            grouped_ok = self._grouped is not None and hp.match == "grad" and hp.image_step == "per_iteration"
+            grouped_ok = self._grouped is not None and hp.match == "grad" and not self._steps_per_class
             return default_classes_per_pass(self.device.type) if grouped_ok else 1
         if hp.classes_per_pass > 1 and (self._grouped is None or hp.match != "grad"):
             raise ConfigError(f"classes_per_pass={hp.classes_per_pass} needs gradient matching on a ConvNet with instance norm or no norm (got match={hp.match!r}, net={self.net_spec.name!r}, norm={self.net_spec.norm!r}); use 1")
@@ -382,6 +397,11 @@ class DistillModule(LightningModule):
             optimizer.load_state_dict(state)
         return optimizer
 
+    @property
+    def _steps_per_class(self) -> bool:
+        """Whether the image optimiser steps after every class inside the matching loop (the reference loop)."""
+        return self.hparams.image_step == "per_class" and self.hparams.per_class_impl == "loop"
+
     def _matching_step(self) -> torch.Tensor:
         """Match every class of this rank and step the synthetic images (per class or once)."""
         hp = self.hparams
@@ -394,9 +414,11 @@ class DistillModule(LightningModule):
         if per_class > hp.max_syn_per_class:
             subsample = torch.stack([torch.randperm(per_class, generator=self._generator)[: hp.max_syn_per_class] for _ in range(num_classes)]).to(self.device)
         weights, net = self._weights, self._net
+        matched = [weights[n] for n in self._matched]
         optimizer = self.optimizers()
-        per_class = hp.image_step == "per_class"
         optimizer.zero_grad(set_to_none=False)
+        replaying = hp.image_step == "per_class" and not self._steps_per_class
+        start = self._move_to_moments(optimizer.optimizer) if replaying else None
         total = torch.zeros((), device=self.device)
 
         def augmented(c: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,34 +429,67 @@ class DistillModule(LightningModule):
             both = self._dsa.apply(torch.cat([real[c], syn]), draws[c : c + 1])
             return both[: real.shape[1]], both[real.shape[1] :]
 
-        classes = list(self.rank_classes)
-        if self._chunk > 1:
-            assert self._grouped is not None
-            for start in range(0, len(classes), self._chunk):
-                chunk = classes[start : start + self._chunk]
+        def chunk_loss(chunk: list[int]) -> torch.Tensor:
+            """The summed matching loss of ``chunk``'s classes (one grouped pass when chunks are on)."""
+            if self._chunk > 1:
+                assert self._grouped is not None
                 pairs = [augmented(c) for c in chunk]
                 labels = torch.tensor(chunk, device=self.device)
-                loss = grouped_matching_loss(self._grouped, weights, self._matched, torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), labels, hp.metric)
-                self.manual_backward(loss, inputs=[self.synthetic.images])
-                total = total + loss.detach()
+                return grouped_matching_loss(self._grouped, weights, self._matched, torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), labels, hp.metric)
+            (c,) = chunk
+            real_c, syn_c = augmented(c)
+            if hp.match == "embed":
+                return class_embedding_loss(lambda x: net.embed(weights, x), real_c, syn_c)
+            return class_matching_loss(lambda x: net(weights, x), matched, real_c, syn_c, c, hp.metric)
+
+        classes = list(self.rank_classes)
+        for first in range(0, len(classes), self._chunk):
+            chunk = classes[first : first + self._chunk]
+            loss = chunk_loss(chunk)
+            self.manual_backward(loss, inputs=[self.synthetic.images])
+            total = total + loss.detach()
+            if self._steps_per_class:
+                self._step_images(optimizer, counted=chunk[-1] == classes[-1])
+                optimizer.zero_grad(set_to_none=False)
+        if self._steps_per_class:
+            return total
+        if self.trainer.world_size > 1:
+            total = self._sync_gradients(total)
+        if replaying:
+            self._replay(optimizer, start)
         else:
-            matched = [weights[n] for n in self._matched]
-            for i, c in enumerate(classes):
-                real_c, syn_c = augmented(c)
-                if hp.match == "embed":
-                    loss = class_embedding_loss(lambda x: net.embed(weights, x), real_c, syn_c)
-                else:
-                    loss = class_matching_loss(lambda x: net(weights, x), matched, real_c, syn_c, c, hp.metric)
-                self.manual_backward(loss, inputs=[self.synthetic.images])
-                total = total + loss.detach()
-                if per_class:
-                    self._step_images(optimizer, counted=i == len(classes) - 1)
-                    optimizer.zero_grad(set_to_none=False)
-        if not per_class:
-            if self.trainer.world_size > 1:
-                total = self._sync_gradients(total)
             self._step_images(optimizer, counted=True)
         return total
+
+    def _move_to_moments(self, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor | None, SGDRule]:
+        """Put every class's images where the per-class loop takes its gradient; returns the start state.
+
+        The gradients then accumulate into ``images.grad`` as with one step per iteration, each
+        class's at its own moment (:func:`~lightning_dd.distill.replay.moments`).
+        """
+        assert self.synthetic is not None
+        images = self.synthetic.images
+        rule = SGDRule.of(optimizer)
+        x, buf = images.detach().clone(), optimizer.state[images].get("momentum_buffer")
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            images.copy_(moments(x, buf, self.synthetic.num_classes, rule, self.hparams.clamp == "per_step"))
+        return x, buf, rule
+
+    def _replay(self, optimizer, start: tuple[torch.Tensor, torch.Tensor | None, SGDRule]) -> None:
+        """Write the per-class loop's result (images and momentum buffer) from the gradients taken at the moments.
+
+        Lightning counts one global step per optimiser step, so the step is still called once,
+        without a gradient: SGD skips a parameter whose ``grad`` is None.
+        """
+        assert self.synthetic is not None
+        images, (x, buf, rule) = self.synthetic.images, start
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            x, buf = replay(x, buf, images.grad, self.synthetic.num_classes, rule, self.hparams.clamp == "per_step")
+            images.copy_(x)
+        if buf is not None:
+            optimizer.optimizer.state[images]["momentum_buffer"] = buf
+        images.grad = None
+        optimizer.step()
 
     def _step_images(self, optimizer, counted: bool) -> None:
         """One synthetic-image SGD step; ``counted`` steps go through Lightning (one global step per inner iteration)."""
