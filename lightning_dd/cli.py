@@ -13,7 +13,6 @@ or predict step, so LightningCLI's ``validate``/``test``/``predict`` subcommands
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ from lightning_dd.commands import is_command, run_command, summary, user_error_i
 from lightning_dd.data import RealDataModule
 from lightning_dd.distill import DistillModule
 from lightning_dd.distill.pool import PoolConfig
+from lightning_dd.lightning_noise import silence_lightning_tips
 from lightning_dd.errors import ConfigError, FileFormatError, LightningDDError
 from lightning_dd.logger import DistillTensorBoardLogger
 from lightning_dd.nets.spec import NetSpec
@@ -62,27 +62,18 @@ LIGHTNING_ONLY = ("validate", "test", "predict")
 # Data settings that must match the checkpoint's (the synthetic images were learnt on that data).
 RESUME_DATA_KEYS = ("dataset", "source_options")
 
-# Lightning messages that say nothing about this run: cloud-service advertisements, a note on
-# Lightning's own checkpoint default, a torch deprecation inside Lightning, and a hint about
-# per-epoch logging (here one epoch is one outer iteration and steps are logged across epochs).
-_NOISY_LOG_RECORDS = re.compile(r"💡 Tip:|`weights_only` was not set")
+# Warnings that say nothing about this run (the tips are lightning_noise's): a torch deprecation
+# inside Lightning, and a hint about per-epoch logging (here one epoch is one outer iteration and
+# steps are logged across epochs).
 _NOISY_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
 
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not _NOISY_LOG_RECORDS.search(record.getMessage())
-
-
 def silence_lightning_noise() -> None:
     """Drop Lightning's tips and the warnings that print on every run but concern no setting of it."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _DropNoise) for f in log.filters):
-            log.addFilter(_DropNoise())
+    silence_lightning_tips()
     for message in _NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
