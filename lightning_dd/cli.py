@@ -4,7 +4,7 @@
 pool, distils, evaluates and exports. Mistakes end with one sentence on stderr and exit status 2,
 not a traceback, and everything that can be checked before pool pretraining and distillation
 (numbers, folders, data, networks, resume settings) is checked before they start
-(:mod:`lightning_dd.validation`), so a bad setting never costs the expensive part of a run.
+(:mod:`lightning_dd.preflight`), so a bad setting never costs the expensive part of a run.
 
 Only ``fit`` is offered: the module trains with its own optimiser and has no validation, test
 or predict step, so LightningCLI's ``validate``/``test``/``predict`` subcommands and its
@@ -39,7 +39,8 @@ from lightning_dd.logger import DistillTensorBoardLogger
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.parsing import FitParser, one_sentence
 from lightning_dd.progress import quiet
-from lightning_dd.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path, validate_fit
+from lightning_dd.preflight import preflight_fit
+from lightning_dd.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path
 
 LOGGER_NAME = "lightning_logs"
 
@@ -189,7 +190,7 @@ class DistillCLI(LightningCLI):
             raise ConfigError(f"the trainer settings need a package that is not installed: {_sentence(err)}") from None
 
     def before_fit(self) -> None:
-        validate_fit(self.trainer, self.model, self.datamodule)
+        preflight_fit(self.trainer, self.model, self.datamodule)
         self.model.validated = True
 
     def fit(self, model, **kwargs: Any) -> None:

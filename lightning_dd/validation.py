@@ -8,9 +8,11 @@ data, the callbacks' attributes, the file system), so it judges exactly what wou
 each failure is one sentence that names the setting and a fix (a
 :class:`~lightning_dd.errors.LightningDDError`, printed by the CLI with exit status 2).
 
-:func:`validate_fit` is the single entry point for ``lightning-dd fit``; the standalone commands
-use the same building blocks (:func:`check_numbers`, :func:`check_writable_dir`,
-:func:`check_net_fits`, :func:`check_class_counts`).
+This module holds the leaf checks (numbers and their rules, folders, networks against image
+sizes, class counts) and imports nothing of the library above :mod:`lightning_dd.errors`. Each
+component checks its own settings with them (``check_settings`` / ``check_data`` on the module,
+the data module and the callbacks), and :func:`lightning_dd.preflight.preflight_fit` asks every
+component of a fit in turn; the standalone commands use the same building blocks.
 """
 
 from __future__ import annotations
@@ -315,103 +317,3 @@ def check_source_options(dataset: str, options: Mapping[str, Any], source: Calla
         hint = f" (did you mean {close[0]}?)" if close else ""
         takes = f"it accepts {', '.join(accepted)}" if accepted else "it takes none"
         raise ConfigError(f"unknown data.source_options key(s) {', '.join(unknown)}{hint} for dataset {dataset!r}; {takes}")
-
-
-# ---------------------------------------------------------------------------------- fit
-def _callbacks(trainer, kind: type) -> list:
-    return [cb for cb in trainer.callbacks if isinstance(cb, kind)]
-
-
-def validate_fit(trainer, module, datamodule) -> None:
-    """Every check that can be made before ``trainer.fit`` starts pool pretraining or distillation.
-
-    Numbers (finite, in range) of the module, its pool and the evaluation and export callbacks;
-    writable log, export, checkpoint and pool-cache folders; the data (at least two classes,
-    enough images per class for ``ipc`` and ``batch_real``, a test split, known source options);
-    the multi-formation factor and both networks against the image size; the multi-process
-    settings. Loads the data once (``datamodule.setup`` is idempotent; fit reuses it).
-
-    Raises:
-        LightningDDError: the first problem found, as one sentence naming the setting and a fix.
-    """
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from lightning_dd.callbacks import DistilledExport, SyntheticEvaluation
-    from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
-
-    hp = dict(module.hparams)
-    module_defaults = defaults_of(type(module).__init__)
-    check_numbers({k: v for k, v in hp.items() if not isinstance(v, Mapping)}, "model", defaults=module_defaults)
-    check_rho(hp.get("rho_min"), hp.get("rho_max"))
-    pool_config = getattr(module, "pool_config", None)
-    uses_pool = hp.get("model_source") == "pool" and pool_config is not None
-    if pool_config is not None:
-        check_numbers(fields_of(pool_config), "model.pool", defaults=defaults_of(type(pool_config)))
-    net_spec = getattr(module, "net_spec", None)
-    if net_spec is not None:
-        check_numbers(fields_of(net_spec), "model.net")
-
-    evaluations = _callbacks(trainer, SyntheticEvaluation)
-    for cb in evaluations:
-        eval_defaults = defaults_of(type(cb).__init__)
-        values = {"every_n_outer": cb.every_n_outer, "repeats": cb.repeats, "full_set_epochs": cb.full_set_epochs}
-        values.update({k: v for k, v in fields_of(cb.schedule).items() if k != "milestones"})
-        check_numbers(values, "evaluation", rules={"epochs": COUNT}, defaults=eval_defaults)
-    for cb in _callbacks(trainer, DistilledExport):
-        check_numbers({"every_n_outer": cb.every_n_outer}, "export")
-
-    check_numbers({k: v for k, v in dict(getattr(datamodule, "hparams", {})).items() if not isinstance(v, Mapping)}, "data", defaults=defaults_of(type(datamodule).__init__))
-
-    # Folders: the log directory (also where exports, results and interrupt checkpoints go by default).
-    check_writable_dir(trainer.default_root_dir, "trainer.default_root_dir")
-    for logger in trainer.loggers:
-        root = getattr(logger, "save_dir", None)
-        if root and resolve_path(root).resolve() != resolve_path(trainer.default_root_dir).resolve():
-            check_writable_dir(root, "trainer.logger's save_dir")
-    for cb in _callbacks(trainer, DistilledExport):
-        if cb.dirpath:
-            check_writable_dir(cb.dirpath, "export.dirpath")
-    for cb in _callbacks(trainer, CheckpointOnInterrupt):
-        if cb.dirpath:
-            check_writable_dir(cb.dirpath, "interrupt.dirpath")
-    for cb in _callbacks(trainer, ModelCheckpoint):
-        if cb.dirpath:
-            check_writable_dir(cb.dirpath, "the ModelCheckpoint callback's dirpath")
-    if uses_pool:
-        check_writable_dir(pool_config.cache_dir, "model.pool.cache_dir")
-
-    # Data: loaded here once, so its problems surface before anything is written.
-    datamodule.setup("fit")
-    info, train = datamodule.info, datamodule.train_data
-    test = getattr(datamodule, "test_data", None) if evaluations else None
-    check_class_counts(info, train, hp.get("ipc"), hp.get("batch_real"), test)
-    from lightning_dd.distill.synthetic import check_factor
-
-    try:
-        check_factor(int(hp.get("factor", 1)), info.image_size)
-    except ConfigError as err:
-        raise ConfigError(f"model.{err}") from None
-    if net_spec is not None:
-        check_net_fits(net_spec, info.channels, info.num_classes, info.image_size, "model.net")
-    for cb in evaluations:
-        if cb.net is not None:
-            check_net_fits(cb.net, info.channels, info.num_classes, info.image_size, "evaluation.net")
-
-    _check_processes(trainer, hp, net_spec, info)
-
-
-def _check_processes(trainer, hp: Mapping[str, Any], net_spec, info) -> None:
-    """Settings that only some strategies and networks support (checked here, before the pool)."""
-    from lightning_dd.distill.grouped import supports_grouped
-    from lightning_dd.distill.module import check_processes
-
-    check_processes(trainer, hp.get("image_step"), hp.get("per_class_impl", "replay"))
-    chunk = hp.get("classes_per_pass")
-    if chunk is not None and chunk > 1 and net_spec is not None:
-        with torch.random.fork_rng(devices=[]):
-            template = net_spec.build(info.channels, info.num_classes, info.image_size)
-        if not supports_grouped(template) or hp.get("match", "grad") != "grad":
-            raise ConfigError(
-                f"model.classes_per_pass={chunk} needs gradient matching on a ConvNet with instance norm or no norm (got match={hp.get('match')!r}, net={net_spec.name!r}, norm={net_spec.norm!r}); use model.classes_per_pass=1"
-            )
-

@@ -163,14 +163,14 @@ def test_readme_says_how_to_reach_the_command():
 
 def test_digits_configs_pass_the_start_up_checks(tmp_path, monkeypatch):
     """The checks refuse bad input, not the configs we ship (the README's demo included)."""
-    from lightning_dd.validation import validate_fit
+    from lightning_dd.preflight import preflight_fit
 
     monkeypatch.chdir(tmp_path)
     configs = sorted((Path(__file__).resolve().parents[1] / "configs" / "digits").glob("*.yaml"))
     assert configs
     for config in configs:
         cli = run_cli(["--config", str(config), f"--model.pool.cache_dir={tmp_path / 'pools'}", "--trainer.accelerator=cpu"], run=False)
-        validate_fit(cli.trainer, cli.model, cli.datamodule)
+        preflight_fit(cli.trainer, cli.model, cli.datamodule)
     assert not list(tmp_path.rglob("version_*")) and not list(tmp_path.rglob("pool-*.pt"))
 
 

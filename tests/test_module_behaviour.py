@@ -329,11 +329,11 @@ def test_the_python_api_gets_the_start_up_checks_before_any_pool_work(pool_dir, 
 
 def test_every_fit_of_a_module_is_checked_once(pool_dir, monkeypatch):
     """A module fitted twice (e.g. under another Trainer) is validated for each fit, not only the first."""
-    import lightning_dd.validation as validation
+    import lightning_dd.distill.module as module_file
 
     calls = []
-    real = validation.validate_fit
-    monkeypatch.setattr(validation, "validate_fit", lambda *args: calls.append(args[0]) or real(*args))
+    real = module_file.preflight_fit
+    monkeypatch.setattr(module_file, "preflight_fit", lambda *args: calls.append(args[0]) or real(*args))
     module = tiny_distill(pool_dir, model_source="random", perturb=False)
     first, second = fit(module), fit(module)
     assert calls == [first, second]

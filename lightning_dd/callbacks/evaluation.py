@@ -16,6 +16,7 @@ from lightning_dd.classify import TrainSchedule
 from lightning_dd.evaluation import EvalResult, evaluate_random_subsets, evaluate_repeats, format_table
 from lightning_dd.export import image_grid
 from lightning_dd.nets.spec import NetSpec
+from lightning_dd.validation import COUNT, check_net_fits, check_numbers, defaults_of, fields_of
 
 
 class SyntheticEvaluation(Callback):
@@ -70,6 +71,19 @@ class SyntheticEvaluation(Callback):
         self.baselines, self.full_set_epochs, self.seed, self.progress = baselines, full_set_epochs, seed, progress
         self.history: list[tuple[int, EvalResult]] = []
         self.final_rows: list[EvalResult] = []
+
+    needs_test_split = True  # the start-up checks then require the data's test split
+
+    def check_settings(self) -> None:
+        """Start-up check of the numbers (asked by :func:`~lightning_dd.preflight.preflight_fit`)."""
+        values = {"every_n_outer": self.every_n_outer, "repeats": self.repeats, "full_set_epochs": self.full_set_epochs}
+        values.update({k: v for k, v in fields_of(self.schedule).items() if k != "milestones"})
+        check_numbers(values, "evaluation", rules={"epochs": COUNT}, defaults=defaults_of(type(self).__init__))
+
+    def check_data(self, info) -> None:
+        """Start-up check that the evaluation network fits the data's images."""
+        if self.net is not None:
+            check_net_fits(self.net, info.channels, info.num_classes, info.image_size, "evaluation.net")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         if trainer.sanity_checking or not getattr(pl_module, "finished_outer", False) or self.every_n_outer <= 0:

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_dd.export import save_distilled, save_grid_png, to_jsonable
+from lightning_dd.validation import check_numbers, check_writable_dir
 
 
 class DistilledExport(Callback):
@@ -27,6 +28,12 @@ class DistilledExport(Callback):
     def __init__(self, dirpath: str | None = None, name: str = "distilled", every_n_outer: int = 0) -> None:
         self.dirpath, self.name, self.every_n_outer = dirpath, name, every_n_outer
         self.last_path: Path | None = None
+
+    def check_settings(self) -> None:
+        """Start-up checks (asked by :func:`~lightning_dd.preflight.preflight_fit`): the number and the export folder."""
+        check_numbers({"every_n_outer": self.every_n_outer}, "export")
+        if self.dirpath:
+            check_writable_dir(self.dirpath, "export.dirpath")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         if self.every_n_outer > 0 and getattr(pl_module, "finished_outer", False) and pl_module.outer % self.every_n_outer == 0:

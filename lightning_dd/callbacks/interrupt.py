@@ -20,6 +20,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_dd.validation import check_writable_dir
+
 LOG_LOCATION_KEY = "lightning_dd_log"
 
 
@@ -36,6 +38,11 @@ class CheckpointOnInterrupt(Callback):
         self.signal_received: int | None = None
         self.checkpoint_path: Path | None = None
         self._previous: dict[int, object] = {}
+
+    def check_settings(self) -> None:
+        """Start-up check (asked by :func:`~lightning_dd.preflight.preflight_fit`): the checkpoint folder can be written."""
+        if self.dirpath:
+            check_writable_dir(self.dirpath, "interrupt.dirpath")
 
     def _handler(self, signum, frame) -> None:
         if self.signal_received is not None and signum == signal.SIGINT:

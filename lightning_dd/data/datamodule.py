@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -10,10 +11,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dd.data.real import RealData
 from lightning_dd.data.ticker import StepTicker
-from lightning_dd.data import sources
+import lightning_dd.data.sources as sources
 from lightning_dd.data.sources import DatasetInfo, LoadedDataset, available_sources, load_source
 from lightning_dd.errors import ConfigError, DataError, choose
-from lightning_dd.validation import check_source_options
+from lightning_dd.validation import check_numbers, check_source_options, defaults_of
 
 
 class RealDataModule(LightningDataModule):
@@ -61,6 +62,11 @@ class RealDataModule(LightningDataModule):
         self._loaded: LoadedDataset | None = None
         self._train: RealData | None = None
         self._test: RealData | None = None
+
+    def check_settings(self) -> None:
+        """Start-up check of the numbers (asked by :func:`~lightning_dd.preflight.preflight_fit`)."""
+        values = {k: v for k, v in dict(self.hparams).items() if not isinstance(v, Mapping)}
+        check_numbers(values, "data", defaults=defaults_of(type(self).__init__))
 
     def setup(self, stage: str | None = None) -> None:
         """Load the dataset once (later calls are free)."""

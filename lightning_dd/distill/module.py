@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
 from lightning.pytorch import LightningModule
@@ -35,9 +35,11 @@ from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_m
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
 from lightning_dd.distill.replay import SGDRule, moments, replay
 from lightning_dd.distill.strategy import DistillDDPStrategy
-from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet
+from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet, check_factor
 from lightning_dd.errors import ConfigError, DivergenceError, choose
 from lightning_dd.nets.spec import NetSpec, head_parameter_names
+from lightning_dd.preflight import preflight_fit
+from lightning_dd.validation import check_class_counts, check_net_fits, check_numbers, check_rho, check_writable_dir, defaults_of, fields_of
 
 MODEL_SOURCES = ("pool", "random")
 MATCHES = ("grad", "embed")
@@ -213,7 +215,7 @@ class DistillModule(LightningModule):
         self.synthetic: SyntheticSet | None = None
         self.info: DatasetInfo | None = None
         self.pool: EarlyStagePool | None = None
-        self.validated = False  # validation.validate_fit passed for the current fit (the CLI runs it before fit)
+        self.validated = False  # preflight_fit passed for the current fit (the CLI runs it before fit)
         self._net: FunctionalNet | None = None
         self._real: RealData | None = None
         self._normalizer: Normalizer | None = None
@@ -252,9 +254,7 @@ class DistillModule(LightningModule):
         if datamodule is None or not hasattr(datamodule, "train_data") or not hasattr(datamodule, "info"):
             raise ConfigError("DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))")
         if not self.validated:  # the Python API gets the CLI's start-up checks too, before any pool work
-            from lightning_dd.validation import validate_fit
-
-            validate_fit(self.trainer, self, datamodule)
+            preflight_fit(self.trainer, self, datamodule)
             self.validated = True
         check_processes(self.trainer, self.hparams.image_step, self.hparams.per_class_impl)
         on_cpu = self.trainer.strategy.root_device.type == "cpu"
@@ -266,6 +266,35 @@ class DistillModule(LightningModule):
         self.attach_data(datamodule.info, datamodule.train_data)
         if self.hparams.model_source == "pool" and self.pool is None:  # a pool handed in before fit is kept
             self.pool = self._build_pool()
+
+    def check_settings(self) -> None:
+        """Start-up checks without data (asked by :func:`~lightning_dd.preflight.preflight_fit`): numbers, the pool cache folder."""
+        hp = dict(self.hparams)
+        check_numbers({k: v for k, v in hp.items() if not isinstance(v, Mapping)}, "model", defaults=defaults_of(type(self).__init__))
+        check_rho(hp.get("rho_min"), hp.get("rho_max"))
+        check_numbers(fields_of(self.pool_config), "model.pool", defaults=defaults_of(type(self.pool_config)))
+        check_numbers(fields_of(self.net_spec), "model.net")
+        if hp.get("model_source") == "pool":
+            check_writable_dir(self.pool_config.cache_dir, "model.pool.cache_dir")
+
+    def check_data(self, trainer, info: DatasetInfo, train: RealData, test: RealData | None) -> None:
+        """Start-up checks against the data and the trainer: class counts, the factor and network against the image size, processes."""
+        hp = self.hparams
+        check_class_counts(info, train, hp.ipc, hp.batch_real, test)
+        try:
+            check_factor(int(hp.factor), info.image_size)
+        except ConfigError as err:
+            raise ConfigError(f"model.{err}") from None
+        check_net_fits(self.net_spec, info.channels, info.num_classes, info.image_size, "model.net")
+        check_processes(trainer, hp.image_step, hp.per_class_impl)
+        chunk = hp.classes_per_pass
+        if chunk is not None and chunk > 1:
+            with torch.random.fork_rng(devices=[]):
+                template = self.net_spec.build(info.channels, info.num_classes, info.image_size)
+            if not supports_grouped(template) or hp.match != "grad":
+                raise ConfigError(
+                    f"model.classes_per_pass={chunk} needs gradient matching on a ConvNet with instance norm or no norm (got match={hp.match!r}, net={self.net_spec.name!r}, norm={self.net_spec.norm!r}); use model.classes_per_pass=1"
+                )
 
     def teardown(self, stage: str) -> None:
         """A later fit, perhaps under another Trainer, is checked again."""
