@@ -163,6 +163,7 @@ class StudyClock(Callback):
         self._segment: tuple[float, float] | None = None
         self._setup_started: tuple[float, float] | None = None
         self._last_ckpt = 0.0
+        self._parts_base = {"matching": 0.0, "network": 0.0}
         self.stopped_for: str | None = None
 
     # Lightning stores this in checkpoints; the live segment is folded in at save time.
@@ -197,21 +198,12 @@ class StudyClock(Callback):
             self.state["next"] = 1
 
     def _instrument(self, pl_module) -> None:
-        """Time the module's matching and network-update parts (benchmark-only wrappers on the instance)."""
-        for part, name in (("matching", "_matching_step"), ("network", "_network_step")):
-            method = getattr(pl_module, name, None)
-            if method is None or getattr(method, "_curve_timed", False):
-                continue
+        """Count the module's matching and network-update seconds (:attr:`DistillModule.part_seconds`) from here on."""
+        self._parts_base = {part: self.state[part] - pl_module.part_seconds[part] for part in ("matching", "network")}
 
-            def timed(*args, _method=method, _part=part, **kwargs):
-                started = time.perf_counter()
-                try:
-                    return _method(*args, **kwargs)
-                finally:
-                    self.state[_part] += time.perf_counter() - started
-
-            timed._curve_timed = True  # type: ignore[attr-defined]
-            setattr(pl_module, name, timed)
+    def _read_parts(self, pl_module) -> None:
+        for part, base in self._parts_base.items():
+            self.state[part] = base + pl_module.part_seconds[part]
 
     def elapsed(self) -> tuple[float, float]:
         """(wall, CPU) seconds on the clock so far, setup included."""
@@ -232,6 +224,7 @@ class StudyClock(Callback):
         return resume
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._read_parts(pl_module)
         wall, _ = self.elapsed()
         due = [k for k in range(self.state["next"], len(self.checkpoints) + 1) if self.checkpoints[k - 1] <= wall]
         save = False

@@ -489,6 +489,7 @@ def our_protocol(s: Settings) -> dict:
     return {
         "effective_lr_img": module.effective_lr_img,
         "net_batch": module.net_batch,
+        "update_images": module.update_images,
         **{k: hp[k] for k in ("clamp", "image_step", "net_spatial", "net_cutout_with_cutmix", "net_whole_batches", "mix_downsample", "scale_lr_with_ipc") if k in hp},
     }
 
@@ -859,7 +860,10 @@ def cpu_model() -> str:
 def update_images(s: Settings, info: dict) -> str:
     """What the network update trained on, as recorded (results written before whole batches took ``n_data`` exactly)."""
     batch = info.get("net_batch", s.batch_real)
-    if info.get("net_whole_batches"):
+    if "update_images" in info:  # recorded from the module (DistillModule.update_images)
+        whole = " in whole batches of " + str(batch) if info["update_images"] != s.n_data else ""
+        return f"{info['update_images']}" + (f" (n_data {s.n_data}{whole})" if whole else "")
+    if info.get("net_whole_batches"):  # results recorded before the module reported it
         return f"{math.ceil(s.n_data / batch) * batch} (n_data {s.n_data} in whole batches of {batch})"
     return str(s.n_data)
 

@@ -77,6 +77,7 @@ class FakeModule:
         self.hparams = argparse.Namespace(inner_loop=2)
         self.outer, self.inner, self.finished_outer = 0, 0, False
         self.images = torch.zeros(2, 1, 4, 4)
+        self.part_seconds = {"matching": 0.0, "network": 0.0}  # as DistillModule reports them
 
     def distilled(self):
         return self.images.clone(), torch.arange(2)
@@ -94,6 +95,7 @@ class FakeModule:
 
     def _matching_step(self, fake: FakeTime, seconds: float) -> None:
         fake.now += seconds
+        self.part_seconds["matching"] += seconds
 
 
 class FakeTrainer:

@@ -150,3 +150,18 @@ def test_fit_without_datamodule_says_what_to_do(pool_dir):
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(ConfigError, match="needs a RealDataModule"):
         trainer.fit(tiny_module(pool_dir), train_dataloaders=DataLoader(range(3)))
+
+
+def test_the_module_reports_its_matched_parameters_update_size_and_part_seconds(pool_dir):
+    """What benchmarks read instead of re-deriving: matched names, images per network update, seconds per part."""
+    whole = tiny_module(pool_dir, model_source="random", perturb=False, n_data=70, net_batch_size=32)
+    exact = tiny_module(pool_dir, model_source="random", perturb=False, n_data=70, net_batch_size=32, net_whole_batches=False)
+    assert (whole.update_images, exact.update_images) == (96, 70)  # 70 images in whole batches of 32: 3 x 32
+    assert whole.matched_names == () and whole.part_seconds == {"matching": 0.0, "network": 0.0}
+    fit(whole)
+    # ConvNet-2: two conv weights are matched; biases, norm parameters and the linear head are not
+    assert whole.matched_names == ("features.0.weight", "features.4.weight")
+    assert whole.part_seconds["matching"] > 0 and whole.part_seconds["network"] > 0
+    quiet = tiny_module(pool_dir, model_source="random", perturb=False, n_data=0)
+    fit(quiet)
+    assert quiet.part_seconds["network"] < quiet.part_seconds["matching"] / 10  # no update: only the call itself

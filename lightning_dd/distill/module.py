@@ -216,6 +216,11 @@ class DistillModule(LightningModule):
         self.info: DatasetInfo | None = None
         self.pool: EarlyStagePool | None = None
         self.validated = False  # preflight_fit passed for the current fit (the CLI runs it before fit)
+        # Seconds spent in matching and in the network update since this object was built (benchmarks
+        # read them); sync_part_timing makes them wait for CUDA kernels, at some cost in overlap.
+        self.part_seconds = {"matching": 0.0, "network": 0.0}
+        self.sync_part_timing = False
+        self._matched: list[str] = []  # set when data is attached (the network's shapes are needed)
         self._net: FunctionalNet | None = None
         self._real: RealData | None = None
         self._normalizer: Normalizer | None = None
@@ -375,14 +380,35 @@ class DistillModule(LightningModule):
         if self.inner == 0:
             self._begin_outer()
         with self._autocast():
+            started = self._part_clock()
             loss = self._matching_step()
+            matched = self._part_clock()
             self._network_step()
+            self.part_seconds["matching"] += matched - started
+            self.part_seconds["network"] += self._part_clock() - matched
         self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
         self.log("distill/match_loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
         self.inner += 1
         if self.inner == self.hparams.inner_loop:
             self._end_outer()
         return None
+
+    def _part_clock(self) -> float:
+        """``perf_counter`` for :attr:`part_seconds`; with :attr:`sync_part_timing` on CUDA, after the queued kernels ran."""
+        if self.sync_part_timing and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @property
+    def matched_names(self) -> tuple[str, ...]:
+        """Names of the network parameters whose gradients are matched (conv weights by default; empty before data is attached)."""
+        return tuple(self._matched)
+
+    @property
+    def update_images(self) -> int:
+        """Real images the network trains on after each matching step (``n_data``, rounded up to whole batches with ``net_whole_batches``)."""
+        hp = self.hparams
+        return -(-hp.n_data // self.net_batch) * self.net_batch if hp.net_whole_batches else hp.n_data
 
     def _autocast(self):
         """bf16 autocast on the module's device when ``precision="bf16"``, else a no-op context."""
@@ -547,8 +573,7 @@ class DistillModule(LightningModule):
             return
         assert self._real is not None and self._net is not None and self._weights is not None and self._net_optimizer is not None
         weights, net, optimizer, size = self._weights, self._net, self._net_optimizer, self.net_batch
-        count = -(-hp.n_data // size) * size if hp.net_whole_batches else hp.n_data
-        x, y = self._real.random_batch(count, self._generator)
+        x, y = self._real.random_batch(self.update_images, self._generator)
         for start in range(0, x.shape[0], size):
             xb, yb = x[start : start + size], y[start : start + size]
             loss = augmented_loss(lambda z: net(weights, z), xb, yb, self._net_dsa, self._generator, hp.net_cutmix_p)
