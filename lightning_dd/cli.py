@@ -39,25 +39,12 @@ from lightning_dd.logger import DistillTensorBoardLogger
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.parsing import FitParser, one_sentence
 from lightning_dd.progress import quiet
+from lightning_dd.distill.resume import EARLIER_BEHAVIOUR, RESUME_SAFE, flatten, load_checkpoint
 from lightning_dd.preflight import preflight_fit
 from lightning_dd.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path
 
 LOGGER_NAME = "lightning_logs"
 
-# A resumed run continues with the checkpoint's settings; these may differ from it because they
-# change neither the images nor the random stream: where the pool is cached, when the run ends,
-# and how the (same) matching loss is computed.
-RESUME_SAFE = {
-    "outer_iterations": "the run continues until this many outer iterations are done",
-    "pool.cache_dir": "the pool is read from (or rebuilt identically into) this folder",
-    "tune_cpu_allocator": "an allocator setting",
-    "classes_per_pass": "the same matching loss, computed in other chunks",
-    "per_class_impl": "the same per-class image steps, replayed or looped",
-    "mix_downsample": "it shapes only the initial images, made before the checkpoint",
-}
-# Settings added after checkpoints were already being written: a checkpoint without one of them
-# ran with the value here (lightning-dd's behaviour before the setting existed).
-EARLIER_BEHAVIOUR = {"net_whole_batches": False, "mix_downsample": "antialias", "per_class_impl": "loop"}
 # LightningCLI's other subcommands: they need steps DistillModule does not have.
 LIGHTNING_ONLY = ("validate", "test", "predict")
 # Data settings that must match the checkpoint's (the synthetic images were learnt on that data).
@@ -124,8 +111,8 @@ class DistillCLI(LightningCLI):
         for key, value in EARLIER_BEHAVIOUR.items():
             hparams.setdefault(key, value)
         parser = self._parser(subcommand)
-        before = _flatten(config.model)
-        defaults = _flatten(parser.get_defaults().get("model"))
+        before = flatten(config.model)
+        defaults = flatten(parser.get_defaults().get("model"))
         explicit = {a[len("--model.") :].split("=")[0] for a in self._argv if a.startswith("--model.")}
         parsers = [self.parser, *self._subcommand_parsers.values()]
         previous = [p.exit_on_error for p in parsers]
@@ -140,7 +127,7 @@ class DistillCLI(LightningCLI):
             for p, value in zip(parsers, previous):
                 p.exit_on_error = value
         config = self.config[subcommand]
-        after = _flatten(config.model)
+        after = flatten(config.model)
         for key in sorted(before):
             if key not in after or before[key] == after[key]:
                 continue
@@ -256,40 +243,9 @@ def _docstring_args(cls: type) -> dict[str, str]:
     return out
 
 
-def load_checkpoint(path: str) -> dict:
-    """The checkpoint at ``path``, or a one-sentence FileFormatError if it is missing or foreign."""
-    if Path(path).is_dir():
-        raise FileFormatError(f"--ckpt_path {path} is a folder; give the .ckpt file inside it (e.g. {Path(path) / 'interrupted.ckpt'})")
-    if not Path(path).is_file():
-        raise FileFormatError(f"no checkpoint at {path}; check --ckpt_path")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise FileFormatError(f"{path} is not a readable checkpoint (truncated or foreign file: {type(err).__name__})") from None
-    if not isinstance(checkpoint, dict) or "lightning_dd" not in checkpoint:
-        raise FileFormatError(f"{path} is not a checkpoint written by lightning-dd's DistillModule")
-    return checkpoint
-
-
 def check_checkpoint(path: str) -> None:
     """Raise FileFormatError unless ``path`` is a readable checkpoint written by DistillModule."""
     load_checkpoint(path)
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """A config section (Namespace or dict, nested) as ``{"pool.cache_dir": ...}``."""
-    if isinstance(value, Namespace):
-        value = value.as_dict()
-    if not isinstance(value, dict):
-        return {}
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, (dict, Namespace)) and item:
-            out.update(_flatten(item, name + "."))
-        else:
-            out[name] = item
-    return out
 
 
 def _scalars(section: Namespace) -> dict[str, Any]:

@@ -11,6 +11,9 @@ Components own their checks and are asked by duck typing, so this module imports
   the image size, the multi-process settings);
 - a callback with ``needs_test_split = True`` makes the test split required.
 
+Resuming is checked by the module itself when the checkpoint is loaded
+(:mod:`lightning_dd.distill.resume`), where the checkpoint is in hand.
+
 The trainer's own folders (log directory, loggers, Lightning's ``ModelCheckpoint``) are checked
 here. Each failure is one sentence naming the setting (:class:`~lightning_dd.errors.LightningDDError`).
 """

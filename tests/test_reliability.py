@@ -75,6 +75,22 @@ def test_resume_is_bit_identical(tmp_path, pool_dir, model_source, stop_step):
     assert torch.equal(resumed.synthetic.images, reference.synthetic.images)
 
 
+def test_a_python_api_resume_refuses_changed_settings_and_allows_safe_ones(tmp_path, pool_dir):
+    """Resume compatibility lives with the module, so trainer.fit(ckpt_path=...) gets the CLI's refusal too."""
+    from lightning_dd.errors import ConfigError
+
+    first = module(pool_dir, model_source="random", perturb=False)
+    stopper = InterruptAt(2, str(tmp_path / "ckpt"))
+    trainer(tmp_path / "a", [stopper]).fit(first, datamodule=RealDataModule("digits"))
+    changed = module(pool_dir, model_source="random", perturb=False, lr_img=0.5)
+    with pytest.raises(ConfigError, match=r"model\.lr_img=0\.5 differs from 0\.05 in the checkpoint"):
+        trainer(tmp_path / "b").fit(changed, datamodule=RealDataModule("digits"), ckpt_path=stopper.checkpoint_path)
+    assert changed.outer == 0, "distillation started before the refusal"
+    longer = module(pool_dir, model_source="random", perturb=False, outer_iterations=4)  # outer_iterations may change
+    trainer(tmp_path / "c").fit(longer, datamodule=RealDataModule("digits"), ckpt_path=stopper.checkpoint_path)
+    assert longer.outer == 4
+
+
 def test_checkpoint_of_other_kind_is_refused(tmp_path, pool_dir):
     from lightning_dd.errors import ConfigError
 

@@ -34,6 +34,7 @@ from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pas
 from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
 from lightning_dd.distill.replay import SGDRule, moments, replay
+from lightning_dd.distill.resume import check_resume
 from lightning_dd.distill.strategy import DistillDDPStrategy
 from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet, check_factor
 from lightning_dd.errors import ConfigError, DivergenceError, choose
@@ -627,6 +628,7 @@ class DistillModule(LightningModule):
         state = checkpoint.get("lightning_dd")
         if state is None:
             raise ConfigError("this checkpoint was not written by lightning-dd's DistillModule")
+        check_resume(dict(self.hparams), checkpoint)  # the CLI merged the checkpoint's settings already; the Python API has not
         self._ensure_synthetic(checkpoint["state_dict"])
         self.outer, self.inner, self.member = state["outer"], state["inner"], state["member"]
         if self._generator is None:
