@@ -359,7 +359,7 @@ def cached_config(study: dict):
 def evaluate_one(study: dict, kind: str, key: str, source: str | None, repeat: int, settings: dict, out: str) -> dict:
     """Train one evaluation network (seed ``repeat``) and write its accuracy to ``out`` atomically."""
     from lightning_dd.classify import TrainSchedule
-    from lightning_dd.evaluation import evaluate_random_subsets, evaluate_set
+    from lightning_dd.evaluation import evaluate_full_set, evaluate_random_subsets, evaluate_set
     from lightning_dd.nets import NetSpec
 
     cfg = cached_config(study)
@@ -373,7 +373,7 @@ def evaluate_one(study: dict, kind: str, key: str, source: str | None, repeat: i
     elif kind == "random":
         acc = evaluate_random_subsets(cfg.model["ipc"], dm.train_data, dm.test_data, net, schedule, 1, repeat, device, progress=False).accuracies[0]
     elif kind == "full":
-        acc = evaluate_set(dm.train_data.images, dm.train_data.labels, dm.test_data, net, schedule, repeat, device)
+        acc = evaluate_full_set(dm.train_data, dm.test_data, net, schedule, schedule.epochs, 1, repeat, device, progress=False).accuracies[0]
     else:
         raise ValueError(kind)
     result = {"key": key, "repeat": repeat, "accuracy": acc, "device": device, "wall_s": time.perf_counter() - started[0], "cpu_s": time.process_time() - started[1]}

@@ -23,7 +23,7 @@ from lightning_dd.data.datamodule import RealDataModule
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, pool_key, pool_key_fields
 from lightning_dd.errors import ConfigError, FileFormatError, LightningDDError
-from lightning_dd.evaluation import EvalResult, describe_info, evaluate_random_subsets, evaluate_repeats, format_table
+from lightning_dd.evaluation import EvalResult, describe_info, evaluate_full_set, evaluate_random_subsets, evaluate_repeats, format_table
 from lightning_dd.export import export_image_folder, load_distilled
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.parsing import CommandParser
@@ -122,9 +122,7 @@ def evaluate(
     if baselines:
         rows.append(evaluate_random_subsets(distilled.ipc, dm.train_data, dm.test_data, net, schedule, repeats, seed, dev, progress))
     if full_set_epochs > 0:
-        full = TrainSchedule(epochs=full_set_epochs, lr=lr, batch_size=256, augment=augment, cutmix_p=cutmix_p)
-        train = dm.train_data
-        rows.append(evaluate_repeats("full training set", train.images, train.labels, dm.test_data, net, full, repeats, seed, dev, progress))
+        rows.append(evaluate_full_set(dm.train_data, dm.test_data, net, schedule, full_set_epochs, repeats, seed, dev, progress))
     title = f"## {path_.name}: {describe_info(info)}; net {net.name} depth {net.depth} width {net.width} ({net.norm} norm), {dev.type}"
     print(format_table(rows, title), flush=True)
     return rows

@@ -7,6 +7,7 @@ the *final* epoch; nothing is selected on the test set.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -109,6 +110,27 @@ def evaluate_random_subsets(
         desc = f"evaluating random subset ({r + 1}/{draws})" if progress else None
         result.accuracies.append(evaluate_set(train.images.cpu()[idx], train.labels.cpu()[idx], test, net, schedule, seed + r, device, desc))
     return result
+
+
+def evaluate_full_set(
+    train: RealData,
+    test: RealData,
+    net: NetSpec,
+    schedule: TrainSchedule,
+    epochs: int,
+    repeats: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> EvalResult:
+    """The whole training set under ``schedule`` for ``epochs`` epochs: the ceiling row of a table.
+
+    The one protocol for this row everywhere (the evaluation callback, ``lightning-dd evaluate``,
+    the benchmarks): the evaluation's own schedule, only fewer epochs, since a pass over the full
+    set is tens of thousands of images.
+    """
+    full = dataclasses.replace(schedule, epochs=epochs)
+    return evaluate_repeats("full training set", train.images, train.labels, test, net, full, repeats, seed, device, progress)
 
 
 def format_table(rows: list[EvalResult], title: str = "") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -272,6 +273,7 @@ def test_callback_evaluates_the_real_set_with_the_same_protocol(pool_dir, monkey
         return EvalResult("random", [2.0])
 
     monkeypatch.setattr(callback_module, "evaluate_repeats", fake_repeats)
+    monkeypatch.setattr(evaluation, "evaluate_repeats", fake_repeats)  # the full-set row goes through evaluate_full_set
     monkeypatch.setattr(callback_module, "evaluate_random_subsets", fake_subsets)
     cb = SyntheticEvaluation(every_n_outer=0, repeats=2, epochs=3, baselines=True, full_set_epochs=4, seed=9, progress=False)
     fit(tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), callbacks=[cb], default_root_dir=tmp_path)  # results files go there
@@ -291,3 +293,15 @@ def test_interrupted_run_is_not_evaluated(pool_dir, monkeypatch):
 
     fit(tiny_distill(pool_dir, model_source="random", perturb=False), callbacks=[Interrupt(), SyntheticEvaluation(every_n_outer=0, baselines=False, progress=False)])
     assert calls == []
+
+
+def test_the_full_set_row_is_the_evaluation_schedule_with_its_own_epochs(monkeypatch):
+    """One protocol for the ceiling row (callback, evaluate command, benchmarks): only the epochs change."""
+    seen = []
+    monkeypatch.setattr(evaluation, "evaluate_repeats", lambda name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True: seen.append((name, images.shape[0], schedule, repeats, seed)) or EvalResult(name, [3.0]))
+    train = argparse.Namespace(images=torch.zeros(50, 1, 8, 8, dtype=torch.uint8), labels=torch.zeros(50, dtype=torch.long))
+    schedule = TrainSchedule(epochs=300, lr=0.02, batch_size=32, augment="color", cutmix_p=0.25)
+    row = evaluation.evaluate_full_set(train, None, None, schedule, 5, 2, 7, progress=False)
+    ((name, count, used, repeats, seed),) = seen
+    assert (name, count, repeats, seed, row.mean) == ("full training set", 50, 2, 7, 3.0)
+    assert used == TrainSchedule(epochs=5, lr=0.02, batch_size=32, augment="color", cutmix_p=0.25)

@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_dd.atomic import atomic_open
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule
-from lightning_dd.evaluation import EvalResult, evaluate_random_subsets, evaluate_repeats, format_table
+from lightning_dd.evaluation import EvalResult, evaluate_full_set, evaluate_random_subsets, evaluate_repeats, format_table
 from lightning_dd.export import image_grid
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.validation import COUNT, check_net_fits, check_numbers, defaults_of, fields_of
@@ -104,9 +104,7 @@ class SyntheticEvaluation(Callback):
             net = self._net(pl_module)
             rows.append(evaluate_random_subsets(pl_module.hparams.ipc, dm.train_data, dm.test_data, net, self.schedule, self.repeats, self.seed, pl_module.device, self.progress))
             if self.full_set_epochs > 0:
-                train = dm.train_data
-                full = TrainSchedule(**{**self.schedule.__dict__, "epochs": self.full_set_epochs})
-                rows.append(evaluate_repeats("full training set", train.images, train.labels, dm.test_data, net, full, self.repeats, self.seed, pl_module.device, self.progress))
+                rows.append(evaluate_full_set(dm.train_data, dm.test_data, net, self.schedule, self.full_set_epochs, self.repeats, self.seed, pl_module.device, self.progress))
         self.final_rows = rows
         self._report(trainer, pl_module, rows)
 
