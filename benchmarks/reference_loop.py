@@ -13,8 +13,10 @@ which Acc-DD reuses unchanged, with nothing clever in it:
   with ``create_graph=True``, on the synthetic half, sum the squared differences over the conv
   weights (``ndim > 1``, classifier excluded), ``loss.item()``, ``loss.backward()`` and
   ``optimizer.step()`` (SGD, momentum 0.5) -- one image step per class, as IDC does;
-* then the network is trained on ``n_data`` random real images in minibatches (DSA with one
-  draw per image, CutMix with probability ``cutmix_p``), SGD with momentum.
+* then the network is trained on random real images in whole minibatches until ``n_data`` are
+  seen (DSA with one draw per image, colour and flip plus one spatial transform per minibatch and
+  no cutout under CutMix, CutMix with probability ``cutmix_p``), SGD with momentum: the
+  protocol of the library's defaults.
 
 The only piece taken from the library is the DSA transform
 (:class:`lightning_dd.augment.DSA`, the same operations as the DSA/IDC ``DiffAugment``), so that
@@ -32,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightning_dd.augment import DSA
+from lightning_dd.augment import DSA, training_augmentation
 
 
 @dataclass
@@ -95,14 +97,18 @@ def random_images(n: int, channels: int, height: int, width: int, num_classes: i
 def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
     """IDC multi-formation: cut each image into ``factor x factor`` tiles, upsample every tile to full size.
 
-    Written like IDC's ``Synthesizer.decode_zoom`` (tile-major order: all images' first tile, then
-    the second, ...). Any remainder of ``H / factor`` is dropped.
+    Written like IDC's ``decode_zoom`` (tile-major order: all images' first tile, then the second,
+    ...): a side that ``factor`` does not divide is padded with grey (0.5) at the bottom and right
+    and cut into ``ceil(side / factor)``-pixel tiles.
     """
     if factor == 1:
         return images
     h, w = images.shape[-2:]
-    th, tw = h // factor, w // factor
-    crops = [images[:, :, i * th : (i + 1) * th, j * tw : (j + 1) * tw] for i in range(factor) for j in range(factor)]
+    remainder = h % factor
+    if remainder:
+        images = F.pad(images, (0, factor - remainder, 0, factor - remainder), value=0.5)
+    side = math.ceil(h / factor)
+    crops = [images[:, :, i * side : (i + 1) * side, j * side : (j + 1) * side] for i in range(factor) for j in range(factor)]
     return F.interpolate(torch.cat(crops), size=(h, w), mode="bilinear", align_corners=False)
 
 
@@ -178,6 +184,9 @@ class ReferenceDistiller:
         channels, height, width = images.shape[1:]
         self.image_size = (height, width)
         self.dsa = DSA(s.augment)
+        # The network update's augmentation, as the authors' train_epoch: colour and flip plus ONE of
+        # crop / scale / rotate per minibatch, cutout dropped under CutMix.
+        self.net_dsa = training_augmentation(s.augment, spatial="single", cutmix_p=s.cutmix_p)
         # The synthetic set: ipc stored images per class, pixels in [0, 1], one SGD optimiser.
         init = torch.rand(s.num_classes * s.ipc, channels, height, width, generator=self.generator)
         self.synset = init.to(self.device).requires_grad_(True)
@@ -216,17 +225,18 @@ class ReferenceDistiller:
         return loss_total
 
     def net_update(self) -> None:
-        """Train the network on ``n_data`` random real images (IDC's ``train_epoch`` with ``n_data``)."""
+        """Train the network on random real images in whole minibatches until ``n_data`` are seen (IDC's ``train_epoch`` with ``n_data``)."""
         s = self.settings
         if s.n_data == 0:
             return
         net, criterion = self.net, nn.CrossEntropyLoss()
-        idx = torch.randperm(self.images.shape[0], generator=self.generator)[: s.n_data].to(self.device)
+        count = math.ceil(s.n_data / s.net_batch_size) * s.net_batch_size  # their loop stops after the batch that reaches n_data
+        idx = torch.randperm(self.images.shape[0], generator=self.generator)[:count].to(self.device)
         x_all, y_all = self.images[idx], self.labels[idx]
         for start in range(0, x_all.shape[0], s.net_batch_size):
             x, y = x_all[start : start + s.net_batch_size], y_all[start : start + s.net_batch_size]
             with torch.no_grad():
-                x = self.dsa(x, self.generator)
+                x = self.net_dsa(x, self.generator)
             if torch.rand(1, generator=self.generator).item() < s.cutmix_p and x.shape[0] > 1:
                 lam = torch.rand(1, generator=self.generator).item()  # Beta(1, 1)
                 perm = torch.randperm(x.shape[0], generator=self.generator).to(self.device)

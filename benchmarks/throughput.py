@@ -1,7 +1,7 @@
 """Throughput of one distillation inner iteration: the library's DistillModule vs a plain reference loop.
 
 One *inner iteration* = all C classes matched (gradient matching, one synthetic-image step) + the
-network's update on ``n_data`` real images. Two paths run the same seeded synthetic workload:
+network's update on ``n_data`` real images (whole minibatches, as the library's default). Two paths run the same seeded synthetic workload:
 
 * ``reference``: :mod:`benchmarks.reference_loop`, the per-class loop of the public IDC/Acc-DD code
   in plain PyTorch (an ``nn.Module`` ConvNet, ``loss.backward()`` and ``optimizer.step()`` per class);

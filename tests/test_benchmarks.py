@@ -103,3 +103,19 @@ def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     assert "torch " in section and "logical cores" in section and "Date: " in section
     assert all("| 8x8x1 | " + row[1] + " |" in section for row in rows)
     assert "relative difference" in section and "GFLOP/s" in section and lines[-1] in section
+
+
+@pytest.mark.parametrize("side, factor", [(8, 2), (10, 3), (28, 2)])
+def test_the_reference_decode_follows_the_library_and_the_authors_padding(throughput, side, factor):
+    """The reference loop decodes as the library does (grey-padded tiles where the factor does not divide the side)."""
+    import torch
+
+    from lightning_dd.distill.synthetic import decode
+
+    reference_loop = throughput.reference_loop
+
+    images = torch.rand(3, 2, side, side, generator=torch.Generator().manual_seed(side))
+    tiles = factor * factor
+    # the reference is tile-major (every image's first tile, then the second...); the library image-major
+    tile_major = decode(images, factor).reshape(3, tiles, 2, side, side).transpose(0, 1).reshape(3 * tiles, 2, side, side)
+    assert torch.allclose(reference_loop.decode(images, factor), tile_major, atol=1e-6)
