@@ -34,18 +34,73 @@ def tiny_distill(pool_dir: str, **overrides) -> DistillModule:
     return DistillModule(**settings)
 
 
-def fit(module: DistillModule, callbacks=(), **trainer_kwargs) -> L.Trainer:
-    trainer = L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=list(callbacks),
-        **trainer_kwargs,
+def tiny_module(pool_dir: str, **overrides) -> DistillModule:
+    """A tiny module that pretrains a real (2-net, 1-epoch) pool and trains its network between matching steps."""
+    settings = dict(
+        pool=PoolConfig(size=2, epochs=1, batch_size=256, cache_dir=pool_dir),
+        outer_iterations=2,
+        inner_loop=3,
+        batch_real=16,
+        n_data=64,
+        net_batch_size=32,
+        classes_per_pass=None,
+        tune_cpu_allocator=True,
     )
+    return tiny_distill(pool_dir, **{**settings, **overrides})
+
+
+def make_trainer(callbacks=(), **trainer_kwargs) -> L.Trainer:
+    """The tests' Trainer: CPU, no logger, checkpointing, progress bar or summary unless asked for."""
+    settings = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    return L.Trainer(callbacks=list(callbacks), **{**settings, **trainer_kwargs})
+
+
+def fit(module: DistillModule, callbacks=(), **trainer_kwargs) -> L.Trainer:
+    """Fit ``module`` on the bundled digits with :func:`make_trainer`; returns the trainer."""
+    trainer = make_trainer(callbacks, **trainer_kwargs)
     trainer.fit(module, datamodule=RealDataModule("digits"))
     return trainer
+
+
+# ---------------------------------------------------------------------------- command line
+# A tiny ``lightning-dd fit`` on the bundled digits: every part runs (pool, matching, network
+# update, evaluation with baselines and the full set, export) in seconds.
+CLI_TINY = [
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--model.ipc=1",
+    "--model.factor=1",
+    "--model.init=real",
+    "--model.net.width=8",
+    "--model.net.depth=2",
+    "--model.pool.size=2",
+    "--model.pool.epochs=1",
+    "--model.pool.batch_size=256",
+    "--model.outer_iterations=2",
+    "--model.inner_loop=2",
+    "--model.batch_real=16",
+    "--model.n_data=32",
+    "--evaluation.epochs=5",
+    "--evaluation.repeats=2",
+    "--evaluation.every_n_outer=1",
+    "--evaluation.full_set_epochs=1",
+]
+
+
+def scalars(log_dir, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a TensorBoard scalar, read from the event files in ``log_dir``."""
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out = []
+    for events in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.tag == tag:
+                    out.append((event.step, value.tensor.float_val[0] if value.HasField("tensor") else value.simple_value))
+    return out
 
 
 def spy(obj, name: str, before=None, after=None) -> list:

@@ -10,7 +10,7 @@ import pytest
 
 import lightning_dd.distill.module as module_file
 
-from test_module import fit, tiny_module
+from core_helpers import fit, tiny_module
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 

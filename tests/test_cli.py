@@ -10,27 +10,9 @@ import pytest
 from lightning_dd.cli import main, run_cli
 from lightning_dd.export import load_distilled
 
-TINY = [
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--model.ipc=1",
-    "--model.factor=1",
-    "--model.init=real",
-    "--model.net.width=8",
-    "--model.net.depth=2",
-    "--model.pool.size=2",
-    "--model.pool.epochs=1",
-    "--model.pool.batch_size=256",
-    "--model.outer_iterations=2",
-    "--model.inner_loop=2",
-    "--model.batch_real=16",
-    "--model.n_data=32",
-    "--evaluation.epochs=5",
-    "--evaluation.repeats=2",
-    "--evaluation.every_n_outer=1",
-    "--evaluation.full_set_epochs=1",
-]
+from core_helpers import CLI_TINY
+
+TINY = CLI_TINY
 
 
 def test_fit_end_to_end(tmp_path, capsys):

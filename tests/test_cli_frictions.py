@@ -21,6 +21,8 @@ from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
 from lightning_dd.logger import DistillTensorBoardLogger
 from lightning_dd.nets import NetSpec
 
+from core_helpers import scalars
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -43,16 +45,6 @@ def hparams_summaries(log_dir: Path) -> list[plugin_data_pb2.HParamsPluginData]:
                 if value.tag == "_hparams_/session_start_info":
                     found.append(plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content))
     return found
-
-
-def scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
-    out = []
-    for events in sorted(log_dir.glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                if value.tag == tag:
-                    out.append((event.step, value.tensor.float_val[0] if value.HasField("tensor") else value.simple_value))
-    return out
 
 
 def test_one_hparams_summary_with_dataset_settings_and_final_accuracy(tmp_path):

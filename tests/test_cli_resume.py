@@ -12,8 +12,8 @@ import pytest
 from lightning_dd.cli import main
 from lightning_dd.export import load_distilled
 
-from test_cli import TINY
-from test_cli_frictions import scalars
+from core_helpers import CLI_TINY as TINY
+from core_helpers import scalars
 
 pytestmark = pytest.mark.slow
 

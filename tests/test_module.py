@@ -4,32 +4,10 @@ import lightning as L
 import pytest
 import torch
 
-from lightning_dd import DistillModule, NetSpec, PoolConfig, RealDataModule
+from lightning_dd import RealDataModule
 from lightning_dd.errors import ConfigError
 
-
-def tiny_module(pool_dir, **overrides):
-    settings = dict(
-        ipc=1,
-        factor=1,
-        init="real",
-        net=NetSpec(width=8, depth=2),
-        pool=PoolConfig(size=2, epochs=1, batch_size=256, cache_dir=pool_dir),
-        outer_iterations=2,
-        inner_loop=3,
-        batch_real=16,
-        n_data=64,
-        net_batch_size=32,
-        lr_img=0.1,
-    )
-    settings.update(overrides)
-    return DistillModule(**settings)
-
-
-def fit(module):
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(module, datamodule=RealDataModule("digits"))
-    return trainer
+from core_helpers import fit, tiny_module
 
 
 @pytest.mark.parametrize("model_source,perturb", [("pool", True), ("random", False), ("pool", False), ("random", True)])

@@ -4,7 +4,7 @@ import torch
 
 from lightning_dd.distill.pool import EarlyStagePool
 
-from test_module import fit, tiny_module
+from core_helpers import fit, tiny_module
 
 
 def test_a_pool_handed_in_before_fit_is_used_and_nothing_is_pretrained(tmp_path, monkeypatch):

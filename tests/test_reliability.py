@@ -10,38 +10,19 @@ import lightning as L
 import pytest
 import torch
 
-from lightning_dd import DistillModule, NetSpec, PoolConfig, RealDataModule
+from lightning_dd import RealDataModule
 from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
+
+from core_helpers import make_trainer, tiny_module
 
 
 def module(pool_dir, **overrides):
-    settings = dict(
-        ipc=2,
-        factor=2,
-        net=NetSpec(width=8, depth=2),
-        pool=PoolConfig(size=2, epochs=1, batch_size=256, cache_dir=pool_dir),
-        outer_iterations=3,
-        inner_loop=3,
-        batch_real=16,
-        n_data=64,
-        net_batch_size=32,
-        lr_img=0.05,
-    )
-    settings.update(overrides)
-    return DistillModule(**settings)
+    """The tiny module with factor 2 and the mix init, three outer iterations: resume in the middle of one."""
+    return tiny_module(pool_dir, **{"ipc": 2, "factor": 2, "init": "mix", "outer_iterations": 3, "lr_img": 0.05, **overrides})
 
 
 def trainer(tmp_path, callbacks=(), **kwargs):
-    return L.Trainer(
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=list(callbacks),
-        **kwargs,
-    )
+    return make_trainer(callbacks, default_root_dir=tmp_path, **kwargs)
 
 
 class InterruptAt(CheckpointOnInterrupt):
