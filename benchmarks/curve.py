@@ -51,7 +51,6 @@ from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODES, accelerator, apply_overrides, load_config, provenance, write_section  # noqa: E402
-from time_to_accuracy import time_to_reach  # noqa: E402
 
 from lightning_dd.atomic import atomic_open, atomic_torch_save  # noqa: E402
 from lightning_dd.errors import ConfigError, LightningDDError  # noqa: E402
@@ -387,6 +386,19 @@ def results_of(folder: Path, repeats: int) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ analysis
+def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
+    """First time a piecewise-linear accuracy curve (sorted by time) reaches ``target``."""
+    previous = (0.0, float("-inf"))
+    for t, acc in curve:
+        if acc >= target:
+            if previous[1] == float("-inf"):
+                return t
+            t0, a0 = previous
+            return t0 + (t - t0) * (target - a0) / (acc - a0) if acc > a0 else t
+        previous = (t, acc)
+    return None
+
+
 def interpolate(curve: list[tuple[float, float]], t: float) -> float:
     """Piecewise-linear value of a curve (sorted by time) at ``t`` inside its time range."""
     for (t0, a0), (t1, a1) in zip(curve, curve[1:]):
@@ -401,7 +413,7 @@ def speedups(reference: list[tuple[float, float]], candidate: list[tuple[float, 
     """For each accuracy level the reference curve reaches (its points after the first), the time each curve needs.
 
     Times are those at which a piecewise-linear curve (linear in time between checkpoints) first
-    reaches the level (:func:`time_to_accuracy.time_to_reach`); the speed-up is reference time /
+    reaches the level (:func:`time_to_reach`); the speed-up is reference time /
     candidate time, None when the candidate never reaches the level.
     """
     rows = []

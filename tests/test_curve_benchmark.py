@@ -440,3 +440,11 @@ def test_cpu_image_folder_config_runs_on_a_handful_of_real_images(tmp_path, caps
     )
     out = capsys.readouterr().out
     assert "| distilled, 1/class (x4 decoded) | 40 |" in out and "| random real, 1/class | 10 |" in out
+
+
+def test_time_to_reach_interpolates_between_checkpoints():
+    points = [(10.0, 50.0), (20.0, 60.0), (40.0, 70.0)]
+    assert curve.time_to_reach(points, 45.0) == 10.0  # already there at the first point
+    assert curve.time_to_reach(points, 55.0) == 15.0  # half-way from 50 % at 10 s to 60 % at 20 s
+    assert curve.time_to_reach(points, 65.0) == 30.0
+    assert curve.time_to_reach(points, 71.0) is None
