@@ -33,9 +33,7 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
-import shutil
 import statistics
 import sys
 import time

@@ -21,7 +21,7 @@ for several epoch counts, and reports the final-epoch test accuracy of each. The
 
 The three decoded sets are written once to ``<--work>/sets.pt`` and both sides read them from
 there. The authors' code is imported from ``--authors_dir`` (never copied) with the shims of
-``parity.SHIMS`` plus, on the CPU, ``.cuda()`` made the identity while their loop runs.
+``authors.SHIMS`` plus, on the CPU, ``.cuda()`` made the identity while their loop runs.
 
     python benchmarks/eval_parity.py --authors_dir /path/to/Acc-DD \\
         --distilled lightning_logs/version_0/distilled.pt --epochs 100 300 --nets 2 --jobs 2
@@ -100,7 +100,7 @@ def _worker_init(data_dir: str, authors_dir: str | None, device: str) -> None:
     _WORKER["test"] = _data(data_dir)[1]
     _WORKER["device"] = device
     if authors_dir:
-        from parity import AuthorsCode
+        from authors import AuthorsCode
 
         _WORKER["authors"] = AuthorsCode(authors_dir, device)
 
@@ -130,7 +130,7 @@ def _cuda_is_identity(active: bool):
 
 def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
     """Their ``train.train`` as their ``test.py`` calls it on a condensed set: final-epoch top-1 (%)."""
-    from parity import _numpy_int
+    from authors import numpy_int
 
     authors, test = _WORKER["authors"], _WORKER["test"]
     data, train = authors.data, authors.train
@@ -145,7 +145,7 @@ def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -
     np.random.seed(seed)
     torch.manual_seed(seed)
     on_cpu = _WORKER["device"] == "cpu"
-    with _cuda_is_identity(on_cpu), _numpy_int(), contextlib.redirect_stdout(open(os.devnull, "w")):
+    with _cuda_is_identity(on_cpu), numpy_int(), contextlib.redirect_stdout(open(os.devnull, "w")):
         model = train.define_model(args, args.nclass)
         _best, last = train.train(args, model, train_loader, val_loader, logger=lambda *a, **k: None)
     return float(last)
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
 
     if opts.authors_dir:
-        from parity import AuthorsCode
+        from authors import AuthorsCode
 
         missing = [f for f in AuthorsCode.FILES if not Path(opts.authors_dir, f).is_file()]
         if missing:

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 
 from lightning_dd import DistillModule, RealDataModule
 from lightning_dd.atomic import atomic_open

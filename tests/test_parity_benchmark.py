@@ -33,6 +33,14 @@ def parity():
     sys.modules.pop(spec.name, None)
 
 
+@pytest.fixture(scope="module")
+def authors(parity):
+    """benchmarks/authors.py, the adapter to the authors' code (parity.py put benchmarks/ on sys.path)."""
+    import authors as module
+
+    return module
+
+
 def test_our_convnet_keys_map_to_the_authors_layout(parity):
     from lightning_dd.nets import NetSpec
 
@@ -60,30 +68,30 @@ def test_our_convnet_keys_map_to_the_authors_layout(parity):
         parity.authors_key_pairs(no_norm)
 
 
-def test_member_list_turns_the_inclusive_draw_into_a_uniform_one(parity):
-    files = parity._MemberList(["a", "b", "c"])
+def test_member_list_turns_the_inclusive_draw_into_a_uniform_one(authors):
+    files = authors.MemberList(["a", "b", "c"])
     assert len(files) == 2 and list(files) == ["a", "b", "c"]
     rng = random.Random(0)
     drawn = {files[rng.randint(0, len(files))] for _ in range(300)}  # their call, unchanged
     assert drawn == {"a", "b", "c"}
 
 
-def test_cpu_default_replaces_only_a_cuda_default(parity):
+def test_cpu_default_replaces_only_a_cuda_default(authors):
     def on_cuda(x, device="cuda"):
         return device
 
     def on_cpu(x, device="cpu"):
         return device
 
-    parity._cpu_default(on_cuda, "device")
+    authors._cpu_default(on_cuda, "device")
     assert on_cuda(1) == "cpu"
     with pytest.raises(RuntimeError, match="no longer has device='cuda'"):
-        parity._cpu_default(on_cpu, "device")
+        authors._cpu_default(on_cpu, "device")
 
 
-def test_a_folder_that_is_not_their_checkout_is_refused(parity, tmp_path):
+def test_a_folder_that_is_not_their_checkout_is_refused(authors, tmp_path):
     with pytest.raises(SystemExit, match="not a checkout"):
-        parity.AuthorsCode(tmp_path)
+        authors.AuthorsCode(tmp_path)
 
 
 def test_summary_pairs_accuracies_by_seed(parity):
