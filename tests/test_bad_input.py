@@ -27,26 +27,11 @@ import pytest
 import torch
 from PIL import Image
 
+from core_helpers import CLI_TINY
+
 # Tiny settings on the bundled digits: a row that is wrongly accepted finishes in seconds.
-TINY = [
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--model.ipc=1",
-    "--model.factor=1",
-    "--model.init=real",
-    "--model.net.width=8",
-    "--model.net.depth=2",
-    "--model.pool.size=1",
-    "--model.pool.epochs=1",
-    "--model.outer_iterations=1",
-    "--model.inner_loop=1",
-    "--model.batch_real=2",
-    "--model.n_data=16",
-    "--evaluation.epochs=1",
-    "--evaluation.repeats=1",
-    "--evaluation.baselines=false",
-]
+TINY = [*CLI_TINY, "--model.pool.size=1", "--model.outer_iterations=1", "--model.inner_loop=1", "--model.batch_real=2", "--model.n_data=16",
+        "--evaluation.epochs=1", "--evaluation.repeats=1", "--evaluation.every_n_outer=0", "--evaluation.baselines=false", "--evaluation.full_set_epochs=0"]  # fmt: skip
 UNWRITABLE = "/proc/lightning-dd-test"  # cannot be created, not even by root
 
 
