@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast mutants venv clean
+.PHONY: demo test test-fast durations mutants venv clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# Measure every test's time into tests/durations.json: tests over 5 s are then marked slow (tests/conftest.py).
+durations: $(STAMP)
+	LIGHTNING_DD_RECORD_DURATIONS=tests/durations.json $(PY) -m pytest
 
 # Mutation testing of the algorithm's core against the fast suite (slow: see docs/mutation-testing.md).
 mutants: $(STAMP)

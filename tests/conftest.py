@@ -1,8 +1,16 @@
-"""Shared fixtures: tiny settings that exercise the real code paths in seconds."""
+"""Shared fixtures (tiny settings that exercise the real code paths in seconds) and the slow rule.
+
+The ``slow`` marker follows a measured rule: a test whose call took more than
+:data:`SLOW_SECONDS` in the last ``make durations`` run (recorded in ``tests/durations.json``) is
+marked slow at collection, besides the tests marked by hand (several processes, subprocess runs).
+``make test-fast`` skips them; ``make test`` and CI run everything.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,3 +43,28 @@ def tiny_net():
     from lightning_dd.nets import NetSpec
 
     return NetSpec(width=16, depth=2)
+
+
+SLOW_SECONDS = 5.0
+DURATIONS = Path(__file__).with_name("durations.json")
+_RECORD = os.environ.get("LIGHTNING_DD_RECORD_DURATIONS")  # ``make durations`` sets it to DURATIONS
+_measured: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    for item in items:
+        if recorded.get(item.nodeid, 0.0) > SLOW_SECONDS and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_logreport(report) -> None:
+    if _RECORD and report.when == "call":
+        _measured[report.nodeid] = round(report.duration, 2)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _RECORD and _measured:  # merged into the earlier record, so a partial run updates only its tests
+        path = Path(_RECORD)
+        merged = {**(json.loads(path.read_text()) if path.exists() else {}), **_measured}
+        path.write_text(json.dumps(dict(sorted(merged.items())), indent=0) + "\n")
