@@ -44,7 +44,7 @@ $python -c "import torch, lightning, lightning_dd; print('torch', torch.__versio
 w=$results/work
 if [[ $studies == *" paper "* ]]; then  # the best final set of a CPU study (PAPER_STUDY), ConvNet-3 w128 for 1000 epochs, on the GPU
   study=${PAPER_STUDY:?set PAPER_STUDY to the folder of the CPU curve study to evaluate}
-  timeout "${PAPER_SECONDS:-$limit}" $python benchmarks/curve.py --config "${PAPER_CONFIG:-configs/fashion_mnist/ipc10_cpu.yaml}" --modes accdd idc --seeds 0 1 \
+  timeout "${PAPER_SECONDS:-$limit}" $python benchmarks/curve.py --config "${PAPER_CONFIG:-configs/fashion_mnist/ipc10_cpu_mix.yaml}" --modes accdd idc --seeds 0 1 \
     --budget_minutes "${PAPER_BUDGET_MINUTES:-30}" --threads 1 --jobs 3 --repeats 1 --eval_epochs 100 --full_epochs 0 --paper_epochs 1000 --paper_repeats 3 \
     --paper_device cuda --phase evaluate --name "${PAPER_NAME:-fashion_mnist-ipc10}" --study_dir "$study" --results_dir "$results/docs_curves" \
     --output "$w/sections-paper.md" > "$w/paper.log" 2>&1
@@ -64,7 +64,7 @@ parity() {  # NAME SEEDS SECONDS JOBS SETTINGS...: distil and evaluate both side
 [[ $studies == *" parity-short "* ]] && parity short "${SHORT_SEEDS:-0,1,2}" "${SHORT_SECONDS:-$limit}" "${SHORT_JOBS:-3}" --outer 4 --inner 6 --width 32 --eval_epochs 40
 [[ $studies == *" parity-long "* ]] && parity long "${LONG_SEEDS:-0,1,2}" "${LONG_SECONDS:-$limit}" "${LONG_JOBS:-4}" --outer "${LONG_OUTER:-10}" --inner 10 --width 64 --eval_epochs "${LONG_EVAL_EPOCHS:-100}"
 
-[[ $studies == *" protocol "* ]] && ( timeout "$limit" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu.yaml --outer 20 \
+[[ $studies == *" protocol "* ]] && ( timeout "$limit" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 20 \
     --seeds 0 1 2 3 4 --eval_epochs 200 --jobs 4 --threads 1 --results "$w/protocol-runs-cuda.jsonl" --pool_cache "$w/pools" --output "$w/sections-protocol.md" \
     > "$w/protocol.log" 2>&1 ) &
 [[ $studies == *" curve "* ]] && ( timeout "$limit" $python benchmarks/curve.py --device cuda --config configs/fashion_mnist/ipc10.yaml --modes accdd idc --seeds 0 1 \
@@ -78,7 +78,7 @@ parity() {  # NAME SEEDS SECONDS JOBS SETTINGS...: distil and evaluate both side
 # that section for the rates), and every set is judged by the long evaluation (ConvNet-3 width
 # 128, 300 epochs, 3 networks) beside random real images of the same storage.
 LONG_EVAL=(--eval_epochs 300 --repeats 3 --random_real --set "evaluation.net={depth: 3, width: 128}")
-[[ $studies == *" candidates10 "* ]] && ( timeout "${CAND_SECONDS:-$limit}" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu.yaml \
+[[ $studies == *" candidates10 "* ]] && ( timeout "${CAND_SECONDS:-$limit}" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu_mix.yaml \
     --variants paper --outer 48 --seeds 0 1 --jobs "${CAND_JOBS:-6}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc10.jsonl" --pool_cache "$w/pools" \
     --section candidates-ipc10 --output "$w/sections-candidates10.md" \
     --candidate "idc_i=model.factor=1;model.init=real;model.outer_iterations=64" \

@@ -9,7 +9,7 @@ run distils the same number of outer x inner iterations from the same seed, and 
 evaluated by the config's evaluation section on the same evaluation networks, so the paired
 difference to ``paper`` (same seed) is the effect of the reverted settings.
 
-    python benchmarks/protocol.py --config configs/fashion_mnist/ipc10_cpu.yaml --outer 8 \\
+    python benchmarks/protocol.py --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 8 \\
         --seeds 0 1 2 --eval_epochs 100 --jobs 2 --threads 1
 
 Results are appended to ``--results`` (JSON lines) as they arrive; a rerun skips the (variant,
@@ -154,7 +154,7 @@ def summarise(rows: list[dict], variants: list[str], described: dict[str, str] |
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="a config on the authors' protocol (e.g. configs/fashion_mnist/ipc10_cpu.yaml)")
+    parser.add_argument("--config", required=True, help="a config on the authors' protocol (e.g. configs/fashion_mnist/ipc10_cpu_mix.yaml)")
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="built-in variants (default: all, or none when --candidate is given)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--outer", type=int, default=8, help="outer iterations per run (equal for every variant)")
