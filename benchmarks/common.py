@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import platform
 import shlex
@@ -92,6 +93,14 @@ def load_config(path: str, eval_epochs: int | None, threads: int, overrides: lis
     datamodule = RealDataModule(**data)
     datamodule.setup()
     return BenchmarkConfig(model, data, schedule, NetSpec(**model.get("net", {})), datamodule, evaluation, eval_net)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value), as every results table reports them."""
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
 def accelerator(device: str | torch.device) -> str:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_name, provenance, write_section  # noqa: E402
+from common import machine_name, mean_std, provenance, write_section  # noqa: E402
 
 SIDES = ("ours", "theirs")
 SET_NAMES = ("initial", "distilled", "random real")
@@ -174,11 +174,9 @@ def load_done(path: Path) -> dict[tuple, dict]:
     return done
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} +- {std:.2f} ({len(values)})"
+def cell(values: list[float]) -> str:
+    """``mean +- std (count)`` of a table cell, ``-`` when empty."""
+    return "{:.2f} +- {:.2f} ({})".format(*mean_std(values), len(values)) if values else "-"
 
 
 def table(rows: list[dict], epochs: list[int]) -> str:
@@ -191,7 +189,7 @@ def table(rows: list[dict], epochs: list[int]) -> str:
                 continue
             diff = f"{statistics.mean(acc['ours']) - statistics.mean(acc['theirs']):+.2f}" if acc["ours"] and acc["theirs"] else "-"
             pace = " / ".join(f"{statistics.mean(secs[s]):.0f}" if secs[s] else "-" for s in SIDES)
-            lines.append(f"| {name} | {e} | {mean_std(acc['ours'])} | {mean_std(acc['theirs'])} | {diff} | {pace} |")
+            lines.append(f"| {name} | {e} | {cell(acc['ours'])} | {cell(acc['theirs'])} | {diff} | {pace} |")
     return "\n".join(lines)
 
 

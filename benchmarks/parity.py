@@ -54,7 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from authors import SHIMS, AuthorsCode, AuthorsTrainSet, MemberList  # noqa: E402
-from common import accelerator, gpu_suffix, write_section  # noqa: E402
+from common import accelerator, gpu_suffix, mean_std, write_section  # noqa: E402
 
 MODE_NAMES = {"idc": "IDC mode (fresh networks)", "accdd": "Acc-DD (early-stage pool + perturbation)"}
 SIDES = ("theirs", "ours")
@@ -453,13 +453,6 @@ def load_results(path: Path, settings: Settings) -> dict:
 
 
 # ---------------------------------------------------------------------------- summary
-def mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, 0.0
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-
-
 def summarise(results: dict, modes: list[str], seeds: list[int]) -> list[dict]:
     """Per mode: each side's accuracy (mean +- std over seeds of the per-seed mean) and the paired difference."""
     rows = []

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -35,7 +34,7 @@ from lightning_dd.atomic import atomic_open
 from lightning_dd.evaluation import evaluate_random_subsets, evaluate_repeats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import accelerator, load_config, machine_name, provenance, write_section  # noqa: E402
+from common import accelerator, load_config, machine_name, mean_std, provenance, write_section  # noqa: E402
 
 # name -> (what it reverts, overrides relative to a config on the authors' protocol)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -121,11 +120,6 @@ def append_result(path: Path, row: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w") as handle:
         handle.write("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
 
 
 def summarise(rows: list[dict], variants: list[str], described: dict[str, str] | None = None) -> str:
