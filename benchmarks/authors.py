@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
+import inspect
 import io
 import math
 import os
@@ -21,15 +23,13 @@ import types
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
+from unittest import mock
 
 import numpy as np
 import torch
 
 if TYPE_CHECKING:  # the benchmark settings the command line is built from
-    from parity import Settings
-
-# The authors' argparse name for the dataset, and the image side their tune_lr_img compares with.
-AUTHORS_DATASET = {"fashion_mnist": "fashion"}
+    from .parity import Settings
 
 # Every change made to the authors' code's behaviour, in the order the benchmark applies them.
 SHIMS = (
@@ -38,81 +38,55 @@ SHIMS = (
     "`argument.py` is executed with `runpy` on a command line built by the benchmark (it parses `sys.argv` at import).",
     "`condense.py` reads `args.v_max` / `args.v_min`, but the parser defines `--vmax` / `--vmin`: the parsed "
     "namespace gets `v_max = vmax` and `v_min = vmin`.",
-    "`condense.py` draws the pool member with `random.randint(0, len(model_path))`, whose upper bound is "
-    "inclusive (an IndexError one time in M + 1): `args.model_path` is a list whose `len()` reports M - 1, so "
-    "the unchanged call draws uniformly from the M members.",
+    "`condense.py` draws the pool member with `random.randint(0, len(model_path))`, whose upper bound is inclusive (an IndexError "
+    "one time in M + 1): `args.model_path` is a list whose `len()` reports M - 1, so the unchanged call draws uniformly from the M members.",
     "`misc/utils.py` uses `np.int`, removed in NumPy 1.24: `numpy.int` is set to `int` while their code runs.",
-    "On the CPU (`--device cpu`, the default), where their code hard-codes CUDA: the default `device` of `Synthesizer`, `diffaug`, `ClassMemDataLoader` and "
-    "`misc.utils.random_indices` becomes the CPU (the loader's as `torch.device('cpu')`, so `train_epoch`'s "
+    "On the CPU (`--device cpu`, the default), where their code hard-codes CUDA: the default `device` of `Synthesizer`, `diffaug`, "
+    "`ClassMemDataLoader` and `misc.utils.random_indices` becomes the CPU (the loader's as `torch.device('cpu')`, so `train_epoch`'s "
     "`loader.device == 'cpu'` string test skips its `.cuda()` copy), `condense` is called with `device='cpu'`, "
     "and the module-level `torch.tensor(..., device='cuda')` of `train.py` is created on the CPU while it is imported.",
-    "Their ConvNet's `forward` gets its input with standard NCHW strides (a copy): their crop permutes a "
-    "1-channel batch into strides recent PyTorch reads as channels-last, the convolutions then return "
-    "channels-last maps and `x.view(x.shape[0], -1)` before the classifier raises. Values are unchanged.",
+    "Their ConvNet's `forward` gets its input with standard NCHW strides (a copy): their crop permutes a 1-channel batch into strides "
+    "recent PyTorch reads as channels-last, the convolutions then return channels-last maps and `x.view(x.shape[0], -1)` before the "
+    "classifier raises. Values are unchanged.",
     "`matplotlib` (plots) and `efficientnet_pytorch` (an unused network) are imported by their modules; when "
     "absent, stand-in modules are registered that raise if anything in them is used.",
-    "Data: `condense.load_resized_data` returns our reader's Fashion-MNIST training images (uint8, which their "
-    "`ClassMemDataLoader` converts to [0, 1] exactly as `ToTensor` would) and no validation loader (their "
-    "in-loop evaluation is off via their own `--test` flag; both sides are evaluated by our evaluator).",
-    "Initial images: `Synthesizer.init` copies the images handed to both sides instead of taking the first "
-    "`ipc * factor**2` images of each class; the instance is recorded so the final `synset.data` can be read "
-    "(`condense` returns nothing).",
-    "IDC mode: `condense` always loads a checkpoint from `args.model_path`; `condense.load_state` returns the "
-    "state dict of a freshly initialised `define_model(args, nclass)` instead (their IDC code initialises a new "
-    "network every outer iteration), and `--vmin 0 --vmax 0` makes the perturbation exactly zero.",
+    "Data: `condense.load_resized_data` returns our reader's Fashion-MNIST training images (uint8, which their `ClassMemDataLoader` "
+    "converts to [0, 1] exactly as `ToTensor` would) and no validation loader (their in-loop evaluation is off via their own `--test` "
+    "flag; both sides are evaluated by our evaluator).",
+    "Initial images: `Synthesizer.init` copies the images handed to both sides instead of taking the first `ipc * factor**2` images "
+    "of each class; the instance is recorded so the final `synset.data` can be read (`condense` returns nothing).",
+    "IDC mode: `condense` always loads a checkpoint from `args.model_path`; `condense.load_state` returns the state dict of a freshly "
+    "initialised `define_model(args, nclass)` instead (their IDC code initialises a new network every outer iteration), and "
+    "`--vmin 0 --vmax 0` makes the perturbation exactly zero.",
     "Acc-DD mode: the pool members are saved as `{'state_dict': ...}` files in their key layout "
     "(`layers.conv.d.*`, `layers.norm.d.*`, `classifier.*`) and passed with `--model_path`.",
     "`args.save_dir` points into the benchmark's work folder (their code writes `init.png` / `aug.png` there).",
 )
 
 
-class _Unavailable:
-    """A name imported from a stand-in module (``from efficientnet_pytorch import EfficientNet``); using it raises."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __call__(self, *args, **kwargs):
-        raise RuntimeError(f"{self._name} is not installed; the parity benchmark never uses it")
-
-    def __getattr__(self, attr: str):
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        return self(attr)
-
-
 class _StandIn(types.ModuleType):
-    """A module registered in place of an absent optional dependency; anything taken from it raises when used."""
+    """Registered in place of an absent optional dependency: every name taken from it is a stand-in that raises when called."""
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
-        return _Unavailable(f"{self.__name__}.{name}")
+        return _StandIn(f"{self.__name__}.{name}")
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"{self.__name__} is not installed; the parity benchmark never uses it")
 
 
-def _register_stand_ins() -> list[str]:
-    import importlib.util
-
-    added = []
-    for name in ("matplotlib", "matplotlib.pyplot", "efficientnet_pytorch"):
-        root = name.split(".")[0]
-        if root in sys.modules or importlib.util.find_spec(root) is None:
-            if name not in sys.modules:
-                module = _StandIn(name)
-                if name == "matplotlib":
-                    module.use = lambda *a, **k: None  # called at import time by misc/utils.py
-                    module.pyplot = None
-                sys.modules[name] = module
-                added.append(name)
-    if "matplotlib.pyplot" in sys.modules and isinstance(sys.modules.get("matplotlib"), _StandIn):
+def _register_stand_ins() -> None:
+    for root, names in (("matplotlib", ("matplotlib", "matplotlib.pyplot")), ("efficientnet_pytorch", ("efficientnet_pytorch",))):
+        if root not in sys.modules and importlib.util.find_spec(root) is None:
+            sys.modules.update({name: _StandIn(name) for name in names})
+    if isinstance(sys.modules.get("matplotlib"), _StandIn):
+        sys.modules["matplotlib"].use = lambda *a, **k: None  # called at import time by misc/utils.py
         sys.modules["matplotlib"].pyplot = sys.modules["matplotlib.pyplot"]
-    return added
 
 
 def _cpu_default(func, param: str, value=None) -> None:
     """Replace ``func``'s default ``param='cuda'`` by the CPU (refuses if the default is not 'cuda')."""
-    import inspect
-
     params = [p for p in inspect.signature(func).parameters.values() if p.default is not inspect.Parameter.empty]
     names = [p.name for p in params]
     if param not in names or params[names.index(param)].default != "cuda":
@@ -136,12 +110,7 @@ def numpy_int():
 
 
 def _standard_strides_input(convnet_class) -> None:
-    """Give their ConvNet its input with standard (NCHW) strides.
-
-    Their crop permutes a 1-channel batch, which leaves strides that recent PyTorch reads as
-    channels-last; the convolutions then return channels-last maps and their ``x.view`` before
-    the classifier raises. Same values, only the memory layout changes.
-    """
+    """Give their ConvNet its input with standard (NCHW) strides; same values, see :data:`SHIMS`."""
     original = convnet_class.forward
     if getattr(original, "_parity_shim", False):
         return
@@ -176,18 +145,13 @@ class AuthorsTrainSet(torch.utils.data.Dataset):
 
 
 class AuthorsCode:
-    """The authors' modules, imported from a checkout with the shims of :data:`SHIMS` applied.
-
-    Their modules have generic top-level names (``data``, ``train``, ``test``, ``misc``), so they are
-    imported in the benchmark's own process (or its worker processes), never in a test process.
-    """
+    """The authors' modules, imported from a checkout with the shims of :data:`SHIMS` applied."""
 
     FILES = ("argument.py", "condense.py", "train.py", "data.py", "weight_perturbation.py", "models/convnet.py", "misc/augment.py", "misc/utils.py", "misc/reproduce.py")
     MODULES = ("argument", "condense", "train", "data", "test", "coreset", "weight_perturbation", "misc", "models")
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
-        self.path = Path(path).expanduser().resolve()
-        self.device = device
+        self.path, self.device = Path(path).expanduser().resolve(), device
         missing = [f for f in self.FILES if not (self.path / f).is_file()]
         if missing:
             raise SystemExit(f"--authors_dir {self.path} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)}); clone it and pass its folder")
@@ -195,7 +159,7 @@ class AuthorsCode:
             loaded = sys.modules.get(name)
             if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(str(self.path)):
                 raise SystemExit(f"a module named {name!r} is already imported from elsewhere; run the benchmark in a fresh process")
-        self.stand_ins = _register_stand_ins()
+        _register_stand_ins()
         if str(self.path) not in sys.path:
             sys.path.insert(0, str(self.path))
         real_tensor = torch.tensor
@@ -205,49 +169,32 @@ class AuthorsCode:
                 kwargs["device"] = "cpu"
             return real_tensor(*args, **kwargs)
 
-        if device == "cpu":  # on CUDA their code runs as written
-            torch.tensor = cpu_tensor
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import condense
-                import data
-                import misc.utils
-                import train
-                import weight_perturbation
-        finally:
-            torch.tensor = real_tensor
-        self.condense, self.data, self.train, self.utils, self.perturbation = condense, data, train, misc.utils, weight_perturbation
+        # On CUDA their code runs as written.
+        with mock.patch.object(torch, "tensor", cpu_tensor if device == "cpu" else real_tensor), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import condense
+            import data
+            import misc.utils
+            import train
+        self.condense, self.data, self.train = condense, data, train
         if device == "cpu":
             _cpu_default(condense.Synthesizer.__init__, "device")
             _cpu_default(condense.diffaug, "device")
             _cpu_default(data.ClassMemDataLoader.__init__, "device", torch.device("cpu"))
             _cpu_default(misc.utils.random_indices, "device")
         _standard_strides_input(sys.modules["models.convnet"].ConvNet)
-        self.original_synthesizer = condense.Synthesizer
-        self.original_load_state = condense.load_state
-        self.original_loader = condense.load_resized_data
 
     def parse_args(self, cli: list[str]) -> argparse.Namespace:
         """Their ``argument.py`` run on ``cli`` (typo in ``add_argument`` shimmed), plus ``v_max`` / ``v_min``."""
-        container = argparse._ActionsContainer
-        real_add = container.add_argument
+        real_add = argparse._ActionsContainer.add_argument
 
         def add_argument(self, *args, **kwargs):
             if "nagrs" in kwargs:
                 kwargs["nargs"] = kwargs.pop("nagrs")
             return real_add(self, *args, **kwargs)
 
-        saved_argv = sys.argv
-        container.add_argument = add_argument
-        sys.argv = ["argument.py", *cli]
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                namespace = runpy.run_path(str(self.path / "argument.py"), run_name="argument")
-        finally:
-            container.add_argument = real_add
-            sys.argv = saved_argv
-        args = namespace["args"]
+        with mock.patch.object(argparse._ActionsContainer, "add_argument", add_argument), mock.patch.object(sys, "argv", ["argument.py", *cli]), contextlib.redirect_stdout(io.StringIO()):
+            args = runpy.run_path(str(self.path / "argument.py"), run_name="argument")["args"]
         args.v_max, args.v_min = args.vmax, args.vmin
         return args
 
@@ -258,7 +205,7 @@ class AuthorsCode:
             raise SystemExit(f"--width {s.width} cannot be expressed as the authors' width multiplier of 128")
         rho = ("0", "0") if mode == "idc" else (repr(s.rho_min), repr(s.rho_max))
         return [
-            "-d", AUTHORS_DATASET[s.dataset], "--ipc", str(s.ipc), "-f", str(s.factor), "-n", "convnet",
+            "-d", {"fashion_mnist": "fashion"}[s.dataset], "--ipc", str(s.ipc), "-f", str(s.factor), "-n", "convnet",
             "--depth", str(s.depth), "--width", repr(width), "--niter", str(s.outer), "--inner_loop", str(s.inner),
             "--metric", s.metric, "--lr_img", repr(lr_img), "--mom_img", repr(s.momentum_img),
             "--batch_real", str(s.batch_real), "--batch_syn_max", str(s.max_syn_per_class), "--n_data", str(s.n_data),
@@ -275,34 +222,23 @@ class AuthorsCode:
             raise RuntimeError(f"their lr_img {args.lr_img} != ours {effective_lr_img}")
         if args.mix_p != s.mix_p:
             raise SystemExit(f"the authors' code fixes CutMix p at {args.mix_p} for this dataset; pass --mix_p {args.mix_p}")
-        args.lr_img_ratio = ratio
         return args
 
     def condense_run(self, args, train_set: AuthorsTrainSet, init: torch.Tensor, fresh_networks: bool, log_file: Path) -> tuple[torch.Tensor, list[str]]:
         """Their ``condense(args, logger, device=...)`` on this instance's device; returns their final ``synset.data`` and logged lines."""
-        condense = self.condense
-        recorded = []
+        condense, recorded, lines = self.condense, [], []
 
-        class InjectedSynthesizer(self.original_synthesizer):
+        class InjectedSynthesizer(condense.Synthesizer):
             def init(self, loader, init_type="noise"):
                 self.data.data.copy_(init.to(self.data.device))
                 recorded.append(self)
 
-        condense.Synthesizer = InjectedSynthesizer
-        condense.load_resized_data = lambda _args: (train_set, None)
+        patches = {"Synthesizer": InjectedSynthesizer, "load_resized_data": lambda _args: (train_set, None)}
         if fresh_networks:
-            condense.load_state = lambda file_dir, verbose=True: condense.define_model(args, train_set.nclass).state_dict()
-        else:
-            condense.load_state = self.original_load_state
-        lines: list[str] = []
-        try:
-            with open(log_file, "w") as log, contextlib.redirect_stdout(log), warnings.catch_warnings(), numpy_int():
-                warnings.simplefilter("ignore")
-                condense.condense(args, lambda text, *a, **k: lines.append(str(text)), device=self.device)
-        finally:
-            condense.Synthesizer = self.original_synthesizer
-            condense.load_state = self.original_load_state
-            condense.load_resized_data = self.original_loader
+            patches["load_state"] = lambda file_dir, verbose=True: condense.define_model(args, train_set.nclass).state_dict()
+        with mock.patch.multiple(condense, **patches), open(log_file, "w") as log, contextlib.redirect_stdout(log), warnings.catch_warnings(), numpy_int():
+            warnings.simplefilter("ignore")
+            condense.condense(args, lambda text, *a, **k: lines.append(str(text)), device=self.device)
         if len(recorded) != 1:
             raise RuntimeError(f"their condense built {len(recorded)} synthetic sets, expected 1")
         return recorded[0].data.detach().cpu().clone(), lines

@@ -1,121 +1,81 @@
 """Accuracy against compute: Acc-DD, IDC mode, the two ablations and DM, as curves over wall-clock.
 
-Every mode distils the same configuration (a config file plus ``--override``s) for the same
-wall-clock budget, one run per distillation seed. Each run saves its synthetic set at
-checkpoints spaced evenly on a log scale of wall-clock (``--first_checkpoint`` seconds, then
-``--per_doubling`` checkpoints per doubling of time, ending at the budget), together with the
-matching steps, the process CPU seconds and where the time went (setup including Acc-DD's pool
-pretraining, matching, network update). The clock counts pool pretraining for the modes that
-use a pool (each run pretrains its own), and stops while a snapshot or checkpoint is written.
-The snapshots are evaluated afterwards, outside the clock, all with the same networks and
-schedule (the config's ``evaluation`` section: network, epochs, augmentation), beside random
-real subsets of the same size and the full training set.
+Every mode distils the same config (plus ``--override``s) for the same wall-clock budget, one run per seed, saving its
+synthetic set at checkpoints evenly spaced on a log scale of time, with the steps, CPU seconds and where the time went.
+The clock includes each run's own pool pretraining and stops while files are written; the snapshots are evaluated
+afterwards, outside it, by the config's ``evaluation`` section, beside random real subsets and the full training set.
+A study folder is resumable: rerunning the command skips what is done, continues what was interrupted and appends new
+seeds or modes. Results: ``<results_dir>/<name>.{csv,md,png}`` and a section of ``--output`` (``curve-<name>`` markers).
 
-A study lives in a folder (``--study_dir``, by default ``lightning_logs/curves/<name>``) and is
-resumable: distillation runs save a Lightning checkpoint (module state, its RNG, the clock) at
-every snapshot and every ``--ckpt_minutes``; snapshots and every evaluated network are written
-atomically as they come. Rerunning the same command skips what is done and continues what was
-interrupted; adding seeds or modes to the command appends them to the study.
-
-    python benchmarks/curve.py --config configs/fashion_mnist/ipc1_cpu.yaml --modes accdd idc \\
-        --seeds 0 1 --budget_minutes 30 --threads 1 --jobs 2
-
-Results: ``docs/curves/<name>.csv`` (one row per run and checkpoint, plus reference rows),
-``docs/curves/<name>.md`` (tables, the measured speed-up, the time breakdown),
-``docs/curves/<name>.png`` (accuracy vs wall-clock, log x, mean +- std bands, published values
-dashed) and a section of docs/benchmarks.md between ``curve-<name>`` markers.
+    python -m benchmarks.curve --config configs/fashion_mnist/ipc1_cpu.yaml --modes accdd idc --seeds 0 1 --budget_minutes 30 --threads 1 --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import functools
 import hashlib
-import io
+import itertools
 import json
 import os
-import statistics
-import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODES, accelerator, apply_overrides, load_config, provenance, write_section  # noqa: E402
+from lightning_dd import DistillModule, evaluation
+from lightning_dd.atomic import atomic_open, atomic_torch_save
+from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
+from lightning_dd.classify import TrainSchedule
+from lightning_dd.cli import check_checkpoint
+from lightning_dd.errors import ConfigError, LightningDDError
+from lightning_dd.nets import NetSpec
 
-from lightning_dd.atomic import atomic_open, atomic_torch_save  # noqa: E402
-from lightning_dd.errors import ConfigError, LightningDDError  # noqa: E402
+from .curve_plot import plot_csv
+from .report import md_table, mean_std, provenance, write_section
+from .runner import MODES, apply_overrides, digest, load_config, parallel_map, trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Mode name -> (label, settings over the config's model section). Acc-DD and IDC mode are the
-# shared benchmark modes; the ablations swap one ingredient each; DM matches mean embeddings on
-# fresh random networks (as configs/digits/ipc1_dm.yaml), one step per network, no network update.
+# Mode name -> (label, settings over the config's model section). Acc-DD and IDC mode are the shared benchmark modes; the
+# ablations swap one ingredient each; DM matches mean embeddings on fresh random networks (as configs/digits/ipc1_dm.yaml),
+# one step per network, no network update, with lr_img 1.6 x ipc/10 (about its 1.0 on normalised pixels) and its DSA.
 STUDY_MODES: dict[str, tuple[str, dict]] = {
     "accdd": (MODES[0][0], dict(MODES[0][1])),
     "idc": (MODES[1][0], dict(MODES[1][1])),
     "pool_noperturb": ("pool, no perturbation", {"model_source": "pool", "perturb": False}),
     "random_perturb": ("random nets + perturbation", {"model_source": "random", "perturb": True}),
-    "dm": (
-        "DM",
-        {
-            "model_source": "random",
-            "perturb": False,
-            "match": "embed",
-            "inner_loop": 1,
-            "n_data": 0,
-            "lr_img": 1.6,  # x ipc/10: about DM's 1.0 on normalised pixels (configs/digits/ipc1_dm.yaml)
-            "batch_real": 256,  # DM's real batch per class
-            "augment": "color_crop_cutout_flip_scale_rotate",  # DM's DSA strategy (flip dropped where labels need it)
-        },
-    ),
+    "dm": ("DM", {"model_source": "random", "perturb": False, "match": "embed", "inner_loop": 1, "n_data": 0, "lr_img": 1.6, "batch_real": 256, "augment": "color_crop_cutout_flip_scale_rotate"}),
 }
-POOL_MODES = ("accdd", "pool_noperturb")
 # The paper's evaluation protocol (DC/DSA/IDC and the authors' code): ConvNet-3 of this width, this many epochs.
 PAPER_WIDTH, PAPER_EPOCHS = 128, 1000
 COLORS = {"accdd": (214, 39, 40), "idc": (31, 119, 180), "pool_noperturb": (255, 127, 14), "random_perturb": (148, 103, 189), "dm": (44, 160, 44)}
-
 # Published values (ConvNet, test accuracy %) drawn as dashed lines: /work-independent copies of
 # the anchors in the design notes (DC, DSA, IDC: the authors' READMEs; random subset: DC paper).
 PUBLISHED: dict[tuple[str, int], dict[str, float]] = {
-    ("fashion_mnist", 1): {"IDC": 81.0, "DSA": 70.6, "DC": 70.5, "random real": 51.4},
-    ("fashion_mnist", 10): {"IDC": 86.0, "DSA": 84.6, "DC": 82.3, "random real": 73.8},
-    ("fashion_mnist", 50): {"IDC": 86.2, "DSA": 88.7, "DC": 83.6, "random real": 82.5},
-    ("mnist", 1): {"IDC": 94.2, "DSA": 88.7, "DC": 91.7, "random real": 64.9},
-    ("mnist", 10): {"IDC": 98.4, "DSA": 97.8, "DC": 97.4, "random real": 95.1},
-    ("mnist", 50): {"IDC": 99.1, "DSA": 99.2, "DC": 98.8, "random real": 97.9},
-    ("cifar10", 1): {"IDC": 50.6, "DSA": 28.8, "DC": 28.3, "random real": 14.4},
-    ("cifar10", 10): {"IDC": 67.5, "DSA": 52.1, "DC": 44.9, "random real": 26.0},
-    ("cifar10", 50): {"IDC": 74.5, "DSA": 60.6, "DC": 53.9, "random real": 43.4},
+    (dataset, ipc): dict(zip(("IDC", "DSA", "DC", "random real"), values))
+    for dataset, by_ipc in {
+        "fashion_mnist": {1: (81.0, 70.6, 70.5, 51.4), 10: (86.0, 84.6, 82.3, 73.8), 50: (86.2, 88.7, 83.6, 82.5)},
+        "mnist": {1: (94.2, 88.7, 91.7, 64.9), 10: (98.4, 97.8, 97.4, 95.1), 50: (99.1, 99.2, 98.8, 97.9)},
+        "cifar10": {1: (50.6, 28.8, 28.3, 14.4), 10: (67.5, 52.1, 44.9, 26.0), 50: (74.5, 60.6, 53.9, 43.4)},
+    }.items()
+    for ipc, values in by_ipc.items()
 }
 PUBLISHED_COLORS = {"IDC": (31, 119, 180), "DSA": (127, 127, 127), "DC": (188, 189, 34), "random real": (140, 86, 75)}
 
 
-# ---------------------------------------------------------------- schedule and bookkeeping
 def checkpoint_schedule(first: float, budget: float, per_doubling: int) -> list[float]:
-    """Wall-clock checkpoints: ``first * 2**(k / per_doubling)`` below ``budget``, then ``budget``.
-
-    Evenly spaced on a log axis, so a curve has as many points in its first minute as in its
-    last hour's doubling.
-
-    Example:
-        >>> checkpoint_schedule(30, 180, 1)
-        [30.0, 60.0, 120.0, 180.0]
-    """
+    """``first * 2**(k / per_doubling)`` below ``budget``, then ``budget``: as many points per doubling of time early as late."""
     if first <= 0 or budget <= 0 or per_doubling < 1:
         raise ConfigError(f"need first_checkpoint > 0, budget > 0 and per_doubling >= 1, got {first}, {budget}, {per_doubling}")
-    times, k = [], 0
-    while (t := first * 2 ** (k / per_doubling)) < budget * (1 - 1e-9):
-        times.append(round(t, 6))
-        k += 1
-    return times + [float(budget)]
+    times = itertools.takewhile(lambda t: t < budget * (1 - 1e-9), (first * 2 ** (k / per_doubling) for k in itertools.count()))
+    return [round(t, 6) for t in times] + [float(budget)]
 
 
 def write_json(path: Path, data) -> None:
@@ -124,202 +84,121 @@ def write_json(path: Path, data) -> None:
 
 
 def read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return default
+    return json.loads(path.read_text()) if path.exists() else default
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
     """A content hash of tensors: identical snapshots (e.g. every mode's start) are evaluated once."""
-    digest = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        digest.update(t.numpy().tobytes())
-    return digest.hexdigest()[:20]
+    parts = (t.detach().cpu().contiguous() for t in tensors)
+    return hashlib.sha256(b"".join(f"{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes() for t in parts)).hexdigest()[:20]
 
 
-def settings_digest(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
-# ------------------------------------------------------------------------- distillation
 class StudyClock(Callback):
     """Snapshots the synthetic set at wall-clock checkpoints, checkpoints the run, ends it at the budget.
 
-    The clock is the setup time of the first fit (data attachment and, in pool modes, pretraining
-    the pool) plus the time spent in training; writing snapshots and checkpoints is taken off
-    it. Its totals live in the Lightning checkpoint (``state_dict``), so a resumed run continues
-    the clock of the state it resumes from.
-    """
+    The clock is the first fit's setup (data, pool pretraining) plus training, less the time spent writing files; its
+    totals are saved in the Lightning checkpoint (``state_dict``), so a resumed run continues its clock."""
 
     def __init__(self, run_dir: Path, checkpoints: list[float], ckpt_seconds: float, parent_pid: int | None = None) -> None:
         self.run_dir, self.checkpoints, self.ckpt_seconds, self.parent_pid = Path(run_dir), list(checkpoints), ckpt_seconds, parent_pid
-        self.state = {"next": 0, "wall": 0.0, "cpu": 0.0, "setup_wall": 0.0, "setup_cpu": 0.0, "matching": 0.0, "network": 0.0, "resumed": 0}
-        self._segment: tuple[float, float] | None = None
-        self._setup_started: tuple[float, float] | None = None
-        self._last_ckpt = 0.0
-        self._parts_base = {"matching": 0.0, "network": 0.0}
-        self.stopped_for: str | None = None
+        self.state = {"next": 0, "wall": 0.0, "cpu": 0.0, "setup_wall": 0.0, "setup_cpu": 0.0, "matching": 0.0, "network": 0.0}
+        self.segment = self.setup_started = None  # (wall, CPU) when the running clock last started / when setup began
+        self.last_ckpt, self.parts_base, self.stopped_for = 0.0, {"matching": 0.0, "network": 0.0}, None
 
-    # Lightning stores this in checkpoints; the live segment is folded in at save time.
     def state_dict(self) -> dict:
-        state = dict(self.state)
-        if self._segment is not None:
-            state["wall"] += time.perf_counter() - self._segment[0]
-            state["cpu"] += time.process_time() - self._segment[1]
-        return state
+        """What Lightning stores in checkpoints, the running segment folded in."""
+        wall, cpu = now()
+        live = {"wall": self.state["wall"] + wall - self.segment[0], "cpu": self.state["cpu"] + cpu - self.segment[1]} if self.segment else {}
+        return {**self.state, **live}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.state = {**self.state, **state_dict}
-        self.state["resumed"] = int(self.state.get("resumed", 0)) + 1
+
+    @contextlib.contextmanager
+    def off_clock(self):
+        """Stop the clock (when it runs) for the block: writing files is not distilling."""
+        running = self.segment is not None
+        self.state, self.segment = self.state_dict(), None
+        yield
+        if running:
+            self.segment = now()
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self._setup_started = (time.perf_counter(), time.process_time())
+        self.setup_started = now()
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.state["next"] == 0 and self.state["wall"] == 0.0:
-            recorded = read_json(self.run_dir / "setup.json")
-            if recorded is not None:  # an earlier attempt built the pool and died before its first checkpoint
-                self.state["setup_wall"], self.state["setup_cpu"] = recorded["wall"], recorded["cpu"]
-            else:
-                started = self._setup_started or (time.perf_counter(), time.process_time())
-                self.state["setup_wall"] = time.perf_counter() - started[0]
-                self.state["setup_cpu"] = time.process_time() - started[1]
-                write_json(self.run_dir / "setup.json", {"wall": self.state["setup_wall"], "cpu": self.state["setup_cpu"]})
-        self._instrument(pl_module)
-        self._segment = (time.perf_counter(), time.process_time())
+            if (setup := read_json(self.run_dir / "setup.json")) is None:  # else from an attempt that built the pool and died before its first checkpoint
+                started, (wall, cpu) = self.setup_started or now(), now()
+                write_json(self.run_dir / "setup.json", setup := {"wall": wall - started[0], "cpu": cpu - started[1]})
+            self.state["setup_wall"], self.state["setup_cpu"] = setup["wall"], setup["cpu"]
+        # Count the module's matching and network-update seconds (DistillModule.part_seconds) from here on.
+        self.parts_base = {part: self.state[part] - pl_module.part_seconds[part] for part in ("matching", "network")}
+        self.segment = now()
         if self.state["next"] == 0:
-            self._snapshot(trainer, pl_module, nominal=0.0, index=0)
+            self.snapshot(pl_module, nominal=0.0, index=0)
             self.state["next"] = 1
 
-    def _instrument(self, pl_module) -> None:
-        """Count the module's matching and network-update seconds (:attr:`DistillModule.part_seconds`) from here on."""
-        self._parts_base = {part: self.state[part] - pl_module.part_seconds[part] for part in ("matching", "network")}
-
-    def _read_parts(self, pl_module) -> None:
-        for part, base in self._parts_base.items():
-            self.state[part] = base + pl_module.part_seconds[part]
-
-    def elapsed(self) -> tuple[float, float]:
-        """(wall, CPU) seconds on the clock so far, setup included."""
-        state = self.state_dict()
-        return state["setup_wall"] + state["wall"], state["setup_cpu"] + state["cpu"]
-
-    def _pause(self):
-        """Stop the clock; the returned function restarts it."""
-        now = (time.perf_counter(), time.process_time())
-        assert self._segment is not None
-        self.state["wall"] += now[0] - self._segment[0]
-        self.state["cpu"] += now[1] - self._segment[1]
-        self._segment = None
-
-        def resume() -> None:
-            self._segment = (time.perf_counter(), time.process_time())
-
-        return resume
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._read_parts(pl_module)
-        wall, _ = self.elapsed()
+        self.state.update({part: base + pl_module.part_seconds[part] for part, base in self.parts_base.items()})
+        wall = sum(self.state_dict()[k] for k in ("setup_wall", "wall"))
         due = [k for k in range(self.state["next"], len(self.checkpoints) + 1) if self.checkpoints[k - 1] <= wall]
-        save = False
-        if due:
-            index = due[-1]  # checkpoints passed within one step (e.g. during pool pretraining) share this snapshot
-            self._snapshot(trainer, pl_module, self.checkpoints[index - 1], index)
-            self.state["next"] = index + 1
-            save = True
+        if due:  # checkpoints passed within one step (e.g. during pool pretraining) share this snapshot
+            self.snapshot(pl_module, self.checkpoints[due[-1] - 1], due[-1])
+            self.state["next"] = due[-1] + 1
         finished = self.state["next"] > len(self.checkpoints)
         orphaned = self.parent_pid is not None and os.getppid() != self.parent_pid
-        if wall - self._last_ckpt >= self.ckpt_seconds and getattr(pl_module, "finished_outer", True):
-            save = True
         if orphaned and not finished:
-            save, self.stopped_for = True, "the study process that started this run has ended"
-        if save and not finished:
-            resume = self._pause()
-            path = self.run_dir / "last.ckpt"
-            tmp = path.with_name(".last.ckpt.tmp")
-            trainer.save_checkpoint(tmp, weights_only=False)
-            os.replace(tmp, path)
-            self._last_ckpt = wall
-            resume()
+            self.stopped_for = "the study process that started this run has ended"
+        if not finished and (due or orphaned or (wall - self.last_ckpt >= self.ckpt_seconds and getattr(pl_module, "finished_outer", True))):
+            with self.off_clock():
+                trainer.save_checkpoint(self.run_dir / ".last.ckpt.tmp", weights_only=False)
+                os.replace(self.run_dir / ".last.ckpt.tmp", self.run_dir / "last.ckpt")
+            self.last_ckpt = wall
         if finished or orphaned:
             trainer.should_stop = True
 
-    def _snapshot(self, trainer, pl_module, nominal: float, index: int) -> None:
-        resume = self._pause() if self._segment is not None else (lambda: None)
-        wall, cpu = self.elapsed()
-        stored, stored_labels = pl_module.distilled()
-        decoded, labels = pl_module.decoded()
-        name = f"snapshot-{index:02d}.pt"
-        atomic_torch_save({"stored": stored, "stored_labels": stored_labels, "decoded": decoded, "labels": labels}, self.run_dir / name)
-        hp = pl_module.hparams
-        record = {
-            "index": index,
-            "nominal_s": nominal,
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "setup_wall_s": self.state["setup_wall"],
-            "setup_cpu_s": self.state["setup_cpu"],
-            "matching_s": self.state["matching"],
-            "network_s": self.state["network"],
-            "steps": pl_module.outer * hp.inner_loop + pl_module.inner,
-            "outer": pl_module.outer,
-            "file": name,
-            "digest": tensor_digest(decoded, labels),
-        }
-        progress = read_json(self.run_dir / "progress.json", {"snapshots": {}})
-        progress["snapshots"][str(index)] = record
-        write_json(self.run_dir / "progress.json", progress)
-        print(f"  {self.run_dir.parent.name}/{self.run_dir.name}: snapshot {index} at {wall:.0f} s ({record['steps']} steps)", flush=True)
-        resume()
+    def snapshot(self, pl_module, nominal: float, index: int) -> None:
+        with self.off_clock():
+            state, name = self.state, f"snapshot-{index:02d}.pt"
+            (stored, stored_labels), (decoded, labels) = pl_module.distilled(), pl_module.decoded()
+            atomic_torch_save({"stored": stored, "stored_labels": stored_labels, "decoded": decoded, "labels": labels}, self.run_dir / name)
+            record = {
+                "index": index, "nominal_s": nominal, "wall_s": state["setup_wall"] + state["wall"], "cpu_s": state["setup_cpu"] + state["cpu"],
+                "setup_wall_s": state["setup_wall"], "setup_cpu_s": state["setup_cpu"], "matching_s": state["matching"], "network_s": state["network"],
+                "steps": pl_module.outer * pl_module.hparams.inner_loop + pl_module.inner, "outer": pl_module.outer, "file": name, "digest": tensor_digest(decoded, labels),
+            }  # fmt: skip
+            progress = read_json(self.run_dir / "progress.json", {"snapshots": {}})
+            progress["snapshots"][str(index)] = record
+            write_json(self.run_dir / "progress.json", progress)
+            print(f"  {self.run_dir.parent.name}/{self.run_dir.name}: snapshot {index} at {record['wall_s']:.0f} s ({record['steps']} steps)", flush=True)
 
 
-def distil_run(study: dict, mode: str, seed: int, parent_pid: int | None) -> dict:
-    """Distil (or continue distilling) one mode and seed; returns its status. Runs in a worker process."""
-    import lightning as L
-
-    from lightning_dd import DistillModule
-    from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
-    from lightning_dd.cli import check_checkpoint
-
-    run_dir = Path(study["dir"]) / "runs" / mode / f"seed{seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+def distil_run(task: tuple) -> dict:
+    """Distil (or continue distilling) one ``(study, mode, seed, parent_pid)``; returns its status. Runs in a worker process."""
+    study, mode, seed, parent_pid = task
+    run_dir = Path(study["dir"]) / "runs" / mode / f"seed{seed}"  # atomic writes create it
     try:
         cfg = load_config(study["config"], None, study["threads"], study["overrides"])
-        settings = {**cfg.model, **STUDY_MODES[mode][1], "seed": seed, "outer_iterations": 10**9}
-        settings["pool"] = {**settings.get("pool", {}), "cache_dir": str(run_dir / "pool")}
+        settings = {**cfg.model, **STUDY_MODES[mode][1], "seed": seed, "outer_iterations": 10**9, "pool": {**cfg.model.get("pool", {}), "cache_dir": str(run_dir / "pool")}}
         write_json(run_dir / "settings.json", {"mode": mode, "seed": seed, "model": settings, "data": cfg.data})
         clock = StudyClock(run_dir, study["checkpoints"], study["ckpt_minutes"] * 60, parent_pid)
         interrupt = CheckpointOnInterrupt(dirpath=str(run_dir), filename="interrupted.ckpt")
-        candidates = [p for p in (run_dir / "interrupted.ckpt", run_dir / "last.ckpt") if p.exists()]
-        resume_from = None
-        for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
-            try:
+        resume_from = None  # the newest checkpoint that loads (a kill may have cut one short)
+        for path in sorted((p for p in (run_dir / "interrupted.ckpt", run_dir / "last.ckpt") if p.exists()), key=lambda p: p.stat().st_mtime, reverse=True):
+            with contextlib.suppress(LightningDDError):
                 check_checkpoint(str(path))
                 resume_from = str(path)
                 break
-            except LightningDDError:
-                continue
-        trainer = L.Trainer(
-            accelerator=accelerator(study["device"]),
-            devices=1,
-            max_epochs=-1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=[clock, interrupt],
-        )
         print(f"{mode} seed {seed}: {'resuming from ' + resume_from if resume_from else 'starting'}", flush=True)
-        trainer.fit(DistillModule(**settings), datamodule=cfg.datamodule, ckpt_path=resume_from)
+        trainer(study["device"], callbacks=[clock, interrupt]).fit(DistillModule(**settings), datamodule=cfg.datamodule, ckpt_path=resume_from)
         if interrupt.signal_received is not None or clock.stopped_for:
             return {"mode": mode, "seed": seed, "status": "interrupted", "why": clock.stopped_for or "signal"}
-        progress = read_json(run_dir / "progress.json", {"snapshots": {}})
-        progress["done"] = True
-        write_json(run_dir / "progress.json", progress)
+        write_json(run_dir / "progress.json", {**read_json(run_dir / "progress.json", {"snapshots": {}}), "done": True})
         for path in (run_dir / "last.ckpt", run_dir / "interrupted.ckpt"):
             path.unlink(missing_ok=True)  # done: the snapshots are what the study keeps
         return {"mode": mode, "seed": seed, "status": "done"}
@@ -328,196 +207,120 @@ def distil_run(study: dict, mode: str, seed: int, parent_pid: int | None) -> dic
         return {"mode": mode, "seed": seed, "status": "failed", "why": f"{type(err).__name__}: {err}"}
 
 
-def run_done(study_dir: Path, mode: str, seed: int) -> bool:
-    return bool(read_json(study_dir / "runs" / mode / f"seed{seed}" / "progress.json", {}).get("done"))
-
-
-# --------------------------------------------------------------------------- evaluation
 def eval_settings(cfg, net=None, epochs: int | None = None) -> dict:
     """What defines an evaluation (its digest names the folder of results)."""
-    schedule = asdict(cfg.schedule)
-    if epochs is not None:
-        schedule["epochs"] = epochs
-    net = net or cfg.eval_net or cfg.net
-    return {"schedule": schedule, "net": asdict(net), "dataset": cfg.datamodule.info.name}
+    return {"schedule": {**asdict(cfg.schedule), **({} if epochs is None else {"epochs": epochs})}, "net": asdict(net or cfg.eval_net or cfg.net), "dataset": cfg.datamodule.info.name}
 
 
-_CONFIGS: dict = {}
-
-
-def cached_config(study: dict):
+@functools.cache
+def study_config(config: str, overrides: tuple[str, ...], threads: int):
     """The study's config with its data loaded once per process (evaluations train many networks)."""
-    key = (study["config"], tuple(study["overrides"]), study["threads"])
-    if key not in _CONFIGS:
-        _CONFIGS[key] = load_config(study["config"], None, study["threads"], study["overrides"])
-    return _CONFIGS[key]
+    return load_config(config, None, threads, list(overrides))
 
 
-def evaluate_one(study: dict, kind: str, key: str, source: str | None, repeat: int, settings: dict, out: str) -> dict:
-    """Train one evaluation network (seed ``repeat``) and write its accuracy to ``out`` atomically."""
-    from lightning_dd.classify import TrainSchedule
-    from lightning_dd.evaluation import evaluate_full_set, evaluate_random_subsets, evaluate_set
-    from lightning_dd.nets import NetSpec
-
-    cfg = cached_config(study)
+def evaluate_task(task: tuple) -> dict:
+    """Train one network of :func:`evaluation_plan` (seed ``repeat``); its result is its own file, written at once,
+    so a killed study loses at most the networks in training (at the paper's protocol, an hour or more each)."""
+    study, kind, key, source, repeat, settings, out = task
+    cfg = study_config(study["config"], tuple(study["overrides"]), study["threads"])
     schedule = TrainSchedule(**{**settings["schedule"], "milestones": tuple(settings["schedule"]["milestones"])})
-    net = NetSpec(**settings["net"])
-    dm, device = cfg.datamodule, settings.get("device", study["device"])  # the paper protocol may run elsewhere
-    started = (time.perf_counter(), time.process_time())
+    net, dm, device = NetSpec(**settings["net"]), cfg.datamodule, settings.get("device", study["device"])  # the paper protocol may run elsewhere
+    started = now()
     if kind == "snapshot":
         snap = torch.load(source, map_location="cpu", weights_only=True)
-        acc = evaluate_set(snap["decoded"], snap["labels"], dm.test_data, net, schedule, repeat, device)
+        acc = evaluation.evaluate_set(snap["decoded"], snap["labels"], dm.test_data, net, schedule, repeat, device)
     elif kind == "random":
-        acc = evaluate_random_subsets(cfg.model["ipc"], dm.train_data, dm.test_data, net, schedule, 1, repeat, device, progress=False).accuracies[0]
-    elif kind == "full":
-        acc = evaluate_full_set(dm.train_data, dm.test_data, net, schedule, schedule.epochs, 1, repeat, device, progress=False).accuracies[0]
-    else:
-        raise ValueError(kind)
-    result = {"key": key, "repeat": repeat, "accuracy": acc, "device": device, "wall_s": time.perf_counter() - started[0], "cpu_s": time.process_time() - started[1]}
+        acc = evaluation.evaluate_random_subsets(cfg.model["ipc"], dm.train_data, dm.test_data, net, schedule, 1, repeat, device, progress=False).accuracies[0]
+    else:  # the full training set
+        acc = evaluation.evaluate_full_set(dm.train_data, dm.test_data, net, schedule, schedule.epochs, 1, repeat, device, progress=False).accuracies[0]
+    wall, cpu = now()
+    result = {"key": key, "repeat": repeat, "accuracy": acc, "device": device, "wall_s": wall - started[0], "cpu_s": cpu - started[1]}
     write_json(Path(out), result)
     print(f"  evaluated {key} net {repeat}: {acc:.2f} % ({result['wall_s']:.0f} s)", flush=True)
     return result
 
 
-def results_of(folder: Path, repeats: int) -> list[dict]:
-    return [r for r in (read_json(folder / f"{k}.json") for k in range(repeats)) if r is not None]
+def scored(folder: Path, repeats: int) -> dict:
+    """The evaluated networks in ``folder``: accuracies, their mean and std (None before any) and training time."""
+    results = [r for r in (read_json(folder / f"{k}.json") for k in range(repeats)) if r is not None]
+    accs = [r["accuracy"] for r in results]
+    mean, std = mean_std(accs) if accs else (None, None)
+    return {"accuracies": accs, "acc_mean": mean, "acc_std": std, "eval_wall_s": sum(r["wall_s"] for r in results)}
 
 
-# ------------------------------------------------------------------------------ analysis
 def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
     """First time a piecewise-linear accuracy curve (sorted by time) reaches ``target``."""
-    previous = (0.0, float("-inf"))
-    for t, acc in curve:
-        if acc >= target:
-            if previous[1] == float("-inf"):
-                return t
-            t0, a0 = previous
-            return t0 + (t - t0) * (target - a0) / (acc - a0) if acc > a0 else t
-        previous = (t, acc)
-    return None
+    hit = next((k for k, (_, acc) in enumerate(curve) if acc >= target), None)
+    if not hit:  # never, or at the first point
+        return None if hit is None else curve[0][0]
+    (t0, a0), (t1, a1) = curve[hit - 1], curve[hit]
+    return t0 + (t1 - t0) * (target - a0) / (a1 - a0)
 
 
 def interpolate(curve: list[tuple[float, float]], t: float) -> float:
     """Piecewise-linear value of a curve (sorted by time) at ``t`` inside its time range."""
-    for (t0, a0), (t1, a1) in zip(curve, curve[1:]):
+    for (t0, a0), (t1, a1) in zip(curve, curve[1:] or curve):  # a single point pairs with itself
         if t0 <= t <= t1:
             return a0 if t1 == t0 else a0 + (a1 - a0) * (t - t0) / (t1 - t0)
-    if curve and t == curve[0][0]:
-        return curve[0][1]
     raise ValueError(f"{t} is outside the curve's time range")
 
 
 def speedups(reference: list[tuple[float, float]], candidate: list[tuple[float, float]]) -> list[dict]:
-    """For each accuracy level the reference curve reaches (its points after the first), the time each curve needs.
-
-    Times are those at which a piecewise-linear curve (linear in time between checkpoints) first
-    reaches the level (:func:`time_to_reach`); the speed-up is reference time /
-    candidate time, None when the candidate never reaches the level.
-    """
-    rows = []
-    for _, level in reference[1:]:
-        t_ref = time_to_reach(reference, level)
-        t_cand = time_to_reach(candidate, level)
-        rows.append({"level": level, "reference_s": t_ref, "candidate_s": t_cand, "speedup": None if t_cand is None or t_cand <= 0 else t_ref / t_cand})
-    return rows
+    """Per accuracy level of the reference curve after its first point: when each curve reaches it (:func:`time_to_reach`)
+    and the speed-up, reference time / candidate time (None when the candidate never gets there)."""
+    times = [(level, time_to_reach(reference, level), time_to_reach(candidate, level)) for _, level in reference[1:]]
+    return [{"level": level, "reference_s": ref, "candidate_s": cand, "speedup": None if cand is None or cand <= 0 else ref / cand} for level, ref, cand in times]
 
 
 def crossings(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[dict]:
-    """Where two piecewise-linear curves cross within their common time range.
-
-    Returns ``{"time", "accuracy", "ahead_after"}`` per crossing, ``ahead_after`` being ``"a"``
-    or ``"b"``: the curve that is higher just after it.
-    """
-    if not a or not b:
+    """Where two piecewise-linear curves cross in their common time range: ``{"time", "accuracy", "ahead_after": "a" or "b"}``."""
+    if not a or not b or (start := max(a[0][0], b[0][0])) >= (end := min(a[-1][0], b[-1][0])):
         return []
-    start, end = max(a[0][0], b[0][0]), min(a[-1][0], b[-1][0])
-    if start >= end:
-        return []
-    grid = sorted({t for t, _ in a + b if start <= t <= end} | {start, end})
-    found: list[dict] = []
-    last: tuple[float, float] | None = None  # the last grid point where the curves differ
-    first_tie: float | None = None  # the first point of a run of ties after it
-    for t in grid:
+    found, last, first_tie = [], None, None  # last: the last grid point where the curves differ; first_tie: the first of the ties after it
+    for t in sorted({t for t, _ in a + b if start <= t <= end} | {start, end}):
         d = interpolate(a, t) - interpolate(b, t)
         if d == 0:
             first_tie = t if first_tie is None else first_tie
             continue
         if last is not None and (d > 0) != (last[1] > 0):
-            t0, d0 = last
-            tc = first_tie if first_tie is not None else t0 + (t - t0) * d0 / (d0 - d)
+            (t0, d0), tc = last, first_tie
+            tc = tc if tc is not None else t0 + (t - t0) * d0 / (d0 - d)
             found.append({"time": tc, "accuracy": interpolate(a, tc), "ahead_after": "a" if d > 0 else "b"})
         last, first_tie = (t, d), None
     return found
 
 
 def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.2g} s"
-    if seconds < 600:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
+    return "-" if seconds is None else f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
-def summarise(study_dir: Path, study: dict, settings_key: str, repeats: int) -> dict:
-    """Collect every run's snapshots with their evaluations into per-run rows and per-mode curves."""
-    rows, modes = [], {}
-    for mode in [m for m in STUDY_MODES if (study_dir / "runs" / m).is_dir()]:
-        for seed_dir in sorted((study_dir / "runs" / mode).glob("seed*"), key=lambda p: int(p.name[4:])):
-            progress = read_json(seed_dir / "progress.json", {"snapshots": {}})
-            for index, record in sorted(progress["snapshots"].items(), key=lambda kv: int(kv[0])):
-                results = results_of(study_dir / "evals" / settings_key / record["digest"], repeats)
-                accs = [r["accuracy"] for r in results]
-                rows.append(
-                    {
-                        **record,
-                        "mode": mode,
-                        "seed": int(seed_dir.name[4:]),
-                        "done": bool(progress.get("done")),
-                        "accuracies": accs,
-                        "eval_wall_s": sum(r["wall_s"] for r in results),
-                        "acc_mean": statistics.fmean(accs) if accs else None,
-                        "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0 if accs else None,
-                    }
-                )
+def summarise(study_dir: Path, settings_key: str, repeats: int) -> dict:
+    """Collect every run's snapshots with their evaluations into per-run rows (in snapshot order) and per-mode curves."""
+    rows = []
+    for mode, seed_dir in ((m, d) for m in STUDY_MODES for d in sorted((study_dir / "runs" / m).glob("seed*"), key=lambda p: int(p.name[4:]))):
+        progress = read_json(seed_dir / "progress.json", {"snapshots": {}})
+        for _, record in sorted(progress["snapshots"].items(), key=lambda kv: int(kv[0])):
+            evaluated = scored(study_dir / "evals" / settings_key / record["digest"], repeats)
+            rows.append({**record, "mode": mode, "seed": int(seed_dir.name[4:]), "done": bool(progress.get("done")), **evaluated})
+    return {"rows": rows, "modes": curve_points(rows)}
+
+
+def curve_points(rows: list[dict]) -> dict:
+    """Per mode, its seeds and points (the tables' and, from the CSV, the figure's): a checkpoint once every seed has it evaluated,
+    with the means over seeds, and the per-seed means' std (with one seed, its spread over evaluation networks)."""
+    modes = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = [r for r in rows if r["mode"] == mode and r["acc_mean"] is not None]
-        seeds = sorted({r["seed"] for r in mine})
-        points = []
+        seeds, points = sorted({r["seed"] for r in mine}), []
         for index in sorted({r["index"] for r in mine}):
-            at = [r for r in mine if r["index"] == index]
-            if len(at) < len(seeds):  # a checkpoint counts once every seed has it evaluated
-                continue
-            means = [r["acc_mean"] for r in at]
-            spread = statistics.stdev(means) if len(means) > 1 else at[0]["acc_std"]
-            points.append(
-                {
-                    "index": index,
-                    "nominal_s": at[0]["nominal_s"],
-                    "wall_s": statistics.fmean(r["wall_s"] for r in at),
-                    "cpu_s": statistics.fmean(r["cpu_s"] for r in at),
-                    "steps": statistics.fmean(r["steps"] for r in at),
-                    "mean": statistics.fmean(means),
-                    "std": spread,
-                    "seeds": len(at),
-                }
-            )
+            if len(at := [r for r in mine if r["index"] == index]) == len(seeds):
+                mean, spread = mean_std([r["acc_mean"] for r in at])
+                times = {k: mean_std([r[k] for r in at])[0] for k in ("wall_s", "cpu_s", "steps")}
+                points.append({"index": index, "nominal_s": at[0]["nominal_s"], **times, "mean": mean, "std": spread if len(at) > 1 else at[0]["acc_std"], "seeds": len(at)})
         modes[mode] = {"seeds": seeds, "points": points}
-    return {"rows": rows, "modes": modes}
+    return modes
 
 
-def reference_row(study_dir: Path, settings_key: str, name: str, repeats: int) -> dict | None:
-    results = results_of(study_dir / "evals" / settings_key / name, repeats)
-    if not results:
-        return None
-    accs = [r["accuracy"] for r in results]
-    return {"accuracies": accs, "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "wall_s": sum(r["wall_s"] for r in results)}
-
-
-# ------------------------------------------------------------------------------ the study
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--config", required=True, help="config whose data, model and evaluation sections are used")
@@ -553,181 +356,101 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def open_study(args: argparse.Namespace) -> tuple[dict, dict]:
     """Create or reopen the study folder; a reopened study must have the same distillation settings."""
     raw = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.override)
-    dataset, ipc = raw.get("data", {}).get("dataset", "digits"), raw["model"]["ipc"]
-    name = args.name or f"{dataset}-ipc{ipc}"
+    name = args.name or f"{raw.get('data', {}).get('dataset', 'digits')}-ipc{raw['model']['ipc']}"
     study_dir = Path(args.study_dir or ROOT / "lightning_logs" / "curves" / name)
     budget = args.budget_minutes * 60
-    signature = {
-        "model": raw["model"],
-        "data": raw.get("data", {}),
-        "budget_s": budget,
-        "checkpoints": checkpoint_schedule(args.first_checkpoint, budget, args.per_doubling),
-        "device": args.device,
-        "threads": args.threads,  # the clock depends on it: one study, one thread count
-    }
+    checkpoints = checkpoint_schedule(args.first_checkpoint, budget, args.per_doubling)
+    # The clock depends on the thread count too: one study, one thread count.
+    signature = {"model": raw["model"], "data": raw.get("data", {}), "budget_s": budget, "checkpoints": checkpoints, "device": args.device, "threads": args.threads}
     recorded = read_json(study_dir / "study.json")
-    if recorded is not None and recorded["signature"] != signature:
-        changed = sorted(k for k in signature if signature[k] != recorded["signature"].get(k))
-        raise ConfigError(f"study folder {study_dir} was distilled with other settings ({', '.join(changed)} differ); rerun with the same config, overrides, budget, checkpoints and threads, or pick another --name")
     if recorded is None:
         write_json(study_dir / "study.json", {"signature": signature, "config": args.config, "overrides": args.override})
-    study = {
-        "dir": str(study_dir),
-        "name": name,
-        "config": args.config,
-        "overrides": args.override,
-        "checkpoints": signature["checkpoints"],
-        "budget_s": budget,
-        "ckpt_minutes": args.ckpt_minutes,
-        "threads": args.threads,
-        "device": args.device,
-        "note": args.note,
-    }
-    return study, raw
-
-
-def run_parallel(function, tasks: list[tuple], jobs: int) -> list:
-    if jobs == 1 or len(tasks) <= 1:
-        return [function(*t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(function, *zip(*tasks)))
+    elif recorded["signature"] != signature:
+        changed = sorted(k for k in signature if signature[k] != recorded["signature"].get(k))
+        raise ConfigError(f"study folder {study_dir} was distilled with other settings ({', '.join(changed)} differ); rerun with the same config, overrides, budget, checkpoints and threads, or pick another --name")
+    return {**signature, "dir": str(study_dir), "name": name, "config": args.config, "overrides": args.override, "ckpt_minutes": args.ckpt_minutes, "note": args.note}, raw
 
 
 def distil_phase(study: dict, args: argparse.Namespace) -> list[dict]:
-    study_dir = Path(study["dir"])
-    pending = [(m, s) for s in args.seeds for m in args.modes if not run_done(study_dir, m, s)]
-    for m, s in [(m, s) for s in args.seeds for m in args.modes if run_done(study_dir, m, s)]:
+    runs = [(m, s) for s in args.seeds for m in args.modes]
+    done = [(m, s) for m, s in runs if read_json(Path(study["dir"]) / "runs" / m / f"seed{s}" / "progress.json", {}).get("done")]
+    for m, s in done:
         print(f"{m} seed {s}: done earlier, skipped", flush=True)
+    pending = [run for run in runs if run not in done]
     parent = os.getpid() if args.jobs > 1 and len(pending) > 1 else None
-    outcomes = run_parallel(distil_run, [(study, m, s, parent) for m, s in pending], args.jobs)
+    outcomes = list(parallel_map(distil_run, [(study, m, s, parent) for m, s in pending], args.jobs, initializer=torch.set_num_threads, initargs=(args.threads,)))
     for outcome in outcomes:
         print(f"{outcome['mode']} seed {outcome['seed']}: {outcome['status']}{' (' + outcome['why'] + ')' if 'why' in outcome else ''}", flush=True)
     return outcomes
 
 
 def evaluation_plan(study: dict, cfg, args: argparse.Namespace, repeats: int) -> tuple[dict, dict, list[tuple]]:
-    """The evaluation settings (curve, full set, paper protocol) and the networks still to train."""
-    from lightning_dd.nets import NetSpec
+    """The evaluation settings (curve, full set, paper protocol), their digests and the networks still to train."""
+    study_dir, tasks = Path(study["dir"]), []
 
-    study_dir = Path(study["dir"])
-    curve = eval_settings(cfg)
-    curve_key = settings_digest(curve)
-    tasks: list[tuple] = []
+    def want(kind: str, key: str, source: str | None, settings: dict, count: int) -> None:
+        folder = study_dir / "evals" / digest(settings)
+        write_json(folder / "settings.json", settings)
+        tasks.extend((study, kind, key, source, r, settings, str(folder / key / f"{r}.json")) for r in range(count) if not (folder / key / f"{r}.json").exists())
 
-    def want(kind: str, key: str, source: str | None, settings: dict, digest: str, count: int) -> None:
-        folder = study_dir / "evals" / digest / key
-        write_json(study_dir / "evals" / digest / "settings.json", settings)
-        for r in range(count):
-            if not (folder / f"{r}.json").exists():
-                tasks.append((study, kind, key, source, r, settings, str(folder / f"{r}.json")))
-
-    seen = set()
-    for mode_dir in sorted((study_dir / "runs").glob("*")):
-        for seed_dir in sorted(mode_dir.glob("seed*")):
-            for record in read_json(seed_dir / "progress.json", {"snapshots": {}})["snapshots"].values():
-                if record["digest"] not in seen:
-                    seen.add(record["digest"])
-                    want("snapshot", record["digest"], str(seed_dir / record["file"]), curve, curve_key, repeats)
-    want("random", f"random-real-ipc{cfg.model['ipc']}", None, curve, curve_key, repeats)
+    curve, seen = eval_settings(cfg), set()
+    for seed_dir in sorted((study_dir / "runs").glob("*/seed*")):
+        for record in read_json(seed_dir / "progress.json", {"snapshots": {}})["snapshots"].values():
+            if record["digest"] not in seen:
+                seen.add(record["digest"])
+                want("snapshot", record["digest"], str(seed_dir / record["file"]), curve, repeats)
+    want("random", f"random-real-ipc{cfg.model['ipc']}", None, curve, repeats)
     full_epochs = args.full_epochs if args.full_epochs is not None else (cfg.evaluation.get("full_set_epochs") or 2)
-    full = eval_settings(cfg, epochs=full_epochs) if full_epochs > 0 else None
-    if full is not None:
-        want("full", "full-training-set", None, full, settings_digest(full), repeats)
+    if full := eval_settings(cfg, epochs=full_epochs) if full_epochs > 0 else None:
+        want("full", "full-training-set", None, full, repeats)
     paper = None
     if args.paper_epochs > 0:
-        best = best_final(summarise(study_dir, study, curve_key, repeats))
-        if best is None:
+        # The finished run whose final snapshot scored highest on the curve's evaluation (rows are in snapshot order).
+        finals = {(r["mode"], r["seed"]): r for r in summarise(study_dir, digest(curve), repeats)["rows"] if r["done"] and r["acc_mean"] is not None}
+        if (best := max(finals.values(), key=lambda r: r["acc_mean"], default=None)) is None:
             print("paper protocol: no finished, evaluated run yet; evaluate the curve first", flush=True)
         else:
             net = NetSpec(**{**asdict(cfg.net), "name": "convnet", "depth": 3, "width": args.paper_width})
-            paper = eval_settings(cfg, net=net, epochs=args.paper_epochs)
-            paper["device"] = args.paper_device or study["device"]
+            paper = {**eval_settings(cfg, net=net, epochs=args.paper_epochs), "device": args.paper_device or study["device"]}
             paper["chosen"] = {"mode": best["mode"], "seed": best["seed"], "digest": best["digest"]}
-            seed_dir = study_dir / "runs" / best["mode"] / f"seed{best['seed']}"
-            want("snapshot", best["digest"], str(seed_dir / best["file"]), paper, settings_digest(paper), args.paper_repeats)
-    return {"curve": curve, "full": full, "paper": paper}, {"curve": curve_key, "full": full and settings_digest(full), "paper": paper and settings_digest(paper)}, tasks
+            want("snapshot", best["digest"], str(study_dir / "runs" / best["mode"] / f"seed{best['seed']}" / best["file"]), paper, args.paper_repeats)
+    settings = {"curve": curve, "full": full, "paper": paper}
+    return settings, {k: s and digest(s) for k, s in settings.items()}, tasks
 
 
-def best_final(summary: dict) -> dict | None:
-    """The finished run whose final snapshot scored highest on the curve's evaluation."""
-    finals = {}
-    for row in summary["rows"]:
-        if row["done"] and row["acc_mean"] is not None:
-            key = (row["mode"], row["seed"])
-            if key not in finals or row["index"] > finals[key]["index"]:
-                finals[key] = row
-    return max(finals.values(), key=lambda r: r["acc_mean"], default=None)
-
-
-# ------------------------------------------------------------------------------- outputs
-CSV_FIELDS = [
-    "study", "dataset", "ipc", "mode", "seed", "checkpoint", "nominal_s", "wall_s", "cpu_s", "setup_wall_s", "setup_cpu_s",
-    "matching_s", "network_s", "steps", "outer", "eval_net", "eval_epochs", "nets", "acc_mean", "acc_std", "accuracies", "eval_wall_s",
-]  # fmt: skip
+CSV_FIELDS = ("study dataset ipc mode seed checkpoint nominal_s wall_s cpu_s setup_wall_s setup_cpu_s matching_s network_s steps outer "
+              "eval_net eval_epochs nets acc_mean acc_std accuracies eval_wall_s").split()
 
 
 def net_name(net: dict) -> str:
     return f"{'ConvNet' if net['name'] == 'convnet' else 'ResNet-AP'}-{net['depth']} width {net['width']}"
 
 
+def csv_row(columns: dict, settings: dict, row: dict) -> dict:
+    """A CSV row: ``columns``, then the row's seconds, accuracies and evaluation settings, the numbers as the tables print them."""
+    numbers = {k: "" if row[k] is None else f"{row[k]:.2f}" for k in ("acc_mean", "acc_std")} | {k: f"{row[k]:.1f}" for k in CSV_FIELDS if k.endswith("_s") and k in row}
+    evaluation = {"eval_net": net_name(settings["net"]), "eval_epochs": settings["schedule"]["epochs"], "nets": len(row["accuracies"]), "accuracies": ";".join(f"{a:.2f}" for a in row["accuracies"])}
+    return {**columns, **numbers, **evaluation}
+
+
 def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, paper_repeats: int, argv: list[str] | None, results_dir: Path, output: Path | None) -> dict:
     """CSV, Markdown and PNG for the study, and its section of the benchmarks document."""
-    from curve_plot import plot_curves
+    study_dir, name, dataset, ipc = Path(study["dir"]), study["name"], cfg.datamodule.info.name, cfg.model["ipc"]
+    summary = summarise(study_dir, keys["curve"], repeats)
+    chosen = settings["paper"]["chosen"] if keys["paper"] else {}  # reference rows once evaluated: label -> (settings, networks, CSV columns)
+    specs = {"random real": ("curve", f"random-real-ipc{ipc}", repeats, {}), "full training set": ("full", "full-training-set", repeats, {}),
+             f"paper protocol: {chosen.get('mode')}": ("paper", chosen.get("digest"), paper_repeats, {"seed": chosen.get("seed")})}  # fmt: skip
+    refs = {label: (settings[k], row, columns) for label, (k, key, n, columns) in specs.items() if keys[k] and (row := scored(study_dir / "evals" / keys[k] / key, n))["accuracies"]}
 
-    study_dir = Path(study["dir"])
-    name, dataset, ipc = study["name"], cfg.datamodule.info.name, cfg.model["ipc"]
-    summary = summarise(study_dir, study, keys["curve"], repeats)
-    curve = settings["curve"]
-    refs = {"random real": reference_row(study_dir, keys["curve"], f"random-real-ipc{ipc}", repeats)}
-    if keys["full"]:
-        refs["full training set"] = reference_row(study_dir, keys["full"], "full-training-set", repeats)
-    paper_row = None
-    if keys["paper"]:
-        chosen = settings["paper"]["chosen"]
-        paper_row = reference_row(study_dir, keys["paper"], chosen["digest"], paper_repeats)
-    results_dir.mkdir(parents=True, exist_ok=True)
-
-    # CSV: one row per run and checkpoint, then the reference rows.
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    for r in summary["rows"]:
-        writer.writerow(
-            {
-                "study": name, "dataset": dataset, "ipc": ipc, "mode": r["mode"], "seed": r["seed"], "checkpoint": r["index"],
-                "nominal_s": f"{r['nominal_s']:.1f}", "wall_s": f"{r['wall_s']:.1f}", "cpu_s": f"{r['cpu_s']:.1f}",
-                "setup_wall_s": f"{r['setup_wall_s']:.1f}", "setup_cpu_s": f"{r['setup_cpu_s']:.1f}", "matching_s": f"{r['matching_s']:.1f}",
-                "network_s": f"{r['network_s']:.1f}", "steps": r["steps"], "outer": r["outer"], "eval_net": net_name(curve["net"]),
-                "eval_epochs": curve["schedule"]["epochs"], "nets": len(r["accuracies"]),
-                "acc_mean": "" if r["acc_mean"] is None else f"{r['acc_mean']:.2f}", "acc_std": "" if r["acc_std"] is None else f"{r['acc_std']:.2f}",
-                "accuracies": ";".join(f"{a:.2f}" for a in r["accuracies"]), "eval_wall_s": f"{r['eval_wall_s']:.1f}",
-            }
-        )  # fmt: skip
-    reference_settings = {"random real": curve, "full training set": settings["full"]}
-    for label, row in refs.items():
-        if row is not None:
-            s = reference_settings[label]
-            writer.writerow({"study": name, "dataset": dataset, "ipc": ipc, "mode": label, "eval_net": net_name(s["net"]), "eval_epochs": s["schedule"]["epochs"], "nets": len(row["accuracies"]), "acc_mean": f"{row['mean']:.2f}", "acc_std": f"{row['std']:.2f}", "accuracies": ";".join(f"{a:.2f}" for a in row["accuracies"]), "eval_wall_s": f"{row['wall_s']:.1f}"})
-    if paper_row is not None:
-        chosen, s = settings["paper"]["chosen"], settings["paper"]
-        writer.writerow({"study": name, "dataset": dataset, "ipc": ipc, "mode": f"paper protocol: {chosen['mode']}", "seed": chosen["seed"], "eval_net": net_name(s["net"]), "eval_epochs": s["schedule"]["epochs"], "nets": len(paper_row["accuracies"]), "acc_mean": f"{paper_row['mean']:.2f}", "acc_std": f"{paper_row['std']:.2f}", "accuracies": ";".join(f"{a:.2f}" for a in paper_row["accuracies"]), "eval_wall_s": f"{paper_row['wall_s']:.1f}"})
+    head = {"study": name, "dataset": dataset, "ipc": ipc}
+    rows = [csv_row({**head, "mode": r["mode"], "seed": r["seed"], "checkpoint": r["index"], "steps": r["steps"], "outer": r["outer"]}, settings["curve"], r) for r in summary["rows"]]
+    rows += [csv_row({**head, "mode": label, **columns}, s, row) for label, (s, row, columns) in refs.items()]
     with atomic_open(results_dir / f"{name}.csv", "w") as handle:
-        handle.write(buffer.getvalue())
-
-    # PNG
-    published = PUBLISHED.get((dataset, ipc), {})
-    series = []
-    for mode, data in summary["modes"].items():
-        # A start snapshot is drawn only where it comes after pool pretraining: at ~0 s it would stretch the log axis.
-        pts = [(p["wall_s"], p["mean"], p["std"]) for p in data["points"] if p["index"] > 0 or p["wall_s"] >= study["checkpoints"][0] / 2]
-        if pts:
-            series.append({"label": f"{STUDY_MODES[mode][0]} ({len(data['seeds'])} seed{'s' if len(data['seeds']) > 1 else ''})", "color": COLORS[mode], "points": pts})
-    lines = [{"label": f"{k} (ours, {len(v['accuracies'])} nets)", "value": v["mean"], "color": (90, 90, 90) if k == "random real" else (0, 0, 0), "dashed": False} for k, v in refs.items() if v is not None]
-    lines += [{"label": f"{k} (published)", "value": v, "color": PUBLISHED_COLORS[k], "dashed": True} for k, v in published.items()]
-    title = f"{dataset}, IPC {ipc}: test accuracy vs distillation wall-clock"
-    plot_curves(results_dir / f"{name}.png", series, lines, title, "wall-clock seconds, pool pretraining included (log scale)", f"test accuracy (%), {net_name(curve['net'])}, {curve['schedule']['epochs']} epochs")
-
-    body = markdown(study, cfg, summary, refs, paper_row, settings, repeats, published, argv)
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_csv(results_dir / f"{name}.csv")  # the figure is drawn from the rows the tables come from
+    body = markdown(study, summary, refs, settings, repeats, PUBLISHED.get((dataset, ipc), {}), argv, dataset, ipc)
     with atomic_open(results_dir / f"{name}.md", "w") as handle:
         handle.write(body.replace(f"](curves/{name}.png)", f"]({name}.png)") + "\n")
     if output is not None:
@@ -735,127 +458,93 @@ def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, pa
     return summary
 
 
-def markdown(study: dict, cfg, summary: dict, refs: dict, paper_row: dict | None, settings: dict, repeats: int, published: dict, argv) -> str:
-    name, dataset, ipc = study["name"], cfg.datamodule.info.name, cfg.model["ipc"]
-    curve = settings["curve"]
-    modes = list(summary["modes"])
-    out = [f"## Accuracy vs wall-clock: {dataset}, IPC {ipc} (study `{name}`)", ""]
-    if study.get("note"):
-        out += [study["note"], ""]
-    out += [f"![accuracy vs wall-clock](curves/{name}.png)", ""]
-    # Curve table: one row per checkpoint, one column per mode.
-    header = "| checkpoint | " + " | ".join(f"{STUDY_MODES[m][0]}: acc % (steps, s)" for m in modes) + " |"
-    out += [header, "|---:|" + "---|" * len(modes)]
-    indices = sorted({p["index"] for m in modes for p in summary["modes"][m]["points"]})
-    for index in indices:
-        nominal = next(p["nominal_s"] for m in modes for p in summary["modes"][m]["points"] if p["index"] == index)
-        cells = []
-        for m in modes:
-            p = next((p for p in summary["modes"][m]["points"] if p["index"] == index), None)
-            cells.append("-" if p is None else f"{p['mean']:.2f} +- {p['std']:.2f} ({p['steps']:.0f}, {p['wall_s']:.0f} s)")
-        out.append(f"| {'start' if index == 0 else format_seconds(nominal)} | " + " | ".join(cells) + " |")
-    out.append("")
-    full_epochs = settings["full"]["schedule"]["epochs"] if settings.get("full") else None
-    ref_names = {"full training set": f"full training set ({full_epochs} epoch{'s' if full_epochs != 1 else ''})"}  # its own, short schedule
-    ref_text = [f"{ref_names.get(k, k)}: {v['mean']:.2f} +- {v['std']:.2f} % ({len(v['accuracies'])} net{'s' if len(v['accuracies']) != 1 else ''})" for k, v in refs.items() if v is not None]
-    if published:
-        ref_text.append("published: " + ", ".join(f"{k} {v:.1f} %" for k, v in published.items()))
-    if ref_text:
-        out += ["References: " + "; ".join(ref_text) + ".", ""]
-    # The measured speed-up.
-    acc = summary["modes"].get("accdd", {}).get("points", [])
-    idc = summary["modes"].get("idc", {}).get("points", [])
-    if acc and idc:
-        a_curve, i_curve = [(p["wall_s"], p["mean"]) for p in acc], [(p["wall_s"], p["mean"]) for p in idc]
-        out.append(speedup_sentence(i_curve, a_curve))
-        out += ["", "| IDC mode accuracy (%) | IDC mode reaches it at | Acc-DD reaches it at | speed-up |", "|---:|---:|---:|---:|"]
-        for row in speedups(i_curve, a_curve):
-            if row["speedup"] is not None:
-                speed = f"{row['speedup']:.2f}x"
-            elif row["candidate_s"] is not None:
-                speed = "- (reached at the start)"
-            else:
-                speed = f"< {row['reference_s'] / a_curve[-1][0]:.2f}x (not reached)"
-            out.append(f"| {row['level']:.2f} | {format_seconds(row['reference_s'])} | {format_seconds(row['candidate_s']) if row['candidate_s'] is not None else 'not reached'} | {speed} |")
-        out += ["", crossing_sentence(a_curve, i_curve), ""]
-    # Where the time went.
-    out += ["| mode | seeds | setup incl. pool (s) | matching (s) | network update (s) | other (s) | CPU s / wall s | evaluation (s, outside the clock) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: int, published: dict, argv, dataset: str, ipc: int) -> str:
+    """The study's section: the curve table, references, the measured speed-up, where the time went, how it was measured."""
+    name, curve, modes = study["name"], settings["curve"], list(summary["modes"])
+    out = [f"## Accuracy vs wall-clock: {dataset}, IPC {ipc} (study `{name}`)", "", *([study["note"], ""] if study.get("note") else []), f"![accuracy vs wall-clock](curves/{name}.png)", ""]
+    points = {m: {p["index"]: p for p in summary["modes"][m]["points"]} for m in modes}  # the curve table: a row per checkpoint, a column per mode
+    nominal = {i: p["nominal_s"] for m in reversed(modes) for i, p in points[m].items()}  # as the first mode with the point has it
+    table = [
+        ["start" if i == 0 else format_seconds(nominal[i])] + [f"{p['mean']:.2f} +- {p['std']:.2f} ({p['steps']:.0f}, {p['wall_s']:.0f} s)" if (p := points[m].get(i)) else "-" for m in modes]
+        for i in sorted(nominal)
+    ]
+    out += [md_table(["checkpoint", *(f"{STUDY_MODES[m][0]}: acc % (steps, s)" for m in modes)], table), ""]
+    count = lambda n, what: f"{n} {what}{'s' if n != 1 else ''}"  # noqa: E731
+    label = lambda k, s: f"{k} ({count(s['schedule']['epochs'], 'epoch')})" if k == "full training set" else k  # the full set has its own, short schedule
+    ref_text = [f"{label(k, s)}: {v['acc_mean']:.2f} +- {v['acc_std']:.2f} % ({count(len(v['accuracies']), 'net')})" for k, (s, v, _) in refs.items() if not k.startswith("paper protocol")]
+    ref_text += ["published: " + ", ".join(f"{k} {v:.1f} %" for k, v in published.items())] if published else []
+    out += ["References: " + "; ".join(ref_text) + ".", ""] if ref_text else []
+    a_curve, i_curve = ([(p["wall_s"], p["mean"]) for p in summary["modes"].get(m, {}).get("points", [])] for m in ("accdd", "idc"))
+    out += speedup_section(i_curve, a_curve) if a_curve and i_curve else []
+    finals, timing = {(r["mode"], r["seed"]): r for r in summary["rows"]}, []  # where the time went: means of the runs' last snapshots
     for m in modes:
-        finals = {}
-        for r in summary["rows"]:
-            if r["mode"] == m and (r["seed"] not in finals or r["index"] > finals[r["seed"]]["index"]):
-                finals[r["seed"]] = r
-        f = list(finals.values())
-        mean = lambda key: statistics.fmean(r[key] for r in f)  # noqa: E731
-        other = mean("wall_s") - mean("setup_wall_s") - mean("matching_s") - mean("network_s")
+        final = [r for (mode, _), r in finals.items() if mode == m]
+        mean = {k: mean_std([r[k] for r in final])[0] for k in ("wall_s", "cpu_s", "setup_wall_s", "matching_s", "network_s")}
+        mean["other"] = mean["wall_s"] - mean["setup_wall_s"] - mean["matching_s"] - mean["network_s"]
         evals = sum(r["eval_wall_s"] for r in summary["rows"] if r["mode"] == m)
-        out.append(f"| {STUDY_MODES[m][0]} | {len(f)} | {mean('setup_wall_s'):.0f} | {mean('matching_s'):.0f} | {mean('network_s'):.0f} | {other:.0f} | {mean('cpu_s') / max(mean('wall_s'), 1e-9):.2f} | {evals:.0f} |")
-    out.append("")
-    if paper_row is not None:
+        seconds = [f"{mean[k]:.0f}" for k in ("setup_wall_s", "matching_s", "network_s", "other")]
+        timing.append([STUDY_MODES[m][0], len(final), *seconds, f"{mean['cpu_s'] / max(mean['wall_s'], 1e-9):.2f}", f"{evals:.0f}"])
+    out += [md_table(["mode", "seeds", "setup incl. pool (s)", "matching (s)", "network update (s)", "other (s)", "CPU s / wall s", "evaluation (s, outside the clock)"], timing, right=7), ""]
+    if paper := next((v for k, (_, v, _) in refs.items() if k.startswith("paper protocol")), None):
         chosen, s = settings["paper"]["chosen"], settings["paper"]
         label = "Paper protocol" if (s["net"]["width"], s["schedule"]["epochs"]) == (PAPER_WIDTH, PAPER_EPOCHS) else "Evaluation off the paper's width and epochs"
-        out += [f"{label}: the best final set ({STUDY_MODES[chosen['mode']][0]}, seed {chosen['seed']}, chosen on the curve's evaluation above) trained on {net_name(s['net'])} for {s['schedule']['epochs']} epochs ({'on the GPU' if s.get('device') == 'cuda' else 'on the CPU'}): {paper_row['mean']:.2f} +- {paper_row['std']:.2f} % ({len(paper_row['accuracies'])} nets).", ""]
-    pending = [r for r in summary["rows"] if r["acc_mean"] is None]
-    unfinished = sorted({(r["mode"], r["seed"]) for r in summary["rows"] if not r["done"]})
+        out += [f"{label}: the best final set ({STUDY_MODES[chosen['mode']][0]}, seed {chosen['seed']}, chosen on the curve's evaluation above) trained on {net_name(s['net'])} for {s['schedule']['epochs']} epochs ({'on the GPU' if s.get('device') == 'cuda' else 'on the CPU'}): {paper['acc_mean']:.2f} +- {paper['acc_std']:.2f} % ({count(len(paper['accuracies']), 'net')}).", ""]
+    schedule = curve["schedule"]
     notes = [
         f"Each run distils for {format_seconds(study['budget_s'])} of wall-clock ({study['threads']} thread(s) per run), measured from the start of fit, so pool pretraining is on Acc-DD's clock (and on the pool ablation's; each run pretrains its own pool: the setup column); snapshot and checkpoint writes are off the clock.",
         f"Snapshots at {', '.join(format_seconds(t) for t in study['checkpoints'])} (log-spaced; a snapshot is taken at the first step boundary after its checkpoint, and checkpoints passed during pool pretraining share the first snapshot after it); x is the mean over seeds of the actual time.",
-        f"Evaluation, outside the clock and the same for every mode and checkpoint (the config's evaluation section, as `lightning-dd fit` evaluates it, so that the curves differ only in the sets): fresh {net_name(curve['net'])} networks, {curve['schedule']['epochs']} epochs, SGD lr {curve['schedule']['lr']}, batch {curve['schedule']['batch_size']}, DSA ({curve['schedule']['augment']}) + CutMix p {curve['schedule']['cutmix_p']}, final-epoch test accuracy; {repeats} networks per snapshot with the same network seeds for every snapshot (paired). "
+        f"Evaluation, outside the clock and the same for every mode and checkpoint (the config's evaluation section, as `lightning-dd fit` evaluates it, so that the curves differ only in the sets): fresh {net_name(curve['net'])} networks, {schedule['epochs']} epochs, SGD lr {schedule['lr']}, batch {schedule['batch_size']}, DSA ({schedule['augment']}) + CutMix p {schedule['cutmix_p']}, final-epoch test accuracy; {repeats} networks per snapshot with the same network seeds for every snapshot (paired). "
         "Cell: mean over seeds of the per-seed mean, +- the std across seeds (across the networks when there is one seed); steps are matching steps (inner iterations).",
-        f"Speed-up: curves are piecewise linear in time between checkpoints; for each accuracy IDC mode reaches, the time at which each curve first reaches it.",
+        "Speed-up: curves are piecewise linear in time between checkpoints; for each accuracy IDC mode reaches, the time at which each curve first reaches it.",
     ]
-    over = [m for m in modes if any(r["mode"] == m and r["index"] == 0 and r["setup_wall_s"] > study["budget_s"] for r in summary["rows"])]
-    if over:
-        notes.append(f"Setup (pool pretraining) alone took longer than the budget for {', '.join(STUDY_MODES[m][0] for m in over)}: such a run takes one matching step and its last snapshot, so its curve starts after the budget.")
-    if unfinished:
+    if over := [STUDY_MODES[m][0] for m in modes if any(r["mode"] == m and r["index"] == 0 and r["setup_wall_s"] > study["budget_s"] for r in summary["rows"])]:
+        notes.append(f"Setup (pool pretraining) alone took longer than the budget for {', '.join(over)}: such a run takes one matching step and its last snapshot, so its curve starts after the budget.")
+    if unfinished := sorted({(r["mode"], r["seed"]) for r in summary["rows"] if not r["done"]}):
         notes.append("Unfinished runs (rerun the command to continue): " + ", ".join(f"{m} seed {s}" for m, s in unfinished) + ".")
-    if pending:
+    if pending := [r for r in summary["rows"] if r["acc_mean"] is None]:
         notes.append(f"{len(pending)} snapshot(s) not evaluated yet (rerun with --phase evaluate).")
-    out += [" ".join(notes), "", provenance("benchmarks/curve.py", argv, study["threads"])]
-    return "\n".join(out)
+    return "\n".join(out + [" ".join(notes), "", provenance("curve", argv, study["threads"], study["device"])])
 
 
-def speedup_sentence(idc: list[tuple[float, float]], accdd: list[tuple[float, float]]) -> str:
-    """One line: how long Acc-DD took to reach IDC mode's best mean accuracy."""
-    t_best, best = max(idc, key=lambda p: (p[1], -p[0]))
-    t_idc = time_to_reach(idc, best)
-    t_acc = time_to_reach(accdd, best)
+def speedup_section(idc: list[tuple[float, float]], accdd: list[tuple[float, float]]) -> list[str]:
+    """The measured speed-up: when Acc-DD reached IDC mode's best mean accuracy and each level IDC mode reached; where the curves cross."""
+    _, best = max(idc, key=lambda p: (p[1], -p[0]))
+    t_idc, t_acc = time_to_reach(idc, best), time_to_reach(accdd, best)
     if t_acc is None:
-        return f"**Measured speed-up: none.** Acc-DD did not reach IDC mode's best mean accuracy ({best:.2f} %, reached at {format_seconds(t_idc)}) within {format_seconds(accdd[-1][0])}; its best was {max(a for _, a in accdd):.2f} %."
-    if t_acc <= 0:
-        return f"**Measured speed-up: not defined.** Acc-DD's set at the start of its clock already had IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)})."
-    return f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
-
-
-def crossing_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, float]]) -> str:
-    found = crossings(accdd, idc)
-    if not found:
-        start, end = max(accdd[0][0], idc[0][0]), min(accdd[-1][0], idc[-1][0])
-        if start >= end:
-            return "The curves share no time range, so they cannot cross."
-        ahead = "Acc-DD" if interpolate(accdd, end) > interpolate(idc, end) else "IDC mode"
-        return f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {ahead} is ahead throughout."
-    parts = [f"at {format_seconds(c['time'])} ({c['accuracy']:.2f} %), {'Acc-DD' if c['ahead_after'] == 'a' else 'IDC mode'} ahead after" for c in found]
-    return "The mean curves cross " + "; ".join(parts) + "."
+        sentence = f"**Measured speed-up: none.** Acc-DD did not reach IDC mode's best mean accuracy ({best:.2f} %, reached at {format_seconds(t_idc)}) within {format_seconds(accdd[-1][0])}; its best was {max(a for _, a in accdd):.2f} %."
+    elif t_acc <= 0:
+        sentence = f"**Measured speed-up: not defined.** Acc-DD's set at the start of its clock already had IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)})."
+    else:
+        sentence = f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
+    speeds = [
+        [f"{r['level']:.2f}", format_seconds(r["reference_s"]), "not reached" if r["candidate_s"] is None else format_seconds(r["candidate_s"]),
+         f"{r['speedup']:.2f}x" if r["speedup"] is not None else "- (reached at the start)" if r["candidate_s"] is not None else f"< {r['reference_s'] / accdd[-1][0]:.2f}x (not reached)"]
+        for r in speedups(idc, accdd)
+    ]  # fmt: skip
+    if found := crossings(accdd, idc):
+        crossing = "The mean curves cross " + "; ".join(f"at {format_seconds(c['time'])} ({c['accuracy']:.2f} %), {'Acc-DD' if c['ahead_after'] == 'a' else 'IDC mode'} ahead after" for c in found) + "."
+    elif (start := max(accdd[0][0], idc[0][0])) >= (end := min(accdd[-1][0], idc[-1][0])):
+        crossing = "The curves share no time range, so they cannot cross."
+    else:
+        crossing = f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {'Acc-DD' if interpolate(accdd, end) > interpolate(idc, end) else 'IDC mode'} is ahead throughout."
+    return [sentence, "", md_table(["IDC mode accuracy (%)", "IDC mode reaches it at", "Acc-DD reaches it at", "speed-up"], speeds, right=4), "", crossing, ""]
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        study, raw = open_study(args)
+        study, _ = open_study(args)
         phases = ("distil", "evaluate", "report") if args.phase == "all" else (args.phase,)
-        failed = []
-        if "distil" in phases:
-            failed = [o for o in distil_phase(study, args) if o["status"] != "done"]
+        failed = [o for o in distil_phase(study, args) if o["status"] != "done"] if "distil" in phases else []
         cfg = load_config(args.config, args.eval_epochs, args.threads, args.override)
         repeats = args.repeats or int(cfg.evaluation.get("repeats", 3))
         settings, keys, tasks = evaluation_plan(study, cfg, args, repeats)
         if "evaluate" in phases:
             print(f"evaluating: {len(tasks)} network(s) to train", flush=True)
-            run_parallel(evaluate_one, tasks, args.jobs)
+            list(parallel_map(evaluate_task, tasks, args.jobs, initializer=torch.set_num_threads, initargs=(args.threads,)))
             if args.paper_epochs > 0 and settings["paper"] is None:
                 settings, keys, tasks = evaluation_plan(study, cfg, args, repeats)  # the curve is now evaluated: pick the best set
-                run_parallel(evaluate_one, tasks, args.jobs)
+                list(parallel_map(evaluate_task, tasks, args.jobs, initializer=torch.set_num_threads, initargs=(args.threads,)))
         if "report" in phases or "evaluate" in phases:
             out = write_outputs(study, cfg, settings, keys, repeats, args.paper_repeats, argv, Path(args.results_dir), Path(args.output) if args.output else None)
             for mode, data in out["modes"].items():

@@ -23,7 +23,7 @@ The three decoded sets are written once to ``<--work>/sets.pt`` and both sides r
 there. The authors' code is imported from ``--authors_dir`` (never copied) with the shims of
 ``authors.SHIMS`` plus, on the CPU, ``.cuda()`` made the identity while their loop runs.
 
-    python benchmarks/eval_parity.py --authors_dir /path/to/Acc-DD \\
+    python -m benchmarks.eval_parity --authors_dir /path/to/Acc-DD \\
         --distilled lightning_logs/version_0/distilled.pt --epochs 100 300 --nets 2 --jobs 2
 
 Every finished network is appended to ``--out`` (JSON lines); rerunning the same command skips
@@ -34,22 +34,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import io
 import os
 import random
 import statistics
-import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_name, mean_std, provenance, write_section  # noqa: E402
+from .report import cell, machine_name, provenance, write_section
+from .runner import ResultStore, parallel_map
 
 SIDES = ("ours", "theirs")
 SET_NAMES = ("initial", "distilled", "random real")
@@ -100,7 +97,7 @@ def _worker_init(data_dir: str, authors_dir: str | None, device: str) -> None:
     _WORKER["test"] = _data(data_dir)[1]
     _WORKER["device"] = device
     if authors_dir:
-        from authors import AuthorsCode
+        from .authors import AuthorsCode
 
         _WORKER["authors"] = AuthorsCode(authors_dir, device)
 
@@ -130,7 +127,7 @@ def _cuda_is_identity(active: bool):
 
 def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
     """Their ``train.train`` as their ``test.py`` calls it on a condensed set: final-epoch top-1 (%)."""
-    from authors import numpy_int
+    from .authors import numpy_int
 
     authors, test = _WORKER["authors"], _WORKER["test"]
     data, train = authors.data, authors.train
@@ -145,7 +142,7 @@ def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -
     np.random.seed(seed)
     torch.manual_seed(seed)
     on_cpu = _WORKER["device"] == "cpu"
-    with _cuda_is_identity(on_cpu), numpy_int(), contextlib.redirect_stdout(open(os.devnull, "w")):
+    with _cuda_is_identity(on_cpu), numpy_int(), contextlib.redirect_stdout(io.StringIO()):
         model = train.define_model(args, args.nclass)
         _best, last = train.train(args, model, train_loader, val_loader, logger=lambda *a, **k: None)
     return float(last)
@@ -160,23 +157,7 @@ def run_task(task: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- results
-def task_key(task: dict) -> tuple:
-    return (task["set"], task["side"], task["epochs"], task["seed"])
-
-
-def load_done(path: Path) -> dict[tuple, dict]:
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[task_key(row)] = row
-    return done
-
-
-def cell(values: list[float]) -> str:
-    """``mean +- std (count)`` of a table cell, ``-`` when empty."""
-    return "{:.2f} +- {:.2f} ({})".format(*mean_std(values), len(values)) if values else "-"
+KEY = ("set", "side", "epochs", "seed")
 
 
 def table(rows: list[dict], epochs: list[int]) -> str:
@@ -211,7 +192,7 @@ def report(rows: list[dict], about: dict, opts: argparse.Namespace, argv: list[s
         "",
         f"Results: `{opts.out}` (one JSON line per network; machines: {', '.join(machines)}).",
         "",
-        provenance("benchmarks/eval_parity.py", argv, 1),
+        provenance("eval_parity", argv, 1, opts.device),
     ]
     return "\n".join(body)
 
@@ -235,10 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default="eval-parity")
     parser.add_argument("--report_only", action="store_true", help="write the table from --out without training")
     opts = parser.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
 
     if opts.authors_dir:
-        from authors import AuthorsCode
+        from .authors import AuthorsCode
 
         missing = [f for f in AuthorsCode.FILES if not Path(opts.authors_dir, f).is_file()]
         if missing:
@@ -249,26 +229,19 @@ def main(argv: list[str] | None = None) -> None:
     if not sets_path.exists():
         torch.save(build_sets(opts.distilled, opts.ipc, opts.factor, opts.seed, opts.data_dir), sets_path)
     about = torch.load(sets_path, weights_only=False)["about"]
-    out = Path(opts.out)
-    done = load_done(out)
+    store = ResultStore(opts.out, KEY)
     sides = SIDES if opts.authors_dir else ("ours",)
     tasks = [
         {"set": s, "side": side, "epochs": e, "seed": n, "sets": str(sets_path)}
         for e in sorted(opts.epochs) for n in range(opts.nets) for s in opts.sets for side in sides
     ]  # fmt: skip
-    todo = [t for t in tasks if task_key(t) not in done]
+    todo = store.todo(tasks)
     if todo and not opts.report_only:
         print(f"eval parity: {len(todo)} networks to train ({len(tasks) - len(todo)} done)", flush=True)
-        context = get_context("spawn")
-        with ProcessPoolExecutor(opts.jobs, mp_context=context, initializer=_worker_init, initargs=(opts.data_dir, opts.authors_dir, opts.device)) as pool:
-            futures = [pool.submit(run_task, t) for t in todo]
-            for future in as_completed(futures):
-                row = future.result()
-                with open(out, "a") as handle:
-                    handle.write(json.dumps({k: v for k, v in row.items() if k != "sets"}) + "\n")
-                done[task_key(row)] = row
-                print(f"  {row['set']:>11} {row['side']:>6} {row['epochs']:>5} ep net {row['seed']}: {row['accuracy']:.2f} % ({row['seconds']:.0f} s)", flush=True)
-    rows = [r for r in done.values() if r["epochs"] in opts.epochs]
+        for row in parallel_map(run_task, todo, opts.jobs, initializer=_worker_init, initargs=(opts.data_dir, opts.authors_dir, opts.device)):
+            store.add({k: v for k, v in row.items() if k != "sets"})
+            print(f"  {row['set']:>11} {row['side']:>6} {row['epochs']:>5} ep net {row['seed']}: {row['accuracy']:.2f} % ({row['seconds']:.0f} s)", flush=True)
+    rows = [r for r in store.rows() if r["epochs"] in opts.epochs]
     print(table(rows, sorted(opts.epochs)))
     write_section(Path(opts.output), opts.section, report(rows, about, opts, argv))
 

@@ -13,14 +13,12 @@
 # parity tables from STUDIES="parity-short parity-long" SHORT_SECONDS=115 LONG_SECONDS=120
 # LONG_SEEDS=0,1 LONG_OUTER=8.
 #
-# Needs Fashion-MNIST where our reader finds it (the Debian package dataset-fashion-mnist) and a
-# checkout of github.com/ncsu-dk-lab/Acc-DD. The paper evaluation and the parity studies run one
-# after another, each alone on the GPU, so that their times are their own; the protocol study and
-# the curve (our code only) then share the GPU, and their results say so.
-# Everything lands in RESULTS_DIR: the results files, the authors' logs, stack dumps of stalled
-# parity runs, the docs sections (sections-*.md, to be merged into docs/benchmarks.md) and the
-# curves' CSV/Markdown/PNG, packed into results.tar.gz, also when a study is cut short by its
-# time limit.
+# Needs Fashion-MNIST (the Debian package dataset-fashion-mnist) and a checkout of
+# github.com/ncsu-dk-lab/Acc-DD. The paper evaluation and the parity studies run one after
+# another, each alone on the GPU; the protocol study and the curve then share it (their results
+# say so). Everything lands in RESULTS_DIR (results files, logs, stack dumps, docs sections
+# sections-*.md to merge into docs/benchmarks.md, the curves' files), packed into
+# results.tar.gz, also when a study is cut short by its time limit.
 set -u
 results=${1:?usage: gpu_suite.sh RESULTS_DIR [CURVE_MINUTES]}
 curve_minutes=${2:-2.5}
@@ -29,7 +27,7 @@ mkdir -p "$results/work"
 export PYTHONUNBUFFERED=1 LIGHTNING_DD_QUIET=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
 limit=${SUITE_SECONDS:-420}  # each study is stopped after this many seconds (PAPER_, SHORT_, LONG_SECONDS: per study); what it wrote is kept
-studies=" ${STUDIES:-paper parity-short parity-long protocol curve} "  # which studies to run (also: candidates10 candidates1 eval-parity)
+studies=" ${STUDIES:-paper parity-short parity-long protocol curve} "  # which studies to run (also: eval-parity)
 
 pack() {  # results files, logs, stacks, the docs sections and the curves' CSV/Markdown/PNG; no snapshots, checkpoints or pools
   tar -czf "$results/results.tar.gz" -C "$results" --exclude='*.pt' --exclude='*.ckpt' --exclude='init.png' --exclude='aug.png' --exclude='pool' \
@@ -44,7 +42,7 @@ $python -c "import torch, lightning, lightning_dd; print('torch', torch.__versio
 w=$results/work
 if [[ $studies == *" paper "* ]]; then  # the best final set of a CPU study (PAPER_STUDY), ConvNet-3 w128 for 1000 epochs, on the GPU
   study=${PAPER_STUDY:?set PAPER_STUDY to the folder of the CPU curve study to evaluate}
-  timeout "${PAPER_SECONDS:-$limit}" $python benchmarks/curve.py --config "${PAPER_CONFIG:-configs/fashion_mnist/ipc10_cpu_mix.yaml}" --modes accdd idc --seeds 0 1 \
+  timeout "${PAPER_SECONDS:-$limit}" $python -m benchmarks.curve --config "${PAPER_CONFIG:-configs/fashion_mnist/ipc10_cpu_mix.yaml}" --modes accdd idc --seeds 0 1 \
     --budget_minutes "${PAPER_BUDGET_MINUTES:-30}" --threads 1 --jobs 3 --repeats 1 --eval_epochs 100 --full_epochs 0 --paper_epochs 1000 --paper_repeats 3 \
     --paper_device cuda --phase evaluate --name "${PAPER_NAME:-fashion_mnist-ipc10}" --study_dir "$study" --results_dir "$results/docs_curves" \
     --output "$w/sections-paper.md" > "$w/paper.log" 2>&1
@@ -57,51 +55,26 @@ parity() {  # NAME SEEDS SECONDS JOBS SETTINGS...: distil and evaluate both side
   shift 4
   local args=(--device cuda --authors_dir "$authors" --seeds "$seeds" --eval_repeats 3 --jobs "$jobs" --threads 1 --stack_dump_s 30 "$@"
               --out "$w/parity-$name.json" --section "parity-fashion_mnist-cuda-$name" --output "$w/sections-parity-$name.md")
-  timeout "$seconds" $python benchmarks/parity.py "${args[@]}" > "$w/parity-$name.log" 2>&1
-  timeout 60 $python benchmarks/parity.py "${args[@]}" --report_only >> "$w/parity-$name.log" 2>&1
+  timeout "$seconds" $python -m benchmarks.parity "${args[@]}" > "$w/parity-$name.log" 2>&1
+  timeout 60 $python -m benchmarks.parity "${args[@]}" --report_only >> "$w/parity-$name.log" 2>&1
   grep -E "^(first-step|parity:|idc/|accdd/)" "$w/parity-$name.log"
 }
 [[ $studies == *" parity-short "* ]] && parity short "${SHORT_SEEDS:-0,1,2}" "${SHORT_SECONDS:-$limit}" "${SHORT_JOBS:-3}" --outer 4 --inner 6 --width 32 --eval_epochs 40
 [[ $studies == *" parity-long "* ]] && parity long "${LONG_SEEDS:-0,1,2}" "${LONG_SECONDS:-$limit}" "${LONG_JOBS:-4}" --outer "${LONG_OUTER:-10}" --inner 10 --width 64 --eval_epochs "${LONG_EVAL_EPOCHS:-100}"
 
-[[ $studies == *" protocol "* ]] && ( timeout "$limit" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 20 \
+[[ $studies == *" protocol "* ]] && ( timeout "$limit" $python -m benchmarks.protocol --device cuda --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 20 \
     --seeds 0 1 2 3 4 --eval_epochs 200 --jobs 4 --threads 1 --results "$w/protocol-runs-cuda.jsonl" --pool_cache "$w/pools" --output "$w/sections-protocol.md" \
     > "$w/protocol.log" 2>&1 ) &
-[[ $studies == *" curve "* ]] && ( timeout "$limit" $python benchmarks/curve.py --device cuda --config configs/fashion_mnist/ipc10.yaml --modes accdd idc --seeds 0 1 \
+[[ $studies == *" curve "* ]] && ( timeout "$limit" $python -m benchmarks.curve --device cuda --config configs/fashion_mnist/ipc10.yaml --modes accdd idc --seeds 0 1 \
     --budget_minutes "$curve_minutes" --first_checkpoint 10 --threads 1 --jobs 4 --repeats 2 --eval_epochs 300 \
     --paper_epochs 1000 --paper_repeats 3 --name fashion_mnist-ipc10-cuda --study_dir "$w/curve" --results_dir "$results/docs_curves" --output "$w/sections-curve.md" \
     --note "Run on one GPU next to the protocol study of benchmarks/gpu_suite.sh (they share the GPU)." \
     > "$w/curve.log" 2>&1 ) &
 
-# Candidates for the best set per CPU budget (docs/benchmarks.md "Best set per CPU budget"): each
-# distils for a fixed number of matching steps (--outer / model.outer_iterations, set from the
-# earlier curve study's 6.6 s per step; the CPU runs in that section did about 1.4 s per step, so
-# raise them to match the budget) and every set is judged by the long evaluation (ConvNet-3 width
-# 128, 300 epochs, 3 networks) beside random real images of the same storage.
-LONG_EVAL=(--eval_epochs 300 --repeats 3 --random_real --set "evaluation.net={depth: 3, width: 128}")
-[[ $studies == *" candidates10 "* ]] && ( timeout "${CAND_SECONDS:-$limit}" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc10_cpu_mix.yaml \
-    --variants paper --outer 48 --seeds 0 1 --jobs "${CAND_JOBS:-6}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc10.jsonl" --pool_cache "$w/pools" \
-    --section candidates-ipc10 --output "$w/sections-candidates10.md" \
-    --candidate "idc_i=model.factor=1;model.init=real;model.outer_iterations=64" \
-    --candidate "idc_i_lr0.03=model.factor=1;model.init=real;model.lr_img=0.03;model.outer_iterations=64" \
-    --candidate "idc_i_l1=model.factor=1;model.init=real;model.metric=l1;model.lr_img=0.001;model.outer_iterations=64" \
-    --candidate "idc_i_idc_mode=model.factor=1;model.init=real;model.model_source=random;model.perturb=false;model.outer_iterations=72" \
-    --candidate "idc_i_warm_pool=model.factor=1;model.init=real;model.outer_iterations=72" \
-    --candidate "idc_i_w32=model.factor=1;model.init=real;model.net.width=32;model.outer_iterations=150" \
-    --candidate "mix_lr0.03=model.lr_img=0.03" \
-    > "$w/candidates10.log" 2>&1 ) &
-[[ $studies == *" candidates1 "* ]] && ( timeout "${CAND_SECONDS:-$limit}" $python benchmarks/protocol.py --device cuda --config configs/fashion_mnist/ipc1_cpu.yaml \
-    --variants paper --outer 16 --seeds 0 1 --jobs "${CAND1_JOBS:-3}" --threads 1 "${LONG_EVAL[@]}" --results "$w/candidates-ipc1.jsonl" --pool_cache "$w/pools" \
-    --section candidates-ipc1 --output "$w/sections-candidates1.md" \
-    --candidate "idc_mode=model.model_source=random;model.perturb=false;model.outer_iterations=28" \
-    --candidate "lr0.03=model.lr_img=0.03" \
-    --candidate "idc_mode_lr0.03=model.model_source=random;model.perturb=false;model.lr_img=0.03;model.outer_iterations=28" \
-    --candidate "idc_i_idc_mode=model.factor=1;model.init=real;model.model_source=random;model.perturb=false;model.outer_iterations=30" \
-    > "$w/candidates1.log" 2>&1 ) &
 # Our evaluation and the authors' training loop on the same three files (EVAL_DISTILLED: an exported set).
-[[ $studies == *" eval-parity "* ]] && ( timeout "${EVAL_SECONDS:-$limit}" $python benchmarks/eval_parity.py --device cuda --authors_dir "$authors" \
+[[ $studies == *" eval-parity "* ]] && ( timeout "${EVAL_SECONDS:-$limit}" $python -m benchmarks.eval_parity --device cuda --authors_dir "$authors" \
     --distilled "${EVAL_DISTILLED:?set EVAL_DISTILLED to an exported Fashion-MNIST set}" --epochs 100 300 1000 --nets 2 --jobs "${EVAL_JOBS:-4}" \
     --work "$w/eval-parity" --out "$w/eval-parity-runs-cuda.jsonl" --section eval-parity-cuda --output "$w/sections-eval-parity.md" \
     > "$w/eval-parity.log" 2>&1 ) &
 wait
-for log in "$w"/candidates10.log "$w"/candidates1.log "$w"/eval-parity.log; do [[ -f $log ]] && { echo "== $log"; tail -25 "$log"; }; done
+for log in "$w"/eval-parity.log; do [[ -f $log ]] && { echo "== $log"; tail -25 "$log"; }; done

@@ -9,32 +9,34 @@ run distils the same number of outer x inner iterations from the same seed, and 
 evaluated by the config's evaluation section on the same evaluation networks, so the paired
 difference to ``paper`` (same seed) is the effect of the reverted settings.
 
-    python benchmarks/protocol.py --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 8 \\
+    python -m benchmarks.protocol --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 8 \\
         --seeds 0 1 2 --eval_epochs 100 --jobs 2 --threads 1
 
 Results are appended to ``--results`` (JSON lines) as they arrive; a rerun skips the (variant,
 seed) pairs already there, so a killed study resumes. Pool pretraining is cached (``--pool_cache``)
 (its time is in the fit seconds only when the cache was cold): the comparison is at equal distillation iterations.
+
+Candidates (``--candidate NAME=section.key=value;...``) are compared the same way, e.g. bf16
+autocast against fp32 (``--variants paper --candidate 'bf16=model.precision=bf16'``: same seed,
+so the same data order, networks and augmentation draws) or a config's settings against random
+real images of the same storage (``--random_real``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 
 import lightning as L
 
 from lightning_dd import DistillModule, RealDataModule
-from lightning_dd.atomic import atomic_open
 from lightning_dd.evaluation import evaluate_random_subsets, evaluate_repeats
+from lightning_dd.hardware import cpu_bf16_units
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import accelerator, load_config, machine_name, mean_std, provenance, write_section  # noqa: E402
+from .report import machine_name, mean_std, provenance, write_section
+from .runner import ResultStore, load_config, parallel_map, trainer
 
 # name -> (what it reverts, overrides relative to a config on the authors' protocol)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -73,9 +75,8 @@ def run_one(job: dict) -> dict:
     module = DistillModule(**cfg.model)
     device = job["device"]
     limit = {"max_time": {"minutes": job["max_minutes"]}} if job.get("max_minutes") else {}
-    trainer = L.Trainer(max_epochs=-1, **limit, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator=accelerator(device), devices=1)
     started, cpu_started = time.perf_counter(), time.process_time()
-    trainer.fit(module, datamodule=RealDataModule(**cfg.data))
+    trainer(device, **limit).fit(module, datamodule=RealDataModule(**cfg.data))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     images, labels = module.decoded()
     result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False)
@@ -96,30 +97,6 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
     if not sep or not name.strip() or not overrides or name.strip() in VARIANTS:
         raise argparse.ArgumentTypeError(f"--candidate {text!r} must look like NAME=section.key=value[;section.key=value...] with a new NAME")
     return name.strip(), overrides
-
-
-def run_all(jobs: list[dict], processes: int):
-    """Results of ``jobs`` as they finish: in this process, or in ``processes`` fresh interpreters."""
-    if processes <= 1:
-        yield from map(run_one, jobs)
-        return
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state shared between runs
-    with context.Pool(processes, maxtasksperchild=1) as pool:
-        yield from pool.imap_unordered(run_one, jobs)
-
-
-def read_results(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def append_result(path: Path, row: dict) -> None:
-    """Append one JSON line; the file is rewritten atomically so a kill never leaves half a line."""
-    rows = read_results(path) + [row]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "w") as handle:
-        handle.write("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def summarise(rows: list[dict], variants: list[str], described: dict[str, str] | None = None) -> str:
@@ -152,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="built-in variants (default: all, or none when --candidate is given)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--outer", type=int, default=8, help="outer iterations per run (equal for every variant)")
-    parser.add_argument("--max_minutes", type=float, default=None, help="also stop each fit after this many wall-clock minutes (a CPU budget; pool pretraining included)")
+    parser.add_argument("--max_minutes", type=float, default=None, help="also stop each fit after this many wall-clock minutes of distillation (a CPU budget; pool pretraining comes before the clock)")
     parser.add_argument("--eval_epochs", type=int, default=None, help="evaluation epochs (default: the config's)")
     parser.add_argument("--repeats", type=int, default=3, help="evaluation networks per set")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
@@ -174,22 +151,20 @@ def main(argv: list[str] | None = None) -> None:
     if candidates:
         described["paper"] = "nothing: the config as written"
     variants = (args.variants if args.variants is not None else ([] if candidates else list(VARIANTS))) + list(candidates) + ([RANDOM_REAL] if args.random_real else [])
-    results = Path(args.results)
-    earlier = read_results(results)
-    other = sorted({r.get("device", "cpu") for r in earlier} - {args.device})
+    store = ResultStore(args.results, ("variant", "seed"))
+    other = sorted({r.get("device", "cpu") for r in store.rows()} - {args.device})
     if other:
-        parser.error(f"{results} holds runs on {', '.join(other)}; pass another --results for --device {args.device}")
-    done = {(r["variant"], r["seed"]) for r in earlier}
+        parser.error(f"{args.results} holds runs on {', '.join(other)}; pass another --results for --device {args.device}")
     base = dict(config=args.config, outer=args.outer, max_minutes=args.max_minutes, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device)
     # Seed-major order, paper first: paired differences become available as early as possible.
     # Built-in variants are paired with paper, so it always runs with them; candidates run alone unless --variants paper.
     order = (["paper"] if "paper" in variants or not candidates else []) + [v for v in variants if v != "paper"]
-    jobs = [dict(base, variant=v, seed=s, overrides=overrides_of[v]) for s in args.seeds for v in order if (v, s) not in done]
-    print(f"{len(done)} run(s) already in {results}; {len(jobs)} to go", flush=True)
-    for row in run_all(jobs, args.jobs):
-        append_result(results, row)
+    jobs = store.todo([dict(base, variant=v, seed=s, overrides=overrides_of[v]) for s in args.seeds for v in order])
+    print(f"{len(store.rows())} run(s) already in {args.results}; {len(jobs)} to go", flush=True)
+    for row in parallel_map(run_one, jobs, args.jobs, fresh=True):
+        store.add(row, args.device)
         print(f"{row['variant']} seed {row['seed']}: {row['mean']:.2f} % ({row['fit_seconds']:.0f} s)", flush=True)
-    rows = [r for r in read_results(results) if r["seed"] in args.seeds]
+    rows = [r for r in store.rows() if r["seed"] in args.seeds]
     table = summarise(rows, order, described)
     print(table)
     if not args.no_doc and rows:
@@ -207,9 +182,10 @@ def main(argv: list[str] | None = None) -> None:
                 "pool pretraining when the pool cache was cold; compare accuracy, not time."
                 + "".join(f" Runs on {m}." for m in sorted({r["machine"] for r in rows if "machine" in r}))
                 + (f" Every run also sets {', '.join(f'`{o}`' for o in args.extra)}." if args.extra else "")
+                + (f" CPU bf16 units: {', '.join(cpu_bf16_units()) or 'none (bf16 is emulated, slowly)'}." if any("precision=bf16" in o for v in variants for o in overrides_of.get(v, [])) else "")
                 + (f" {args.note}" if args.note else ""),
                 "",
-                provenance("benchmarks/protocol.py", argv, args.threads),
+                provenance("protocol", argv, args.threads, args.device),
             ]
         )
         section = args.section or f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else "")

@@ -1,28 +1,22 @@
-"""Reference: one IDC / Acc-DD inner iteration as a plain per-class PyTorch loop.
+"""Reference: one IDC / Acc-DD inner iteration as a plain per-class PyTorch loop, the yardstick of ``throughput.py``.
 
-This is the yardstick of ``benchmarks/throughput.py``. It follows the structure of the public
-IDC code (``condense.py``: ``matchloss`` and the inner loop, ``train.py``: ``train_epoch``),
-which Acc-DD reuses unchanged, with nothing clever in it:
+It follows the public IDC code (``condense.py``: ``matchloss`` and the inner loop; ``train.py``:
+``train_epoch``), which Acc-DD reuses unchanged, with nothing clever in it:
 
-* the network is an ordinary ``nn.Module`` built from stock layers (:class:`PlainConvNet`:
-  ``nn.Conv2d``, ``nn.GroupNorm``, ``nn.ReLU``, ``nn.AvgPool2d``, as in the DC/IDC ``ConvNet``)
-  with real ``.parameters()``, trained by its own ``torch.optim.SGD``;
-* per class: sample a real batch, decode the class's synthetic images (multi-formation),
-  augment ``torch.cat([real, syn])`` with ONE shared DSA draw, take ``torch.autograd.grad`` of
-  the cross-entropy w.r.t. *all* of the network's parameters on the real half (detached) and,
-  with ``create_graph=True``, on the synthetic half, sum the squared differences over the conv
-  weights (``ndim > 1``, classifier excluded), ``loss.item()``, ``loss.backward()`` and
-  ``optimizer.step()`` (SGD, momentum 0.5) -- one image step per class, as IDC does;
-* then the network is trained on random real images in whole minibatches until ``n_data`` are
-  seen (DSA with one draw per image, colour and flip plus one spatial transform per minibatch and
-  no cutout under CutMix, CutMix with probability ``cutmix_p``), SGD with momentum: the
-  protocol of the library's defaults.
+* the network is an ordinary ``nn.Module`` of stock layers (:class:`PlainConvNet`, as the DC/IDC
+  ``ConvNet``) with real ``.parameters()``, trained by its own ``torch.optim.SGD``;
+* per class: sample a real batch, decode the class's synthetic images (multi-formation), augment
+  ``torch.cat([real, syn])`` with ONE shared DSA draw, ``torch.autograd.grad`` of the cross-entropy
+  w.r.t. all parameters on the real half (detached) and, with ``create_graph=True``, on the synthetic
+  half, sum the squared differences over the conv weights, then ``loss.item()``, ``loss.backward()``
+  and ``optimizer.step()`` (SGD, momentum 0.5): one image step per class, as IDC does;
+* then the network trains on random real images in whole minibatches until ``n_data`` are seen
+  (DSA with one draw per image, one spatial transform per minibatch, no cutout under CutMix; CutMix
+  with probability ``cutmix_p``; SGD with momentum): the protocol of the library's defaults.
 
-The only piece taken from the library is the DSA transform
-(:class:`lightning_dd.augment.DSA`, the same operations as the DSA/IDC ``DiffAugment``), so that
-the equality check in ``throughput.py`` can feed both paths the same augmentation draw.
-Real data is held the way IDC's ``ClassMemDataLoader`` holds it: normalised float32 images on
-the device plus a per-class index.
+Only the DSA transform comes from the library (:class:`lightning_dd.augment.DSA`, the operations of
+IDC's ``DiffAugment``), so the equality check can feed both paths the same draw. Real data is held
+as IDC's ``ClassMemDataLoader`` holds it: normalised float32 images on the device, indices per class.
 """
 
 from __future__ import annotations
@@ -70,15 +64,13 @@ class PlainConvNet(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         height, wide = image_size
-        in_ch = channels
         for d in range(depth):
             pad = 3 if (d == 0 and tuple(image_size) == (28, 28)) else 1
-            layers += [nn.Conv2d(in_ch, width, 3, padding=pad), nn.GroupNorm(width, width, affine=True), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels if d == 0 else width, width, 3, padding=pad), nn.GroupNorm(width, width, affine=True), nn.ReLU(inplace=True)]
             height, wide = height + 2 * pad - 2, wide + 2 * pad - 2
             if min(height, wide) >= 2:
                 layers.append(nn.AvgPool2d(2))
                 height, wide = height // 2, wide // 2
-            in_ch = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(width * height * wide, num_classes)
 
@@ -89,9 +81,7 @@ class PlainConvNet(nn.Module):
 def random_images(n: int, channels: int, height: int, width: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` uniformly random uint8 images ``[n, C, H, W]`` with balanced labels ``0..num_classes-1``."""
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, channels, height, width), generator=generator, dtype=torch.uint8)
-    labels = torch.arange(n) % num_classes
-    return images, labels
+    return torch.randint(0, 256, (n, channels, height, width), generator=generator, dtype=torch.uint8), torch.arange(n) % num_classes
 
 
 def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
@@ -104,52 +94,32 @@ def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 1:
         return images
     h, w = images.shape[-2:]
-    remainder = h % factor
-    if remainder:
-        images = F.pad(images, (0, factor - remainder, 0, factor - remainder), value=0.5)
+    if h % factor:
+        images = F.pad(images, (0, factor - h % factor, 0, factor - h % factor), value=0.5)
     side = math.ceil(h / factor)
     crops = [images[:, :, i * side : (i + 1) * side, j * side : (j + 1) * side] for i in range(factor) for j in range(factor)]
     return F.interpolate(torch.cat(crops), size=(h, w), mode="bilinear", align_corners=False)
 
 
 def match_loss(net: nn.Module, img_real: torch.Tensor, img_syn: torch.Tensor, lab_real: torch.Tensor, lab_syn: torch.Tensor) -> torch.Tensor:
-    """IDC's ``matchloss`` for ``match='grad'``, ``metric='mse'``: squared gradient differences of the conv weights."""
-    criterion = nn.CrossEntropyLoss()
-    params = list(net.parameters())
+    """IDC's ``matchloss`` for ``match='grad'``, ``metric='mse'``: squared gradient differences of the conv weights.
 
-    output_real = net(img_real)
-    loss_real = criterion(output_real, lab_real)
-    g_real = torch.autograd.grad(loss_real, params)
-    g_real = [g.detach() for g in g_real]
-
-    output_syn = net(img_syn)
-    loss_syn = criterion(output_syn, lab_syn)
-    g_syn = torch.autograd.grad(loss_syn, params, create_graph=True)
-
-    loss = 0.0
-    for gr, gs in zip(g_real, g_syn):
-        if gr.ndim == 1:  # biases and normalisation parameters (IDC: args.bias False)
-            continue
-        if gr.ndim == 2:  # the fully connected classifier (IDC: args.fc False)
-            continue
-        loss = loss + torch.sum((gr - gs) ** 2)
-    return loss
+    Biases, normalisation parameters (``ndim == 1``, IDC's ``args.bias`` False) and the classifier
+    (``ndim == 2``, ``args.fc`` False) are left out.
+    """
+    criterion, params = nn.CrossEntropyLoss(), list(net.parameters())
+    g_real = [g.detach() for g in torch.autograd.grad(criterion(net(img_real), lab_real), params)]
+    g_syn = torch.autograd.grad(criterion(net(img_syn), lab_syn), params, create_graph=True)
+    return sum(torch.sum((gr - gs) ** 2) for gr, gs in zip(g_real, g_syn) if gr.ndim > 2)
 
 
 def class_loss(net: nn.Module, dsa: DSA, real: torch.Tensor, stored: torch.Tensor, c: int, draw: torch.Tensor, factor: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """The matching loss of class ``c``.
-
-    Args:
-        real: normalised real images of the class.
-        stored: the class's stored synthetic images, pixels in [0, 1] (a view of the parameter).
-        draw: the ``[1, 11]`` DSA draw shared by the real and the synthetic images.
-    """
+    """The matching loss of class ``c``: ``real`` normalised images, ``stored`` synthetic pixels in [0, 1], one ``[1, 11]`` DSA ``draw`` for both."""
     img_syn = (decode(stored, factor) - mean) / std
     n = real.shape[0]
     img_aug = dsa.apply(torch.cat([real, img_syn]), draw)
-    lab_real = torch.full((n,), c, dtype=torch.long, device=real.device)
-    lab_syn = torch.full((img_syn.shape[0],), c, dtype=torch.long, device=real.device)
-    return match_loss(net, img_aug[:n], img_aug[n:], lab_real, lab_syn)
+    labels = torch.full((img_aug.shape[0],), c, dtype=torch.long, device=real.device)
+    return match_loss(net, img_aug[:n], img_aug[n:], labels[:n], labels[n:])
 
 
 def rand_bbox(height: int, width: int, lam: float, generator: torch.Generator) -> tuple[int, int, int, int]:
@@ -161,13 +131,7 @@ def rand_bbox(height: int, width: int, lam: float, generator: torch.Generator) -
 
 
 class ReferenceDistiller:
-    """State of one outer iteration of IDC-style distillation: the data, the synthetic images, one network.
-
-    Args:
-        images: uint8 real images ``[N, C, H, W]``; labels: their classes.
-        settings: the workload.
-        device: where everything runs.
-    """
+    """One outer iteration of IDC-style distillation: the data (uint8 ``images`` ``[N, C, H, W]``, ``labels``), the synthetic images, one network."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, settings: Settings, device: torch.device | str) -> None:
         s = self.settings = settings
@@ -182,7 +146,6 @@ class ReferenceDistiller:
         self.labels = labels.to(self.device)
         self.class_indices = [torch.nonzero(self.labels == c).flatten() for c in range(s.num_classes)]
         channels, height, width = images.shape[1:]
-        self.image_size = (height, width)
         self.dsa = DSA(s.augment)
         # The network update's augmentation, as the authors' train_epoch: colour and flip plus ONE of
         # crop / scale / rotate per minibatch, cutout dropped under CutMix.
@@ -191,33 +154,19 @@ class ReferenceDistiller:
         init = torch.rand(s.num_classes * s.ipc, channels, height, width, generator=self.generator)
         self.synset = init.to(self.device).requires_grad_(True)
         self.optim_img = torch.optim.SGD([self.synset], lr=s.lr_img * s.ipc / 10.0, momentum=s.momentum_img)
-        self.net = self.new_network()
-
-    def new_network(self) -> nn.Module:
-        """Start an outer iteration: a fresh randomly initialised network and its optimiser."""
-        s = self.settings
-        net = PlainConvNet(self.images.shape[1], s.num_classes, self.image_size, s.depth, s.width).to(self.device)
-        net.train()
-        self.optim_net = torch.optim.SGD(net.parameters(), lr=s.net_lr, momentum=s.net_momentum, weight_decay=s.net_weight_decay)
-        with torch.no_grad():
-            self.synset.clamp_(0.0, 1.0)
-        self.net = net
-        return net
-
-    def class_sample(self, c: int) -> torch.Tensor:
-        pool = self.class_indices[c]
-        idx = torch.randperm(pool.numel(), generator=self.generator)[: self.settings.batch_real]
-        return self.images[pool[idx.to(self.device)]]
+        # The outer iteration's freshly initialised network and its optimiser.
+        self.net = PlainConvNet(channels, s.num_classes, (height, width), s.depth, s.width).to(self.device).train()
+        self.optim_net = torch.optim.SGD(self.net.parameters(), lr=s.net_lr, momentum=s.net_momentum, weight_decay=s.net_weight_decay)
 
     def matching_part(self) -> float:
         """Match every class, one synthetic-image step per class; returns the summed loss."""
         s = self.settings
         loss_total = 0.0
         for c in range(s.num_classes):
-            img = self.class_sample(c)
-            stored = self.synset[c * s.ipc : (c + 1) * s.ipc]
+            pool = self.class_indices[c]
+            real = self.images[pool[torch.randperm(pool.numel(), generator=self.generator)[: s.batch_real].to(self.device)]]
             draw = self.dsa.sample(1, self.generator)
-            loss = class_loss(self.net, self.dsa, img, stored, c, draw, s.factor, self.mean, self.std)
+            loss = class_loss(self.net, self.dsa, real, self.synset[c * s.ipc : (c + 1) * s.ipc], c, draw, s.factor, self.mean, self.std)
             loss_total += loss.item()
             self.optim_img.zero_grad()
             loss.backward()
@@ -226,21 +175,20 @@ class ReferenceDistiller:
 
     def net_update(self) -> None:
         """Train the network on random real images in whole minibatches until ``n_data`` are seen (IDC's ``train_epoch`` with ``n_data``)."""
-        s = self.settings
+        s, net, criterion, generator = self.settings, self.net, nn.CrossEntropyLoss(), self.generator
         if s.n_data == 0:
             return
-        net, criterion = self.net, nn.CrossEntropyLoss()
         count = math.ceil(s.n_data / s.net_batch_size) * s.net_batch_size  # their loop stops after the batch that reaches n_data
-        idx = torch.randperm(self.images.shape[0], generator=self.generator)[:count].to(self.device)
+        idx = torch.randperm(self.images.shape[0], generator=generator)[:count].to(self.device)
         x_all, y_all = self.images[idx], self.labels[idx]
         for start in range(0, x_all.shape[0], s.net_batch_size):
             x, y = x_all[start : start + s.net_batch_size], y_all[start : start + s.net_batch_size]
             with torch.no_grad():
-                x = self.net_dsa(x, self.generator)
-            if torch.rand(1, generator=self.generator).item() < s.cutmix_p and x.shape[0] > 1:
-                lam = torch.rand(1, generator=self.generator).item()  # Beta(1, 1)
-                perm = torch.randperm(x.shape[0], generator=self.generator).to(self.device)
-                y0, y1, x0, x1 = rand_bbox(x.shape[2], x.shape[3], lam, self.generator)
+                x = self.net_dsa(x, generator)
+            if torch.rand(1, generator=generator).item() < s.cutmix_p and x.shape[0] > 1:
+                lam = torch.rand(1, generator=generator).item()  # Beta(1, 1)
+                perm = torch.randperm(x.shape[0], generator=generator).to(self.device)
+                y0, y1, x0, x1 = rand_bbox(x.shape[2], x.shape[3], lam, generator)
                 x = x.clone()
                 x[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
                 lam = 1.0 - (y1 - y0) * (x1 - x0) / float(x.shape[2] * x.shape[3])
@@ -251,8 +199,3 @@ class ReferenceDistiller:
             self.optim_net.zero_grad()
             loss.backward()
             self.optim_net.step()
-
-    def inner_iteration(self) -> float:
-        loss = self.matching_part()
-        self.net_update()
-        return loss

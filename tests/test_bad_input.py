@@ -27,7 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core_helpers import CLI_TINY
+from conftest import CLI_TINY
 
 # Tiny settings on the bundled digits: a row that is wrongly accepted finishes in seconds.
 TINY = [*CLI_TINY, "--model.pool.size=1", "--model.outer_iterations=1", "--model.inner_loop=1", "--model.batch_real=2", "--model.n_data=16",

@@ -1,8 +1,7 @@
-"""benchmarks/throughput.py: the Markdown section writer (fast) and a --quick run end to end (subprocess)."""
+"""benchmarks.throughput: the Markdown section writer (fast) and a --quick run end to end (subprocess)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -11,14 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "throughput.py"
 
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location("benchmark_throughput_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from benchmarks import throughput as module
+
     return module
 
 
@@ -65,7 +62,7 @@ def test_precision_modes_parse_and_auto_follows_the_hardware(throughput):
 def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     output = tmp_path / "bench.md"
     output.write_text("# Bench\n\nintro stays\n\n<!-- throughput:start -->\nstale numbers\n<!-- throughput:end -->\n\ntrailer stays\n")
-    command = [sys.executable, str(SCRIPT), "--quick", "--shapes", "8x8x1", "--output", str(output), "--threads", "1", "--precision", "32,bf16"]
+    command = [sys.executable, "-m", "benchmarks.throughput", "--quick", "--shapes", "8x8x1", "--output", str(output), "--threads", "1", "--precision", "32,bf16"]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -99,10 +96,11 @@ def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     assert text.endswith("<!-- throughput:end -->\n\ntrailer stays\n")
     assert "stale numbers" not in text and text.count("<!-- throughput:start -->") == 1
     section = text.split("<!-- throughput:start -->")[1].split("<!-- throughput:end -->")[0]
-    assert "python benchmarks/throughput.py --quick --shapes 8x8x1" in section
-    assert "torch " in section and "logical cores" in section and "Date: " in section
+    assert "python -m benchmarks.throughput --quick --shapes 8x8x1" in section
+    assert "torch " in section and " cores, " in section and "Date: " in section
     assert all("| 8x8x1 | " + row[1] + " |" in section for row in rows)
     assert "relative difference" in section and "GFLOP/s" in section and lines[-1] in section
+    assert re.search(r"^- FLOPs of one matching class-step .*: reference \d+\.\d{3} GFLOP, library \d+\.\d{3} GFLOP$", section, re.M)
 
 
 @pytest.mark.parametrize("side, factor", [(8, 2), (10, 3), (28, 2)])

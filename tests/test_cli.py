@@ -10,7 +10,7 @@ import pytest
 from lightning_dd.cli import main, run_cli
 from lightning_dd.export import load_distilled
 
-from core_helpers import CLI_TINY
+from conftest import CLI_TINY
 
 TINY = CLI_TINY
 

@@ -21,7 +21,7 @@ from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
 from lightning_dd.logger import DistillTensorBoardLogger
 from lightning_dd.nets import NetSpec
 
-from core_helpers import scalars
+from conftest import scalars
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

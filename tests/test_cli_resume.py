@@ -12,8 +12,8 @@ import pytest
 from lightning_dd.cli import main
 from lightning_dd.export import load_distilled
 
-from core_helpers import CLI_TINY as TINY
-from core_helpers import scalars
+from conftest import CLI_TINY as TINY
+from conftest import scalars
 
 pytestmark = pytest.mark.slow
 

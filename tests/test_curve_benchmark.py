@@ -1,4 +1,4 @@
-"""benchmarks/curve.py: snapshot schedule and clock, resume, speed-up arithmetic, result files; the image-folder configs."""
+"""benchmarks.curve: snapshot schedule and clock, resume, speed-up arithmetic, result files; the image-folder configs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,8 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import curve  # noqa: E402
-import curve_plot  # noqa: E402
-from curve_plot import draw_curves, figure_from_csv, plot_csv, plot_curves  # noqa: E402
+from benchmarks import curve, curve_plot
+from benchmarks.curve_plot import draw_curves, figure_from_csv, plot_csv, plot_curves
 
 from lightning_dd.errors import ConfigError  # noqa: E402
 
@@ -181,7 +178,7 @@ def test_distil_phase_skips_finished_runs_and_reruns_the_rest(tmp_path, monkeypa
     curve.write_json(Path(study["dir"]) / "runs" / "accdd" / "seed0" / "progress.json", {"snapshots": {}, "done": True})
     curve.write_json(Path(study["dir"]) / "runs" / "idc" / "seed0" / "progress.json", {"snapshots": {}})  # interrupted
     calls = []
-    monkeypatch.setattr(curve, "distil_run", lambda study, mode, seed, parent: calls.append((mode, seed)) or {"mode": mode, "seed": seed, "status": "done"})
+    monkeypatch.setattr(curve, "distil_run", lambda task: calls.append(task[1:3]) or {"mode": task[1], "seed": task[2], "status": "done"})
     curve.distil_phase(study, args)
     assert calls == [("idc", 0), ("accdd", 1), ("idc", 1)]
     other = study_args(tiny_config(tmp_path), tmp_path, "--budget_minutes", "0.1")
@@ -209,7 +206,7 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
     pytest.importorskip("matplotlib")
     drawn = []
     real_plot = curve_plot.plot_curves
-    monkeypatch.setattr(curve_plot, "plot_curves", lambda path, *args, **kwargs: drawn.append(args) or real_plot(path, *args, **kwargs))
+    monkeypatch.setattr(curve_plot, "plot_curves", lambda path, **kwargs: drawn.append(kwargs) or real_plot(path, **kwargs))
     args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0")
     study, _ = curve.open_study(args)
     study_dir = Path(study["dir"])
@@ -248,22 +245,19 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
     assert "| 100 s | 65.00 +- 1.41 (10, 100 s) | 61.00 +- 1.41 (10, 100 s) |" in md
     assert "](digits-ipc1.png)" in md
     section = (tmp_path / "bench.md").read_text()
-    assert "<!-- curve-digits-ipc1:start -->" in section and "](curves/digits-ipc1.png)" in section and "Command: `python benchmarks/curve.py --config x`" in section
+    assert "<!-- curve-digits-ipc1:start -->" in section and "](curves/digits-ipc1.png)" in section and "Command: `python -m benchmarks.curve --config x`" in section
     with Image.open(tmp_path / "curves" / "digits-ipc1.png") as image:
         assert image.format == "PNG" and image.size == (1100, 640)
         colours = {c for _, c in image.convert("RGB").getcolors(2**20)}
     assert curve.COLORS["accdd"] in colours and curve.COLORS["idc"] in colours
-    # The figure redrawn from the CSV alone has the curves and lines the study drew (the CSV keeps
-    # two decimals): IDC's start snapshot at 0 s is left off the log axis, Acc-DD's at 50 s is kept.
-    ((series, lines, title, xlabel, ylabel),) = drawn
-    again = figure_from_csv(tmp_path / "curves" / "digits-ipc1.csv")
-    assert (again["title"], again["xlabel"], again["ylabel"]) == (title, xlabel, ylabel)
-    assert [(s["label"], s["color"]) for s in again["series"]] == [(s["label"], s["color"]) for s in series] == [("Acc-DD (2 seeds)", curve.COLORS["accdd"]), ("IDC mode (2 seeds)", curve.COLORS["idc"])]
-    assert [len(s["points"]) for s in again["series"]] == [3, 2]
-    for mine, theirs in zip(again["series"], series):
-        assert [v for p in mine["points"] for v in p] == pytest.approx([v for p in theirs["points"] for v in p], abs=0.01)
-    assert again["lines"] == lines == [{"label": "random real (ours, 1 nets)", "value": 40.0, "color": (90, 90, 90), "dashed": False}]
-    assert [v for p in again["series"][1]["points"] for v in p] == pytest.approx([100.0, 61.0, 2**0.5, 200.0, 71.0, 2**0.5], abs=0.01)
+    # The study's figure is drawn from its CSV (two decimals): IDC's start snapshot at 0 s is left
+    # off the log axis, Acc-DD's at 50 s is kept.
+    (figure,) = drawn
+    assert figure == figure_from_csv(tmp_path / "curves" / "digits-ipc1.csv")
+    assert [(s["label"], s["color"]) for s in figure["series"]] == [("Acc-DD (2 seeds)", curve.COLORS["accdd"]), ("IDC mode (2 seeds)", curve.COLORS["idc"])]
+    assert [v for p in figure["series"][0]["points"] for v in p] == pytest.approx([50.0, 55.0, 0.0, 100.0, 65.0, 2**0.5, 200.0, 73.0, 2**0.5], abs=0.01)
+    assert figure["lines"] == [{"label": "random real (ours, 1 nets)", "value": 40.0, "color": (90, 90, 90), "dashed": False}]
+    assert [v for p in figure["series"][1]["points"] for v in p] == pytest.approx([100.0, 61.0, 2**0.5, 200.0, 71.0, 2**0.5], abs=0.01)
     assert plot_csv(tmp_path / "curves" / "digits-ipc1.csv", tmp_path / "again.png") == tmp_path / "again.png"
     with Image.open(tmp_path / "again.png") as image:
         assert image.size == (1100, 640)
@@ -279,8 +273,8 @@ def test_paper_protocol_trains_the_best_final_set_on_its_own_device(tmp_path, mo
     for (mode, seed), final in finals.items():
         fabricate(study_dir, mode, seed, [(0, 0.0, 0.0), (1, 100.0, 100.0)])
         for index, acc in enumerate((90.0, final)):  # a better early snapshot must not be chosen: only final sets count
-            curve.write_json(study_dir / "evals" / curve.settings_digest(curve.eval_settings(cfg)) / f"{mode}-{seed}-{index}" / "0.json", {"accuracy": acc, "wall_s": 1.0, "cpu_s": 1.0})
-    curve.write_json(study_dir / "evals" / curve.settings_digest(curve.eval_settings(cfg)) / "random-real-ipc1" / "0.json", {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0})
+            curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / f"{mode}-{seed}-{index}" / "0.json", {"accuracy": acc, "wall_s": 1.0, "cpu_s": 1.0})
+    curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / "random-real-ipc1" / "0.json", {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0})
     settings, keys, tasks = curve.evaluation_plan(study, cfg, args, 1)
     assert [(t[1], t[2], t[4]) for t in tasks] == [("snapshot", "accdd-0-1", 0), ("snapshot", "accdd-0-1", 1)]
     paper = tasks[0][5]
@@ -289,7 +283,7 @@ def test_paper_protocol_trains_the_best_final_set_on_its_own_device(tmp_path, mo
     seen = []
     monkeypatch.setattr("lightning_dd.evaluation.evaluate_set", lambda images, labels, test, net, schedule, seed, device: seen.append((net.width, schedule.epochs, seed, device)) or 81.0 + seed)
     for task in tasks:
-        curve.evaluate_one(*task)
+        curve.evaluate_task(task)
     assert seen == [(32, 7, 0, "cuda"), (32, 7, 1, "cuda")]  # the study distilled on the CPU; its paper networks train on the GPU
     assert json.loads((study_dir / "evals" / keys["paper"] / "accdd-0-1" / "1.json").read_text())["device"] == "cuda"
     curve.write_outputs(study, cfg, settings, keys, 1, 2, ["--config", "x"], tmp_path / "curves", None)
@@ -301,7 +295,7 @@ def test_paper_protocol_trains_the_best_final_set_on_its_own_device(tmp_path, mo
 
 
 def test_benchmarks_name_lightnings_accelerator_for_a_torch_device():
-    from common import accelerator
+    from benchmarks.runner import accelerator
 
     assert [accelerator(d) for d in ("cuda", "cuda:1", torch.device("cuda", 0), "cpu", torch.device("cpu"))] == ["gpu", "gpu", "gpu", "cpu", "cpu"]
 
@@ -375,7 +369,7 @@ def test_study_end_to_end_interrupted_run_resumes_and_finished_work_is_skipped(t
             "--budget_minutes", "0.2", "--first_checkpoint", "0.5", "--full_epochs", "1"]  # fmt: skip
     study, _ = curve.open_study(curve.parse_args(argv))
     # A run whose study process died: it checkpoints at its first step and stops.
-    outcome = curve.distil_run(study, "idc", 0, parent_pid=-1)
+    outcome = curve.distil_run((study, "idc", 0, -1))  # parent pid -1: never this process's parent
     assert outcome["status"] == "interrupted" and (tmp_path / "study" / "runs" / "idc" / "seed0" / "last.ckpt").exists()
     first = json.loads((tmp_path / "study" / "runs" / "idc" / "seed0" / "progress.json").read_text())
     assert not first.get("done") and "0" in first["snapshots"]

@@ -1,15 +1,13 @@
-"""benchmarks/eval_parity.py: the table pairs the two sides per set and epoch count; finished networks are not retrained."""
+"""benchmarks.eval_parity: the table pairs the two sides per set and epoch count; finished networks are not retrained."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import eval_parity  # noqa: E402
+from benchmarks import eval_parity
+from benchmarks.runner import ResultStore
 
 
 def _row(name, side, epochs, seed, accuracy, seconds=10.0):
@@ -33,9 +31,10 @@ def test_done_networks_are_keyed_by_set_side_epochs_and_seed(tmp_path):
     out = tmp_path / "runs.jsonl"
     rows = [_row("initial", "ours", 100, 0, 70.0), _row("initial", "theirs", 100, 0, 71.0), _row("initial", "ours", 100, 0, 69.0)]
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    done = eval_parity.load_done(out)
-    assert set(done) == {("initial", "ours", 100, 0), ("initial", "theirs", 100, 0)}
-    assert done[("initial", "ours", 100, 0)]["accuracy"] == 69.0  # a later line replaces an earlier one
+    store = ResultStore(out, eval_parity.KEY)
+    assert {store.key(r) for r in store.rows()} == {("initial", "ours", 100, 0), ("initial", "theirs", 100, 0)}
+    assert store.rows(side="ours")[0]["accuracy"] == 69.0  # a later line replaces an earlier one
+    assert store.todo([_row("initial", "ours", 100, 0, 0.0), _row("initial", "ours", 300, 0, 0.0)]) == [_row("initial", "ours", 300, 0, 0.0)]
 
 
 def test_a_folder_that_is_not_the_authors_checkout_is_refused_before_any_work(tmp_path):

@@ -15,7 +15,7 @@ from lightning_dd.classify import TrainSchedule, test_accuracy as measure_accura
 from lightning_dd.evaluation import EvalResult, evaluate_random_subsets, evaluate_repeats, evaluate_set
 from lightning_dd.nets import NetSpec
 
-from core_helpers import fit, normalise, tiny_distill
+from conftest import fit, normalise, tiny_distill
 
 NET = NetSpec(width=8, depth=2)
 

@@ -9,7 +9,7 @@ from lightning_dd.callbacks.export import DistilledExport
 from lightning_dd.errors import DivergenceError
 from lightning_dd.export import load_distilled
 
-from core_helpers import fit, tiny_distill
+from conftest import fit, tiny_distill
 
 
 class FailAt(L.Callback):

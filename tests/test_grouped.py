@@ -12,7 +12,7 @@ from lightning_dd.distill.matching import class_matching_loss, matched_parameter
 from lightning_dd.errors import ConfigError
 from lightning_dd.nets import ConvNet, ResNetAP, head_parameter_names
 
-from core_helpers import fit, tiny_module
+from conftest import fit, tiny_module
 
 
 @pytest.mark.parametrize("metric", ["mse", "l1", "cos"])

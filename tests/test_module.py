@@ -7,7 +7,7 @@ import torch
 from lightning_dd import RealDataModule
 from lightning_dd.errors import ConfigError
 
-from core_helpers import fit, tiny_module
+from conftest import fit, tiny_module
 
 
 @pytest.mark.parametrize("model_source,perturb", [("pool", True), ("random", False), ("pool", False), ("random", True)])

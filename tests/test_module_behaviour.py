@@ -20,7 +20,7 @@ from torch.func import functional_call
 from lightning_dd.augment import DSA
 from lightning_dd.distill.synthetic import decode
 
-from core_helpers import clone, fit, hand_sgd, normalise, reference_perturb, spy, tiny_distill
+from conftest import clone, fit, hand_sgd, normalise, reference_perturb, spy, tiny_distill
 
 
 def template_of(module):

@@ -1,4 +1,4 @@
-"""benchmarks/parity.py: key mapping, shims, pairing, our side end to end; their side when a checkout is given.
+"""benchmarks.parity: key mapping, shims, pairing, our side end to end; their side when a checkout is given.
 
 The authors' side needs a checkout of github.com/ncsu-dk-lab/Acc-DD: set ``ACC_DD_DIR`` to its folder
 to run :func:`test_authors_side_runs_and_matches_ours_on_the_first_step` (it is never fetched here).
@@ -6,7 +6,6 @@ to run :func:`test_authors_side_runs_and_matches_ours_on_the_first_step` (it is 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -18,25 +17,21 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "parity.py"
 ACC_DD_DIR = os.environ.get("ACC_DD_DIR")
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.fixture(scope="module")
 def parity():
-    spec = importlib.util.spec_from_file_location("benchmark_parity_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    from benchmarks import parity as module
+
+    return module
 
 
 @pytest.fixture(scope="module")
-def authors(parity):
-    """benchmarks/authors.py, the adapter to the authors' code (parity.py put benchmarks/ on sys.path)."""
-    import authors as module
+def authors():
+    """benchmarks.authors, the adapter to the authors' code."""
+    from benchmarks import authors as module
 
     return module
 
@@ -136,7 +131,7 @@ def test_the_initial_images_and_each_sides_gain_over_them(parity):
 def test_a_results_file_never_mixes_devices(parity, tmp_path):
     """Sets distilled on CUDA and on the CPU are not paired into one table: the device is part of the settings."""
     out = tmp_path / "parity.json"
-    parity.save_results(out, parity.load_results(out, parity.Settings(device="cuda")))
+    out.write_text(json.dumps(parity.load_results(out, parity.Settings(device="cuda"))))
     with pytest.raises(SystemExit, match="device differ"):
         parity.load_results(out, parity.Settings())
 
@@ -170,7 +165,7 @@ def test_a_stalling_run_leaves_its_stacks_behind(parity, tmp_path, monkeypatch):
     assert parity.run_task({"task": task, "work": str(tmp_path), "stack_dump_s": 0.1}) == {"stalled": True}
     dumped = (tmp_path / "stacks" / "accdd-theirs-seed3.txt").read_text()
     assert dumped.count("in stall") >= 2  # repeated dumps, each naming the frame the run stood in
-    with open(tmp_path / "later.txt", "w") as later:  # likely reuses the dump file's descriptor
+    with open(tmp_path / "later.txt", "w"):  # likely reuses the dump file's descriptor
         time.sleep(0.3)
     assert (tmp_path / "later.txt").read_text() == ""  # the dumps stopped with the task
     assert parity.run_task({"task": {**task, "seed": 4}, "work": str(tmp_path), "stack_dump_s": 0}) == {"stalled": True}
@@ -236,7 +231,7 @@ def test_our_side_starts_from_the_handed_images_and_uses_the_handed_pool(parity)
 def test_authors_side_runs_and_matches_ours_on_the_first_step(tmp_path):
     # A subprocess: their modules have generic top-level names (data, train, test, misc).
     out = tmp_path / "parity.json"
-    command = [sys.executable, str(SCRIPT), "--authors_dir", ACC_DD_DIR, "--seeds", "0", "--eval_repeats", "1", "--outer", "1",
+    command = [sys.executable, "-m", "benchmarks.parity", "--authors_dir", ACC_DD_DIR, "--seeds", "0", "--eval_repeats", "1", "--outer", "1",
                "--inner", "1", "--width", "8", "--eval_epochs", "1", "--pool_size", "2", "--pool_epochs", "0", "--n_data", "64",
                "--out", str(out), "--output", str(tmp_path / "bench.md")]  # fmt: skip
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "LIGHTNING_DD_QUIET": "1"}, timeout=3600)  # minutes on an idle CPU; far longer on a shared one

@@ -20,7 +20,7 @@ from torch import nn
 from lightning_dd import DistillModule, NetSpec, RealDataModule
 from lightning_dd.distill.replay import SGDRule, moments, replay
 
-from core_helpers import fit, tiny_distill
+from conftest import fit, tiny_distill
 
 RTOL = 1e-5
 

@@ -15,7 +15,7 @@ def test_filter_normalised_direction_norms():
 
 
 def test_perturbation_moves_only_multi_dimensional_tensors_within_range():
-    from core_helpers import reference_perturb  # written from the paper, not from pool.py
+    from conftest import reference_perturb  # written from the paper, not from pool.py
 
     net = ConvNet(1, 10, (8, 8), depth=2, width=8)
     params = {n: p.detach() for n, p in net.named_parameters()}

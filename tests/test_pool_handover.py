@@ -1,10 +1,9 @@
 """A pool set on the module before fit is used as is (benchmarks hand the same pool to two codebases)."""
 
-import torch
 
 from lightning_dd.distill.pool import EarlyStagePool
 
-from core_helpers import fit, tiny_module
+from conftest import fit, tiny_module
 
 
 def test_a_pool_handed_in_before_fit_is_used_and_nothing_is_pretrained(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from lightning_dd.callbacks import SyntheticEvaluation
 from lightning_dd.classify import TrainSchedule, train_classifier
 from lightning_dd.errors import ConfigError
 
-from core_helpers import fit, tiny_module
+from conftest import fit, tiny_module
 
 
 def attached(digits, **overrides) -> DistillModule:

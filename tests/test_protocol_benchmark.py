@@ -1,14 +1,19 @@
-"""benchmarks/protocol.py on tiny settings: variants differ only in their overrides, runs resume."""
+"""benchmarks.protocol on tiny settings: variants differ only in their overrides, runs resume."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import protocol  # noqa: E402
+from benchmarks import protocol
+from benchmarks.runner import ResultStore
+
+
+def rows_of(path):
+    return ResultStore(path, ("variant", "seed")).rows()
+
+
+def add_row(path, row):
+    ResultStore(path, ("variant", "seed")).add(row)
 
 
 def test_previous_reverts_every_setting_and_nothing_else():
@@ -83,10 +88,10 @@ def test_tiny_study_runs_and_resumes(tmp_path, capsys):
         "--pool_cache", str(tmp_path / "pools"), "--no_doc",
     ]
     protocol.main(argv)
-    rows = protocol.read_results(results)
+    rows = rows_of(results)
     assert sorted(r["variant"] for r in rows) == ["image_step", "paper"] and all(r["outer"] == 1 for r in rows)
     protocol.main(argv)  # everything is done: nothing runs again
-    assert "2 run(s) already in" in capsys.readouterr().out and len(protocol.read_results(results)) == 2
+    assert "2 run(s) already in" in capsys.readouterr().out and len(rows_of(results)) == 2
 
 
 @pytest.mark.slow
@@ -98,7 +103,7 @@ def test_candidates_set_their_own_iterations_and_random_real_is_evaluated(tmp_pa
         "--set", "model.pool.size=1", "--set", "model.pool.epochs=0", "--results", str(results),
         "--pool_cache", str(tmp_path / "pools"), "--no_doc",
     ])  # fmt: skip
-    rows = {r["variant"]: r for r in protocol.read_results(results)}
+    rows = {r["variant"]: r for r in rows_of(results)}
     assert sorted(rows) == ["longer", "paper", protocol.RANDOM_REAL]
     assert (rows["paper"]["outer"], rows["longer"]["outer"], rows[protocol.RANDOM_REAL]["outer"]) == (1, 2, 0)
     assert len(rows[protocol.RANDOM_REAL]["accuracies"]) == 1
@@ -114,14 +119,14 @@ def test_candidates_alone_leave_paper_out_and_a_time_limit_stops_a_fit(tmp_path)
         "--set", "model.pool.size=1", "--set", "model.pool.epochs=0", "--results", str(results),
         "--pool_cache", str(tmp_path / "pools"), "--no_doc",
     ])  # fmt: skip
-    (row,) = protocol.read_results(results)
+    (row,) = rows_of(results)
     assert row["variant"] == "long" and 0 < row["steps"] < 100000 and row["fit_seconds"] < 60
 
 
 def test_a_results_file_keeps_one_device(tmp_path):
     """Rows measured on CUDA and on the CPU must not be paired in one table."""
     results = tmp_path / "runs.jsonl"
-    protocol.append_result(results, {"variant": "paper", "seed": 0, "mean": 50.0, "fit_seconds": 1, "device": "cuda"})
+    add_row(results, {"variant": "paper", "seed": 0, "mean": 50.0, "fit_seconds": 1, "device": "cuda"})
     with pytest.raises(SystemExit):
         protocol.main(["--config", "configs/digits/ipc1.yaml", "--variants", "paper", "--results", str(results), "--seeds", "0", "--no_doc"])
 
@@ -130,7 +135,7 @@ def test_the_table_names_where_the_runs_ran(tmp_path):
     """A table written later, elsewhere, still says on which machine its rows were measured."""
     results, doc = tmp_path / "runs.jsonl", tmp_path / "doc.md"
     for variant, mean in (("paper", 50.0), ("clamp", 51.0)):
-        protocol.append_result(results, {"variant": variant, "seed": 0, "mean": mean, "fit_seconds": 1, "device": "cuda", "machine": "x86_64, 16 cores, GPU Test-GPU", "outer": 1, "inner_loop": 2})
+        add_row(results, {"variant": variant, "seed": 0, "mean": mean, "fit_seconds": 1, "device": "cuda", "machine": "x86_64, 16 cores, GPU Test-GPU", "outer": 1, "inner_loop": 2})
     protocol.main(["--config", "configs/digits/ipc1.yaml", "--device", "cuda", "--variants", "paper", "clamp", "--seeds", "0", "--results", str(results), "--output", str(doc), "--note", "Written later."])
     text = doc.read_text()
     assert "<!-- protocol-ipc1-cuda:start -->" in text

@@ -13,7 +13,7 @@ import torch
 from lightning_dd import RealDataModule
 from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
 
-from core_helpers import make_trainer, tiny_module
+from conftest import make_trainer, tiny_module
 
 
 def module(pool_dir, **overrides):

@@ -7,7 +7,7 @@ import torch
 from lightning_dd.cli import run_cli
 from lightning_dd.export import image_grid
 
-from core_helpers import CLI_TINY as TINY  # the tiny configuration of the CLI tests
+from conftest import CLI_TINY as TINY  # the tiny configuration of the CLI tests
 
 SCALARS = [
     "distill/match_loss",

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_dd.distill.matching import gradient_distance
+from lightning_dd.errors import ConfigError
 from lightning_dd.nets import ConvNet
 from lightning_dd.nets.pooling import AvgPool2x2
 
@@ -41,6 +42,14 @@ def supports_grouped(template: nn.Module) -> bool:
         return False
     allowed = (nn.Conv2d, nn.GroupNorm, nn.ReLU, AvgPool2x2, nn.AvgPool2d, nn.MaxPool2d, nn.Identity)
     return all(isinstance(m, allowed) for m in template.features)
+
+
+def check_grouped_pass(classes_per_pass: int | None, supported: bool, match: str, net: str, norm: str) -> None:
+    """Several classes per matching pass need the grouped pass: gradient matching on a network it can replicate."""
+    if classes_per_pass is not None and classes_per_pass > 1 and (not supported or match != "grad"):
+        raise ConfigError(
+            f"model.classes_per_pass={classes_per_pass} needs gradient matching on a ConvNet with instance norm or no norm (got match={match!r}, net={net!r}, norm={norm!r}); use model.classes_per_pass=1"
+        )
 
 
 class GroupedConvNet:

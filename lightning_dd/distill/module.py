@@ -30,7 +30,7 @@ from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.augment import DSA, augmented_loss, check_strategy, training_augmentation
 from lightning_dd.distill.functional_net import FunctionalNet
-from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pass, grouped_matching_loss, supports_grouped
+from lightning_dd.distill.grouped import GroupedConvNet, check_grouped_pass, default_classes_per_pass, grouped_matching_loss, supports_grouped
 from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
 from lightning_dd.distill.replay import SGDRule, moments, replay
@@ -197,19 +197,13 @@ class DistillModule(LightningModule):
         choose("per_class_impl", per_class_impl, PER_CLASS_IMPLS)
         check_strategy("model.augment", augment)
         training_augmentation(augment, spatial=net_spatial)
-        for name, value in (("ipc", ipc), ("outer_iterations", outer_iterations), ("inner_loop", inner_loop), ("batch_real", batch_real), ("max_syn_per_class", max_syn_per_class), *([("net_batch_size", net_batch_size)] if net_batch_size is not None else [])):
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
-        if classes_per_pass is not None and classes_per_pass < 1:
-            raise ConfigError(f"classes_per_pass must be >= 1 (or null for the device's default), got {classes_per_pass}")
         if image_step == "per_class" and per_class_impl == "loop" and classes_per_pass is not None and classes_per_pass > 1:
             raise ConfigError(f"per_class_impl='loop' steps the images after every class, so classes_per_pass must be 1 (got {classes_per_pass}); use per_class_impl='replay' to match several classes per pass")
-        if n_data < 0 or lr_img <= 0:
-            raise ConfigError(f"need n_data >= 0 and lr_img > 0, got n_data={n_data} lr_img={lr_img}")
-        if not 0 <= rho_min <= rho_max:
-            raise ConfigError(f"need 0 <= rho_min <= rho_max, got rho_min={rho_min} rho_max={rho_max}")
         # Stored as plain dicts so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["net", "pool"])
+        # Number ranges come from one table (lightning_dd.validation.RULES), the CLI's too.
+        check_numbers({k: v for k, v in self.hparams.items() if not isinstance(v, Mapping)}, "", defaults=defaults_of(type(self).__init__))
+        check_rho(rho_min, rho_max)
         self.hparams["net"] = self.net_spec.to_dict()
         self.hparams["pool"] = asdict(self.pool_config)
         self.automatic_optimization = False
@@ -293,14 +287,10 @@ class DistillModule(LightningModule):
             raise ConfigError(f"model.{err}") from None
         check_net_fits(self.net_spec, info.channels, info.num_classes, info.image_size, "model.net")
         check_processes(trainer, hp.image_step, hp.per_class_impl)
-        chunk = hp.classes_per_pass
-        if chunk is not None and chunk > 1:
+        if hp.classes_per_pass is not None and hp.classes_per_pass > 1:
             with torch.random.fork_rng(devices=[]):
                 template = self.net_spec.build(info.channels, info.num_classes, info.image_size)
-            if not supports_grouped(template) or hp.match != "grad":
-                raise ConfigError(
-                    f"model.classes_per_pass={chunk} needs gradient matching on a ConvNet with instance norm or no norm (got match={hp.match!r}, net={self.net_spec.name!r}, norm={self.net_spec.norm!r}); use model.classes_per_pass=1"
-                )
+            check_grouped_pass(hp.classes_per_pass, supports_grouped(template), hp.match, self.net_spec.name, self.net_spec.norm)
 
     def teardown(self, stage: str) -> None:
         """A later fit, perhaps under another Trainer, is checked again."""
@@ -441,8 +431,7 @@ class DistillModule(LightningModule):
         if hp.classes_per_pass is None:
             grouped_ok = self._grouped is not None and hp.match == "grad" and not self._steps_per_class
             return default_classes_per_pass(self.device.type) if grouped_ok else 1
-        if hp.classes_per_pass > 1 and (self._grouped is None or hp.match != "grad"):
-            raise ConfigError(f"classes_per_pass={hp.classes_per_pass} needs gradient matching on a ConvNet with instance norm or no norm (got match={hp.match!r}, net={self.net_spec.name!r}, norm={self.net_spec.norm!r}); use 1")
+        check_grouped_pass(hp.classes_per_pass, self._grouped is not None, hp.match, self.net_spec.name, self.net_spec.norm)
         return hp.classes_per_pass
 
     def _new_net_optimizer(self, state: dict | None = None) -> torch.optim.SGD:

@@ -20,8 +20,9 @@ from lightning_dd.atomic import atomic_torch_save
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule, train_classifier
 from lightning_dd.data.real import RealData
-from lightning_dd.errors import ConfigError, FileFormatError
+from lightning_dd.errors import FileFormatError
 from lightning_dd.nets.spec import NetSpec
+from lightning_dd.validation import check_numbers, check_rho, defaults_of
 
 POOL_FORMAT = "lightning-dd/pool"
 POOL_VERSION = 1
@@ -57,10 +58,7 @@ class PoolConfig:
     cache_dir: str = "~/.cache/lightning-dd/pools"
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ConfigError(f"pool size must be >= 1, got {self.size}")
-        if self.epochs < 0:
-            raise ConfigError(f"pool epochs must be >= 0, got {self.epochs}")
+        check_numbers(asdict(self), "pool", defaults=defaults_of(PoolConfig))
         check_strategy("model.pool.augment", self.augment)
         self.schedule().augmentation()  # validates spatial
 
@@ -192,8 +190,8 @@ def perturb(
     not moved. Magnitudes ``a, b ~ U(rho_min, rho_max)`` with independent random signs; the
     result is ``w + a * d1 + b * d2``.
     """
-    if not 0 <= rho_min <= rho_max:
-        raise ConfigError(f"need 0 <= rho_min <= rho_max, got rho_min={rho_min} rho_max={rho_max}")
+    check_numbers({"rho_min": rho_min, "rho_max": rho_max}, "")
+    check_rho(rho_min, rho_max)
     draws = torch.rand(4, generator=generator, dtype=torch.float64)
     a = (rho_min + (rho_max - rho_min) * draws[0].item()) * (1.0 if draws[1].item() < 0.5 else -1.0)
     b = (rho_min + (rho_max - rho_min) * draws[2].item()) * (1.0 if draws[3].item() < 0.5 else -1.0)

@@ -1,0 +1,173 @@
+"""What every benchmark does with the library: read a config with overrides, fit, run jobs in parallel, keep results.
+
+Benchmarks are run from the repository root as modules (``python -m benchmarks.curve ...``), so
+they import each other as ``benchmarks.*`` and the library as installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+import yaml
+
+from lightning_dd import RealDataModule
+from lightning_dd.atomic import atomic_open
+from lightning_dd.callbacks import SyntheticEvaluation
+from lightning_dd.classify import TrainSchedule
+from lightning_dd.errors import ConfigError
+from lightning_dd.nets import NetSpec
+
+from .report import machine_name
+
+# Acc-DD: perturbed early-stage pool members; IDC mode: fresh random networks, no perturbation.
+MODES = (("Acc-DD", {"model_source": "pool", "perturb": True}), ("IDC mode", {"model_source": "random", "perturb": False}))
+
+
+@dataclass
+class BenchmarkConfig:
+    """A config file's ``model`` and ``data`` sections, the evaluation schedule and the set-up data.
+
+    ``evaluation`` is the config's evaluation section as written (after overrides) and
+    ``eval_net`` the network it names, or None when evaluation uses the distillation network.
+    """
+
+    model: dict
+    data: dict
+    schedule: TrainSchedule
+    net: NetSpec
+    datamodule: RealDataModule
+    evaluation: dict = field(default_factory=dict)
+    eval_net: NetSpec | None = None
+
+
+def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
+    """A copy of ``config`` with ``section.key[.sub]=value`` overrides applied (values parsed as YAML).
+
+    Benchmarks vary one setting of a config (``model.lr_img=0.02``, ``evaluation.epochs=100``)
+    without a copy of the file, and the override is recorded in the command of the results.
+    """
+    config = yaml.safe_load(yaml.safe_dump(config))  # deep copy of plain data
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. model.lr_img=0.02)")
+        target = config
+        for part in parts[:-1]:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section of the config; override the whole value instead")
+            target = child
+        target[parts[-1]] = yaml.safe_load(raw)
+    return config
+
+
+def evaluation_settings(section: dict, eval_epochs: int | None) -> tuple[TrainSchedule, NetSpec | None]:
+    """The training schedule and network of a config's ``evaluation`` section, read as the CLI reads it.
+
+    The section is handed to :class:`~lightning_dd.callbacks.SyntheticEvaluation` itself, so a
+    benchmark trains evaluation networks exactly as ``lightning-dd fit`` would with that config.
+    Epochs default to 300 when the section has none (the CLI's default is the paper's 1000).
+    """
+    accepted = set(inspect.signature(SyntheticEvaluation).parameters) - {"net", "progress"}
+    unknown = sorted(set(section) - accepted - {"net"})
+    if unknown:
+        raise ConfigError(f"evaluation.{unknown[0]} is not a setting of the evaluation section; use one of {', '.join(sorted(accepted))}")
+    kwargs = {k: v for k, v in section.items() if k in accepted}
+    kwargs["epochs"] = eval_epochs or section.get("epochs", 300)
+    net = section.get("net")
+    net = NetSpec(**net) if isinstance(net, dict) else net
+    return SyntheticEvaluation(**kwargs, progress=False).schedule, net
+
+
+def load_config(path: str, eval_epochs: int | None, threads: int, overrides: list[str] | None = None) -> BenchmarkConfig:
+    """Read ``path`` (with ``overrides``) and set up its data; evaluation epochs default to the config's (300 if absent)."""
+    torch.set_num_threads(threads)
+    os.environ.setdefault("LIGHTNING_DD_QUIET", "1")
+    config = apply_overrides(yaml.safe_load(Path(path).read_text()), overrides)
+    model, data, evaluation = config["model"], config.get("data", {}), config.get("evaluation", {}) or {}
+    schedule, eval_net = evaluation_settings(evaluation, eval_epochs)
+    datamodule = RealDataModule(**data)
+    datamodule.setup()
+    return BenchmarkConfig(model, data, schedule, NetSpec(**model.get("net", {})), datamodule, evaluation, eval_net)
+
+
+def accelerator(device: str | torch.device) -> str:
+    """Lightning's accelerator name for a torch device (``cuda`` -> ``gpu``)."""
+    return "gpu" if str(device).startswith("cuda") else "cpu"
+
+
+def trainer(device: str | torch.device = "cpu", **kwargs):
+    """A quiet ``lightning.Trainer`` for one distillation: no logger, checkpoints, progress bar or summary; runs until the module stops."""
+    import lightning as L
+
+    options = dict(accelerator=accelerator(device), devices=1, max_epochs=-1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return L.Trainer(**{**options, **kwargs})
+
+
+def parallel_map(function: Callable, tasks: Iterable, jobs: int, fresh: bool = False, initializer: Callable | None = None, initargs: tuple = ()) -> Iterator:
+    """``function(task)`` for every task, results in the order they finish.
+
+    One job runs in this process; more run in spawned interpreters (no torch state shared), each
+    with one torch thread unless ``initializer`` sets its own. ``fresh`` gives every task a new
+    process, even with one job (its peak memory and torch state are its own).
+    """
+    tasks = list(tasks)
+    if not fresh and (jobs <= 1 or len(tasks) <= 1):
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(function, tasks)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(max(1, min(jobs, len(tasks))), initializer=initializer or torch.set_num_threads, initargs=initargs if initializer else (1,), maxtasksperchild=1 if fresh else None) as pool:
+        yield from pool.imap_unordered(function, tasks)
+
+
+def digest(settings) -> str:
+    """A short, stable name for settings (or any JSON-able value)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class ResultStore:
+    """Finished units of work as JSON lines, one per row, rewritten atomically so a kill never leaves half a line.
+
+    A row's key is its values of ``key_fields``; a rerun asks :meth:`todo` which tasks are not
+    there yet, so a killed study resumes. With ``settings``, every row records their digest and the
+    machine it ran on, and a file holding rows of other settings is refused: results of
+    different experiments never mix.
+    """
+
+    def __init__(self, path: str | Path, key_fields: tuple[str, ...], settings: dict | None = None) -> None:
+        self.path, self.key_fields = Path(path), key_fields
+        self.settings = None if settings is None else digest(settings)
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        self._rows = list({self.key(row): row for row in map(json.loads, filter(str.strip, lines))}.values())  # a later line replaces an earlier one
+        other = {r.get("settings") for r in self._rows} - {self.settings} if self.settings else set()
+        if other:
+            raise ConfigError(f"{self.path} holds results of other settings; pass another results file or the same settings")
+
+    def key(self, row: dict) -> tuple:
+        return tuple(row.get(f) for f in self.key_fields)
+
+    def rows(self, **where) -> list[dict]:
+        return [r for r in self._rows if all(r.get(k) == v for k, v in where.items())]
+
+    def todo(self, tasks: Iterable[dict]) -> list[dict]:
+        done = {self.key(r) for r in self._rows}
+        return [t for t in tasks if self.key(t) not in done]
+
+    def add(self, row: dict, device: str = "cpu") -> dict:
+        row = {**row, "machine": row.get("machine") or machine_name(device), **({"settings": self.settings} if self.settings else {})}
+        self._rows = [r for r in self._rows if self.key(r) != self.key(row)] + [row]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(self.path, "w") as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in self._rows))
+        return row
