@@ -1,11 +1,8 @@
 """The authors' public code (github.com/ncsu-dk-lab/Acc-DD), imported from a checkout with documented shims.
 
-The parity benchmarks (``parity.py``: their ``condense`` loop; ``eval_parity.py``: their ``train``
-loop) run the authors' code beside ours. It is never copied into this project: the user passes a
-checkout's path and :class:`AuthorsCode` imports it from there, unchanged except for the
-import-time shims listed in :data:`SHIMS` (it hard-codes CUDA and has a few bugs that stop it from
-running). Their modules have generic top-level names (``data``, ``train``, ``misc``), so they are
-imported in a benchmark's own process or its workers, never in a test process.
+``parity.py`` (their ``condense``) and ``eval_parity.py`` (their ``train``) run it beside ours. It is never copied
+here: :class:`AuthorsCode` imports a checkout unchanged but for :data:`SHIMS` (it hard-codes CUDA and has bugs that
+stop it from running). Its modules have generic top-level names (``data``, ``train``), so never import it in a test process.
 """
 
 from __future__ import annotations
@@ -65,7 +62,7 @@ SHIMS = (
 
 
 class _StandIn(types.ModuleType):
-    """Registered in place of an absent optional dependency: every name taken from it is a stand-in that raises when called."""
+    """An absent optional dependency: every name taken from it is a stand-in that raises when called."""
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
@@ -82,44 +79,21 @@ def _register_stand_ins() -> None:
             sys.modules.update({name: _StandIn(name) for name in names})
     if isinstance(sys.modules.get("matplotlib"), _StandIn):
         sys.modules["matplotlib"].use = lambda *a, **k: None  # called at import time by misc/utils.py
-        sys.modules["matplotlib"].pyplot = sys.modules["matplotlib.pyplot"]
 
 
-def _cpu_default(func, param: str, value=None) -> None:
+def _cpu_default(func, param: str, value="cpu") -> None:
     """Replace ``func``'s default ``param='cuda'`` by the CPU (refuses if the default is not 'cuda')."""
-    params = [p for p in inspect.signature(func).parameters.values() if p.default is not inspect.Parameter.empty]
-    names = [p.name for p in params]
-    if param not in names or params[names.index(param)].default != "cuda":
+    names = [p.name for p in inspect.signature(func).parameters.values() if p.default is not inspect.Parameter.empty]
+    defaults = list(func.__defaults__ or ())
+    if param not in names or defaults[names.index(param)] != "cuda":
         raise RuntimeError(f"the authors' {func.__qualname__} no longer has {param}='cuda'; this benchmark's shims need updating")
-    defaults = list(func.__defaults__)
-    defaults[names.index(param)] = "cpu" if value is None else value
+    defaults[names.index(param)] = value
     func.__defaults__ = tuple(defaults)
 
 
-@contextlib.contextmanager
 def numpy_int():
     """``np.int`` (removed in NumPy 1.24, used by their ``rand_bbox``) as ``int`` while their code runs."""
-    had = "int" in np.__dict__
-    if not had:
-        np.int = int  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        if not had:
-            del np.int  # type: ignore[attr-defined]
-
-
-def _standard_strides_input(convnet_class) -> None:
-    """Give their ConvNet its input with standard (NCHW) strides; same values, see :data:`SHIMS`."""
-    original = convnet_class.forward
-    if getattr(original, "_parity_shim", False):
-        return
-
-    def forward(self, x, *args, **kwargs):
-        return original(self, x.clone(memory_format=torch.contiguous_format), *args, **kwargs)
-
-    forward._parity_shim = True
-    convnet_class.forward = forward
+    return mock.patch.object(np, "int", int, create=True)
 
 
 class MemberList(list):
@@ -139,9 +113,7 @@ class AuthorsTrainSet(torch.utils.data.Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, i: int):
-        if i >= len(self):
-            raise IndexError(i)  # their loader iterates the dataset until IndexError
-        return self.images[i], self.targets[i]
+        return self.images[i], self.targets[i]  # past the end: IndexError, where their loader stops iterating
 
 
 class AuthorsCode:
@@ -182,7 +154,10 @@ class AuthorsCode:
             _cpu_default(condense.diffaug, "device")
             _cpu_default(data.ClassMemDataLoader.__init__, "device", torch.device("cpu"))
             _cpu_default(misc.utils.random_indices, "device")
-        _standard_strides_input(sys.modules["models.convnet"].ConvNet)
+        convnet = sys.modules["models.convnet"].ConvNet
+        if not hasattr(convnet, "forward_as_written"):  # their forward, given its input with standard (NCHW) strides: see SHIMS
+            convnet.forward_as_written = convnet.forward
+            convnet.forward = lambda net, x, *a, **k: net.forward_as_written(x.clone(memory_format=torch.contiguous_format), *a, **k)
 
     def parse_args(self, cli: list[str]) -> argparse.Namespace:
         """Their ``argument.py`` run on ``cli`` (typo in ``add_argument`` shimmed), plus ``v_max`` / ``v_min``."""
@@ -224,9 +199,14 @@ class AuthorsCode:
             raise SystemExit(f"the authors' code fixes CutMix p at {args.mix_p} for this dataset; pass --mix_p {args.mix_p}")
         return args
 
-    def condense_run(self, args, train_set: AuthorsTrainSet, init: torch.Tensor, fresh_networks: bool, log_file: Path) -> tuple[torch.Tensor, list[str]]:
-        """Their ``condense(args, logger, device=...)`` on this instance's device; returns their final ``synset.data`` and logged lines."""
-        condense, recorded, lines = self.condense, [], []
+    def condense_run(self, s: Settings, mode: str, effective_lr_img: float, files: list[str], real, init: torch.Tensor, save_dir: Path):
+        """Their ``condense(args, logger, device=...)`` on this instance's device from ``init`` on ``real`` (our RealData), ``files`` the
+        Acc-DD pool, writing into ``save_dir``; returns their final ``synset.data``, the logged lines and their parsed arguments."""
+        files = files if mode == "accdd" else ["<fresh network>"]  # IDC mode: see load_state below
+        args = self.args_for(s, mode, effective_lr_img, files)
+        args.model_path, args.save_dir = MemberList(files), str(save_dir)
+        os.makedirs(save_dir, exist_ok=True)
+        train_set, condense, recorded, lines = AuthorsTrainSet(real.images, real.labels, real.info.num_classes), self.condense, [], []
 
         class InjectedSynthesizer(condense.Synthesizer):
             def init(self, loader, init_type="noise"):
@@ -234,11 +214,11 @@ class AuthorsCode:
                 recorded.append(self)
 
         patches = {"Synthesizer": InjectedSynthesizer, "load_resized_data": lambda _args: (train_set, None)}
-        if fresh_networks:
+        if mode == "idc":  # fresh networks
             patches["load_state"] = lambda file_dir, verbose=True: condense.define_model(args, train_set.nclass).state_dict()
-        with mock.patch.multiple(condense, **patches), open(log_file, "w") as log, contextlib.redirect_stdout(log), warnings.catch_warnings(), numpy_int():
+        with mock.patch.multiple(condense, **patches), open(Path(save_dir) / "stdout.txt", "w") as log, contextlib.redirect_stdout(log), warnings.catch_warnings(), numpy_int():
             warnings.simplefilter("ignore")
             condense.condense(args, lambda text, *a, **k: lines.append(str(text)), device=self.device)
         if len(recorded) != 1:
             raise RuntimeError(f"their condense built {len(recorded)} synthetic sets, expected 1")
-        return recorded[0].data.detach().cpu().clone(), lines
+        return recorded[0].data.detach().cpu().clone(), lines, args

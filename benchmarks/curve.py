@@ -1,11 +1,8 @@
 """Accuracy against compute: Acc-DD, IDC mode, the two ablations and DM, as curves over wall-clock.
 
-Every mode distils the same config (plus ``--override``s) for the same wall-clock budget, one run per seed, saving its
-synthetic set at checkpoints evenly spaced on a log scale of time, with the steps, CPU seconds and where the time went.
-The clock includes each run's own pool pretraining and stops while files are written; the snapshots are evaluated
-afterwards, outside it, by the config's ``evaluation`` section, beside random real subsets and the full training set.
-A study folder is resumable: rerunning the command skips what is done, continues what was interrupted and appends new
-seeds or modes. Results: ``<results_dir>/<name>.{csv,md,png}`` and a section of ``--output`` (``curve-<name>`` markers).
+Every mode distils the same config (plus ``--override``s) for the same wall-clock budget, one run per seed, saving its set
+at log-spaced checkpoints. The clock includes pool pretraining, not file writes nor the evaluations that follow (the config's
+``evaluation`` section, beside random real subsets and the full training set). Rerunning the command resumes the study.
 
     python -m benchmarks.curve --config configs/fashion_mnist/ipc1_cpu.yaml --modes accdd idc --seeds 0 1 --budget_minutes 30 --threads 1 --jobs 2
 """
@@ -38,17 +35,12 @@ from lightning_dd.errors import ConfigError, LightningDDError
 from lightning_dd.nets import NetSpec
 
 from .curve_plot import plot_csv
-from .report import md_table, mean_std, provenance, write_section
+from .report import ROOT, md_table, mean_std, provenance, write_section
 from .runner import MODES, apply_overrides, digest, load_config, parallel_map, trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-
-# Mode name -> (label, settings over the config's model section). Acc-DD and IDC mode are the shared benchmark modes; the
-# ablations swap one ingredient each; DM matches mean embeddings on fresh random networks (as configs/digits/ipc1_dm.yaml),
-# one step per network, no network update, with lr_img 1.6 x ipc/10 (about its 1.0 on normalised pixels) and its DSA.
+# Mode -> (label, model settings); the ablations swap one ingredient each; DM as configs/digits/ipc1_dm.yaml (lr_img 1.6 x ipc/10: its 1.0 on normalised pixels).
 STUDY_MODES: dict[str, tuple[str, dict]] = {
-    "accdd": (MODES[0][0], dict(MODES[0][1])),
-    "idc": (MODES[1][0], dict(MODES[1][1])),
+    **{mode: (label, dict(settings)) for mode, (label, settings) in zip(("accdd", "idc"), MODES)},
     "pool_noperturb": ("pool, no perturbation", {"model_source": "pool", "perturb": False}),
     "random_perturb": ("random nets + perturbation", {"model_source": "random", "perturb": True}),
     "dm": ("DM", {"model_source": "random", "perturb": False, "match": "embed", "inner_loop": 1, "n_data": 0, "lr_img": 1.6, "batch_real": 256, "augment": "color_crop_cutout_flip_scale_rotate"}),
@@ -56,18 +48,16 @@ STUDY_MODES: dict[str, tuple[str, dict]] = {
 # The paper's evaluation protocol (DC/DSA/IDC and the authors' code): ConvNet-3 of this width, this many epochs.
 PAPER_WIDTH, PAPER_EPOCHS = 128, 1000
 COLORS = {"accdd": (214, 39, 40), "idc": (31, 119, 180), "pool_noperturb": (255, 127, 14), "random_perturb": (148, 103, 189), "dm": (44, 160, 44)}
-# Published values (ConvNet, test accuracy %) drawn as dashed lines: /work-independent copies of
-# the anchors in the design notes (DC, DSA, IDC: the authors' READMEs; random subset: DC paper).
-PUBLISHED: dict[tuple[str, int], dict[str, float]] = {
-    (dataset, ipc): dict(zip(("IDC", "DSA", "DC", "random real"), values))
-    for dataset, by_ipc in {
-        "fashion_mnist": {1: (81.0, 70.6, 70.5, 51.4), 10: (86.0, 84.6, 82.3, 73.8), 50: (86.2, 88.7, 83.6, 82.5)},
-        "mnist": {1: (94.2, 88.7, 91.7, 64.9), 10: (98.4, 97.8, 97.4, 95.1), 50: (99.1, 99.2, 98.8, 97.9)},
-        "cifar10": {1: (50.6, 28.8, 28.3, 14.4), 10: (67.5, 52.1, 44.9, 26.0), 50: (74.5, 60.6, 53.9, 43.4)},
-    }.items()
-    for ipc, values in by_ipc.items()
-}
+# Published ConvNet test accuracies (%), drawn dashed: DC, DSA, IDC from the authors' READMEs; random subsets from the DC paper.
+PUBLISHED: dict[tuple[str, int], dict[str, float]] = {key: dict(zip(("IDC", "DSA", "DC", "random real"), values)) for key, values in {
+    ("fashion_mnist", 1): (81.0, 70.6, 70.5, 51.4), ("fashion_mnist", 10): (86.0, 84.6, 82.3, 73.8), ("fashion_mnist", 50): (86.2, 88.7, 83.6, 82.5),
+    ("mnist", 1): (94.2, 88.7, 91.7, 64.9), ("mnist", 10): (98.4, 97.8, 97.4, 95.1), ("mnist", 50): (99.1, 99.2, 98.8, 97.9),
+    ("cifar10", 1): (50.6, 28.8, 28.3, 14.4), ("cifar10", 10): (67.5, 52.1, 44.9, 26.0), ("cifar10", 50): (74.5, 60.6, 53.9, 43.4),
+}.items()}
 PUBLISHED_COLORS = {"IDC": (31, 119, 180), "DSA": (127, 127, 127), "DC": (188, 189, 34), "random real": (140, 86, 75)}
+CSV_FIELDS = ("study dataset ipc mode seed checkpoint nominal_s wall_s cpu_s setup_wall_s setup_cpu_s matching_s network_s steps outer "
+              "eval_net eval_epochs nets acc_mean acc_std accuracies eval_wall_s").split()
+study_config = functools.cache(load_config)  # evaluations train many networks: their process loads the data once
 
 
 def checkpoint_schedule(first: float, budget: float, per_doubling: int) -> list[float]:
@@ -87,27 +77,18 @@ def read_json(path: Path, default=None):
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def tensor_digest(*tensors: torch.Tensor) -> str:
-    """A content hash of tensors: identical snapshots (e.g. every mode's start) are evaluated once."""
-    parts = (t.detach().cpu().contiguous() for t in tensors)
-    return hashlib.sha256(b"".join(f"{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes() for t in parts)).hexdigest()[:20]
-
-
 def now() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
 class StudyClock(Callback):
-    """Snapshots the synthetic set at wall-clock checkpoints, checkpoints the run, ends it at the budget.
-
-    The clock is the first fit's setup (data, pool pretraining) plus training, less the time spent writing files; its
-    totals are saved in the Lightning checkpoint (``state_dict``), so a resumed run continues its clock."""
+    """Snapshots the set at wall-clock checkpoints, ends the run at the budget; the clock (setup included, file writes not) resumes with the run."""
 
     def __init__(self, run_dir: Path, checkpoints: list[float], ckpt_seconds: float, parent_pid: int | None = None) -> None:
         self.run_dir, self.checkpoints, self.ckpt_seconds, self.parent_pid = Path(run_dir), list(checkpoints), ckpt_seconds, parent_pid
         self.state = {"next": 0, "wall": 0.0, "cpu": 0.0, "setup_wall": 0.0, "setup_cpu": 0.0, "matching": 0.0, "network": 0.0}
         self.segment = self.setup_started = None  # (wall, CPU) when the running clock last started / when setup began
-        self.last_ckpt, self.parts_base, self.stopped_for = 0.0, {"matching": 0.0, "network": 0.0}, None
+        self.last_ckpt, self.parts_base, self.stopped_for = 0.0, {}, None
 
     def state_dict(self) -> dict:
         """What Lightning stores in checkpoints, the running segment folded in."""
@@ -118,70 +99,60 @@ class StudyClock(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.state = {**self.state, **state_dict}
 
-    @contextlib.contextmanager
-    def off_clock(self):
-        """Stop the clock (when it runs) for the block: writing files is not distilling."""
-        running = self.segment is not None
-        self.state, self.segment = self.state_dict(), None
-        yield
-        if running:
-            self.segment = now()
-
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.setup_started = now()
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.state["next"] == 0 and self.state["wall"] == 0.0:
+        if self.state["next"] == 0:  # not resumed: the setup's time and the start's snapshot
             if (setup := read_json(self.run_dir / "setup.json")) is None:  # else from an attempt that built the pool and died before its first checkpoint
                 started, (wall, cpu) = self.setup_started or now(), now()
                 write_json(self.run_dir / "setup.json", setup := {"wall": wall - started[0], "cpu": cpu - started[1]})
             self.state["setup_wall"], self.state["setup_cpu"] = setup["wall"], setup["cpu"]
+            self.snapshot(pl_module, 0)
         # Count the module's matching and network-update seconds (DistillModule.part_seconds) from here on.
         self.parts_base = {part: self.state[part] - pl_module.part_seconds[part] for part in ("matching", "network")}
         self.segment = now()
-        if self.state["next"] == 0:
-            self.snapshot(pl_module, nominal=0.0, index=0)
-            self.state["next"] = 1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.state.update({part: base + pl_module.part_seconds[part] for part, base in self.parts_base.items()})
-        wall = sum(self.state_dict()[k] for k in ("setup_wall", "wall"))
+        self.state, self.segment = self.state_dict(), None  # the clock stops until the end of this hook: writing files is not distilling
+        wall = self.state["setup_wall"] + self.state["wall"]
         due = [k for k in range(self.state["next"], len(self.checkpoints) + 1) if self.checkpoints[k - 1] <= wall]
         if due:  # checkpoints passed within one step (e.g. during pool pretraining) share this snapshot
-            self.snapshot(pl_module, self.checkpoints[due[-1] - 1], due[-1])
-            self.state["next"] = due[-1] + 1
+            self.snapshot(pl_module, due[-1])
         finished = self.state["next"] > len(self.checkpoints)
         orphaned = self.parent_pid is not None and os.getppid() != self.parent_pid
-        if orphaned and not finished:
-            self.stopped_for = "the study process that started this run has ended"
         if not finished and (due or orphaned or (wall - self.last_ckpt >= self.ckpt_seconds and getattr(pl_module, "finished_outer", True))):
-            with self.off_clock():
-                trainer.save_checkpoint(self.run_dir / ".last.ckpt.tmp", weights_only=False)
-                os.replace(self.run_dir / ".last.ckpt.tmp", self.run_dir / "last.ckpt")
+            trainer.save_checkpoint(self.run_dir / ".last.ckpt.tmp", weights_only=False)
+            os.replace(self.run_dir / ".last.ckpt.tmp", self.run_dir / "last.ckpt")
             self.last_ckpt = wall
         if finished or orphaned:
             trainer.should_stop = True
+            self.stopped_for = None if finished else "the study process that started this run has ended"
+        self.segment = now()
 
-    def snapshot(self, pl_module, nominal: float, index: int) -> None:
-        with self.off_clock():
-            state, name = self.state, f"snapshot-{index:02d}.pt"
-            (stored, stored_labels), (decoded, labels) = pl_module.distilled(), pl_module.decoded()
-            atomic_torch_save({"stored": stored, "stored_labels": stored_labels, "decoded": decoded, "labels": labels}, self.run_dir / name)
-            record = {
-                "index": index, "nominal_s": nominal, "wall_s": state["setup_wall"] + state["wall"], "cpu_s": state["setup_cpu"] + state["cpu"],
-                "setup_wall_s": state["setup_wall"], "setup_cpu_s": state["setup_cpu"], "matching_s": state["matching"], "network_s": state["network"],
-                "steps": pl_module.outer * pl_module.hparams.inner_loop + pl_module.inner, "outer": pl_module.outer, "file": name, "digest": tensor_digest(decoded, labels),
-            }  # fmt: skip
-            progress = read_json(self.run_dir / "progress.json", {"snapshots": {}})
-            progress["snapshots"][str(index)] = record
-            write_json(self.run_dir / "progress.json", progress)
-            print(f"  {self.run_dir.parent.name}/{self.run_dir.name}: snapshot {index} at {record['wall_s']:.0f} s ({record['steps']} steps)", flush=True)
+    def snapshot(self, pl_module, index: int) -> None:
+        state, name = self.state, f"snapshot-{index:02d}.pt"
+        (stored, stored_labels), (decoded, labels) = pl_module.distilled(), pl_module.decoded()
+        atomic_torch_save({"stored": stored, "stored_labels": stored_labels, "decoded": decoded, "labels": labels}, self.run_dir / name)
+        tensors = [t.detach().cpu().contiguous() for t in (decoded, labels)]  # a content hash: identical sets (e.g. every mode's start) are evaluated once
+        content = hashlib.sha256(b"".join(f"{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes() for t in tensors)).hexdigest()[:20]
+        record = {
+            "index": index, "nominal_s": self.checkpoints[index - 1] if index else 0.0, "wall_s": state["setup_wall"] + state["wall"], "cpu_s": state["setup_cpu"] + state["cpu"],
+            **{f"{k}_s": state[k] for k in ("setup_wall", "setup_cpu", "matching", "network")}, "steps": pl_module.outer * pl_module.hparams.inner_loop + pl_module.inner,
+            "outer": pl_module.outer, "file": name, "digest": content,
+        }  # fmt: skip
+        progress = read_json(self.run_dir / "progress.json", {"snapshots": {}})
+        progress["snapshots"][str(index)] = record
+        write_json(self.run_dir / "progress.json", progress)
+        state["next"] = index + 1
+        print(f"  {self.run_dir.parent.name}/{self.run_dir.name}: snapshot {index} at {record['wall_s']:.0f} s ({record['steps']} steps)", flush=True)
 
 
 def distil_run(task: tuple) -> dict:
     """Distil (or continue distilling) one ``(study, mode, seed, parent_pid)``; returns its status. Runs in a worker process."""
     study, mode, seed, parent_pid = task
-    run_dir = Path(study["dir"]) / "runs" / mode / f"seed{seed}"  # atomic writes create it
+    run_dir, outcome = Path(study["dir"]) / "runs" / mode / f"seed{seed}", {"mode": mode, "seed": seed}  # atomic writes create the folder
     try:
         cfg = load_config(study["config"], None, study["threads"], study["overrides"])
         settings = {**cfg.model, **STUDY_MODES[mode][1], "seed": seed, "outer_iterations": 10**9, "pool": {**cfg.model.get("pool", {}), "cache_dir": str(run_dir / "pool")}}
@@ -197,14 +168,14 @@ def distil_run(task: tuple) -> dict:
         print(f"{mode} seed {seed}: {'resuming from ' + resume_from if resume_from else 'starting'}", flush=True)
         trainer(study["device"], callbacks=[clock, interrupt]).fit(DistillModule(**settings), datamodule=cfg.datamodule, ckpt_path=resume_from)
         if interrupt.signal_received is not None or clock.stopped_for:
-            return {"mode": mode, "seed": seed, "status": "interrupted", "why": clock.stopped_for or "signal"}
+            return {**outcome, "status": "interrupted", "why": clock.stopped_for or "signal"}
         write_json(run_dir / "progress.json", {**read_json(run_dir / "progress.json", {"snapshots": {}}), "done": True})
         for path in (run_dir / "last.ckpt", run_dir / "interrupted.ckpt"):
             path.unlink(missing_ok=True)  # done: the snapshots are what the study keeps
-        return {"mode": mode, "seed": seed, "status": "done"}
+        return {**outcome, "status": "done"}
     except Exception as err:  # a failed run must not stop the others
         traceback.print_exc()
-        return {"mode": mode, "seed": seed, "status": "failed", "why": f"{type(err).__name__}: {err}"}
+        return {**outcome, "status": "failed", "why": f"{type(err).__name__}: {err}"}
 
 
 def eval_settings(cfg, net=None, epochs: int | None = None) -> dict:
@@ -212,17 +183,10 @@ def eval_settings(cfg, net=None, epochs: int | None = None) -> dict:
     return {"schedule": {**asdict(cfg.schedule), **({} if epochs is None else {"epochs": epochs})}, "net": asdict(net or cfg.eval_net or cfg.net), "dataset": cfg.datamodule.info.name}
 
 
-@functools.cache
-def study_config(config: str, overrides: tuple[str, ...], threads: int):
-    """The study's config with its data loaded once per process (evaluations train many networks)."""
-    return load_config(config, None, threads, list(overrides))
-
-
 def evaluate_task(task: tuple) -> dict:
-    """Train one network of :func:`evaluation_plan` (seed ``repeat``); its result is its own file, written at once,
-    so a killed study loses at most the networks in training (at the paper's protocol, an hour or more each)."""
+    """Train one network (seed ``repeat``), its result written at once: a killed study loses only the networks in training."""
     study, kind, key, source, repeat, settings, out = task
-    cfg = study_config(study["config"], tuple(study["overrides"]), study["threads"])
+    cfg = study_config(study["config"], None, study["threads"], tuple(study["overrides"]))
     schedule = TrainSchedule(**{**settings["schedule"], "milestones": tuple(settings["schedule"]["milestones"])})
     net, dm, device = NetSpec(**settings["net"]), cfg.datamodule, settings.get("device", study["device"])  # the paper protocol may run elsewhere
     started = now()
@@ -266,8 +230,7 @@ def interpolate(curve: list[tuple[float, float]], t: float) -> float:
 
 
 def speedups(reference: list[tuple[float, float]], candidate: list[tuple[float, float]]) -> list[dict]:
-    """Per accuracy level of the reference curve after its first point: when each curve reaches it (:func:`time_to_reach`)
-    and the speed-up, reference time / candidate time (None when the candidate never gets there)."""
+    """Per level of the reference curve after its first point, when each curve reaches it and reference / candidate time."""
     times = [(level, time_to_reach(reference, level), time_to_reach(candidate, level)) for _, level in reference[1:]]
     return [{"level": level, "reference_s": ref, "candidate_s": cand, "speedup": None if cand is None or cand <= 0 else ref / cand} for level, ref, cand in times]
 
@@ -276,17 +239,12 @@ def crossings(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> lis
     """Where two piecewise-linear curves cross in their common time range: ``{"time", "accuracy", "ahead_after": "a" or "b"}``."""
     if not a or not b or (start := max(a[0][0], b[0][0])) >= (end := min(a[-1][0], b[-1][0])):
         return []
-    found, last, first_tie = [], None, None  # last: the last grid point where the curves differ; first_tie: the first of the ties after it
-    for t in sorted({t for t, _ in a + b if start <= t <= end} | {start, end}):
-        d = interpolate(a, t) - interpolate(b, t)
-        if d == 0:
-            first_tie = t if first_tie is None else first_tie
-            continue
-        if last is not None and (d > 0) != (last[1] > 0):
-            (t0, d0), tc = last, first_tie
-            tc = tc if tc is not None else t0 + (t - t0) * d0 / (d0 - d)
-            found.append({"time": tc, "accuracy": interpolate(a, tc), "ahead_after": "a" if d > 0 else "b"})
-        last, first_tie = (t, d), None
+    grid, found = sorted({t for t, _ in a + b if start <= t <= end} | {start, end}), []
+    apart = [(k, t, d) for k, t in enumerate(grid) if (d := interpolate(a, t) - interpolate(b, t)) != 0]  # the grid points where they differ
+    for (k0, t0, d0), (k1, t1, d1) in zip(apart, apart[1:]):
+        if (d0 > 0) != (d1 > 0):  # they cross here, at the first of any ties between
+            tc = grid[k0 + 1] if k1 > k0 + 1 else t0 + (t1 - t0) * d0 / (d0 - d1)
+            found.append({"time": tc, "accuracy": interpolate(a, tc), "ahead_after": "a" if d1 > 0 else "b"})
     return found
 
 
@@ -295,19 +253,15 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def summarise(study_dir: Path, settings_key: str, repeats: int) -> dict:
-    """Collect every run's snapshots with their evaluations into per-run rows (in snapshot order) and per-mode curves."""
-    rows = []
-    for mode, seed_dir in ((m, d) for m in STUDY_MODES for d in sorted((study_dir / "runs" / m).glob("seed*"), key=lambda p: int(p.name[4:]))):
-        progress = read_json(seed_dir / "progress.json", {"snapshots": {}})
-        for _, record in sorted(progress["snapshots"].items(), key=lambda kv: int(kv[0])):
-            evaluated = scored(study_dir / "evals" / settings_key / record["digest"], repeats)
-            rows.append({**record, "mode": mode, "seed": int(seed_dir.name[4:]), "done": bool(progress.get("done")), **evaluated})
+    """Every run's snapshots with their evaluations as rows (by mode, seed and snapshot) and the per-mode curves."""
+    runs = [(m, d, read_json(d / "progress.json", {"snapshots": {}})) for m in STUDY_MODES for d in sorted((study_dir / "runs" / m).glob("seed*"), key=lambda p: int(p.name[4:]))]
+    rows = [{**record, "mode": m, "seed": int(d.name[4:]), "done": bool(progress.get("done")), **scored(study_dir / "evals" / settings_key / record["digest"], repeats)}
+            for m, d, progress in runs for record in sorted(progress["snapshots"].values(), key=lambda r: r["index"])]  # fmt: skip
     return {"rows": rows, "modes": curve_points(rows)}
 
 
 def curve_points(rows: list[dict]) -> dict:
-    """Per mode, its seeds and points (the tables' and, from the CSV, the figure's): a checkpoint once every seed has it evaluated,
-    with the means over seeds, and the per-seed means' std (with one seed, its spread over evaluation networks)."""
+    """Per mode, its seeds and points (the tables' and the figure's): each checkpoint every seed has evaluated, means over seeds."""
     modes = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = [r for r in rows if r["mode"] == mode and r["acc_mean"] is not None]
@@ -319,6 +273,7 @@ def curve_points(rows: list[dict]) -> dict:
                 points.append({"index": index, "nominal_s": at[0]["nominal_s"], **times, "mean": mean, "std": spread if len(at) > 1 else at[0]["acc_std"], "seeds": len(at)})
         modes[mode] = {"seeds": seeds, "points": points}
     return modes
+
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -353,22 +308,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def open_study(args: argparse.Namespace) -> tuple[dict, dict]:
+def open_study(args: argparse.Namespace) -> dict:
     """Create or reopen the study folder; a reopened study must have the same distillation settings."""
     raw = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.override)
     name = args.name or f"{raw.get('data', {}).get('dataset', 'digits')}-ipc{raw['model']['ipc']}"
     study_dir = Path(args.study_dir or ROOT / "lightning_logs" / "curves" / name)
-    budget = args.budget_minutes * 60
-    checkpoints = checkpoint_schedule(args.first_checkpoint, budget, args.per_doubling)
-    # The clock depends on the thread count too: one study, one thread count.
-    signature = {"model": raw["model"], "data": raw.get("data", {}), "budget_s": budget, "checkpoints": checkpoints, "device": args.device, "threads": args.threads}
+    budget = args.budget_minutes * 60  # the clock depends on the thread count too: one study, one thread count
+    signature = {"model": raw["model"], "data": raw.get("data", {}), "budget_s": budget, "checkpoints": checkpoint_schedule(args.first_checkpoint, budget, args.per_doubling),
+                 "device": args.device, "threads": args.threads}
     recorded = read_json(study_dir / "study.json")
     if recorded is None:
         write_json(study_dir / "study.json", {"signature": signature, "config": args.config, "overrides": args.override})
     elif recorded["signature"] != signature:
         changed = sorted(k for k in signature if signature[k] != recorded["signature"].get(k))
         raise ConfigError(f"study folder {study_dir} was distilled with other settings ({', '.join(changed)} differ); rerun with the same config, overrides, budget, checkpoints and threads, or pick another --name")
-    return {**signature, "dir": str(study_dir), "name": name, "config": args.config, "overrides": args.override, "ckpt_minutes": args.ckpt_minutes, "note": args.note}, raw
+    return {**signature, "dir": str(study_dir), "name": name, "config": args.config, "overrides": args.override, "ckpt_minutes": args.ckpt_minutes, "note": args.note}
 
 
 def distil_phase(study: dict, args: argparse.Namespace) -> list[dict]:
@@ -386,40 +340,33 @@ def distil_phase(study: dict, args: argparse.Namespace) -> list[dict]:
 
 def evaluation_plan(study: dict, cfg, args: argparse.Namespace, repeats: int) -> tuple[dict, dict, list[tuple]]:
     """The evaluation settings (curve, full set, paper protocol), their digests and the networks still to train."""
-    study_dir, tasks = Path(study["dir"]), []
+    study_dir, tasks = Path(study["dir"]), {}  # result file -> task: identical sets (e.g. every mode's start) are evaluated once
 
     def want(kind: str, key: str, source: str | None, settings: dict, count: int) -> None:
         folder = study_dir / "evals" / digest(settings)
         write_json(folder / "settings.json", settings)
-        tasks.extend((study, kind, key, source, r, settings, str(folder / key / f"{r}.json")) for r in range(count) if not (folder / key / f"{r}.json").exists())
+        outs = [str(folder / key / f"{r}.json") for r in range(count)]
+        tasks.update({out: (study, kind, key, source, r, settings, out) for r, out in enumerate(outs) if out not in tasks and not Path(out).exists()})
 
-    curve, seen = eval_settings(cfg), set()
+    curve = eval_settings(cfg)
     for seed_dir in sorted((study_dir / "runs").glob("*/seed*")):
         for record in read_json(seed_dir / "progress.json", {"snapshots": {}})["snapshots"].values():
-            if record["digest"] not in seen:
-                seen.add(record["digest"])
-                want("snapshot", record["digest"], str(seed_dir / record["file"]), curve, repeats)
+            want("snapshot", record["digest"], str(seed_dir / record["file"]), curve, repeats)
     want("random", f"random-real-ipc{cfg.model['ipc']}", None, curve, repeats)
     full_epochs = args.full_epochs if args.full_epochs is not None else (cfg.evaluation.get("full_set_epochs") or 2)
     if full := eval_settings(cfg, epochs=full_epochs) if full_epochs > 0 else None:
         want("full", "full-training-set", None, full, repeats)
+    # The paper protocol: the finished run whose final snapshot scored highest on the curve's evaluation (rows are in snapshot order).
+    finals = {(r["mode"], r["seed"]): r for r in summarise(study_dir, digest(curve), repeats)["rows"] if r["done"] and r["acc_mean"] is not None} if args.paper_epochs > 0 else {}
     paper = None
-    if args.paper_epochs > 0:
-        # The finished run whose final snapshot scored highest on the curve's evaluation (rows are in snapshot order).
-        finals = {(r["mode"], r["seed"]): r for r in summarise(study_dir, digest(curve), repeats)["rows"] if r["done"] and r["acc_mean"] is not None}
-        if (best := max(finals.values(), key=lambda r: r["acc_mean"], default=None)) is None:
-            print("paper protocol: no finished, evaluated run yet; evaluate the curve first", flush=True)
-        else:
-            net = NetSpec(**{**asdict(cfg.net), "name": "convnet", "depth": 3, "width": args.paper_width})
-            paper = {**eval_settings(cfg, net=net, epochs=args.paper_epochs), "device": args.paper_device or study["device"]}
-            paper["chosen"] = {"mode": best["mode"], "seed": best["seed"], "digest": best["digest"]}
-            want("snapshot", best["digest"], str(study_dir / "runs" / best["mode"] / f"seed{best['seed']}" / best["file"]), paper, args.paper_repeats)
+    if best := max(finals.values(), key=lambda r: r["acc_mean"], default=None):
+        net = NetSpec(**{**asdict(cfg.net), "name": "convnet", "depth": 3, "width": args.paper_width})
+        paper = {**eval_settings(cfg, net=net, epochs=args.paper_epochs), "device": args.paper_device or study["device"], "chosen": {k: best[k] for k in ("mode", "seed", "digest")}}
+        want("snapshot", best["digest"], str(study_dir / "runs" / best["mode"] / f"seed{best['seed']}" / best["file"]), paper, args.paper_repeats)
+    elif args.paper_epochs > 0:
+        print("paper protocol: no finished, evaluated run yet; evaluate the curve first", flush=True)
     settings = {"curve": curve, "full": full, "paper": paper}
-    return settings, {k: s and digest(s) for k, s in settings.items()}, tasks
-
-
-CSV_FIELDS = ("study dataset ipc mode seed checkpoint nominal_s wall_s cpu_s setup_wall_s setup_cpu_s matching_s network_s steps outer "
-              "eval_net eval_epochs nets acc_mean acc_std accuracies eval_wall_s").split()
+    return settings, {k: s and digest(s) for k, s in settings.items()}, list(tasks.values())
 
 
 def net_name(net: dict) -> str:
@@ -441,16 +388,13 @@ def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, pa
     specs = {"random real": ("curve", f"random-real-ipc{ipc}", repeats, {}), "full training set": ("full", "full-training-set", repeats, {}),
              f"paper protocol: {chosen.get('mode')}": ("paper", chosen.get("digest"), paper_repeats, {"seed": chosen.get("seed")})}  # fmt: skip
     refs = {label: (settings[k], row, columns) for label, (k, key, n, columns) in specs.items() if keys[k] and (row := scored(study_dir / "evals" / keys[k] / key, n))["accuracies"]}
-
     head = {"study": name, "dataset": dataset, "ipc": ipc}
     rows = [csv_row({**head, "mode": r["mode"], "seed": r["seed"], "checkpoint": r["index"], "steps": r["steps"], "outer": r["outer"]}, settings["curve"], r) for r in summary["rows"]]
     rows += [csv_row({**head, "mode": label, **columns}, s, row) for label, (s, row, columns) in refs.items()]
     with atomic_open(results_dir / f"{name}.csv", "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+        csv.writer(handle).writerows([CSV_FIELDS, *([row.get(k, "") for k in CSV_FIELDS] for row in rows)])
     plot_csv(results_dir / f"{name}.csv")  # the figure is drawn from the rows the tables come from
-    body = markdown(study, summary, refs, settings, repeats, PUBLISHED.get((dataset, ipc), {}), argv, dataset, ipc)
+    body = markdown(study, summary, refs, settings, repeats, argv, dataset, ipc)
     with atomic_open(results_dir / f"{name}.md", "w") as handle:
         handle.write(body.replace(f"](curves/{name}.png)", f"]({name}.png)") + "\n")
     if output is not None:
@@ -458,9 +402,9 @@ def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, pa
     return summary
 
 
-def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: int, published: dict, argv, dataset: str, ipc: int) -> str:
+def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: int, argv, dataset: str, ipc: int) -> str:
     """The study's section: the curve table, references, the measured speed-up, where the time went, how it was measured."""
-    name, curve, modes = study["name"], settings["curve"], list(summary["modes"])
+    name, curve, modes, published = study["name"], settings["curve"], list(summary["modes"]), PUBLISHED.get((dataset, ipc), {})
     out = [f"## Accuracy vs wall-clock: {dataset}, IPC {ipc} (study `{name}`)", "", *([study["note"], ""] if study.get("note") else []), f"![accuracy vs wall-clock](curves/{name}.png)", ""]
     points = {m: {p["index"]: p for p in summary["modes"][m]["points"]} for m in modes}  # the curve table: a row per checkpoint, a column per mode
     nominal = {i: p["nominal_s"] for m in reversed(modes) for i, p in points[m].items()}  # as the first mode with the point has it
@@ -474,16 +418,34 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
     ref_text = [f"{label(k, s)}: {v['acc_mean']:.2f} +- {v['acc_std']:.2f} % ({count(len(v['accuracies']), 'net')})" for k, (s, v, _) in refs.items() if not k.startswith("paper protocol")]
     ref_text += ["published: " + ", ".join(f"{k} {v:.1f} %" for k, v in published.items())] if published else []
     out += ["References: " + "; ".join(ref_text) + ".", ""] if ref_text else []
-    a_curve, i_curve = ([(p["wall_s"], p["mean"]) for p in summary["modes"].get(m, {}).get("points", [])] for m in ("accdd", "idc"))
-    out += speedup_section(i_curve, a_curve) if a_curve and i_curve else []
-    finals, timing = {(r["mode"], r["seed"]): r for r in summary["rows"]}, []  # where the time went: means of the runs' last snapshots
+    accdd, idc = ([(p["wall_s"], p["mean"]) for p in summary["modes"].get(m, {}).get("points", [])] for m in ("accdd", "idc"))
+    if accdd and idc:  # the measured speed-up: when Acc-DD reached IDC mode's best mean accuracy and each level IDC mode reached; where the curves cross
+        _, best = max(idc, key=lambda p: (p[1], -p[0]))
+        t_idc, t_acc = time_to_reach(idc, best), time_to_reach(accdd, best)
+        if t_acc is None:
+            sentence = f"**Measured speed-up: none.** Acc-DD did not reach IDC mode's best mean accuracy ({best:.2f} %, reached at {format_seconds(t_idc)}) within {format_seconds(accdd[-1][0])}; its best was {max(a for _, a in accdd):.2f} %."
+        elif t_acc <= 0:
+            sentence = f"**Measured speed-up: not defined.** Acc-DD's set at the start of its clock already had IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)})."
+        else:
+            sentence = f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
+        speeds = [
+            [f"{r['level']:.2f}", format_seconds(r["reference_s"]), "not reached" if r["candidate_s"] is None else format_seconds(r["candidate_s"]),
+             f"{r['speedup']:.2f}x" if r["speedup"] is not None else "- (reached at the start)" if r["candidate_s"] is not None else f"< {r['reference_s'] / accdd[-1][0]:.2f}x (not reached)"]
+            for r in speedups(idc, accdd)
+        ]  # fmt: skip
+        if found := crossings(accdd, idc):
+            crossing = "The mean curves cross " + "; ".join(f"at {format_seconds(c['time'])} ({c['accuracy']:.2f} %), {'Acc-DD' if c['ahead_after'] == 'a' else 'IDC mode'} ahead after" for c in found) + "."
+        elif (start := max(accdd[0][0], idc[0][0])) >= (end := min(accdd[-1][0], idc[-1][0])):
+            crossing = "The curves share no time range, so they cannot cross."
+        else:
+            crossing = f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {'Acc-DD' if interpolate(accdd, end) > interpolate(idc, end) else 'IDC mode'} is ahead throughout."
+        out += [sentence, "", md_table(["IDC mode accuracy (%)", "IDC mode reaches it at", "Acc-DD reaches it at", "speed-up"], speeds, right=4), "", crossing, ""]
+    timing, finals = [], {(r["mode"], r["seed"]): r for r in summary["rows"]}.values()  # where the time went: means over the runs' last snapshots
     for m in modes:
-        final = [r for (mode, _), r in finals.items() if mode == m]
-        mean = {k: mean_std([r[k] for r in final])[0] for k in ("wall_s", "cpu_s", "setup_wall_s", "matching_s", "network_s")}
-        mean["other"] = mean["wall_s"] - mean["setup_wall_s"] - mean["matching_s"] - mean["network_s"]
+        final = [r for r in finals if r["mode"] == m]
+        wall, cpu, setup, matching, network = (mean_std([r[k] for r in final])[0] for k in ("wall_s", "cpu_s", "setup_wall_s", "matching_s", "network_s"))
         evals = sum(r["eval_wall_s"] for r in summary["rows"] if r["mode"] == m)
-        seconds = [f"{mean[k]:.0f}" for k in ("setup_wall_s", "matching_s", "network_s", "other")]
-        timing.append([STUDY_MODES[m][0], len(final), *seconds, f"{mean['cpu_s'] / max(mean['wall_s'], 1e-9):.2f}", f"{evals:.0f}"])
+        timing.append([STUDY_MODES[m][0], len(final), *(f"{v:.0f}" for v in (setup, matching, network, wall - setup - matching - network)), f"{cpu / max(wall, 1e-9):.2f}", f"{evals:.0f}"])
     out += [md_table(["mode", "seeds", "setup incl. pool (s)", "matching (s)", "network update (s)", "other (s)", "CPU s / wall s", "evaluation (s, outside the clock)"], timing, right=7), ""]
     if paper := next((v for k, (_, v, _) in refs.items() if k.startswith("paper protocol")), None):
         chosen, s = settings["paper"]["chosen"], settings["paper"]
@@ -506,46 +468,21 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
     return "\n".join(out + [" ".join(notes), "", provenance("curve", argv, study["threads"], study["device"])])
 
 
-def speedup_section(idc: list[tuple[float, float]], accdd: list[tuple[float, float]]) -> list[str]:
-    """The measured speed-up: when Acc-DD reached IDC mode's best mean accuracy and each level IDC mode reached; where the curves cross."""
-    _, best = max(idc, key=lambda p: (p[1], -p[0]))
-    t_idc, t_acc = time_to_reach(idc, best), time_to_reach(accdd, best)
-    if t_acc is None:
-        sentence = f"**Measured speed-up: none.** Acc-DD did not reach IDC mode's best mean accuracy ({best:.2f} %, reached at {format_seconds(t_idc)}) within {format_seconds(accdd[-1][0])}; its best was {max(a for _, a in accdd):.2f} %."
-    elif t_acc <= 0:
-        sentence = f"**Measured speed-up: not defined.** Acc-DD's set at the start of its clock already had IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)})."
-    else:
-        sentence = f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
-    speeds = [
-        [f"{r['level']:.2f}", format_seconds(r["reference_s"]), "not reached" if r["candidate_s"] is None else format_seconds(r["candidate_s"]),
-         f"{r['speedup']:.2f}x" if r["speedup"] is not None else "- (reached at the start)" if r["candidate_s"] is not None else f"< {r['reference_s'] / accdd[-1][0]:.2f}x (not reached)"]
-        for r in speedups(idc, accdd)
-    ]  # fmt: skip
-    if found := crossings(accdd, idc):
-        crossing = "The mean curves cross " + "; ".join(f"at {format_seconds(c['time'])} ({c['accuracy']:.2f} %), {'Acc-DD' if c['ahead_after'] == 'a' else 'IDC mode'} ahead after" for c in found) + "."
-    elif (start := max(accdd[0][0], idc[0][0])) >= (end := min(accdd[-1][0], idc[-1][0])):
-        crossing = "The curves share no time range, so they cannot cross."
-    else:
-        crossing = f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {'Acc-DD' if interpolate(accdd, end) > interpolate(idc, end) else 'IDC mode'} is ahead throughout."
-    return [sentence, "", md_table(["IDC mode accuracy (%)", "IDC mode reaches it at", "Acc-DD reaches it at", "speed-up"], speeds, right=4), "", crossing, ""]
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        study, _ = open_study(args)
-        phases = ("distil", "evaluate", "report") if args.phase == "all" else (args.phase,)
-        failed = [o for o in distil_phase(study, args) if o["status"] != "done"] if "distil" in phases else []
+        study = open_study(args)
+        failed = [o for o in distil_phase(study, args) if o["status"] != "done"] if args.phase in ("all", "distil") else []
         cfg = load_config(args.config, args.eval_epochs, args.threads, args.override)
         repeats = args.repeats or int(cfg.evaluation.get("repeats", 3))
         settings, keys, tasks = evaluation_plan(study, cfg, args, repeats)
-        if "evaluate" in phases:
+        if args.phase in ("all", "evaluate"):
             print(f"evaluating: {len(tasks)} network(s) to train", flush=True)
             list(parallel_map(evaluate_task, tasks, args.jobs, initializer=torch.set_num_threads, initargs=(args.threads,)))
             if args.paper_epochs > 0 and settings["paper"] is None:
                 settings, keys, tasks = evaluation_plan(study, cfg, args, repeats)  # the curve is now evaluated: pick the best set
                 list(parallel_map(evaluate_task, tasks, args.jobs, initializer=torch.set_num_threads, initargs=(args.threads,)))
-        if "report" in phases or "evaluate" in phases:
+        if args.phase != "distil":
             out = write_outputs(study, cfg, settings, keys, repeats, args.paper_repeats, argv, Path(args.results_dir), Path(args.output) if args.output else None)
             for mode, data in out["modes"].items():
                 print(f"{STUDY_MODES[mode][0]}: " + ", ".join(f"{p['mean']:.1f}% at {p['wall_s']:.0f}s" for p in data["points"]), flush=True)

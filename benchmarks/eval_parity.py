@@ -1,33 +1,18 @@
 """Evaluation parity: our evaluation protocol and the authors' training loop on the same files.
 
-A set's worth is judged by training fresh networks on it; if our evaluation treated some sets
-(say, low-resolution multi-formation sets under long training) differently from the authors',
-every accuracy we report would be off. This benchmark trains ConvNet-3 (width 128, instance
-norm) on the same decoded sets with
-
-- ours: :func:`lightning_dd.evaluation.evaluate_set` (``TrainSchedule`` defaults: SGD 0.01,
-  momentum 0.9, wd 5e-4, batch 64, x0.2 at 2/3 and 5/6, DSA ``color_crop_flip_scale_rotate``
-  with one spatial transform per batch, CutMix p 0.5), and
-- theirs: the authors' ``train.train`` (``train_epoch`` / ``validate``) with their ``DiffAug``,
-  ``define_model``, ``TensorDataset`` and normalisation, on their argument defaults for
-  Fashion-MNIST (``argument.py`` run as their command line would),
-
-for several epoch counts, and reports the final-epoch test accuracy of each. The sets:
-
-- ``initial``: the ``mix`` initialisation of a multi-formation set (factor 2: each stored image
-  holds 4 real images shrunk nearest-neighbour), decoded to ``ipc * 4`` images per class;
-- ``distilled``: an exported set (``--distilled``, e.g. ``lightning_logs/version_N/distilled.pt``);
-- ``random real``: ``ipc`` random real training images per class (the same storage).
-
-The three decoded sets are written once to ``<--work>/sets.pt`` and both sides read them from
-there. The authors' code is imported from ``--authors_dir`` (never copied) with the shims of
-``authors.SHIMS`` plus, on the CPU, ``.cuda()`` made the identity while their loop runs.
+A set's worth is judged by training fresh networks on it: if our evaluation treated some sets
+differently from the authors', every accuracy we report would be off. ConvNet-3 (width 128,
+instance norm) is trained on the same decoded sets by ours (:func:`lightning_dd.evaluation.evaluate_set`,
+``TrainSchedule`` defaults) and by theirs (``train.train`` with their ``DiffAug``, ``define_model``,
+``TensorDataset`` and normalisation, on their Fashion-MNIST argument defaults), for several epoch
+counts; the final-epoch test accuracy of each is reported. The sets, written once to
+``<--work>/sets.pt``: ``initial`` (the ``mix`` init of a multi-formation set), ``distilled`` (an
+exported set, ``--distilled``) and ``random real`` (``ipc`` random real images per class).
 
     python -m benchmarks.eval_parity --authors_dir /path/to/Acc-DD \\
         --distilled lightning_logs/version_0/distilled.pt --epochs 100 300 --nets 2 --jobs 2
 
-Every finished network is appended to ``--out`` (JSON lines); rerunning the same command skips
-what is done. The table goes to docs/benchmarks.md between ``eval-parity`` markers.
+Every finished network is appended to ``--out`` (JSON lines); the same command skips what is done.
 """
 
 from __future__ import annotations
@@ -36,16 +21,24 @@ import argparse
 import contextlib
 import io
 import os
-import random
 import statistics
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
-import numpy as np
+import lightning as L
 import torch
 
-from .report import cell, machine_name, provenance, write_section
+from lightning_dd import RealDataModule
+from lightning_dd.classify import TrainSchedule
+from lightning_dd.distill.synthetic import SyntheticSet
+from lightning_dd.evaluation import evaluate_set
+from lightning_dd.export import load_distilled
+from lightning_dd.nets import NetSpec
+
+from .authors import AuthorsCode, numpy_int
+from .report import cell, machine_name, md_table, provenance, write_section
 from .runner import ResultStore, parallel_map
 
 SIDES = ("ours", "theirs")
@@ -53,8 +46,6 @@ SET_NAMES = ("initial", "distilled", "random real")
 
 
 def _data(data_dir: str):
-    from lightning_dd import RealDataModule
-
     os.environ.setdefault("LIGHTNING_DD_QUIET", "1")
     dm = RealDataModule("fashion_mnist", data_dir=data_dir)
     dm.setup()
@@ -63,9 +54,6 @@ def _data(data_dir: str):
 
 def build_sets(distilled: str, ipc: int, factor: int, seed: int, data_dir: str) -> dict:
     """The three decoded sets (float pixels in [0, 1], labels) and where they came from."""
-    from lightning_dd.distill.synthetic import SyntheticSet
-    from lightning_dd.export import load_distilled
-
     train, _ = _data(data_dir)
     info = train.info
     initial = SyntheticSet(info.num_classes, ipc, info.channels, info.image_size, factor)
@@ -87,7 +75,6 @@ def build_sets(distilled: str, ipc: int, factor: int, seed: int, data_dir: str) 
     }
 
 
-# ---------------------------------------------------------------------------- the two sides
 _WORKER: dict = {}
 
 
@@ -97,38 +84,15 @@ def _worker_init(data_dir: str, authors_dir: str | None, device: str) -> None:
     _WORKER["test"] = _data(data_dir)[1]
     _WORKER["device"] = device
     if authors_dir:
-        from .authors import AuthorsCode
-
         _WORKER["authors"] = AuthorsCode(authors_dir, device)
 
 
 def ours(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
-    from lightning_dd.classify import TrainSchedule
-    from lightning_dd.evaluation import evaluate_set
-    from lightning_dd.nets import NetSpec
-
     return evaluate_set(images, labels, _WORKER["test"], NetSpec(depth=3, width=128), TrainSchedule(epochs=epochs), seed, _WORKER["device"])
-
-
-@contextlib.contextmanager
-def _cuda_is_identity(active: bool):
-    """On the CPU, their ``model.cuda()`` / ``input.cuda()`` calls return the object itself."""
-    if not active:
-        yield
-        return
-    saved = torch.Tensor.cuda, torch.nn.Module.cuda
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-    try:
-        yield
-    finally:
-        torch.Tensor.cuda, torch.nn.Module.cuda = saved
 
 
 def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
     """Their ``train.train`` as their ``test.py`` calls it on a condensed set: final-epoch top-1 (%)."""
-    from .authors import numpy_int
-
     authors, test = _WORKER["authors"], _WORKER["test"]
     data, train = authors.data, authors.train
     args = authors.parse_args(["-d", "fashion", "--ipc", "10", "-n", "convnet", "--depth", "3", "--width", "1.0", "--workers", "0", "--test"])
@@ -138,11 +102,13 @@ def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -
     val_set = data.TensorDataset(test.images.float().div(255.0), test.labels.long(), test_transform)
     train_loader = data.MultiEpochsDataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=0)
     val_loader = data.MultiEpochsDataLoader(val_set, batch_size=500, shuffle=False, num_workers=0)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    on_cpu = _WORKER["device"] == "cpu"
-    with _cuda_is_identity(on_cpu), numpy_int(), contextlib.redirect_stdout(io.StringIO()):
+    L.seed_everything(seed, verbose=False)
+    with contextlib.ExitStack() as stack:
+        if _WORKER["device"] == "cpu":  # their model.cuda() / input.cuda() return the object itself
+            for owner in (torch.Tensor, torch.nn.Module):
+                stack.enter_context(mock.patch.object(owner, "cuda", lambda self, *a, **k: self))
+        stack.enter_context(numpy_int())
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         model = train.define_model(args, args.nclass)
         _best, last = train.train(args, model, train_loader, val_loader, logger=lambda *a, **k: None)
     return float(last)
@@ -156,45 +122,35 @@ def run_task(task: dict) -> dict:
     return {**task, "accuracy": accuracy, "seconds": time.perf_counter() - started, "machine": machine_name(_WORKER["device"])}
 
 
-# ---------------------------------------------------------------------------- results
 KEY = ("set", "side", "epochs", "seed")
 
 
 def table(rows: list[dict], epochs: list[int]) -> str:
-    lines = ["| set | epochs | ours: acc % (nets) | theirs: acc % (nets) | ours - theirs | s per net (ours / theirs) |", "|---|---:|---|---|---:|---|"]
+    """One row per set and epoch count: each side's accuracy, their difference and seconds per network."""
+    lines = []
     for name in SET_NAMES:
         for e in epochs:
-            acc = {side: [r["accuracy"] for r in rows if r["set"] == name and r["epochs"] == e and r["side"] == side] for side in SIDES}
-            secs = {side: [r["seconds"] for r in rows if r["set"] == name and r["epochs"] == e and r["side"] == side] for side in SIDES}
-            if not acc["ours"] and not acc["theirs"]:
-                continue
-            diff = f"{statistics.mean(acc['ours']) - statistics.mean(acc['theirs']):+.2f}" if acc["ours"] and acc["theirs"] else "-"
-            pace = " / ".join(f"{statistics.mean(secs[s]):.0f}" if secs[s] else "-" for s in SIDES)
-            lines.append(f"| {name} | {e} | {cell(acc['ours'])} | {cell(acc['theirs'])} | {diff} | {pace} |")
-    return "\n".join(lines)
+            mine = {side: [r for r in rows if (r["set"], r["epochs"], r["side"]) == (name, e, side)] for side in SIDES}
+            acc = {side: [r["accuracy"] for r in mine[side]] for side in SIDES}
+            if acc["ours"] or acc["theirs"]:
+                diff = f"{statistics.mean(acc['ours']) - statistics.mean(acc['theirs']):+.2f}" if acc["ours"] and acc["theirs"] else "-"
+                pace = " / ".join(f"{statistics.mean(r['seconds'] for r in mine[s]):.0f}" if mine[s] else "-" for s in SIDES)
+                lines.append([name, e, cell(acc["ours"]), cell(acc["theirs"]), diff, pace])
+    return md_table(["set", "epochs", "ours: acc % (nets)", "theirs: acc % (nets)", "ours - theirs", "s per net (ours / theirs)"], lines)
 
 
 def report(rows: list[dict], about: dict, opts: argparse.Namespace, argv: list[str]) -> str:
-    machines = sorted({r["machine"] for r in rows})
-    body = [
+    return "\n\n".join([
         "## Evaluation parity: our evaluation and the authors' training loop on the same files",
-        "",
-        "ConvNet-3 width 128 (instance norm) trained on each decoded set by our evaluation "
-        "(`lightning_dd.evaluation.evaluate_set`) and by the authors' `train.train` with their "
-        "`DiffAug`, data set class and normalisation on their Fashion-MNIST defaults; final-epoch test "
-        "accuracy on the 10 000 test images, mean +- std over the networks (count in brackets); network "
-        "seeds 0, 1, ... on both sides (the two sides draw their randomness differently, so single "
-        "networks are not paired).",
-        "",
-        *[f"- {name}: {about[name]}" for name in SET_NAMES],
-        "",
+        "ConvNet-3 width 128 (instance norm) trained on each decoded set by our evaluation (`lightning_dd.evaluation.evaluate_set`) and by the "
+        "authors' `train.train` with their `DiffAug`, data set class and normalisation on their Fashion-MNIST defaults; final-epoch test "
+        "accuracy on the 10 000 test images, mean +- std over the networks (count in brackets); network seeds 0, 1, ... on both sides "
+        "(the two sides draw their randomness differently, so single networks are not paired).",
+        "\n".join(f"- {name}: {about[name]}" for name in SET_NAMES),
         table(rows, opts.epochs),
-        "",
-        f"Results: `{opts.out}` (one JSON line per network; machines: {', '.join(machines)}).",
-        "",
+        f"Results: `{opts.out}` (one JSON line per network; machines: {', '.join(sorted({r['machine'] for r in rows}))}).",
         provenance("eval_parity", argv, 1, opts.device),
-    ]
-    return "\n".join(body)
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,8 +174,6 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser.parse_args(argv)
 
     if opts.authors_dir:
-        from .authors import AuthorsCode
-
         missing = [f for f in AuthorsCode.FILES if not Path(opts.authors_dir, f).is_file()]
         if missing:
             raise SystemExit(f"--authors_dir {opts.authors_dir} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)})")

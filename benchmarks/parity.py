@@ -1,28 +1,17 @@
 """Parity with the authors' public code: their ``condense`` loop and our DistillModule, side by side.
 
-Both sides distil Fashion-MNIST (read by our IDX reader) with ConvNet-3 of the same width, IPC 10,
-factor 2, the same initial images and the same number of outer x inner iterations, in IDC mode (a
-fresh network every outer iteration, no weight perturbation) and Acc-DD mode (the SAME early-stage
-pool, pretrained once by our :class:`EarlyStagePool` and saved in their checkpoint layout, is
-handed to both; each side draws and perturbs members with its own code).
+Both sides distil Fashion-MNIST from the same initial images in IDC mode (a fresh network every outer iteration, no
+perturbation) and Acc-DD mode (one early-stage pool of ours, handed to both); OUR evaluator scores every set on the same
+networks, so the accuracy difference measures the distillation code alone. ``--authors_dir`` names a checkout of
+github.com/ncsu-dk-lab/Acc-DD, run unchanged but for :data:`SHIMS`. Results go to ``--out`` as runs finish (rerun to resume)::
 
-Every final set is decoded and evaluated by OUR evaluator on the same evaluation networks (same
-seeds), so the accuracy difference measures the distillation code alone. Before the runs, one
-matching step of their ``matchloss`` and ours is computed from the same images and network
-weights (the ``first-step loss`` check). The authors' code (github.com/ncsu-dk-lab/Acc-DD) is never
-copied here: ``--authors_dir`` names a checkout, run unchanged except for the shims of
-:data:`SHIMS`; without it only our side runs. Results go to ``--out`` (JSON) as each run finishes,
-so the same command resumes a killed run; the table goes to a section of docs/benchmarks.md::
-
-    python -m benchmarks.parity --authors_dir /path/to/Acc-DD --seeds 0,1,2 --eval_repeats 3 \\
-        --outer 5 --inner 10 --width 64 --eval_epochs 100 --jobs 2 --out parity.json
+    python -m benchmarks.parity --authors_dir /path/to/Acc-DD --seeds 0,1,2 --outer 5 --inner 10 --jobs 2 --out parity.json
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import faulthandler
 import io
 import json
@@ -30,7 +19,6 @@ import logging
 import math
 import os
 import platform
-import random
 import re
 import sys
 import time
@@ -40,35 +28,34 @@ from dataclasses import asdict, field, fields, make_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import LambdaCallback
 
 from lightning_dd import DistillModule, RealDataModule
 from lightning_dd.atomic import atomic_open
 from lightning_dd.classify import TrainSchedule
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.matching import class_matching_loss, matched_parameter_names
-from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, pool_key, pool_key_fields
+from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
 from lightning_dd.distill.synthetic import SyntheticSet, assemble_mix, decode, decode_labels
 from lightning_dd.evaluation import evaluate_repeats
-from lightning_dd.nets import NetSpec
-from lightning_dd.nets.spec import head_parameter_names
+from lightning_dd.nets import NetSpec, head_parameter_names
 
-from .authors import SHIMS, AuthorsCode, AuthorsTrainSet, MemberList
+from .authors import SHIMS, AuthorsCode
 from .report import code_version, command, cpu_model, gpu_suffix, md_table, mean_std, write_section
 from .runner import parallel_map, trainer
 
 MODE_NAMES = {"idc": "IDC mode (fresh networks)", "accdd": "Acc-DD (early-stage pool + perturbation)"}
 SIDES = ("theirs", "ours")
 FASHION = "fashion_mnist"
-DEFAULTS = dict(
-    dataset=FASHION, ipc=10, factor=2, depth=3, width=64, outer=5, inner=10, metric="mse", lr_img=0.01, momentum_img=0.5, batch_real=64, max_syn_per_class=128,
-    n_data=500, net_lr=0.01, net_momentum=0.9, net_weight_decay=5e-4, mix_p=0.5, augment="color_crop_cutout", rho_min=0.01, rho_max=0.09, pool_size=2,
-    pool_epochs=1, pool_seed=0, eval_epochs=100, eval_repeats=3, eval_seed=0, device="cpu",
-)  # fmt: skip
-# Everything both sides must share; stored in the results file so a resume cannot mix settings.
-Settings = make_dataclass("Settings", [(name, type(value), field(default=value)) for name, value in DEFAULTS.items()], namespace={"__module__": __name__})
+DEFAULTS = dict(dataset=FASHION, ipc=10, factor=2, depth=3, width=64, outer=5, inner=10, metric="mse", lr_img=0.01, momentum_img=0.5, batch_real=64,
+                max_syn_per_class=128, n_data=500, net_lr=0.01, net_momentum=0.9, net_weight_decay=5e-4, mix_p=0.5, augment="color_crop_cutout", rho_min=0.01,
+                rho_max=0.09, pool_size=2, pool_epochs=1, pool_seed=0, eval_epochs=100, eval_repeats=3, eval_seed=0, device="cpu")  # fmt: skip
+# Everything both sides must share; stored in the results file so a resume cannot mix settings. ``s.net``: the ConvNet of both sides.
+Settings = make_dataclass("Settings", [(name, type(value), field(default=value)) for name, value in DEFAULTS.items()],
+                          namespace={"__module__": __name__, "net": property(lambda s: NetSpec(name="convnet", depth=s.depth, width=s.width))})
+_WORKER: dict = {}  # per process: our data module and the authors' code, loaded once
 
 
 def task_name(task: dict) -> str:
@@ -77,14 +64,9 @@ def task_name(task: dict) -> str:
 
 
 def load_data(dataset: str, data_dir: str) -> RealDataModule:
-    """Our RealDataModule for ``dataset`` (Fashion-MNIST from the IDX files in ``data_dir``)."""
     dm = RealDataModule(dataset, data_dir=data_dir, source_options={"debian_dir": data_dir} if dataset == FASHION else {})
     dm.setup()
     return dm
-
-
-def net_spec(s: Settings) -> NetSpec:
-    return NetSpec(name="convnet", depth=s.depth, width=s.width)
 
 
 def initial_images(s: Settings, real, seed: int) -> torch.Tensor:
@@ -95,39 +77,29 @@ def initial_images(s: Settings, real, seed: int) -> torch.Tensor:
 
 
 def authors_key_pairs(state: dict[str, torch.Tensor]) -> dict[str, str]:
-    """Our ConvNet's state-dict keys -> the authors' ``models/convnet.py`` keys.
-
-    Ours is ``features = [conv, norm, relu, pool] x depth`` (``features.{i}.*``, ``i`` the position in the sequence);
-    theirs keeps the d-th conv and norm in ``layers.conv.{d}`` and ``layers.norm.{d}``. A conv is recognised by its
-    4-D weight, a norm by its 1-D weight; the classifier is ``classifier.*`` in both.
-    """
-    pairs, count = {key: key for key in state if key.startswith("classifier.")}, {"conv": 0, "norm": 0}
-    for position in sorted({int(key.split(".")[1]) for key in state if key.startswith("features.")}):
-        kind = {4: "conv", 1: "norm"}.get(state[f"features.{position}.weight"].ndim)
-        if kind is None:
-            raise KeyError(f"features.{position} is neither a conv nor a norm layer")
-        pairs.update({key: f"layers.{kind}.{count[kind]}.{key.split('.', 2)[2]}" for key in state if key.startswith(f"features.{position}.")})
-        count[kind] += 1
-    if count["conv"] != count["norm"]:
-        raise KeyError(f"{count['conv']} conv layers but {count['norm']} norm layers: not a ConvNet with one norm per block")
+    """Our ConvNet's state-dict keys -> their ``models/convnet.py`` keys: ``layers.conv.{d}`` / ``layers.norm.{d}``, ``classifier.*``."""
+    layers = sorted({int(key.split(".")[1]) for key in state if key.startswith("features.")})  # the ones with state
+    kinds = [{4: "conv", 1: "norm"}.get(state[f"features.{i}.weight"].ndim) for i in layers]
+    if kinds != ["conv", "norm"] * (len(layers) // 2):
+        raise KeyError(f"feature layers {kinds}: not a ConvNet with one norm after every conv")
+    pairs = {key: key for key in state if key.startswith("classifier.")}
+    for n, i in enumerate(layers):
+        pairs.update({key: f"layers.{kinds[n]}.{n // 2}.{key.split('.', 2)[2]}" for key in state if key.startswith(f"features.{i}.")})
     if len(pairs) != len(state):
         raise KeyError(f"unexpected ConvNet state key {next(key for key in state if key not in pairs)!r}")
     return pairs
 
 
-def to_authors_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our ConvNet state dict renamed to the authors' layout (tensors shared, not copied)."""
+def to_authors_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # tensors shared, not copied
     return {theirs: state[ours] for ours, theirs in authors_key_pairs(state).items()}
 
 
 def our_module(s: Settings, mode: str, seed: int) -> DistillModule:
     """Our DistillModule with what it must share with theirs; protocol options keep our defaults."""
-    return DistillModule(
-        ipc=s.ipc, factor=s.factor, init="mix", net=net_spec(s), model_source="random" if mode == "idc" else "pool", perturb=mode == "accdd",
-        rho_min=s.rho_min, rho_max=s.rho_max, outer_iterations=s.outer, inner_loop=s.inner, batch_real=s.batch_real, max_syn_per_class=s.max_syn_per_class,
-        metric=s.metric, match="grad", match_bias=False, match_head=False, augment=s.augment, lr_img=s.lr_img, momentum_img=s.momentum_img,
-        n_data=s.n_data, net_lr=s.net_lr, net_momentum=s.net_momentum, net_weight_decay=s.net_weight_decay, net_cutmix_p=s.mix_p, seed=seed,
-    )  # fmt: skip
+    return DistillModule(ipc=s.ipc, factor=s.factor, init="mix", net=s.net, model_source="random" if mode == "idc" else "pool", perturb=mode == "accdd",
+                         rho_min=s.rho_min, rho_max=s.rho_max, outer_iterations=s.outer, inner_loop=s.inner, batch_real=s.batch_real, max_syn_per_class=s.max_syn_per_class,
+                         metric=s.metric, match="grad", match_bias=False, match_head=False, augment=s.augment, lr_img=s.lr_img, momentum_img=s.momentum_img,
+                         n_data=s.n_data, net_lr=s.net_lr, net_momentum=s.net_momentum, net_weight_decay=s.net_weight_decay, net_cutmix_p=s.mix_p, seed=seed)  # fmt: skip
 
 
 def run_ours(s: Settings, mode: str, seed: int, dm, init: torch.Tensor, pool) -> tuple[torch.Tensor, list[float]]:
@@ -135,19 +107,16 @@ def run_ours(s: Settings, mode: str, seed: int, dm, init: torch.Tensor, pool) ->
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" banners per run
     info, losses = dm.info, []
 
-    class OuterLoss(Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if pl_module.finished_outer:
-                losses.append(float(trainer.callback_metrics["distill/outer_loss"]) / info.num_classes)
-
+    def outer_loss(trainer, module, *_) -> None:  # after every training step
+        if module.finished_outer:
+            losses.append(float(trainer.callback_metrics["distill/outer_loss"]) / info.num_classes)
     module = our_module(s, mode, seed)
     module.pool = pool  # a pool handed in before fit is used as is (Acc-DD mode; None in IDC mode)
     module.synthetic = SyntheticSet(info.num_classes, s.ipc, info.channels, info.image_size, s.factor)  # attach_data keeps it
-    with torch.no_grad():
-        module.synthetic.images.copy_(init)
+    module.synthetic.images.data.copy_(init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer(s.device, callbacks=[OuterLoss()]).fit(module, datamodule=dm)
+        trainer(s.device, callbacks=[LambdaCallback(on_train_batch_end=outer_loss)]).fit(module, datamodule=dm)
     if module.outer != s.outer:
         raise RuntimeError(f"our run stopped after {module.outer} of {s.outer} outer iterations")
     return module.synthetic.images.detach().cpu().clone(), losses
@@ -156,15 +125,14 @@ def run_ours(s: Settings, mode: str, seed: int, dm, init: torch.Tensor, pool) ->
 def evaluate_stored(s: Settings, dm, stored: torch.Tensor, name: str) -> list[float]:
     """Both sides' stored images get the same treatment: clamp to [0, 1], our decode, our evaluator."""
     images, labels = decode(stored.clamp(0, 1), s.factor), decode_labels(torch.arange(dm.info.num_classes).repeat_interleave(s.ipc), s.factor)
-    return evaluate_repeats(name, images, labels, dm.test_data, net_spec(s), TrainSchedule(epochs=s.eval_epochs), s.eval_repeats, s.eval_seed, s.device, progress=False).accuracies
+    return evaluate_repeats(name, images, labels, dm.test_data, s.net, TrainSchedule(epochs=s.eval_epochs), s.eval_repeats, s.eval_seed, s.device, progress=False).accuracies
 
 
 def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, state: dict[str, torch.Tensor], mode: str, effective_lr_img: float) -> dict:
-    """One matching step of their ``matchloss`` and ours from the same images and weights; also their ConvNet's logits
-    with our weights, their multi-formation decode (up to the order of the tiles) and their ``mix`` init against ours."""
+    """One step of their ``matchloss`` and ours on the same images and weights; also their logits, decode and ``mix`` init against ours."""
     info, f2, train = dm.info, s.factor**2, dm.train_data
     args = authors.args_for(s, mode, effective_lr_img, ["unused"])
-    template = net_spec(s).build(info.channels, info.num_classes, info.image_size)
+    template = s.net.build(info.channels, info.num_classes, info.image_size)
     template.load_state_dict(state)
     theirs = authors.condense.define_model(args, info.num_classes)
     theirs.load_state_dict(to_authors_state(state), strict=True)
@@ -189,10 +157,9 @@ def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, 
     # Matching loss and its pixel gradient, class by class, in fp32 and (to separate rounding from any real difference) in fp64.
     real = train.class_balanced_batch(s.batch_real, generator)
     for dtype, suffix in ((torch.float32, ""), (torch.float64, "_fp64")):
-        ours_net, their_net = copy.deepcopy(template).to(dtype), copy.deepcopy(theirs).to(dtype)
-        net = FunctionalNet(ours_net)
-        weights = net.clone_weights(ours_net.state_dict())
-        matched = [weights[n] for n in matched_parameter_names({n: p.shape for n, p in ours_net.named_parameters()}, head_parameter_names(ours_net))]
+        net, their_net = FunctionalNet(template.to(dtype)), theirs.to(dtype)  # converted in place: fp32 first, then fp64
+        weights = net.clone_weights(template.state_dict())
+        matched = [weights[n] for n in matched_parameter_names({n: p.shape for n, p in template.named_parameters()}, head_parameter_names(template))]
         loss_theirs = loss_ours = grad_diff = grad_scale = 0.0
         for c, stored in enumerate(init.split(s.ipc)):
             pixels = stored.to(dtype).clone().requires_grad_(True)
@@ -209,23 +176,16 @@ def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, 
     return result
 
 
-_WORKER: dict = {}
-
-
 def run_task(payload: dict) -> dict:
-    """One distillation (one side, one mode, one seed) and the evaluation of its set; with ``stack_dump_s`` > 0 the process's
-    Python stacks go to ``<work>/stacks/<task>.txt`` every that many seconds, so a run that stalls shows where it was."""
-    every = payload.get("stack_dump_s") or 0
-    if every <= 0:
+    """One run (side, mode, seed) and its evaluation; ``stack_dump_s`` > 0 appends its stacks to ``<work>/stacks/<task>.txt`` that often."""
+    with contextlib.ExitStack() as stack:
+        if (payload.get("stack_dump_s") or 0) > 0:
+            stacks = Path(payload["work"], "stacks")
+            stacks.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(open(stacks / f"{task_name(payload['task']).replace('/', '-')}.txt", "a"))
+            faulthandler.dump_traceback_later(payload["stack_dump_s"], repeat=True, file=handle)
+            stack.callback(faulthandler.cancel_dump_traceback_later)
         return _run_task(payload)
-    stacks = Path(payload["work"]) / "stacks"
-    stacks.mkdir(parents=True, exist_ok=True)
-    with open(stacks / f"{task_name(payload['task']).replace('/', '-')}.txt", "a") as handle:
-        faulthandler.dump_traceback_later(every, repeat=True, file=handle)
-        try:
-            return _run_task(payload)
-        finally:
-            faulthandler.cancel_dump_traceback_later()
 
 
 def _run_task(payload: dict) -> dict:
@@ -235,19 +195,12 @@ def _run_task(payload: dict) -> dict:
     dm = _WORKER["dm"]
     mode, seed, name = task["mode"], task["seed"], task_name(task).replace("/", "-")
     init = torch.load(work / "init" / f"seed{seed}.pt", weights_only=True)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed, verbose=False)
     record, started = {"mode": mode, "side": task["side"], "seed": seed}, time.perf_counter()
     if task["side"] == "ours":
         stored, losses = run_ours(s, mode, seed, dm, init, EarlyStagePool.load(payload["pool_file"]) if mode == "accdd" else None)
     else:
-        files = payload["authors_pool_files"] if mode == "accdd" else ["<fresh network>"]
-        args = _WORKER["authors"].args_for(s, mode, payload["effective_lr_img"], files)
-        args.model_path, args.save_dir = MemberList(files), str(work / "authors_out" / name)
-        os.makedirs(args.save_dir, exist_ok=True)
-        train_set = AuthorsTrainSet(dm.train_data.images, dm.train_data.labels, dm.info.num_classes)
-        stored, lines = _WORKER["authors"].condense_run(args, train_set, init, mode == "idc", Path(args.save_dir) / "stdout.txt")
+        stored, lines, args = _WORKER["authors"].condense_run(s, mode, payload["effective_lr_img"], payload["authors_pool_files"], dm.train_data, init, work / "authors_out" / name)
         losses = [float(m.group(1)) for m in (re.search(r"loss: ([0-9.eE+-]+)", line) for line in lines) if m]
         record["lr_img"] = args.lr_img
     record.update(distill_s=time.perf_counter() - started, outer_losses=losses)
@@ -279,12 +232,9 @@ def summarise(results: dict, modes: list[str], seeds: list[int]) -> list[dict]:
         for side in SIDES:
             runs = {seed: run for seed in seeds if (run := results["runs"].get(f"{mode}/{side}/seed{seed}"))}
             means = row["per_seed"][side] = {seed: _mean(run["accuracies"]) for seed, run in runs.items()}
-            row[side] = mean_std(list(means.values())) if means else None
-            row[f"{side}_n"] = len(means)
-            row[f"{side}_distill_s"] = _mean([run["distill_s"] for run in runs.values()])
-            row[f"{side}_last_loss"] = _mean([run["outer_losses"][-1] for run in runs.values() if run["outer_losses"]])
-        ours, theirs = row["per_seed"]["ours"], row["per_seed"]["theirs"]
-        paired = [ours[seed] - theirs[seed] for seed in seeds if seed in ours and seed in theirs]
+            row.update({side: mean_std(list(means.values())) if means else None, f"{side}_n": len(means), f"{side}_distill_s": _mean([r["distill_s"] for r in runs.values()]),
+                        f"{side}_last_loss": _mean([r["outer_losses"][-1] for r in runs.values() if r["outer_losses"]])})
+        paired = [row["per_seed"]["ours"][seed] - row["per_seed"]["theirs"][seed] for seed in seeds if all(seed in row["per_seed"][side] for side in SIDES)]
         rows.append({**row, "paired": [round(d, 2) for d in paired], "diff": mean_std(paired) if paired else None})
     return rows
 
@@ -294,10 +244,8 @@ def init_sentence(results: dict, rows: list[dict], seeds: list[int]) -> str | No
     init = {seed: _mean(acc) for seed in seeds if (acc := results.get("init_runs", {}).get(str(seed)))}
     if not init:
         return None
-    gains = []
-    for row in rows:
-        per_side = [_mean([mean - init[seed] for seed, mean in row["per_seed"][side].items() if seed in init]) for side in SIDES]
-        gains.append(f"{MODE_NAMES[row['mode']].split(' (')[0]} {' / '.join('-' if g is None else f'{g:+.2f}' for g in per_side)}")
+    per_mode = {MODE_NAMES[row["mode"]].split(" (")[0]: [_mean([mean - init[seed] for seed, mean in row["per_seed"][side].items() if seed in init]) for side in SIDES] for row in rows}
+    gains = [f"{mode} {' / '.join('-' if g is None else f'{g:+.2f}' for g in per_side)}" for mode, per_side in per_mode.items()]
     m, sd = mean_std(list(init.values()))
     return (f"The initial images themselves, evaluated the same way (no distillation): {m:.2f} ± {sd:.2f} % (per seed {', '.join(f'{v:.2f}' for v in init.values())}). "
             f"Gain of the distilled sets over them, mean over seeds, theirs / ours: {'; '.join(gains)} points.")  # fmt: skip
@@ -323,19 +271,15 @@ def format_tables(rows: list[dict], checks: dict, s: Settings) -> str:
                    f"{c['loss_rel_diff']:.1e} / {c['loss_rel_diff_fp64']:.1e}", f"{c['pixel_grad_rel_diff']:.1e} / {c['pixel_grad_rel_diff_fp64']:.1e}",
                    f"{c['logits_max_abs_diff']:.1e}", f"{c['decode_max_abs_diff']:.1e}", *([f"{c['init_max_abs_diff']:.1e}" if "init_max_abs_diff" in c else "-"] if mix else []),
                    f"{c['params_theirs']} / {c['params_ours']}"] for mode, c in checks.items()]  # fmt: skip
-    checks_table = md_table(check_header, check_rows).split("\n")
-    checks_table[1] = "|---|" + "---:|" * (len(check_header) - 2) + "---|"  # numbers right-aligned, the parameter counts not
-    return "\n".join([md_table(header, table), "", sentence, "", *checks_table])
+    checks_table = md_table(check_header, check_rows, right=len(check_header) - 1).replace("---:|\n", "---|\n", 1)  # the parameter counts left-aligned
+    return "\n".join([md_table(header, table), "", sentence, "", checks_table])
 
 
 def update_images(s: Settings, info: dict) -> str:
-    """What the network update trained on, as recorded (results written before whole batches took ``n_data`` exactly)."""
+    """What the network update trained on, as recorded (DistillModule.update_images; older results: net_whole_batches or n_data)."""
     batch = info.get("net_batch", s.batch_real)
-    if "update_images" in info:  # recorded from the module (DistillModule.update_images)
-        return f"{info['update_images']}" + (f" (n_data {s.n_data} in whole batches of {batch})" if info["update_images"] != s.n_data else "")
-    if info.get("net_whole_batches"):  # results recorded before the module reported it
-        return f"{math.ceil(s.n_data / batch) * batch} (n_data {s.n_data} in whole batches of {batch})"
-    return str(s.n_data)
+    images = info.get("update_images", math.ceil(s.n_data / batch) * batch if info.get("net_whole_batches") else s.n_data)
+    return f"{images}" + (f" (n_data {s.n_data} in whole batches of {batch})" if images != s.n_data else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,18 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--authors_dir", default=None, help="a checkout of github.com/ncsu-dk-lab/Acc-DD; without it only our side runs")
     add("--seeds", type=lambda text: [int(v) for v in text.split(",") if v.strip()], default=[0, 1, 2], help="distillation seeds (comma-separated)")
-    add("--eval_repeats", type=int, default=3, help="evaluation networks per distilled set")
-    add("--outer", type=int, default=5, help="outer iterations (networks drawn)")
-    add("--inner", type=int, default=10, help="inner iterations per network")
-    add("--width", type=int, default=64, help="ConvNet width, both sides and evaluation")
-    add("--depth", type=int, default=3, help="ConvNet depth")
-    for name in ("ipc", "factor", "eval_epochs", "batch_real", "pool_epochs"):
-        add(f"--{name}", type=int, default=DEFAULTS[name])
+    for name, text in (("eval_repeats", "evaluation networks per distilled set"), ("outer", "outer iterations (networks drawn)"), ("inner", "inner iterations per network"),
+                       ("width", "ConvNet width, both sides and evaluation"), ("depth", "ConvNet depth"), ("ipc", None), ("factor", None), ("eval_epochs", None),
+                       ("batch_real", None), ("pool_epochs", None), ("n_data", "real images the network trains on after every inner iteration"),
+                       ("lr_img", "our DistillModule's lr_img; their command line gets the value their tune_lr_img turns into the same step size"),
+                       ("mix_p", "CutMix probability of the network update (their code fixes 0.5 for Fashion-MNIST)"),
+                       ("pool_size", "Acc-DD pool members (pretrained once, handed to both sides)")):  # Settings, with DEFAULTS' types and values
+        add(f"--{name}", type=type(DEFAULTS[name]), default=DEFAULTS[name], help=text)
     add("--metric", default="mse", choices=["mse", "l1"], help="gradient distance, both sides")
-    add("--lr_img", type=float, default=0.01, help="our DistillModule's lr_img; their command line gets the value their tune_lr_img turns into the same step size")
-    add("--n_data", type=int, default=500, help="real images the network trains on after every inner iteration")
-    add("--mix_p", type=float, default=0.5, help="CutMix probability of the network update (their code fixes 0.5 for Fashion-MNIST)")
-    add("--pool_size", type=int, default=2, help="Acc-DD pool members (pretrained once, handed to both sides)")
     add("--modes", type=lambda text: [m.strip() for m in text.split(",") if m.strip()], default=["idc", "accdd"], help="comma-separated: idc, accdd")
     add("--jobs", type=int, default=1, help="parallel worker processes")
     add("--threads", type=int, default=None, help="torch threads per process (default: cores / jobs)")
@@ -369,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def expected_tasks(opts: argparse.Namespace) -> list[dict]:
-    """Every run the command asks for (our side only without ``--authors_dir``)."""
+def expected_tasks(opts: argparse.Namespace) -> list[dict]:  # our side only without --authors_dir
     return [{"mode": mode, "seed": seed, "side": side} for seed in opts.seeds for mode in opts.modes for side in SIDES if side == "ours" or opts.authors_dir]
 
 
@@ -403,11 +342,9 @@ def main(argv: list[str] | None = None) -> dict:
         session["wall_s"] = time.perf_counter() - began
         with atomic_open(out, "w") as handle:
             json.dump(results, handle, indent=1)
-
-    # Set-up (initial images, pool pretraining, first-step checks) runs before any worker: it gets every core.
-    torch.set_num_threads(os.cpu_count() or 1)
-    authors = AuthorsCode(opts.authors_dir, s.device) if opts.authors_dir else None  # spawned workers import their own copy
-    dm = load_data(s.dataset, opts.data_dir)
+    torch.set_num_threads(os.cpu_count() or 1)  # the set-up (initial images, pool, first-step checks) runs before any worker
+    _WORKER.update(authors=AuthorsCode(opts.authors_dir, s.device) if opts.authors_dir else None, dm=load_data(s.dataset, opts.data_dir))
+    dm, authors = _WORKER["dm"], _WORKER["authors"]  # for tasks run here; spawned workers (more than one job and task) load their own
     module = our_module(s, "idc", 0)  # our protocol settings in effect (its defaults), for the record
     recorded = ("clamp", "image_step", "net_spatial", "net_cutout_with_cutmix", "net_whole_batches", "mix_downsample", "scale_lr_with_ipc")
     protocol = results["protocol"] = {"effective_lr_img": module.effective_lr_img, "net_batch": module.net_batch, "update_images": module.update_images,
@@ -415,39 +352,36 @@ def main(argv: list[str] | None = None) -> dict:
     for folder in ("init", "sets", "authors_pool"):
         (work / folder).mkdir(parents=True, exist_ok=True)
     init_file = {seed: work / "init" / f"seed{seed}.pt" for seed in opts.seeds}  # the same initial images for both sides
-    for seed, path in init_file.items():
+    for seed, path in init_file.items():  # also evaluated as the sets are: what distillation adds on each side
         if not path.exists():
             torch.save(initial_images(s, dm.train_data, seed), path)
+        if str(seed) not in results.setdefault("init_runs", {}):
+            results["init_runs"][str(seed)] = evaluate_stored(s, dm, torch.load(path, weights_only=True), f"init/seed{seed}")
+            checkpoint()
     pool_file, authors_files = None, []  # one pool, handed to both sides: our cache file for ours, their checkpoint layout for theirs
     if "accdd" in opts.modes:
         config, started = PoolConfig(size=s.pool_size, epochs=s.pool_epochs, cache_dir=str(work / "pool")), time.perf_counter()
-        pool = EarlyStagePool.build_or_load(net_spec(s), config, dm.train_data, s.pool_seed, device=s.device, progress=False)
+        pool = EarlyStagePool.build_or_load(s.net, config, dm.train_data, s.pool_seed, device=s.device, progress=False)
         results.setdefault("pool_s", time.perf_counter() - started)
-        pool_file = str(EarlyStagePool.cache_path(config, pool_key(pool_key_fields(net_spec(s), config, dm.train_data, s.pool_seed))))
+        pool_file = str(EarlyStagePool.cache_path(config, pool.key))
         for m, member in enumerate(pool.members):
             authors_files.append(str(work / "authors_pool" / f"member{m}.pth.tar"))
             torch.save({"state_dict": to_authors_state(member)}, authors_files[-1])
     if authors is not None:
         protocol["authors_cli_lr_img"] = protocol["effective_lr_img"] / authors.parse_args(authors.cli(s, "idc", 1.0, ["unused"])).lr_img
         for mode in [m for m in opts.modes if m not in results["checks"]]:
-            state = net_spec(s).build_seeded(1234, dm.info.channels, dm.info.num_classes, dm.info.image_size).state_dict() if mode == "idc" else pool.members[0]
+            state = s.net.build_seeded(1234, dm.info.channels, dm.info.num_classes, dm.info.image_size).state_dict() if mode == "idc" else pool.members[0]
             init = torch.load(init_file[opts.seeds[0]], weights_only=True)
             c = results["checks"][mode] = first_step_check(s, authors, dm, init, state, mode, protocol["effective_lr_img"])
             print(f"first-step check ({mode}): loss theirs {c['loss_theirs']:.6g}, ours {c['loss_ours']:.6g} (rel. diff {c['loss_rel_diff']:.1e}); "
                   f"pixel gradient rel. diff {c['pixel_grad_rel_diff']:.1e}; mix init diff {c['init_max_abs_diff']:.1e}", flush=True)  # fmt: skip
     checkpoint()
-    for seed, path in init_file.items():  # the initial images themselves, evaluated as the sets are: what distillation adds on each side
-        if str(seed) not in results.setdefault("init_runs", {}):
-            results["init_runs"][str(seed)] = evaluate_stored(s, dm, torch.load(path, weights_only=True), f"init/seed{seed}")
-            checkpoint()
-
     torch.set_num_threads(threads)
     tasks = expected_tasks(opts)
     todo = [t for t in tasks if task_name(t) not in results["runs"]]
     base = {"settings": asdict(s), "work": str(work), "data_dir": opts.data_dir, "authors_dir": opts.authors_dir, "pool_file": pool_file,
             "authors_pool_files": authors_files, "effective_lr_img": protocol["effective_lr_img"], "stack_dump_s": opts.stack_dump_s}  # fmt: skip
     print(f"parity: {len(tasks) - len(todo)} of {len(tasks)} runs already in {out}; {len(todo)} to go ({opts.jobs} process(es) x {threads} thread(s))", flush=True)
-    _WORKER.update(dm=dm, authors=authors)  # for tasks run here; spawned workers (more than one job and task) load their own
     workers = {"initializer": torch.set_num_threads, "initargs": (threads,)} if opts.jobs > 1 and len(todo) > 1 else {}
     for result in parallel_map(run_task, [{**base, "task": t} for t in todo], opts.jobs, **workers):  # a run's record names its task
         results["runs"][task_name(result)] = result
@@ -462,23 +396,20 @@ def report(results: dict, opts: argparse.Namespace, s: Settings, argv: list[str]
     rows, info, sessions = summarise(results, opts.modes, opts.seeds), results.get("protocol", {}), results["sessions"]
     machine, wall = (sessions[-1] if sessions else {}), sum(x.get("wall_s", 0.0) for x in sessions)
     codes = "; ".join(dict.fromkeys(x["code"] for x in sessions if "code" in x)) or "version not recorded"
-    ours = ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("effective_lr_img", "authors_cli_lr_img"))
-    start = init_sentence(results, rows, opts.seeds)
     expected = [task_name(t) for t in expected_tasks(opts)]
     missing = [name for name in expected if name not in results["runs"]]
     argv = [a for a in argv if a != "--report_only"]  # the command shown is the one that completes the runs
-    body = "\n\n".join([
-        f"### {'Fashion-MNIST' if s.dataset == FASHION else s.dataset}, IPC {s.ipc}, factor {s.factor}, ConvNet-{s.depth} width {s.width}: "
+    body = "\n\n".join([f"### {'Fashion-MNIST' if s.dataset == FASHION else s.dataset}, IPC {s.ipc}, factor {s.factor}, ConvNet-{s.depth} width {s.width}: "
         f"{s.outer} outer x {s.inner} inner iterations on both sides",
         format_tables(rows, results.get("checks", {}), s),
-        *([start] if start else []),
+        *filter(None, [init_sentence(results, rows, opts.seeds)]),  # none before the initial images were evaluated
         f"Shared by both sides: the same initial images per seed (our `mix` init), ConvNet-{s.depth} width {s.width}, `{s.metric}` gradient matching of the conv "
         f"weights with `{s.augment}` (one draw per class), image SGD momentum {s.momentum_img} at step size {info.get('effective_lr_img', s.lr_img):g} (their command "
         f"line gets {info.get('authors_cli_lr_img', math.nan):.6g}, which their `tune_lr_img` scales by ipc/10 x (28/32)^2), {s.batch_real} real images per class, "
         f"the network trained on {update_images(s, info)} real images after every inner iteration (SGD lr {s.net_lr}, momentum {s.net_momentum}, wd "
         f"{s.net_weight_decay}, DSA + CutMix p {s.mix_p}). Acc-DD: one pool of {s.pool_size} ConvNets pretrained {s.pool_epochs} epoch(s) by our EarlyStagePool "
         f"(seed {s.pool_seed}), perturbation magnitudes U({s.rho_min}, {s.rho_max}); IDC mode: a fresh network every outer iteration, no perturbation.",
-        f"Our DistillModule ran with its defaults: {ours}.",
+        f"Our DistillModule ran with its defaults: {', '.join(f'{k}={v}' for k, v in info.items() if k not in ('effective_lr_img', 'authors_cli_lr_img'))}.",
         f"Evaluation (both sides, our evaluator): stored images clamped to [0, 1], decoded by our decode, {s.eval_repeats} ConvNet-{s.depth} width {s.width} "
         f"networks per set with seeds {s.eval_seed}..{s.eval_seed + s.eval_repeats - 1} (the same networks for both sides), {s.eval_epochs} epochs of our "
         "TrainSchedule defaults, final-epoch test accuracy. Accuracy columns: mean ± std over distillation seeds of each seed's mean over its networks; the "
@@ -489,8 +420,7 @@ def report(results: dict, opts: argparse.Namespace, s: Settings, argv: list[str]
         f"{machine.get('cores', '?')} cores used ({machine.get('jobs', '?')} process(es) x {machine.get('threads', '?')} thread(s)), shared with other "
         f"work; torch {machine.get('torch', 'version not recorded')}, Python {machine.get('python', 'version not recorded')}; wall time {wall / 60:.0f} "
         f"min in all ({len(sessions)} session(s)); lightning-dd {codes}; {datetime.now(timezone.utc):%Y-%m-%d}.",
-        *([f"Partial: {len(missing)} of {len(expected)} runs had not finished when this table was written ({', '.join(missing)}); the command above resumes them."] if missing else []),
-    ])  # fmt: skip
+        *([f"Partial: {len(missing)} of {len(expected)} runs had not finished when this table was written ({', '.join(missing)}); the command above resumes them."] if missing else [])])  # fmt: skip
     print(body)
     write_section(Path(opts.output), opts.section or f"parity-{s.dataset}" + ("-cuda" if s.device == "cuda" else ""), body)
     return results

@@ -35,7 +35,7 @@ def cell(values: list[float], count: bool = True, signed: bool = False) -> str:
 
 
 def md_table(header: list[str], rows: list[list], right: int = 0) -> str:
-    """A Markdown table; the last ``right`` columns are right-aligned."""
+    """A Markdown table, the last ``right`` columns right-aligned."""
     align = ["---"] * (len(header) - right) + ["---:"] * right
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])

@@ -1,7 +1,6 @@
 """What every benchmark does with the library: read a config with overrides, fit, run jobs in parallel, keep results.
 
-Benchmarks are run from the repository root as modules (``python -m benchmarks.curve ...``), so
-they import each other as ``benchmarks.*`` and the library as installed.
+Benchmarks run from the repository root as modules (``python -m benchmarks.curve ...``).
 """
 
 from __future__ import annotations
@@ -33,11 +32,7 @@ MODES = (("Acc-DD", {"model_source": "pool", "perturb": True}), ("IDC mode", {"m
 
 @dataclass
 class BenchmarkConfig:
-    """A config file's ``model`` and ``data`` sections, the evaluation schedule and the set-up data.
-
-    ``evaluation`` is the config's evaluation section as written (after overrides) and
-    ``eval_net`` the network it names, or None when evaluation uses the distillation network.
-    """
+    """A config's ``model`` and ``data`` sections, its evaluation (section as written, schedule, network or None) and the set-up data."""
 
     model: dict
     data: dict
@@ -49,11 +44,7 @@ class BenchmarkConfig:
 
 
 def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
-    """A copy of ``config`` with ``section.key[.sub]=value`` overrides applied (values parsed as YAML).
-
-    Benchmarks vary one setting of a config (``model.lr_img=0.02``, ``evaluation.epochs=100``)
-    without a copy of the file, and the override is recorded in the command of the results.
-    """
+    """A copy of ``config`` with ``section.key[.sub]=value`` overrides (values parsed as YAML): one setting varied, no copy of the file."""
     config = yaml.safe_load(yaml.safe_dump(config))  # deep copy of plain data
     for item in overrides or []:
         key, sep, raw = item.partition("=")
@@ -71,11 +62,10 @@ def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
 
 
 def evaluation_settings(section: dict, eval_epochs: int | None) -> tuple[TrainSchedule, NetSpec | None]:
-    """The training schedule and network of a config's ``evaluation`` section, read as the CLI reads it.
+    """The schedule and network of a config's ``evaluation`` section, read by :class:`SyntheticEvaluation` itself.
 
-    The section is handed to :class:`~lightning_dd.callbacks.SyntheticEvaluation` itself, so a
-    benchmark trains evaluation networks exactly as ``lightning-dd fit`` would with that config.
-    Epochs default to 300 when the section has none (the CLI's default is the paper's 1000).
+    So a benchmark trains evaluation networks as ``lightning-dd fit`` would; epochs default to 300
+    when the section has none (the CLI's default is the paper's 1000).
     """
     accepted = set(inspect.signature(SyntheticEvaluation).parameters) - {"net", "progress"}
     unknown = sorted(set(section) - accepted - {"net"})
@@ -114,11 +104,10 @@ def trainer(device: str | torch.device = "cpu", **kwargs):
 
 
 def parallel_map(function: Callable, tasks: Iterable, jobs: int, fresh: bool = False, initializer: Callable | None = None, initargs: tuple = ()) -> Iterator:
-    """``function(task)`` for every task, results in the order they finish.
+    """``function(task)`` for every task, results as they finish: one job in this process, more in spawned interpreters.
 
-    One job runs in this process; more run in spawned interpreters (no torch state shared), each
-    with one torch thread unless ``initializer`` sets its own. ``fresh`` gives every task a new
-    process, even with one job (its peak memory and torch state are its own).
+    Each worker has one torch thread unless ``initializer`` sets its own; ``fresh`` gives every
+    task a new process, even with one job (its peak memory and torch state are its own).
     """
     tasks = list(tasks)
     if not fresh and (jobs <= 1 or len(tasks) <= 1):
@@ -137,12 +126,11 @@ def digest(settings) -> str:
 
 
 class ResultStore:
-    """Finished units of work as JSON lines, one per row, rewritten atomically so a kill never leaves half a line.
+    """Finished units of work as JSON lines, rewritten atomically (a kill never leaves half a line), with the machine of each.
 
-    A row's key is its values of ``key_fields``; a rerun asks :meth:`todo` which tasks are not
-    there yet, so a killed study resumes. With ``settings``, every row records their digest and the
-    machine it ran on, and a file holding rows of other settings is refused: results of
-    different experiments never mix.
+    A row's key is its values of ``key_fields``; :meth:`todo` gives the tasks not there yet, so a
+    killed study resumes. With ``settings``, rows record their digest and a file holding rows of
+    other settings is refused: results of different experiments never mix.
     """
 
     def __init__(self, path: str | Path, key_fields: tuple[str, ...], settings: dict | None = None) -> None:

@@ -1,15 +1,11 @@
 """Throughput of one distillation inner iteration: the library's DistillModule vs a plain reference loop.
 
-One *inner iteration* = all C classes matched (gradient matching, one synthetic-image step) + the network's
-update on ``n_data`` real images (whole minibatches, the library's default). Two paths run the same seeded
-synthetic workload, each in its own fresh process so that its peak memory is its own: ``reference``
-(:mod:`benchmarks.reference_loop`, the per-class loop of the public IDC/Acc-DD code in plain PyTorch) and
-``library`` (:class:`lightning_dd.DistillModule` under a real ``lightning.Trainer`` as the CLI drives it, on
-an in-memory source of random uint8 images, every ``training_step`` timed by a Callback), one row per
-precision mode: fp32, and bf16 autocast where the device computes bf16 natively. It checks that both paths
-compute the same matching loss and image gradient (and how far bf16 moves them), counts the FLOPs of one
-matching class-step with ``FlopCounterMode``, writes a Markdown section between ``<!-- throughput:start -->``
-and ``<!-- throughput:end -->`` in ``--output`` and ends with the line
+One *inner iteration* = all classes matched (one synthetic-image step) + the network's update on ``n_data`` real
+images. Each path runs the same seeded workload in its own fresh process (its peak memory is its own): ``reference``
+(:mod:`benchmarks.reference_loop`, the public IDC/Acc-DD per-class loop in plain PyTorch) and ``library``
+(``DistillModule`` under a ``lightning.Trainer`` on random uint8 images, timed by a Callback), one row per precision
+(fp32; bf16 autocast where the device computes bf16 natively). It checks that both compute the same matching loss and
+image gradient, counts one class-step's FLOPs, writes the ``throughput`` section of ``--output`` and ends with
 ``speed-up vs reference: <smallest reference/library ratio over the shapes, best mode>x``. Usage::
 
     python -m benchmarks.throughput                       # full workload, CPU, both shapes
@@ -29,19 +25,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_dd import DistillModule, RealDataModule
 from lightning_dd.allocator import tune_cpu_allocator
-from lightning_dd.augment import DSA
-from lightning_dd.data import ImageSplit, RealData, load_source, register_source
-from lightning_dd.data.real import Normalizer
+from lightning_dd.data import ImageSplit, Normalizer, RealData, RealDataModule, load_source, register_source
 from lightning_dd.data.sources import make_dataset
+from lightning_dd.distill import DSA, DistillModule, SyntheticSet, class_matching_loss
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pass, grouped_matching_loss
-from lightning_dd.distill.matching import class_matching_loss, matched_parameter_names
-from lightning_dd.distill.synthetic import SyntheticSet
+from lightning_dd.distill.matching import matched_parameter_names
 from lightning_dd.hardware import cpu_bf16_units
 from lightning_dd.nets import NetSpec, head_parameter_names
 
@@ -50,7 +42,6 @@ from .report import ROOT, command, machine_line, md_table
 from .runner import parallel_map, trainer
 
 MARKER = "throughput"
-START_MARKER, END_MARKER = f"<!-- {MARKER}:start -->", f"<!-- {MARKER}:end -->"
 LOSS_TOLERANCE, GRAD_TOLERANCE = 1e-4, 1e-3
 BF16_LOSS_TOLERANCE = 1e-2  # bf16 autocast: the matching loss within 1 % of fp32
 N_TRAIN, N_TEST = 6000, 100
@@ -59,7 +50,6 @@ QUICK = replace(FULL, width=16, ipc=2, n_data=64)
 PATH_LABELS = {"reference": "reference", "reference_tuned": "reference + tuned allocator"}
 
 
-# ------------------------------------------------------------------------------ command line
 def parse_shape(text: str) -> tuple[int, int, int]:
     """``"32x32x3"`` -> (H, W, C)."""
     parts = text.lower().split("x")
@@ -86,11 +76,9 @@ def mode_name(precision: str) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """(Re)write the throughput section of ``path``."""
     report.write_section(path, MARKER, section)
 
 
-# ------------------------------------------------------------------------------ the two paths
 def register_random_source(shape: tuple[int, int, int], settings: reference_loop.Settings) -> str:
     """Register an in-memory dataset of random uint8 images with balanced labels; returns its source name."""
     (h, w, c), name = shape, "benchmark_random_" + "x".join(map(str, shape))
@@ -123,13 +111,11 @@ class Probe:
             return
         self.kind, self.baseline_kb = "VmHWM growth over VmRSS after imports", proc_status_kb("VmRSS")
         try:  # Linux >= 4.0: reset the peak RSS to the current RSS
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
+            Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             self.kind += " (VmHWM not resettable: includes the import peak)"
 
-    def sync(self) -> float:
-        """Wait for the device; returns the time."""
+    def sync(self) -> float:  # waits for the device; returns the time
         if self.cuda:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
@@ -138,9 +124,9 @@ class Probe:
         return torch.cuda.max_memory_allocated(self.device) / 2**20 if self.cuda else max(0, proc_status_kb("VmHWM") - self.baseline_kb) / 1024
 
 
-def run_reference(probe: Probe, shape, settings, device, iterations: int) -> list[tuple[float, float]]:
+def run_reference(probe: Probe, task: dict, s: reference_loop.Settings, device, iterations: int) -> list[tuple[float, float]]:
     """The reference loop's inner iterations: (seconds, seconds of the matching part) of each."""
-    (h, w, c), s = shape, settings
+    h, w, c = task["shape"]
     distiller = reference_loop.ReferenceDistiller(*(t[:N_TRAIN] for t in reference_loop.random_images(N_TRAIN + N_TEST, c, h, w, s.num_classes, s.seed)), s, device)
     times = []
     for _ in range(iterations):
@@ -152,11 +138,11 @@ def run_reference(probe: Probe, shape, settings, device, iterations: int) -> lis
     return times
 
 
-def run_library(probe: Probe, shape, settings, device, iterations: int, precision: str, classes_per_pass, per_class_impl) -> list[tuple[float, float]]:
+def run_library(probe: Probe, task: dict, s: reference_loop.Settings, device, iterations: int) -> list[tuple[float, float]]:
     """``DistillModule.training_step`` under a ``lightning.Trainer``: (seconds, seconds of the matching part) of each."""
-    name, s, times = register_random_source(shape, settings), settings, []
+    name, times = register_random_source(task["shape"], s), []
 
-    class StepTimer(Callback):
+    class StepTimer(L.Callback):
         """Wall time of every training_step (one inner iteration) and of its matching part, device-synchronised."""
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -167,10 +153,10 @@ def run_library(probe: Probe, shape, settings, device, iterations: int, precisio
 
     shared = ("ipc", "factor", "batch_real", "augment", "lr_img", "momentum_img", "n_data", "net_lr", "net_momentum", "net_weight_decay", "net_batch_size", "seed")
     module = DistillModule(
-        **{k: getattr(s, k) for k in shared}, net_cutmix_p=s.cutmix_p, net=netspec(s), init="mix", metric="mse", precision=precision, classes_per_pass=classes_per_pass,
+        **{k: getattr(s, k) for k in shared}, net_cutmix_p=s.cutmix_p, net=netspec(s), init="mix", metric="mse", precision=task["precision"],
         model_source="random", perturb=False,  # no pool pretraining: the inner step costs the same as with pool members
+        classes_per_pass=task["classes_per_pass"], per_class_impl=task["per_class_impl"] or "replay",
         outer_iterations=1, inner_loop=iterations,  # the first step (which draws the network) is a warm-up step
-        **({} if per_class_impl is None else {"per_class_impl": per_class_impl}),
     )
     module.sync_part_timing = True  # the matching part's seconds (part_seconds), device-synchronised
     L.seed_everything(s.seed, verbose=False)
@@ -190,19 +176,13 @@ def measure(task: dict) -> dict:
         tune_cpu_allocator()
     device, settings, iterations = torch.device(task["device"]), QUICK if task["quick"] else FULL, task["warmup"] + task["steps"]
     probe = Probe(device)
-    if task["path"] == "library":
-        times = run_library(probe, task["shape"], settings, device, iterations, task["precision"], task["classes_per_pass"], task["per_class_impl"])
-    else:
-        times = run_reference(probe, task["shape"], settings, device, iterations)
+    times = (run_library if task["path"] == "library" else run_reference)(probe, task, settings, device, iterations)
     return {"key": task["key"], "times": times[task["warmup"] :], "peak_mb": probe.megabytes(), "memory_kind": probe.kind, "threads": torch.get_num_threads()}
 
 
 def run_paths(shape, args) -> dict[str, dict]:
-    """Every path, each in a fresh process, alternating ``--repeats`` times; medians of the pooled step and matching times.
-
-    Keys: ``reference``, ``reference_tuned`` (the reference with the library's CPU allocator
-    setting; CPU only) and ``library:<precision>`` for every precision in ``args.precisions``.
-    """
+    """Medians of the pooled step and matching times of every path (``reference``, ``reference_tuned`` on the CPU,
+    ``library:<precision>``), each in a fresh process, alternating ``--repeats`` times."""
     keys = ["reference"] + (["reference_tuned"] if args.device == "cpu" else []) + [f"library:{p}" for p in args.precisions]
     options = {k: getattr(args, k) for k in ("device", "warmup", "steps", "quick", "threads", "classes_per_pass", "per_class_impl")}
     tasks = [dict(options, key=key, path=key.partition(":")[0], precision=key.partition(":")[2] or "32", shape=shape) for _ in range(args.repeats) for key in keys]
@@ -217,13 +197,9 @@ def run_paths(shape, args) -> dict[str, dict]:
     return merged
 
 
-# ------------------------------------------------------------------ equality check and FLOPs
 def equality_and_flops(shape, settings, device, bf16: bool = False) -> dict:
-    """Same net, real batch, synthetic images and DSA draws through both paths' matching code.
-
-    Returns both summed losses, the relative differences of the loss and of its gradient w.r.t. the stored synthetic images (also for
-    the library's grouped pass on CUDA, its default there, and with ``bf16`` under bf16 autocast) and the FLOPs of one class-step of each path.
-    """
+    """Both paths' matching code on the same net, batches and DSA draws (main turns TF32 off): summed losses, relative differences
+    of the loss and its image gradient (also of the grouped pass on CUDA and, with ``bf16``, under autocast) and one class-step's FLOPs."""
     s, (h, w, c), classes = settings, shape, settings.num_classes
     loaded = load_source(register_random_source(shape, s))
     info, generator = loaded.info, torch.Generator().manual_seed(s.seed + 1)
@@ -232,24 +208,21 @@ def equality_and_flops(shape, settings, device, bf16: bool = False) -> dict:
     dsa = DSA(s.augment, flip_ok=info.flip_ok)
     draws = dsa.sample(classes, generator)
     normalizer = Normalizer(info.mean, info.std, device)
-    spec = netspec(s)
 
     # Reference: the stock-layer ConvNet, with the seeded weights of the library's ConvNet.
-    net = reference_loop.PlainConvNet(c, classes, (h, w), s.depth, s.width)
-    net.load_state_dict(spec.build_seeded(s.seed, c, classes, (h, w)).state_dict())
-    net.to(device)
+    net = reference_loop.PlainConvNet(c, classes, (h, w), s.depth, s.width).to(device)
+    net.load_state_dict(netspec(s).build_seeded(s.seed, c, classes, (h, w)).state_dict())
 
     def reference_class(images, k):
         return reference_loop.class_loss(net, dsa, real[k], images[k * s.ipc : (k + 1) * s.ipc], k, draws[k : k + 1], s.factor, normalizer.mean, normalizer.std)
 
     # Library: FunctionalNet with a copy of the same weights, SyntheticSet decoding, class_matching_loss.
-    template = spec.build_seeded(s.seed + 12345, c, classes, (h, w))  # different init: weights come from `net`
+    template = netspec(s).build_seeded(s.seed + 12345, c, classes, (h, w))  # different init: weights come from `net`
     fnet = FunctionalNet(template).to(device)
     weights = fnet.clone_weights(net.state_dict(), device)
     names = matched_parameter_names({n: p.shape for n, p in template.named_parameters()}, head_parameter_names(template))
     synthetic = SyntheticSet(classes, s.ipc, c, (h, w), s.factor).to(device)
-    with torch.no_grad():
-        synthetic.images.copy_(stored)
+    synthetic.images.data.copy_(stored)
 
     def library_pair(k):
         """Class ``k``'s augmented real and synthetic batches, as DistillModule builds them."""
@@ -264,27 +237,22 @@ def equality_and_flops(shape, settings, device, bf16: bool = False) -> dict:
         (grad,) = torch.autograd.grad(total, synthetic.images)
         return abs(ref_loss - total.item()) / max(abs(ref_loss), 1e-30), float((ref_grad - grad).norm() / ref_grad.norm().clamp_min(1e-30))
 
-    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # compare in true fp32
-    try:
-        ref_images = stored.clone().requires_grad_(True)
-        ref_total = sum(reference_class(ref_images, k) for k in range(classes))
-        (ref_grad,) = torch.autograd.grad(ref_total, ref_images)
-        ref_loss, lib_total = ref_total.item(), sum(library_class(k) for k in range(classes))
-        check = {"reference_loss": ref_loss, "library_loss": lib_total.item()}
-        check["rel_diff"], check["grad_rel_diff"] = differences(lib_total)
-        if device.type == "cuda":  # there the library matches all classes in one grouped pass: check that path too
-            pairs = [library_pair(k) for k in range(classes)]
-            stacked = [torch.stack([p[i] for p in pairs]) for i in (0, 1)]
-            total = grouped_matching_loss(GroupedConvNet(template), weights, names, *stacked, torch.arange(classes, device=device), "mse")
-            check["grouped_loss"] = total.item()
-            check["grouped_rel_diff"], check["grouped_grad_rel_diff"] = differences(total)
-        if bf16:
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                total = sum(library_class(k) for k in range(classes))
-            check["bf16_rel_diff"], check["bf16_grad_rel_diff"] = differences(total)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    ref_images = stored.clone().requires_grad_(True)
+    ref_total = sum(reference_class(ref_images, k) for k in range(classes))
+    (ref_grad,) = torch.autograd.grad(ref_total, ref_images)
+    ref_loss, lib_total = ref_total.item(), sum(library_class(k) for k in range(classes))
+    check = {"reference_loss": ref_loss, "library_loss": lib_total.item()}
+    check["rel_diff"], check["grad_rel_diff"] = differences(lib_total)
+    if device.type == "cuda":  # there the library matches all classes in one grouped pass: check that path too
+        pairs = [library_pair(k) for k in range(classes)]
+        stacked = [torch.stack([p[i] for p in pairs]) for i in (0, 1)]
+        total = grouped_matching_loss(GroupedConvNet(template), weights, names, *stacked, torch.arange(classes, device=device), "mse")
+        check["grouped_loss"] = total.item()
+        check["grouped_rel_diff"], check["grouped_grad_rel_diff"] = differences(total)
+    if bf16:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            total = sum(library_class(k) for k in range(classes))
+        check["bf16_rel_diff"], check["bf16_grad_rel_diff"] = differences(total)
 
     # FLOPs of one class-step, as each path executes it (forward, grads, double backward).
     with FlopCounterMode(display=False) as counter:
@@ -299,58 +267,48 @@ def equality_and_flops(shape, settings, device, bf16: bool = False) -> dict:
 
 def check_lines(name: str, check: dict) -> list[str]:
     """The loss-check line and, with bf16, the bf16 line (printed); exits when the library's loss or image gradient differs from the reference's."""
-    lines = [
-        f"loss check {name}: reference {check['reference_loss']:.6e}, library {check['library_loss']:.6e}, "
-        f"relative difference {check['rel_diff']:.2e} (< {LOSS_TOLERANCE:g}); image-gradient relative difference {check['grad_rel_diff']:.2e}"
-    ]
+    line = (f"loss check {name}: reference {check['reference_loss']:.6e}, library {check['library_loss']:.6e}, "
+            f"relative difference {check['rel_diff']:.2e} (< {LOSS_TOLERANCE:g}); image-gradient relative difference {check['grad_rel_diff']:.2e}")
     if "grouped_loss" in check:
-        lines[0] += (
-            f"; grouped pass (all classes at once, the library's CUDA default): loss {check['grouped_loss']:.6e}, relative difference "
-            f"{check['grouped_rel_diff']:.2e}, image-gradient relative difference {check['grouped_grad_rel_diff']:.2e}"
-        )
-    print(lines[0], flush=True)
+        line += (f"; grouped pass (all classes at once, the library's CUDA default): loss {check['grouped_loss']:.6e}, relative difference "
+                 f"{check['grouped_rel_diff']:.2e}, image-gradient relative difference {check['grouped_grad_rel_diff']:.2e}")
+    print(line, flush=True)
     if not all(check.get(p + "rel_diff", 0) < LOSS_TOLERANCE and check.get(p + "grad_rel_diff", 0) < GRAD_TOLERANCE for p in ("", "grouped_")):
-        raise SystemExit(f"the library's matching loss or image gradient differs from the reference's on {name}: {lines[0]}")
-    if "bf16_rel_diff" in check:
-        within = "within" if check["bf16_rel_diff"] < BF16_LOSS_TOLERANCE else "NOT within"
-        lines.append(
-            f"bf16 autocast (numerics change): matching loss relative difference to the fp32 reference {check['bf16_rel_diff']:.2e} "
+        raise SystemExit(f"the library's matching loss or image gradient differs from the reference's on {name}: {line}")
+    if "bf16_rel_diff" not in check:
+        return [line]
+    within = "within" if check["bf16_rel_diff"] < BF16_LOSS_TOLERANCE else "NOT within"
+    bf16 = (f"bf16 autocast (numerics change): matching loss relative difference to the fp32 reference {check['bf16_rel_diff']:.2e} "
             f"({within} {BF16_LOSS_TOLERANCE:g}), image-gradient relative difference {check['bf16_grad_rel_diff']:.2e}; "
-            "the distilled sets' accuracy is compared by `python -m benchmarks.protocol --candidate 'bf16=model.precision=bf16'`"
-        )
-        print(lines[1], flush=True)
-    return lines
+            "the distilled sets' accuracy is compared by `python -m benchmarks.protocol --candidate 'bf16=model.precision=bf16'`")
+    print(bf16, flush=True)
+    return [line, bf16]
 
 
-# ------------------------------------------------------------------------------ reporting
 def library_label(args, device: torch.device, precision: str) -> str:
     """``library (fp32)`` / ``library (bf16)``, plus the classes per pass when it is not 1 and a chosen per-class step."""
-    default = 1 if args.per_class_impl == "loop" else default_classes_per_pass(device.type)  # the per-class loop matches one class per pass
-    chunk = args.classes_per_pass if args.classes_per_pass is not None else default
+    chunk = args.classes_per_pass or (1 if args.per_class_impl == "loop" else default_classes_per_pass(device.type))  # the loop: one class per pass
     notes = [mode_name(precision)] + ([f"{chunk} classes per pass"] if chunk != 1 else []) + ([f"per-class {args.per_class_impl}"] if args.per_class_impl is not None else [])
     return f"library ({', '.join(notes)})"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--shapes", type=lambda text: [parse_shape(p.strip()) for p in text.split(",")], default=[(28, 28, 1), (32, 32, 3)], help="comma-separated HxWxC (default 28x28x1,32x32x3)")
-    parser.add_argument("--steps", type=int, default=None, help="measured inner iterations per path (default 10; 2 with --quick)")
-    parser.add_argument("--warmup", type=int, default=None, help="unmeasured inner iterations first (default 2; 1 with --quick)")
-    parser.add_argument("--repeats", type=int, default=1, help="fresh process runs per path, alternating reference/library; step times are pooled (default 1)")
-    parser.add_argument("--quick", action="store_true", help="tiny workload (width 16, ipc 2, n_data 64, 2 measured steps) for tests/CI")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file whose throughput section is (re)written (default docs/benchmarks.md)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every process (default: torch's choice)")
-    parser.add_argument(
-        "--precision", type=parse_precisions, default=["auto"], help="the library's precision modes, comma-separated (32, bf16; DistillModule(precision=...)), each its own row; "
-        "default auto: 32, plus bf16 where the device computes it natively (CUDA, or a CPU with AVX512-BF16/AMX). The reference is always fp32"
-    )
-    parser.add_argument(
-        "--classes_per_pass", type=int, default=None, help="the library's classes per matching pass (DistillModule(classes_per_pass=...)); default: the device's (10 on CUDA, 1 on the CPU)"
-    )
-    parser.add_argument(
-        "--per_class_impl", choices=("replay", "loop"), default=None, help="how the library runs its per-class image step (DistillModule(per_class_impl=...)); default: the module's (replay)"
-    )
+    add = parser.add_argument
+    add("--device", choices=("cpu", "cuda"), default="cpu")
+    add("--shapes", type=lambda text: [parse_shape(p.strip()) for p in text.split(",")], default=[(28, 28, 1), (32, 32, 3)], help="comma-separated HxWxC (default 28x28x1,32x32x3)")
+    add("--steps", type=int, default=None, help="measured inner iterations per path (default 10; 2 with --quick)")
+    add("--warmup", type=int, default=None, help="unmeasured inner iterations first (default 2; 1 with --quick)")
+    add("--repeats", type=int, default=1, help="fresh process runs per path, alternating reference/library; step times are pooled (default 1)")
+    add("--quick", action="store_true", help="tiny workload (width 16, ipc 2, n_data 64, 2 measured steps) for tests/CI")
+    add("--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file whose throughput section is (re)written (default docs/benchmarks.md)")
+    add("--threads", type=int, default=None, help="torch.set_num_threads in every process (default: torch's choice)")
+    add("--precision", type=parse_precisions, default=["auto"], help="the library's precision modes, comma-separated (32, bf16; DistillModule(precision=...)), each its own row; "
+        "default auto: 32, plus bf16 where the device computes it natively (CUDA, or a CPU with AVX512-BF16/AMX). The reference is always fp32")
+    add("--classes_per_pass", type=int, default=None,
+        help="the library's classes per matching pass (DistillModule(classes_per_pass=...)); default: the device's (10 on CUDA, 1 on the CPU)")
+    add("--per_class_impl", choices=("replay", "loop"), default=None,
+        help="how the library runs its per-class image step (DistillModule(per_class_impl=...)); default: the module's (replay)")
     args = parser.parse_args(argv)
     args.steps = (2 if args.quick else 10) if args.steps is None else args.steps
     args.warmup = (1 if args.quick else 2) if args.warmup is None else args.warmup
@@ -360,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--device cuda: CUDA is not available")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # the checks compare in true fp32 (the paths run in their own processes)
     device, s = torch.device(args.device), QUICK if args.quick else FULL
     args.precisions = (["32", "bf16"] if fast_bf16(device) else ["32"]) if args.precision == ["auto"] else args.precision
 
@@ -401,8 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     best = max(smallest, key=smallest.get)
     modes_line = "smallest ratio over the shapes per mode: " + ", ".join(f"{mode_name(p)} {v:.2f}x" for p, v in smallest.items()) + f"; best mode: {mode_name(best)}"
     speedup_line, cpu = f"speed-up vs reference: {smallest[best]:.2f}x", device.type == "cpu"
-    workload = (
-        f"Workload: ConvNet-{s.depth} width {s.width}, instance norm, {s.num_classes} classes, batch_real {s.batch_real} per class, "
+    workload = (f"Workload: ConvNet-{s.depth} width {s.width}, instance norm, {s.num_classes} classes, batch_real {s.batch_real} per class, "
         f"IPC {s.ipc} x factor {s.factor} ({synthetic} decoded synthetic images per class), metric mse, augmentation {s.augment}, "
         f"n_data {s.n_data} in batches of {s.net_batch_size}, {N_TRAIN} random uint8 training images{' (--quick)' if args.quick else ''}. "
         "One inner iteration = all classes matched + one synthetic-image step + the network's update. "
@@ -414,8 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         "`lightning_dd.nets.pooling`; on the CPU the tuned allocator and one class per pass; on CUDA all classes in one grouped pass, `lightning_dd.distill.grouped`). "
         "The reference holds the real images as normalised float32 (as IDC's ClassMemDataLoader), the library as uint8 (normalised per batch). "
         "Each path runs in its own fresh process; peak memory is "
-        + ("the growth of the process's peak RSS (VmHWM) over its RSS after imports." if cpu else "`torch.cuda.max_memory_allocated`.")
-    )
+        + ("the growth of the process's peak RSS (VmHWM) over its RSS after imports." if cpu else "`torch.cuda.max_memory_allocated`."))
     threads, date = args.threads if args.threads is not None else torch.get_num_threads(), _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     head = ["## Throughput: DistillModule vs the reference per-class loop", f"Command: `{command('throughput', argv)}`", f"Date: {date}"]
     section = "\n\n".join([*head, f"Machine: {machine_line(threads, args.device)}; device: {device.type}", workload, table, *details, modes_line, speedup_line])

@@ -20,7 +20,7 @@ def throughput():
 
 
 def test_section_is_created_appended_or_replaced(throughput, tmp_path):
-    start, end = throughput.START_MARKER, throughput.END_MARKER
+    start, end = "<!-- throughput:start -->", "<!-- throughput:end -->"
     path = tmp_path / "docs" / "bench.md"
     throughput.write_section(path, "first")
     assert path.read_text() == f"# Benchmarks\n\n{start}\nfirst\n{end}\n"

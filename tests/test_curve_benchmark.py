@@ -174,7 +174,7 @@ def study_args(config: Path, tmp_path: Path, *extra: str) -> argparse.Namespace:
 
 def test_distil_phase_skips_finished_runs_and_reruns_the_rest(tmp_path, monkeypatch):
     args = study_args(tiny_config(tmp_path), tmp_path, "--modes", "accdd", "idc", "--seeds", "0", "1")
-    study, _ = curve.open_study(args)
+    study = curve.open_study(args)
     curve.write_json(Path(study["dir"]) / "runs" / "accdd" / "seed0" / "progress.json", {"snapshots": {}, "done": True})
     curve.write_json(Path(study["dir"]) / "runs" / "idc" / "seed0" / "progress.json", {"snapshots": {}})  # interrupted
     calls = []
@@ -208,7 +208,7 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
     real_plot = curve_plot.plot_curves
     monkeypatch.setattr(curve_plot, "plot_curves", lambda path, **kwargs: drawn.append(kwargs) or real_plot(path, **kwargs))
     args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0")
-    study, _ = curve.open_study(args)
+    study = curve.open_study(args)
     study_dir = Path(study["dir"])
     cfg = curve.load_config(args.config, None, torch.get_num_threads(), [])
     # Two seeds per mode; accuracy of each snapshot below (one evaluation network each).
@@ -266,7 +266,7 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
 def test_paper_protocol_trains_the_best_final_set_on_its_own_device(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")  # the result files include the figure
     args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0", "--paper_epochs", "7", "--paper_repeats", "2", "--paper_device", "cuda", "--paper_width", "32")
-    study, _ = curve.open_study(args)
+    study = curve.open_study(args)
     study_dir = Path(study["dir"])
     cfg = curve.load_config(args.config, None, torch.get_num_threads(), [])
     finals = {("idc", 0): 70.0, ("accdd", 0): 74.0, ("accdd", 1): 73.0}  # accdd seed 0's final set is the best
@@ -367,7 +367,7 @@ def test_study_end_to_end_interrupted_run_resumes_and_finished_work_is_skipped(t
     config = tiny_config(tmp_path)
     argv = ["--config", str(config), "--study_dir", str(tmp_path / "study"), "--results_dir", str(tmp_path / "curves"), "--output", str(tmp_path / "bench.md"),
             "--budget_minutes", "0.2", "--first_checkpoint", "0.5", "--full_epochs", "1"]  # fmt: skip
-    study, _ = curve.open_study(curve.parse_args(argv))
+    study = curve.open_study(curve.parse_args(argv))
     # A run whose study process died: it checkpoints at its first step and stops.
     outcome = curve.distil_run((study, "idc", 0, -1))  # parent pid -1: never this process's parent
     assert outcome["status"] == "interrupted" and (tmp_path / "study" / "runs" / "idc" / "seed0" / "last.ckpt").exists()

@@ -219,7 +219,7 @@ def test_our_side_starts_from_the_handed_images_and_uses_the_handed_pool(parity)
     assert losses[0] > 0
     # A pool of one all-zero network: no gradient reaches the conv weights, so the matching loss is 0;
     # a pool built by the module itself would give a positive loss.
-    member = parity.net_spec(s).build(1, 10, (8, 8)).state_dict()
+    member = s.net.build(1, 10, (8, 8)).state_dict()
     zero_pool = EarlyStagePool([{k: torch.zeros_like(v) for k, v in member.items()}], "zero", {})
     _, losses = parity.run_ours(s, "accdd", 0, dm, init, zero_pool)
     assert losses == [0.0]
