@@ -22,6 +22,7 @@ import contextlib
 import io
 import os
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {row['set']:>11} {row['side']:>6} {row['epochs']:>5} ep net {row['seed']}: {row['accuracy']:.2f} % ({row['seconds']:.0f} s)", flush=True)
     rows = [r for r in store.rows() if r["epochs"] in opts.epochs]
     print(table(rows, sorted(opts.epochs)))
-    write_section(Path(opts.output), opts.section, report(rows, about, opts, argv))
+    write_section(Path(opts.output), opts.section, report(rows, about, opts, [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report_only"]))
 
 
 if __name__ == "__main__":
