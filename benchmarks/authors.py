@@ -30,33 +30,27 @@ if TYPE_CHECKING:  # the benchmark settings the command line is built from
 
 # Every change made to the authors' code's behaviour, in the order the benchmark applies them.
 SHIMS = (
-    "`argument.py`: `add_argument(..., nagrs='+')` for `--model_path` is a typo that makes argparse raise; "
-    "while `argument.py` runs, `ArgumentParser.add_argument` renames the keyword `nagrs` to `nargs`.",
+    "`argument.py`: `add_argument(..., nagrs='+')` for `--model_path` is a typo that makes argparse raise; while `argument.py` runs, `ArgumentParser.add_argument` renames the keyword "
+    "`nagrs` to `nargs`.",
     "`argument.py` is executed with `runpy` on a command line built by the benchmark (it parses `sys.argv` at import).",
-    "`condense.py` reads `args.v_max` / `args.v_min`, but the parser defines `--vmax` / `--vmin`: the parsed "
-    "namespace gets `v_max = vmax` and `v_min = vmin`.",
-    "`condense.py` draws the pool member with `random.randint(0, len(model_path))`, whose upper bound is inclusive (an IndexError "
-    "one time in M + 1): `args.model_path` is a list whose `len()` reports M - 1, so the unchanged call draws uniformly from the M members.",
+    "`condense.py` reads `args.v_max` / `args.v_min`, but the parser defines `--vmax` / `--vmin`: the parsed namespace gets `v_max = vmax` and `v_min = vmin`.",
+    "`condense.py` draws the pool member with `random.randint(0, len(model_path))`, whose upper bound is inclusive (an IndexError one time in M + 1): `args.model_path` is a list whose"
+    " `len()` reports M - 1, so the unchanged call draws uniformly from the M members.",
     "`misc/utils.py` uses `np.int`, removed in NumPy 1.24: `numpy.int` is set to `int` while their code runs.",
-    "On the CPU (`--device cpu`, the default), where their code hard-codes CUDA: the default `device` of `Synthesizer`, `diffaug`, "
-    "`ClassMemDataLoader` and `misc.utils.random_indices` becomes the CPU (the loader's as `torch.device('cpu')`, so `train_epoch`'s "
-    "`loader.device == 'cpu'` string test skips its `.cuda()` copy), `condense` is called with `device='cpu'`, "
-    "and the module-level `torch.tensor(..., device='cuda')` of `train.py` is created on the CPU while it is imported.",
-    "Their ConvNet's `forward` gets its input with standard NCHW strides (a copy): their crop permutes a 1-channel batch into strides "
-    "recent PyTorch reads as channels-last, the convolutions then return channels-last maps and `x.view(x.shape[0], -1)` before the "
-    "classifier raises. Values are unchanged.",
-    "`matplotlib` (plots) and `efficientnet_pytorch` (an unused network) are imported by their modules; when "
-    "absent, stand-in modules are registered that raise if anything in them is used.",
-    "Data: `condense.load_resized_data` returns our reader's Fashion-MNIST training images (uint8, which their `ClassMemDataLoader` "
-    "converts to [0, 1] exactly as `ToTensor` would) and no validation loader (their in-loop evaluation is off via their own `--test` "
-    "flag; both sides are evaluated by our evaluator).",
-    "Initial images: `Synthesizer.init` copies the images handed to both sides instead of taking the first `ipc * factor**2` images "
-    "of each class; the instance is recorded so the final `synset.data` can be read (`condense` returns nothing).",
-    "IDC mode: `condense` always loads a checkpoint from `args.model_path`; `condense.load_state` returns the state dict of a freshly "
-    "initialised `define_model(args, nclass)` instead (their IDC code initialises a new network every outer iteration), and "
-    "`--vmin 0 --vmax 0` makes the perturbation exactly zero.",
-    "Acc-DD mode: the pool members are saved as `{'state_dict': ...}` files in their key layout "
-    "(`layers.conv.d.*`, `layers.norm.d.*`, `classifier.*`) and passed with `--model_path`.",
+    "On the CPU (`--device cpu`, the default), where their code hard-codes CUDA: the default `device` of `Synthesizer`, `diffaug`, `ClassMemDataLoader` and `misc.utils.random_indices`"
+    " becomes the CPU (the loader's as `torch.device('cpu')`, so `train_epoch`'s `loader.device == 'cpu'` string test skips its `.cuda()` copy), `condense` is called with "
+    "`device='cpu'`, and the module-level `torch.tensor(..., device='cuda')` of `train.py` is created on the CPU while it is imported.",
+    "Their ConvNet's `forward` gets its input with standard NCHW strides (a copy): their crop permutes a 1-channel batch into strides recent PyTorch reads as channels-last, the "
+    "convolutions then return channels-last maps and `x.view(x.shape[0], -1)` before the classifier raises. Values are unchanged.",
+    "`matplotlib` (plots) and `efficientnet_pytorch` (an unused network) are imported by their modules; when absent, stand-in modules are registered that raise if anything in them is "
+    "used.",
+    "Data: `condense.load_resized_data` returns our reader's Fashion-MNIST training images (uint8, which their `ClassMemDataLoader` converts to [0, 1] exactly as `ToTensor` would) and"
+    " no validation loader (their in-loop evaluation is off via their own `--test` flag; both sides are evaluated by our evaluator).",
+    "Initial images: `Synthesizer.init` copies the images handed to both sides instead of taking the first `ipc * factor**2` images of each class; the instance is recorded so the "
+    "final `synset.data` can be read (`condense` returns nothing).",
+    "IDC mode: `condense` always loads a checkpoint from `args.model_path`; `condense.load_state` returns the state dict of a freshly initialised `define_model(args, nclass)` instead "
+    "(their IDC code initialises a new network every outer iteration), and `--vmin 0 --vmax 0` makes the perturbation exactly zero.",
+    "Acc-DD mode: the pool members are saved as `{'state_dict': ...}` files in their key layout (`layers.conv.d.*`, `layers.norm.d.*`, `classifier.*`) and passed with `--model_path`.",
     "`args.save_dir` points into the benchmark's work folder (their code writes `init.png` / `aug.png` there).",
 )
 

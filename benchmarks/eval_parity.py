@@ -1,18 +1,12 @@
 """Evaluation parity: our evaluation protocol and the authors' training loop on the same files.
 
-A set's worth is judged by training fresh networks on it: if our evaluation treated some sets
-differently from the authors', every accuracy we report would be off. ConvNet-3 (width 128,
-instance norm) is trained on the same decoded sets by ours (:func:`lightning_dd.evaluation.evaluate_set`,
-``TrainSchedule`` defaults) and by theirs (``train.train`` with their ``DiffAug``, ``define_model``,
-``TensorDataset`` and normalisation, on their Fashion-MNIST argument defaults), for several epoch
-counts; the final-epoch test accuracy of each is reported. The sets, written once to
-``<--work>/sets.pt``: ``initial`` (the ``mix`` init of a multi-formation set), ``distilled`` (an
-exported set, ``--distilled``) and ``random real`` (``ipc`` random real images per class).
+If our evaluation treated some sets differently from the authors', every accuracy we report would
+be off. ConvNet-3 (width 128) is trained on the same decoded sets (``initial``: a ``mix`` init;
+``distilled``: ``--distilled``; ``random real``) by :func:`lightning_dd.evaluation.evaluate_set`
+and by their ``train.train`` on their Fashion-MNIST defaults; each network is a line of ``--out``.
 
     python -m benchmarks.eval_parity --authors_dir /path/to/Acc-DD \\
         --distilled lightning_logs/version_0/distilled.pt --epochs 100 300 --nets 2 --jobs 2
-
-Every finished network is appended to ``--out`` (JSON lines); the same command skips what is done.
 """
 
 from __future__ import annotations
@@ -82,10 +76,7 @@ _WORKER: dict = {}
 def _worker_init(data_dir: str, authors_dir: str | None, device: str) -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    _WORKER["test"] = _data(data_dir)[1]
-    _WORKER["device"] = device
-    if authors_dir:
-        _WORKER["authors"] = AuthorsCode(authors_dir, device)
+    _WORKER.update(test=_data(data_dir)[1], device=device, authors=AuthorsCode(authors_dir, device) if authors_dir else None)
 
 
 def ours(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
@@ -99,9 +90,8 @@ def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -
     args = authors.parse_args(["-d", "fashion", "--ipc", "10", "-n", "convnet", "--depth", "3", "--width", "1.0", "--workers", "0", "--test"])
     args.epochs, args.epoch_print_freq, args.save_ckpt, args.verbose = epochs, epochs, False, False
     train_transform, test_transform = data.transform_fashion(augment=args.augment, from_tensor=True)
-    train_set = data.TensorDataset(images, labels, train_transform)
+    train_loader = data.MultiEpochsDataLoader(data.TensorDataset(images, labels, train_transform), batch_size=args.batch_size, shuffle=True, num_workers=0)
     val_set = data.TensorDataset(test.images.float().div(255.0), test.labels.long(), test_transform)
-    train_loader = data.MultiEpochsDataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=0)
     val_loader = data.MultiEpochsDataLoader(val_set, batch_size=500, shuffle=False, num_workers=0)
     L.seed_everything(seed, verbose=False)
     with contextlib.ExitStack() as stack:
@@ -178,18 +168,14 @@ def main(argv: list[str] | None = None) -> None:
         missing = [f for f in AuthorsCode.FILES if not Path(opts.authors_dir, f).is_file()]
         if missing:
             raise SystemExit(f"--authors_dir {opts.authors_dir} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)})")
-    work = Path(opts.work)
-    work.mkdir(parents=True, exist_ok=True)
-    sets_path = work / "sets.pt"
+    sets_path = Path(opts.work) / "sets.pt"
+    sets_path.parent.mkdir(parents=True, exist_ok=True)
     if not sets_path.exists():
         torch.save(build_sets(opts.distilled, opts.ipc, opts.factor, opts.seed, opts.data_dir), sets_path)
     about = torch.load(sets_path, weights_only=False)["about"]
     store = ResultStore(opts.out, KEY)
     sides = SIDES if opts.authors_dir else ("ours",)
-    tasks = [
-        {"set": s, "side": side, "epochs": e, "seed": n, "sets": str(sets_path)}
-        for e in sorted(opts.epochs) for n in range(opts.nets) for s in opts.sets for side in sides
-    ]  # fmt: skip
+    tasks = [{"set": s, "side": side, "epochs": e, "seed": n, "sets": str(sets_path)} for e in sorted(opts.epochs) for n in range(opts.nets) for s in opts.sets for side in sides]
     todo = store.todo(tasks)
     if todo and not opts.report_only:
         print(f"eval parity: {len(todo)} networks to train ({len(tasks) - len(todo)} done)", flush=True)

@@ -1,24 +1,14 @@
 #!/usr/bin/env bash
-# The CUDA measurements of docs/benchmarks.md, in one run on one GPU: the paper-protocol
-# evaluation of a CPU curve study's best set, parity with the authors' code (the CPU setting, and
-# a longer setting), the protocol study, and the Fashion-MNIST IPC 10 curve on the paper's config.
+# The CUDA measurements of docs/benchmarks.md in one run on one GPU (needs Fashion-MNIST and a
+# checkout of github.com/ncsu-dk-lab/Acc-DD):
 #
 #   ACC_DD_DIR=/path/to/Acc-DD [PAPER_STUDY=study_dir] bash benchmarks/gpu_suite.sh RESULTS_DIR [CURVE_MINUTES]
 #
-# Knobs (environment): STUDIES (which of paper parity-short parity-long protocol curve),
-# SUITE_SECONDS (each study's limit) or PAPER_SECONDS / SHORT_SECONDS / LONG_SECONDS,
-# SHORT_SEEDS / LONG_SEEDS, SHORT_JOBS / LONG_JOBS, LONG_OUTER, LONG_EVAL_EPOCHS, and for the paper
-# evaluation PAPER_CONFIG / PAPER_BUDGET_MINUTES / PAPER_NAME (the CPU study's settings). The H100
-# results in docs/benchmarks.md: the paper evaluation from STUDIES=paper PAPER_SECONDS=110, the
-# parity tables from STUDIES="parity-short parity-long" SHORT_SECONDS=115 LONG_SECONDS=120
-# LONG_SEEDS=0,1 LONG_OUTER=8.
-#
-# Needs Fashion-MNIST (the Debian package dataset-fashion-mnist) and a checkout of
-# github.com/ncsu-dk-lab/Acc-DD. The paper evaluation and the parity studies run one after
-# another, each alone on the GPU; the protocol study and the curve then share it (their results
-# say so). Everything lands in RESULTS_DIR (results files, logs, stack dumps, docs sections
-# sections-*.md to merge into docs/benchmarks.md, the curves' files), packed into
-# results.tar.gz, also when a study is cut short by its time limit.
+# STUDIES picks among paper parity-short parity-long protocol curve eval-parity; SUITE_SECONDS (or
+# PAPER_/SHORT_/LONG_SECONDS) limits each. The H100 results came from STUDIES=paper PAPER_SECONDS=110
+# and STUDIES="parity-short parity-long" SHORT_SECONDS=115 LONG_SECONDS=120 LONG_SEEDS=0,1 LONG_OUTER=8.
+# Paper and parity studies run alone on the GPU, the others share it; everything lands in
+# RESULTS_DIR (sections-*.md to merge into docs/benchmarks.md), packed into results.tar.gz.
 set -u
 results=${1:?usage: gpu_suite.sh RESULTS_DIR [CURVE_MINUTES]}
 curve_minutes=${2:-2.5}

@@ -1,25 +1,16 @@
-"""Effect of each training-protocol setting on the distilled set, at equal iterations.
+"""Effect of each training-protocol setting (or any candidate setting) on the distilled set, at equal iterations.
 
-The configs follow the authors' protocol (network update in batches of ``batch_real``, one
-spatial transform per minibatch and no cutout under CutMix, pool pretraining in batches of 64,
-pixels clamped once per outer iteration, one image step per class, nearest-neighbour tiles in the
-``mix`` init, whole minibatches in the network update). Each *variant* puts some of
-these settings back to what lightning-dd used before; ``previous`` puts back all of them. Every
-run distils the same number of outer x inner iterations from the same seed, and every set is
-evaluated by the config's evaluation section on the same evaluation networks, so the paired
-difference to ``paper`` (same seed) is the effect of the reverted settings.
+The configs follow the authors' protocol; each *variant* puts some settings back to what
+lightning-dd used before (``previous``: all of them), each ``--candidate NAME=section.key=value;...``
+changes what it lists (e.g. ``bf16=model.precision=bf16``). Every run distils from the same seed
+for the same iterations (or ``--max_minutes``), and every set is evaluated by the config's
+evaluation on the same networks, so the paired difference to ``paper`` (same seed) is the
+setting's effect; ``--random_real`` adds random real images of the same storage as the bar.
 
     python -m benchmarks.protocol --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 8 \\
         --seeds 0 1 2 --eval_epochs 100 --jobs 2 --threads 1
 
-Results are appended to ``--results`` (JSON lines) as they arrive; a rerun skips the (variant,
-seed) pairs already there, so a killed study resumes. Pool pretraining is cached (``--pool_cache``)
-(its time is in the fit seconds only when the cache was cold): the comparison is at equal distillation iterations.
-
-Candidates (``--candidate NAME=section.key=value;...``) are compared the same way, e.g. bf16
-autocast against fp32 (``--variants paper --candidate 'bf16=model.precision=bf16'``: same seed,
-so the same data order, networks and augmentation draws) or a config's settings against random
-real images of the same storage (``--random_real``).
+Results go to ``--results`` (JSON lines) as they arrive, so a rerun resumes; pools are cached.
 """
 
 from __future__ import annotations
@@ -85,9 +76,9 @@ def run_one(job: dict) -> dict:
 
 def random_real_row(job: dict, cfg) -> dict:
     """Random real subsets of the config's ipc under the same evaluation: the bar a set must clear."""
-    data = cfg.datamodule
-    result = evaluate_random_subsets(cfg.model["ipc"], data.train_data, data.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED + 100 * job["seed"], job["device"], progress=False)
-    return {"variant": RANDOM_REAL, "seed": job["seed"], "device": job["device"], "machine": machine_name(job["device"]), "outer": 0, "inner_loop": 0, "fit_seconds": 0.0, "accuracies": result.accuracies, "mean": result.mean}
+    data, device = cfg.datamodule, job["device"]
+    result = evaluate_random_subsets(cfg.model["ipc"], data.train_data, data.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED + 100 * job["seed"], device, progress=False)
+    return {"variant": RANDOM_REAL, "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": 0, "inner_loop": 0, "fit_seconds": 0.0, "accuracies": result.accuracies, "mean": result.mean}
 
 
 def parse_candidate(text: str) -> tuple[str, list[str]]:
@@ -169,25 +160,20 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if not args.no_doc and rows:
         first = rows[0]
-        body = "\n".join(
-            [
-                (f"### Candidates, {Path(args.config).name}" if candidates else f"### Protocol settings, {Path(args.config).name}: {first['outer']} outer x {first['inner_loop']} inner iterations per run"),
-                "",
-                table,
-                "",
-                ("Each candidate changes the listed settings of the config (`paper` is the config as written); " if candidates else "Each variant reverts the listed settings to lightning-dd's earlier behaviour; ")
-                + "the paired difference compares runs "
-                f"with the same distillation seed. Every set is evaluated by the config's evaluation section ({args.repeats} networks, "
-                f"{args.eval_epochs or 'config'} epochs, the same networks for every run). Fit seconds are wall-clock and include "
-                "pool pretraining when the pool cache was cold; compare accuracy, not time."
-                + "".join(f" Runs on {m}." for m in sorted({r["machine"] for r in rows if "machine" in r}))
-                + (f" Every run also sets {', '.join(f'`{o}`' for o in args.extra)}." if args.extra else "")
-                + (f" CPU bf16 units: {', '.join(cpu_bf16_units()) or 'none (bf16 is emulated, slowly)'}." if any("precision=bf16" in o for v in variants for o in overrides_of.get(v, [])) else "")
-                + (f" {args.note}" if args.note else ""),
-                "",
-                provenance("protocol", argv, args.threads, args.device),
-            ]
-        )
+        body = "\n\n".join([
+            f"### Candidates, {Path(args.config).name}" if candidates else f"### Protocol settings, {Path(args.config).name}: {first['outer']} outer x {first['inner_loop']} inner iterations per run",
+            table,
+            ("Each candidate changes the listed settings of the config (`paper` is the config as written); " if candidates else "Each variant reverts the listed settings to lightning-dd's earlier behaviour; ")
+            + "the paired difference compares runs "
+            f"with the same distillation seed. Every set is evaluated by the config's evaluation section ({args.repeats} networks, "
+            f"{args.eval_epochs or 'config'} epochs, the same networks for every run). Fit seconds are wall-clock and include "
+            "pool pretraining when the pool cache was cold; compare accuracy, not time."
+            + "".join(f" Runs on {m}." for m in sorted({r["machine"] for r in rows if "machine" in r}))
+            + (f" Every run also sets {', '.join(f'`{o}`' for o in args.extra)}." if args.extra else "")
+            + (f" CPU bf16 units: {', '.join(cpu_bf16_units()) or 'none (bf16 is emulated, slowly)'}." if any("precision=bf16" in o for v in variants for o in overrides_of.get(v, [])) else "")
+            + (f" {args.note}" if args.note else ""),
+            provenance("protocol", argv, args.threads, args.device),
+        ])  # fmt: skip
         section = args.section or f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else "")
         write_section(Path(args.output), section, body)
 

@@ -1,22 +1,12 @@
 """Reference: one IDC / Acc-DD inner iteration as a plain per-class PyTorch loop, the yardstick of ``throughput.py``.
 
-It follows the public IDC code (``condense.py``: ``matchloss`` and the inner loop; ``train.py``:
-``train_epoch``), which Acc-DD reuses unchanged, with nothing clever in it:
-
-* the network is an ordinary ``nn.Module`` of stock layers (:class:`PlainConvNet`, as the DC/IDC
-  ``ConvNet``) with real ``.parameters()``, trained by its own ``torch.optim.SGD``;
-* per class: sample a real batch, decode the class's synthetic images (multi-formation), augment
-  ``torch.cat([real, syn])`` with ONE shared DSA draw, ``torch.autograd.grad`` of the cross-entropy
-  w.r.t. all parameters on the real half (detached) and, with ``create_graph=True``, on the synthetic
-  half, sum the squared differences over the conv weights, then ``loss.item()``, ``loss.backward()``
-  and ``optimizer.step()`` (SGD, momentum 0.5): one image step per class, as IDC does;
-* then the network trains on random real images in whole minibatches until ``n_data`` are seen
-  (DSA with one draw per image, one spatial transform per minibatch, no cutout under CutMix; CutMix
-  with probability ``cutmix_p``; SGD with momentum): the protocol of the library's defaults.
-
-Only the DSA transform comes from the library (:class:`lightning_dd.augment.DSA`, the operations of
-IDC's ``DiffAugment``), so the equality check can feed both paths the same draw. Real data is held
-as IDC's ``ClassMemDataLoader`` holds it: normalised float32 images on the device, indices per class.
+Written like the public IDC code (``condense.py``'s ``matchloss`` and inner loop, ``train.py``'s
+``train_epoch``; Acc-DD reuses them) with nothing clever: a stock-layer ``nn.Module``
+(:class:`PlainConvNet`) and its own SGD; per class one shared DSA draw on real + synthetic,
+``autograd.grad`` of both halves, squared differences of the conv weights, ``loss.backward()`` and
+one image step; then the network trains on ``n_data`` real images in whole minibatches, as the
+library's defaults do. Only the DSA transform comes from the library, so the equality check can
+feed both paths the same draw; real data is held as IDC's ``ClassMemDataLoader`` holds it.
 """
 
 from __future__ import annotations
@@ -54,11 +44,7 @@ class Settings:
 
 
 class PlainConvNet(nn.Module):
-    """ConvNet-D with instance norm and average pooling, written with stock ``torch.nn`` layers.
-
-    Same layer order and parameter names as :class:`lightning_dd.nets.ConvNet` (so one state
-    dict loads into both), including the 28x28 rule (first convolution pads by 3).
-    """
+    """ConvNet-D (instance norm, average pooling) of stock layers; one state dict loads into it and :class:`lightning_dd.nets.ConvNet`."""
 
     def __init__(self, channels: int, num_classes: int, image_size: tuple[int, int], depth: int, width: int) -> None:
         super().__init__()
@@ -85,12 +71,7 @@ def random_images(n: int, channels: int, height: int, width: int, num_classes: i
 
 
 def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """IDC multi-formation: cut each image into ``factor x factor`` tiles, upsample every tile to full size.
-
-    Written like IDC's ``decode_zoom`` (tile-major order: all images' first tile, then the second,
-    ...): a side that ``factor`` does not divide is padded with grey (0.5) at the bottom and right
-    and cut into ``ceil(side / factor)``-pixel tiles.
-    """
+    """IDC's ``decode_zoom``: ``factor x factor`` tiles per image, each upsampled (tile-major; undivided sides padded with grey 0.5)."""
     if factor == 1:
         return images
     h, w = images.shape[-2:]
@@ -102,11 +83,7 @@ def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def match_loss(net: nn.Module, img_real: torch.Tensor, img_syn: torch.Tensor, lab_real: torch.Tensor, lab_syn: torch.Tensor) -> torch.Tensor:
-    """IDC's ``matchloss`` for ``match='grad'``, ``metric='mse'``: squared gradient differences of the conv weights.
-
-    Biases, normalisation parameters (``ndim == 1``, IDC's ``args.bias`` False) and the classifier
-    (``ndim == 2``, ``args.fc`` False) are left out.
-    """
+    """IDC's ``matchloss`` (``grad``, ``mse``): squared gradient differences of the conv weights (no biases, norms or classifier)."""
     criterion, params = nn.CrossEntropyLoss(), list(net.parameters())
     g_real = [g.detach() for g in torch.autograd.grad(criterion(net(img_real), lab_real), params)]
     g_syn = torch.autograd.grad(criterion(net(img_syn), lab_syn), params, create_graph=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -20,10 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value), as every results table reports them."""
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, 0.0
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def cell(values: list[float], count: bool = True, signed: bool = False) -> str:
@@ -44,13 +41,10 @@ def md_table(header: list[str], rows: list[list], right: int = 0) -> str:
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else the architecture."""
     try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def gpu_suffix(device: str) -> str:

@@ -62,11 +62,7 @@ def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
 
 
 def evaluation_settings(section: dict, eval_epochs: int | None) -> tuple[TrainSchedule, NetSpec | None]:
-    """The schedule and network of a config's ``evaluation`` section, read by :class:`SyntheticEvaluation` itself.
-
-    So a benchmark trains evaluation networks as ``lightning-dd fit`` would; epochs default to 300
-    when the section has none (the CLI's default is the paper's 1000).
-    """
+    """A config's evaluation schedule and network, read by :class:`SyntheticEvaluation` itself as ``lightning-dd fit`` reads them (epochs default 300)."""
     accepted = set(inspect.signature(SyntheticEvaluation).parameters) - {"net", "progress"}
     unknown = sorted(set(section) - accepted - {"net"})
     if unknown:
@@ -104,11 +100,8 @@ def trainer(device: str | torch.device = "cpu", **kwargs):
 
 
 def parallel_map(function: Callable, tasks: Iterable, jobs: int, fresh: bool = False, initializer: Callable | None = None, initargs: tuple = ()) -> Iterator:
-    """``function(task)`` for every task, results as they finish: one job in this process, more in spawned interpreters.
-
-    Each worker has one torch thread unless ``initializer`` sets its own; ``fresh`` gives every
-    task a new process, even with one job (its peak memory and torch state are its own).
-    """
+    """``function(task)`` per task, results as they finish: one job here, more in spawned interpreters with one torch thread each
+    (unless ``initializer`` sets its own); ``fresh`` gives every task a new process, its peak memory and torch state its own."""
     tasks = list(tasks)
     if not fresh and (jobs <= 1 or len(tasks) <= 1):
         if initializer is not None:
@@ -126,12 +119,8 @@ def digest(settings) -> str:
 
 
 class ResultStore:
-    """Finished units of work as JSON lines, rewritten atomically (a kill never leaves half a line), with the machine of each.
-
-    A row's key is its values of ``key_fields``; :meth:`todo` gives the tasks not there yet, so a
-    killed study resumes. With ``settings``, rows record their digest and a file holding rows of
-    other settings is refused: results of different experiments never mix.
-    """
+    """Finished units of work as JSON lines with their machine, rewritten atomically; keyed by ``key_fields``, so :meth:`todo` resumes a
+    killed study. With ``settings``, rows record their digest and a file of other settings is refused: experiments never mix."""
 
     def __init__(self, path: str | Path, key_fields: tuple[str, ...], settings: dict | None = None) -> None:
         self.path, self.key_fields = Path(path), key_fields

@@ -1,16 +1,11 @@
-"""Throughput of one distillation inner iteration: the library's DistillModule vs a plain reference loop.
+"""Throughput of one distillation inner iteration (all classes matched + the network's update): DistillModule vs a plain loop.
 
-One *inner iteration* = all classes matched (one synthetic-image step) + the network's update on ``n_data`` real
-images. Each path runs the same seeded workload in its own fresh process (its peak memory is its own): ``reference``
-(:mod:`benchmarks.reference_loop`, the public IDC/Acc-DD per-class loop in plain PyTorch) and ``library``
-(``DistillModule`` under a ``lightning.Trainer`` on random uint8 images, timed by a Callback), one row per precision
-(fp32; bf16 autocast where the device computes bf16 natively). It checks that both compute the same matching loss and
-image gradient, counts one class-step's FLOPs, writes the ``throughput`` section of ``--output`` and ends with
-``speed-up vs reference: <smallest reference/library ratio over the shapes, best mode>x``. Usage::
+``reference`` (:mod:`benchmarks.reference_loop`, the authors' per-class loop in plain PyTorch) and ``library``
+(``DistillModule`` under a Trainer, one row per precision) run the same seeded workload, each in a fresh process so its
+peak memory is its own; both must compute the same matching loss and image gradient. Writes the ``throughput`` section of
+``--output`` and ends with ``speed-up vs reference: <smallest ratio over the shapes, best mode>x``::
 
-    python -m benchmarks.throughput                       # full workload, CPU, both shapes
-    python -m benchmarks.throughput --device cuda --precision 32,bf16  # force both modes (bf16 is slow without bf16 units)
-    python -m benchmarks.throughput --quick --shapes 8x8x1 --output /tmp/bench.md   # seconds, for tests
+    python -m benchmarks.throughput [--device cuda] [--precision 32,bf16] [--quick --shapes 8x8x1 --output /tmp/bench.md]
 """
 
 from __future__ import annotations
