@@ -116,11 +116,16 @@ class AuthorsCode:
     FILES = ("argument.py", "condense.py", "train.py", "data.py", "weight_perturbation.py", "models/convnet.py", "misc/augment.py", "misc/utils.py", "misc/reproduce.py")
     MODULES = ("argument", "condense", "train", "data", "test", "coreset", "weight_perturbation", "misc", "models")
 
+    @classmethod
+    def check_checkout(cls, path: str | os.PathLike) -> Path:
+        """``path`` resolved, or a one-sentence refusal naming the files a checkout of their code must have (nothing is imported)."""
+        path = Path(path).expanduser().resolve()
+        if missing := [f for f in cls.FILES if not (path / f).is_file()]:
+            raise SystemExit(f"--authors_dir {path} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)}); clone it and pass its folder")
+        return path
+
     def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
-        self.path, self.device = Path(path).expanduser().resolve(), device
-        missing = [f for f in self.FILES if not (self.path / f).is_file()]
-        if missing:
-            raise SystemExit(f"--authors_dir {self.path} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)}); clone it and pass its folder")
+        self.path, self.device = self.check_checkout(path), device
         for name in self.MODULES:
             loaded = sys.modules.get(name)
             if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(str(self.path)):

@@ -38,6 +38,7 @@ from .runner import ResultStore, parallel_map
 
 SIDES = ("ours", "theirs")
 SET_NAMES = ("initial", "distilled", "random real")
+KEY = ("set", "side", "epochs", "seed")  # one network: a row of --out
 
 
 def _data(data_dir: str):
@@ -113,9 +114,6 @@ def run_task(task: dict) -> dict:
     return {**task, "accuracy": accuracy, "seconds": time.perf_counter() - started, "machine": machine_name(_WORKER["device"])}
 
 
-KEY = ("set", "side", "epochs", "seed")
-
-
 def table(rows: list[dict], epochs: list[int]) -> str:
     """One row per set and epoch count: each side's accuracy, their difference and seconds per network."""
     lines = []
@@ -165,9 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser.parse_args(argv)
 
     if opts.authors_dir:
-        missing = [f for f in AuthorsCode.FILES if not Path(opts.authors_dir, f).is_file()]
-        if missing:
-            raise SystemExit(f"--authors_dir {opts.authors_dir} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)})")
+        AuthorsCode.check_checkout(opts.authors_dir)  # refused before any work; workers import their code
     sets_path = Path(opts.work) / "sets.pt"
     sets_path.parent.mkdir(parents=True, exist_ok=True)
     if not sets_path.exists():

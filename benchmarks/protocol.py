@@ -22,7 +22,7 @@ from pathlib import Path
 
 import lightning as L
 
-from lightning_dd import DistillModule, RealDataModule
+from lightning_dd import DistillModule
 from lightning_dd.evaluation import evaluate_random_subsets, evaluate_repeats
 from lightning_dd.hardware import cpu_bf16_units
 
@@ -67,7 +67,7 @@ def run_one(job: dict) -> dict:
     device = job["device"]
     limit = {"max_time": {"minutes": job["max_minutes"]}} if job.get("max_minutes") else {}
     started, cpu_started = time.perf_counter(), time.process_time()
-    trainer(device, **limit).fit(module, datamodule=RealDataModule(**cfg.data))
+    trainer(device, **limit).fit(module, datamodule=cfg.datamodule)  # set up once by load_config
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     images, labels = module.decoded()
     result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False)
