@@ -1,6 +1,6 @@
-"""Accuracy against compute: Acc-DD, IDC mode, the two ablations and DM, as curves over wall-clock.
+"""Accuracy against compute: Acc-DD, IDC mode, the two ablations and DM, as curves over wall-clock (or CPU time).
 
-Every mode distils the same config (plus ``--override``s) for the same wall-clock budget, one run per seed, saving its set
+Every mode distils the same config (plus ``--override``s) for the same budget of wall-clock (or CPU time: ``--clock cpu``), one run per seed, saving its set
 at log-spaced checkpoints. The clock includes pool pretraining, not file writes nor the evaluations that follow (the config's
 ``evaluation`` section, beside random real subsets and the full training set). Rerunning the command resumes the study.
 
@@ -56,8 +56,9 @@ PUBLISHED: dict[tuple[str, int], dict[str, float]] = {key: dict(zip(("IDC", "DSA
 }.items()}
 PUBLISHED_COLORS = {"IDC": (31, 119, 180), "DSA": (127, 127, 127), "DC": (188, 189, 34), "random real": (140, 86, 75)}
 CSV_FIELDS = ("study dataset ipc mode seed checkpoint nominal_s wall_s cpu_s setup_wall_s setup_cpu_s matching_s network_s steps outer "
-              "eval_net eval_epochs nets acc_mean acc_std accuracies eval_wall_s").split()
+              "eval_net eval_epochs nets acc_mean acc_std accuracies eval_wall_s clock").split()
 study_config = functools.cache(load_config)  # evaluations train many networks: their process loads the data once
+CLOCKS = {"wall": "wall-clock", "cpu": "CPU time"}  # --clock: what the budget and the snapshots count
 
 
 def checkpoint_schedule(first: float, budget: float, per_doubling: int) -> list[float]:
@@ -82,10 +83,10 @@ def now() -> tuple[float, float]:
 
 
 class StudyClock(Callback):
-    """Snapshots the set at wall-clock checkpoints, ends the run at the budget; the clock (setup included, file writes not) resumes with the run."""
+    """Snapshots the set at checkpoints of ``clock`` ("wall", or "cpu": this process's CPU seconds), ends the run at the budget; the clock (setup included, file writes not) resumes with the run."""
 
-    def __init__(self, run_dir: Path, checkpoints: list[float], ckpt_seconds: float, parent_pid: int | None = None) -> None:
-        self.run_dir, self.checkpoints, self.ckpt_seconds, self.parent_pid = Path(run_dir), list(checkpoints), ckpt_seconds, parent_pid
+    def __init__(self, run_dir: Path, checkpoints: list[float], ckpt_seconds: float, parent_pid: int | None = None, clock: str = "wall") -> None:
+        self.run_dir, self.checkpoints, self.ckpt_seconds, self.parent_pid, self.clock = Path(run_dir), list(checkpoints), ckpt_seconds, parent_pid, clock
         self.state = {"next": 0, "wall": 0.0, "cpu": 0.0, "setup_wall": 0.0, "setup_cpu": 0.0, "matching": 0.0, "network": 0.0}
         self.segment = self.setup_started = None  # (wall, CPU) when the running clock last started / when setup began
         self.last_ckpt, self.parts_base, self.stopped_for = 0.0, {}, None
@@ -116,16 +117,16 @@ class StudyClock(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.state.update({part: base + pl_module.part_seconds[part] for part, base in self.parts_base.items()})
         self.state, self.segment = self.state_dict(), None  # the clock stops until the end of this hook: writing files is not distilling
-        wall = self.state["setup_wall"] + self.state["wall"]
-        due = [k for k in range(self.state["next"], len(self.checkpoints) + 1) if self.checkpoints[k - 1] <= wall]
+        elapsed = self.state[f"setup_{self.clock}"] + self.state[self.clock]
+        due = [k for k in range(self.state["next"], len(self.checkpoints) + 1) if self.checkpoints[k - 1] <= elapsed]
         if due:  # checkpoints passed within one step (e.g. during pool pretraining) share this snapshot
             self.snapshot(pl_module, due[-1])
         finished = self.state["next"] > len(self.checkpoints)
         orphaned = self.parent_pid is not None and os.getppid() != self.parent_pid
-        if not finished and (due or orphaned or (wall - self.last_ckpt >= self.ckpt_seconds and getattr(pl_module, "finished_outer", True))):
+        if not finished and (due or orphaned or (elapsed - self.last_ckpt >= self.ckpt_seconds and getattr(pl_module, "finished_outer", True))):
             trainer.save_checkpoint(self.run_dir / ".last.ckpt.tmp", weights_only=False)
             os.replace(self.run_dir / ".last.ckpt.tmp", self.run_dir / "last.ckpt")
-            self.last_ckpt = wall
+            self.last_ckpt = elapsed
         if finished or orphaned:
             trainer.should_stop = True
             self.stopped_for = None if finished else "the study process that started this run has ended"
@@ -146,7 +147,7 @@ class StudyClock(Callback):
         progress["snapshots"][str(index)] = record
         write_json(self.run_dir / "progress.json", progress)
         state["next"] = index + 1
-        print(f"  {self.run_dir.parent.name}/{self.run_dir.name}: snapshot {index} at {record['wall_s']:.0f} s ({record['steps']} steps)", flush=True)
+        print(f"  {self.run_dir.parent.name}/{self.run_dir.name}: snapshot {index} at {record[f'{self.clock}_s']:.0f} s ({record['steps']} steps)", flush=True)
 
 
 def distil_run(task: tuple) -> dict:
@@ -157,7 +158,7 @@ def distil_run(task: tuple) -> dict:
         cfg = load_config(study["config"], None, study["threads"], study["overrides"])
         settings = {**cfg.model, **STUDY_MODES[mode][1], "seed": seed, "outer_iterations": 10**9, "pool": {**cfg.model.get("pool", {}), "cache_dir": str(run_dir / "pool")}}
         write_json(run_dir / "settings.json", {"mode": mode, "seed": seed, "model": settings, "data": cfg.data})
-        clock = StudyClock(run_dir, study["checkpoints"], study["ckpt_minutes"] * 60, parent_pid)
+        clock = StudyClock(run_dir, study["checkpoints"], study["ckpt_minutes"] * 60, parent_pid, study["clock"])
         interrupt = CheckpointOnInterrupt(dirpath=str(run_dir), filename="interrupted.ckpt")
         resume_from = None  # the newest checkpoint that loads (a kill may have cut one short)
         for path in sorted((p for p in (run_dir / "interrupted.ckpt", run_dir / "last.ckpt") if p.exists()), key=lambda p: p.stat().st_mtime, reverse=True):
@@ -275,16 +276,16 @@ def curve_points(rows: list[dict]) -> dict:
     return modes
 
 
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--config", required=True, help="config whose data, model and evaluation sections are used")
     parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=VALUE", help="change one config value for every mode (repeatable), e.g. model.lr_img=0.02")
     parser.add_argument("--modes", nargs="+", default=["accdd", "idc"], choices=list(STUDY_MODES), help="modes to distil (default: accdd idc)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="distillation seeds (default 0); more seeds can be appended later")
-    parser.add_argument("--budget_minutes", type=float, default=30.0, help="wall-clock minutes of distillation per run, pool pretraining included")
+    parser.add_argument("--budget_minutes", type=float, default=30.0, help="minutes of --clock per run of distillation, pool pretraining included")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help="what the budget counts: wall-clock, or each run's CPU time (other load on the machine then slows a study without distorting it)")
     parser.add_argument("--first_checkpoint", type=float, default=30.0, help="first snapshot, in seconds of the clock")
-    parser.add_argument("--per_doubling", type=int, default=1, help="snapshots per doubling of wall-clock time")
+    parser.add_argument("--per_doubling", type=int, default=1, help="snapshots per doubling of the clock")
     parser.add_argument("--ckpt_minutes", type=float, default=5.0, help="also checkpoint a run this often (besides at every snapshot)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (two 1-thread runs share 2 cores)")
     parser.add_argument("--jobs", type=int, default=1, help="runs (and evaluation networks) in parallel, as separate processes")
@@ -315,14 +316,14 @@ def open_study(args: argparse.Namespace) -> dict:
     study_dir = Path(args.study_dir or ROOT / "lightning_logs" / "curves" / name)
     budget = args.budget_minutes * 60  # the clock depends on the thread count too: one study, one thread count
     signature = {"model": raw["model"], "data": raw.get("data", {}), "budget_s": budget, "checkpoints": checkpoint_schedule(args.first_checkpoint, budget, args.per_doubling),
-                 "device": args.device, "threads": args.threads}
+                 "device": args.device, "threads": args.threads, **({"clock": args.clock} if args.clock != "wall" else {})}  # studies before --clock counted wall-clock
     recorded = read_json(study_dir / "study.json")
     if recorded is None:
         write_json(study_dir / "study.json", {"signature": signature, "config": args.config, "overrides": args.override})
     elif recorded["signature"] != signature:
         changed = sorted(k for k in signature if signature[k] != recorded["signature"].get(k))
         raise ConfigError(f"study folder {study_dir} was distilled with other settings ({', '.join(changed)} differ); rerun with the same config, overrides, budget, checkpoints and threads, or pick another --name")
-    return {**signature, "dir": str(study_dir), "name": name, "config": args.config, "overrides": args.override, "ckpt_minutes": args.ckpt_minutes, "note": args.note}
+    return {"clock": "wall", **signature, "dir": str(study_dir), "name": name, "config": args.config, "overrides": args.override, "ckpt_minutes": args.ckpt_minutes, "note": args.note}
 
 
 def distil_phase(study: dict, args: argparse.Namespace) -> list[dict]:
@@ -388,7 +389,7 @@ def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, pa
     specs = {"random real": ("curve", f"random-real-ipc{ipc}", repeats, {}), "full training set": ("full", "full-training-set", repeats, {}),
              f"paper protocol: {chosen.get('mode')}": ("paper", chosen.get("digest"), paper_repeats, {"seed": chosen.get("seed")})}  # fmt: skip
     refs = {label: (settings[k], row, columns) for label, (k, key, n, columns) in specs.items() if keys[k] and (row := scored(study_dir / "evals" / keys[k] / key, n))["accuracies"]}
-    head = {"study": name, "dataset": dataset, "ipc": ipc}
+    head = {"study": name, "dataset": dataset, "ipc": ipc, "clock": study["clock"]}
     rows = [csv_row({**head, "mode": r["mode"], "seed": r["seed"], "checkpoint": r["index"], "steps": r["steps"], "outer": r["outer"]}, settings["curve"], r) for r in summary["rows"]]
     rows += [csv_row({**head, "mode": label, **columns}, s, row) for label, (s, row, columns) in refs.items()]
     with atomic_open(results_dir / f"{name}.csv", "w") as handle:
@@ -405,11 +406,12 @@ def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, pa
 def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: int, argv, dataset: str, ipc: int) -> str:
     """The study's section: the curve table, references, the measured speed-up, where the time went, how it was measured."""
     name, curve, modes, published = study["name"], settings["curve"], list(summary["modes"]), PUBLISHED.get((dataset, ipc), {})
-    out = [f"## Accuracy vs wall-clock: {dataset}, IPC {ipc} (study `{name}`)", "", *([study["note"], ""] if study.get("note") else []), f"![accuracy vs wall-clock](curves/{name}.png)", ""]
+    clock, x = CLOCKS[study["clock"]], f"{study['clock']}_s"  # the clock's name and the rows' field of its seconds
+    out = [f"## Accuracy vs {clock}: {dataset}, IPC {ipc} (study `{name}`)", "", *([study["note"], ""] if study.get("note") else []), f"![accuracy vs {clock}](curves/{name}.png)", ""]
     points = {m: {p["index"]: p for p in summary["modes"][m]["points"]} for m in modes}  # the curve table: a row per checkpoint, a column per mode
     nominal = {i: p["nominal_s"] for m in reversed(modes) for i, p in points[m].items()}  # as the first mode with the point has it
     table = [
-        ["start" if i == 0 else format_seconds(nominal[i])] + [f"{p['mean']:.2f} +- {p['std']:.2f} ({p['steps']:.0f}, {p['wall_s']:.0f} s)" if (p := points[m].get(i)) else "-" for m in modes]
+        ["start" if i == 0 else format_seconds(nominal[i])] + [f"{p['mean']:.2f} +- {p['std']:.2f} ({p['steps']:.0f}, {p[x]:.0f} s)" if (p := points[m].get(i)) else "-" for m in modes]
         for i in sorted(nominal)
     ]
     out += [md_table(["checkpoint", *(f"{STUDY_MODES[m][0]}: acc % (steps, s)" for m in modes)], table), ""]
@@ -418,7 +420,7 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
     ref_text = [f"{label(k, s)}: {v['acc_mean']:.2f} +- {v['acc_std']:.2f} % ({count(len(v['accuracies']), 'net')})" for k, (s, v, _) in refs.items() if not k.startswith("paper protocol")]
     ref_text += ["published: " + ", ".join(f"{k} {v:.1f} %" for k, v in published.items())] if published else []
     out += ["References: " + "; ".join(ref_text) + ".", ""] if ref_text else []
-    accdd, idc = ([(p["wall_s"], p["mean"]) for p in summary["modes"].get(m, {}).get("points", [])] for m in ("accdd", "idc"))
+    accdd, idc = ([(p[x], p["mean"]) for p in summary["modes"].get(m, {}).get("points", [])] for m in ("accdd", "idc"))
     if accdd and idc:  # the measured speed-up: when Acc-DD reached IDC mode's best mean accuracy and each level IDC mode reached; where the curves cross
         _, best = max(idc, key=lambda p: (p[1], -p[0]))
         t_idc, t_acc = time_to_reach(idc, best), time_to_reach(accdd, best)
@@ -453,13 +455,13 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
         out += [f"{label}: the best final set ({STUDY_MODES[chosen['mode']][0]}, seed {chosen['seed']}, chosen on the curve's evaluation above) trained on {net_name(s['net'])} for {s['schedule']['epochs']} epochs ({'on the GPU' if s.get('device') == 'cuda' else 'on the CPU'}): {paper['acc_mean']:.2f} +- {paper['acc_std']:.2f} % ({count(len(paper['accuracies']), 'net')}).", ""]
     schedule = curve["schedule"]
     notes = [
-        f"Each run distils for {format_seconds(study['budget_s'])} of wall-clock ({study['threads']} thread(s) per run), measured from the start of fit, so pool pretraining is on Acc-DD's clock (and on the pool ablation's; each run pretrains its own pool: the setup column); snapshot and checkpoint writes are off the clock.",
+        f"Each run distils for {format_seconds(study['budget_s'])} of {clock} ({study['threads']} thread(s) per run), measured from the start of fit, so pool pretraining is on Acc-DD's clock (and on the pool ablation's; each run pretrains its own pool: the setup column); snapshot and checkpoint writes are off the clock.",
         f"Snapshots at {', '.join(format_seconds(t) for t in study['checkpoints'])} (log-spaced; a snapshot is taken at the first step boundary after its checkpoint, and checkpoints passed during pool pretraining share the first snapshot after it); x is the mean over seeds of the actual time.",
         f"Evaluation, outside the clock and the same for every mode and checkpoint (the config's evaluation section, as `lightning-dd fit` evaluates it, so that the curves differ only in the sets): fresh {net_name(curve['net'])} networks, {schedule['epochs']} epochs, SGD lr {schedule['lr']}, batch {schedule['batch_size']}, DSA ({schedule['augment']}) + CutMix p {schedule['cutmix_p']}, final-epoch test accuracy; {repeats} networks per snapshot with the same network seeds for every snapshot (paired). "
         "Cell: mean over seeds of the per-seed mean, +- the std across seeds (across the networks when there is one seed); steps are matching steps (inner iterations).",
         "Speed-up: curves are piecewise linear in time between checkpoints; for each accuracy IDC mode reaches, the time at which each curve first reaches it.",
     ]
-    if over := [STUDY_MODES[m][0] for m in modes if any(r["mode"] == m and r["index"] == 0 and r["setup_wall_s"] > study["budget_s"] for r in summary["rows"])]:
+    if over := [STUDY_MODES[m][0] for m in modes if any(r["mode"] == m and r["index"] == 0 and r[f"setup_{x}"] > study["budget_s"] for r in summary["rows"])]:
         notes.append(f"Setup (pool pretraining) alone took longer than the budget for {', '.join(over)}: such a run takes one matching step and its last snapshot, so its curve starts after the budget.")
     if unfinished := sorted({(r["mode"], r["seed"]) for r in summary["rows"] if not r["done"]}):
         notes.append("Unfinished runs (rerun the command to continue): " + ", ".join(f"{m} seed {s}" for m, s in unfinished) + ".")
@@ -485,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.phase != "distil":
             out = write_outputs(study, cfg, settings, keys, repeats, args.paper_repeats, argv, Path(args.results_dir), Path(args.output) if args.output else None)
             for mode, data in out["modes"].items():
-                print(f"{STUDY_MODES[mode][0]}: " + ", ".join(f"{p['mean']:.1f}% at {p['wall_s']:.0f}s" for p in data["points"]), flush=True)
+                print(f"{STUDY_MODES[mode][0]}: " + ", ".join(f"{p['mean']:.1f}% at {p[study['clock'] + '_s']:.0f}s" for p in data["points"]), flush=True)
             print(f"results: {Path(args.results_dir) / study['name']}.{{csv,md,png}}", flush=True)
         if failed:
             raise SystemExit(f"{len(failed)} run(s) did not finish: " + "; ".join(f"{o['mode']} seed {o['seed']}: {o['status']} ({o.get('why', '')})" for o in failed) + "; rerun the same command to continue")

@@ -1,4 +1,4 @@
-"""Accuracy-vs-wall-clock figures of benchmarks/curve.py, drawn with matplotlib (the ``bench`` extra), from a study's CSV
+"""Accuracy-vs-time figures of benchmarks/curve.py, drawn with matplotlib (the ``bench`` extra), from a study's CSV
 (the rows its tables come from), so a figure can be redrawn without the study folder::
 
     python -m benchmarks.curve_plot docs/curves/fashion_mnist-ipc1.csv   # writes the .png beside it
@@ -75,10 +75,10 @@ def figure_from_csv(path: str | Path) -> dict:
         raise ValueError(f"{str(path)!r} holds no rows")
     numbers = ("nominal_s", "wall_s", "cpu_s", "steps", "acc_mean", "acc_std")
     runs = [{**r, **{k: float(r[k] or 0) for k in numbers}, "index": int(r["checkpoint"])} for r in rows if r["mode"] in STUDY_MODES and r["acc_mean"]]
-    first = min((r["nominal_s"] for r in runs if r["index"] > 0), default=0.0)
-    series = []
+    first, cpu = min((r["nominal_s"] for r in runs if r["index"] > 0), default=0.0), rows[0].get("clock") == "cpu"  # CSVs before --clock: wall-clock
+    series, x = [], "cpu_s" if cpu else "wall_s"
     for mode, data in curve_points(runs).items():
-        seeds, points = len(data["seeds"]), [(p["wall_s"], p["mean"], p["std"]) for p in data["points"] if p["index"] > 0 or p["wall_s"] >= first / 2]
+        seeds, points = len(data["seeds"]), [(p[x], p["mean"], p["std"]) for p in data["points"] if p["index"] > 0 or p[x] >= first / 2]
         if points:
             series.append({"label": f"{STUDY_MODES[mode][0]} ({seeds} seed{'s' if seeds > 1 else ''})", "color": COLORS[mode], "points": points})
     refs = [r for r in rows if r["mode"] in ("random real", "full training set") and r["acc_mean"]]
@@ -86,8 +86,8 @@ def figure_from_csv(path: str | Path) -> dict:
     dataset, ipc = rows[0]["dataset"], int(rows[0]["ipc"])
     lines += [{"label": f"{k} (published)", "value": v, "color": PUBLISHED_COLORS[k], "dashed": True} for k, v in PUBLISHED.get((dataset, ipc), {}).items()]
     curve_row = runs[0] if runs else rows[0]
-    return {"series": series, "lines": lines, "title": f"{dataset}, IPC {ipc}: test accuracy vs distillation wall-clock",
-            "xlabel": "wall-clock seconds, pool pretraining included (log scale)", "ylabel": f"test accuracy (%), {curve_row['eval_net']}, {curve_row['eval_epochs']} epochs"}
+    return {"series": series, "lines": lines, "title": f"{dataset}, IPC {ipc}: test accuracy vs distillation {'CPU time' if cpu else 'wall-clock'}",
+            "xlabel": f"{'CPU' if cpu else 'wall-clock'} seconds, pool pretraining included (log scale)", "ylabel": f"test accuracy (%), {curve_row['eval_net']}, {curve_row['eval_epochs']} epochs"}
 
 
 def plot_csv(csv_path: str | Path, png_path: str | Path | None = None) -> Path:

@@ -133,6 +133,48 @@ def test_clock_counts_setup_shares_snapshots_passed_together_and_excludes_writes
     assert snaps["0"]["digest"] != snaps["2"]["digest"]
 
 
+def test_cpu_clock_places_checkpoints_and_the_budget_in_cpu_seconds(tmp_path, monkeypatch):
+    """--clock cpu: the same steps as the wall-clock test above, but FakeTime's CPU runs at half the wall rate."""
+    fake = FakeTime()
+    monkeypatch.setattr(curve.time, "perf_counter", fake.wall)
+    monkeypatch.setattr(curve.time, "process_time", fake.cpu)
+    clock = curve.StudyClock(tmp_path, [10.0, 20.0], ckpt_seconds=1e9, clock="cpu")
+    trainer, module = FakeTrainer(fake, save_seconds=100.0), FakeModule()
+    clock.setup(trainer, module, "fit")
+    fake.now = 25.0  # setup: 25 s wall, 12.5 s CPU
+    clock.on_train_start(trainer, module)
+    module.step(fake, 3.0)  # CPU 14 s: only the 10 s checkpoint has passed (the wall clock, at 28 s, would have passed both)
+    clock.on_train_batch_end(trainer, module, None, None, 0)
+    module.step(fake, 11.0)  # CPU 19.5 s
+    clock.on_train_batch_end(trainer, module, None, None, 1)
+    assert not trainer.should_stop
+    module.step(fake, 2.0)  # CPU 20.5 s: the budget
+    clock.on_train_batch_end(trainer, module, None, None, 2)
+    snaps = json.loads((tmp_path / "progress.json").read_text())["snapshots"]
+    assert trainer.should_stop and sorted(snaps, key=int) == ["0", "1", "2"]
+    assert [snaps[k]["cpu_s"] for k in ("0", "1", "2")] == pytest.approx([12.5, 14.0, 20.5])
+
+
+def test_cpu_clock_study_reports_and_draws_cpu_seconds(tmp_path):
+    pytest.importorskip("matplotlib")
+    args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0", "--clock", "cpu")
+    study = curve.open_study(args)
+    assert study["clock"] == "cpu" and curve.read_json(Path(study["dir"]) / "study.json")["signature"]["clock"] == "cpu"
+    with pytest.raises(ConfigError, match="clock"):  # the same folder, counted on the other clock
+        curve.open_study(study_args(tiny_config(tmp_path), tmp_path))
+    cfg = curve.load_config(args.config, None, torch.get_num_threads(), [])
+    for mode in ("idc", "accdd"):
+        fabricate(Path(study["dir"]), mode, 0, [(0, 0.0, 40.0), (1, 100.0, 240.0)])  # CPU seconds: half the wall's
+    settings, keys, tasks = curve.evaluation_plan(study, cfg, args, 1)
+    for task in tasks:
+        curve.write_json(Path(task[-1]), {"accuracy": 70.0 if task[2].endswith("-1") else 50.0, "wall_s": 1.0, "cpu_s": 1.0})
+    curve.write_outputs(study, cfg, settings, keys, 1, 3, ["--config", "x"], tmp_path / "curves", None)
+    md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
+    assert md.startswith("## Accuracy vs CPU time:") and "| 100 s | 70.00 +- 0.00 (10, 120 s) |" in md and "of CPU time (" in md
+    figure = figure_from_csv(tmp_path / "curves" / "digits-ipc1.csv")
+    assert figure["series"][0]["points"][-1][0] == pytest.approx(120.0) and figure["xlabel"].startswith("CPU seconds")
+
+
 # --------------------------------------------------------------------------------- speed-up arithmetic
 def test_speedups_on_hand_made_curves():
     idc = [(0.0, 50.0), (100.0, 60.0), (200.0, 70.0), (400.0, 80.0)]
