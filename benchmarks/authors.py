@@ -140,7 +140,6 @@ class AuthorsCode:
                 kwargs["device"] = "cpu"
             return real_tensor(*args, **kwargs)
 
-        # On CUDA their code runs as written.
         with mock.patch.object(torch, "tensor", cpu_tensor if device == "cpu" else real_tensor), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import condense

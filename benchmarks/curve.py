@@ -403,6 +403,23 @@ def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, pa
     return summary
 
 
+def progress_lines(modes: dict, refs: dict, x: str) -> list[str]:
+    """Where each mode's mean curve reaches random real images (time and matching steps) and the accuracy it gains per 1 000 steps between snapshots."""
+    out, curves = [], {m: [(p[x], p["mean"], p["steps"]) for p in data["points"]] for m, data in modes.items() if data["points"]}
+    if "random real" in refs and curves:
+        bar, reached = refs["random real"][1]["acc_mean"], []
+        for m, pts in curves.items():
+            t = time_to_reach([(t, a) for t, a, _ in pts], bar)
+            reached.append(f"{STUDY_MODES[m][0]} at {format_seconds(t)} ({interpolate([(t, n) for t, _, n in pts], t):.0f} steps)" if t is not None else f"{STUDY_MODES[m][0]} not within {format_seconds(pts[-1][0])}")
+        out += [f"Random real images ({bar:.2f} %) reached by the mean curve: " + "; ".join(reached) + ".", ""]
+    gains = {m: {b["index"]: f"{1000 * (b['mean'] - a['mean']) / (b['steps'] - a['steps']):+.2f} ({a['steps']:.0f}-{b['steps']:.0f})" for a, b in zip(data["points"], data["points"][1:]) if b["steps"] > a["steps"]}
+             for m, data in modes.items()}  # fmt: skip
+    nominal = {p["index"]: p["nominal_s"] for data in modes.values() for p in data["points"]}
+    if rows := [[format_seconds(nominal[i]), *(gains[m].get(i, "-") for m in modes)] for i in sorted({i for g in gains.values() for i in g})]:
+        out += [md_table(["checkpoint", *(f"{STUDY_MODES[m][0]}: points gained per 1 000 steps (steps)" for m in modes)], rows), ""]
+    return out
+
+
 def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: int, argv, dataset: str, ipc: int) -> str:
     """The study's section: the curve table, references, the measured speed-up, where the time went, how it was measured."""
     name, curve, modes, published = study["name"], settings["curve"], list(summary["modes"]), PUBLISHED.get((dataset, ipc), {})
@@ -420,6 +437,7 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
     ref_text = [f"{label(k, s)}: {v['acc_mean']:.2f} +- {v['acc_std']:.2f} % ({count(len(v['accuracies']), 'net')})" for k, (s, v, _) in refs.items() if not k.startswith("paper protocol")]
     ref_text += ["published: " + ", ".join(f"{k} {v:.1f} %" for k, v in published.items())] if published else []
     out += ["References: " + "; ".join(ref_text) + ".", ""] if ref_text else []
+    out += progress_lines(summary["modes"], refs, x)
     accdd, idc = ([(p[x], p["mean"]) for p in summary["modes"].get(m, {}).get("points", [])] for m in ("accdd", "idc"))
     if accdd and idc:  # the measured speed-up: when Acc-DD reached IDC mode's best mean accuracy and each level IDC mode reached; where the curves cross
         _, best = max(idc, key=lambda p: (p[1], -p[0]))

@@ -16,7 +16,6 @@ import contextlib
 import io
 import os
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +38,7 @@ from .runner import ResultStore, parallel_map
 SIDES = ("ours", "theirs")
 SET_NAMES = ("initial", "distilled", "random real")
 KEY = ("set", "side", "epochs", "seed")  # one network: a row of --out
+_WORKER: dict = {}  # per process: the test split, the device and the authors' code
 
 
 def _data(data_dir: str):
@@ -71,9 +71,6 @@ def build_sets(distilled: str, ipc: int, factor: int, seed: int, data_dir: str) 
     }
 
 
-_WORKER: dict = {}
-
-
 def _worker_init(data_dir: str, authors_dir: str | None, device: str) -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -92,8 +89,7 @@ def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -
     args.epochs, args.epoch_print_freq, args.save_ckpt, args.verbose = epochs, epochs, False, False
     train_transform, test_transform = data.transform_fashion(augment=args.augment, from_tensor=True)
     train_loader = data.MultiEpochsDataLoader(data.TensorDataset(images, labels, train_transform), batch_size=args.batch_size, shuffle=True, num_workers=0)
-    val_set = data.TensorDataset(test.images.float().div(255.0), test.labels.long(), test_transform)
-    val_loader = data.MultiEpochsDataLoader(val_set, batch_size=500, shuffle=False, num_workers=0)
+    val_loader = data.MultiEpochsDataLoader(data.TensorDataset(test.images.float().div(255.0), test.labels.long(), test_transform), batch_size=500, shuffle=False, num_workers=0)
     L.seed_everything(seed, verbose=False)
     with contextlib.ExitStack() as stack:
         if _WORKER["device"] == "cpu":  # their model.cuda() / input.cuda() return the object itself
@@ -107,8 +103,7 @@ def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -
 
 
 def run_task(task: dict) -> dict:
-    sets = torch.load(task["sets"], weights_only=False)
-    images, labels = sets[task["set"]]
+    images, labels = torch.load(task["sets"], weights_only=False)[task["set"]]
     started = time.perf_counter()
     accuracy = (ours if task["side"] == "ours" else theirs)(images, labels, task["epochs"], task["seed"])
     return {**task, "accuracy": accuracy, "seconds": time.perf_counter() - started, "machine": machine_name(_WORKER["device"])}
@@ -128,7 +123,7 @@ def table(rows: list[dict], epochs: list[int]) -> str:
     return md_table(["set", "epochs", "ours: acc % (nets)", "theirs: acc % (nets)", "ours - theirs", "s per net (ours / theirs)"], lines)
 
 
-def report(rows: list[dict], about: dict, opts: argparse.Namespace, argv: list[str]) -> str:
+def report(rows: list[dict], about: dict, opts: argparse.Namespace, argv: list[str] | None) -> str:
     return "\n\n".join([
         "## Evaluation parity: our evaluation and the authors' training loop on the same files",
         "ConvNet-3 width 128 (instance norm) trained on each decoded set by our evaluation (`lightning_dd.evaluation.evaluate_set`) and by the "
@@ -180,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {row['set']:>11} {row['side']:>6} {row['epochs']:>5} ep net {row['seed']}: {row['accuracy']:.2f} % ({row['seconds']:.0f} s)", flush=True)
     rows = [r for r in store.rows() if r["epochs"] in opts.epochs]
     print(table(rows, sorted(opts.epochs)))
-    write_section(Path(opts.output), opts.section, report(rows, about, opts, [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report_only"]))
+    write_section(Path(opts.output), opts.section, report(rows, about, opts, argv))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,6 @@ parity() {  # NAME SEEDS SECONDS JOBS SETTINGS...: distil and evaluate both side
     --note "Run on one GPU next to the protocol study of benchmarks/gpu_suite.sh (they share the GPU)." \
     > "$w/curve.log" 2>&1 ) &
 
-# Our evaluation and the authors' training loop on the same three files (EVAL_DISTILLED: an exported set).
 [[ $studies == *" eval-parity "* ]] && ( timeout "${EVAL_SECONDS:-$limit}" $python -m benchmarks.eval_parity --device cuda --authors_dir "$authors" \
     --distilled "${EVAL_DISTILLED:?set EVAL_DISTILLED to an exported Fashion-MNIST set}" --epochs 100 300 1000 --nets 2 --jobs "${EVAL_JOBS:-4}" \
     --work "$w/eval-parity" --out "$w/eval-parity-runs-cuda.jsonl" --section eval-parity-cuda --output "$w/sections-eval-parity.md" \

@@ -382,8 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = {"settings": asdict(s), "work": str(work), "data_dir": opts.data_dir, "authors_dir": opts.authors_dir, "pool_file": pool_file,
             "authors_pool_files": authors_files, "effective_lr_img": protocol["effective_lr_img"], "stack_dump_s": opts.stack_dump_s}  # fmt: skip
     print(f"parity: {len(tasks) - len(todo)} of {len(tasks)} runs already in {out}; {len(todo)} to go ({opts.jobs} process(es) x {threads} thread(s))", flush=True)
-    workers = {"initializer": torch.set_num_threads, "initargs": (threads,)} if opts.jobs > 1 and len(todo) > 1 else {}
-    for result in parallel_map(run_task, [{**base, "task": t} for t in todo], opts.jobs, **workers):  # a run's record names its task
+    for result in parallel_map(run_task, [{**base, "task": t} for t in todo], opts.jobs, initializer=torch.set_num_threads, initargs=(threads,)):  # a run's record names its task
         results["runs"][task_name(result)] = result
         checkpoint()
         print(f"{task_name(result)}: {_mean(result['accuracies']):.2f} % (distillation {result['distill_s']:.0f} s, evaluation {result['eval_s']:.0f} s)", flush=True)
@@ -398,7 +397,6 @@ def report(results: dict, opts: argparse.Namespace, s: Settings, argv: list[str]
     codes = "; ".join(dict.fromkeys(x["code"] for x in sessions if "code" in x)) or "version not recorded"
     expected = [task_name(t) for t in expected_tasks(opts)]
     missing = [name for name in expected if name not in results["runs"]]
-    argv = [a for a in argv if a != "--report_only"]  # the command shown is the one that completes the runs
     body = "\n\n".join([f"### {'Fashion-MNIST' if s.dataset == FASHION else s.dataset}, IPC {s.ipc}, factor {s.factor}, ConvNet-{s.depth} width {s.width}: "
         f"{s.outer} outer x {s.inner} inner iterations on both sides",
         format_tables(rows, results.get("checks", {}), s),

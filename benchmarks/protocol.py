@@ -26,7 +26,7 @@ from lightning_dd import DistillModule
 from lightning_dd.evaluation import evaluate_random_subsets, evaluate_repeats
 from lightning_dd.hardware import cpu_bf16_units
 
-from .report import machine_name, mean_std, provenance, write_section
+from .report import cell, machine_name, mean_std, provenance, write_section
 from .runner import ResultStore, load_config, parallel_map, trainer
 
 # name -> (what it reverts, overrides relative to a config on the authors' protocol)
@@ -101,16 +101,13 @@ def summarise(rows: list[dict], variants: list[str], described: dict[str, str] |
         mine = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
         if not mine:
             continue
-        acc = mean_std([r["mean"] for r in mine])
         cells = []
-        for other, skip in (("paper", name in ("paper", RANDOM_REAL)), (RANDOM_REAL, not bar or name == RANDOM_REAL)):
+        for other in ("paper", RANDOM_REAL) if bar else ("paper",):
             diffs = [r["mean"] - by[(other, r["seed"])]["mean"] for r in mine if (other, r["seed"]) in by]
-            cells.append("" if skip or not diffs else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs)))
-        if not bar:
-            cells = cells[:1]
+            cells.append("" if name in (other, RANDOM_REAL) or not diffs else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs)))
         steps = "" if name == RANDOM_REAL else "/".join(sorted({str(r.get("steps", r["outer"] * r["inner_loop"])) for r in mine}, key=int))
         seconds = sum(r["fit_seconds"] for r in mine) / len(mine)
-        lines.append(f"| {name} | {described.get(name, '')} | {len(mine)} | {steps} | {acc[0]:.2f} +- {acc[1]:.2f} | {' | '.join(cells)} | {seconds:.0f} |")
+        lines.append(f"| {name} | {described.get(name, '')} | {len(mine)} | {steps} | {cell([r['mean'] for r in mine], count=False)} | {' | '.join(cells)} | {seconds:.0f} |")
     return "\n".join(lines)
 
 
@@ -143,8 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         described["paper"] = "nothing: the config as written"
     variants = (args.variants if args.variants is not None else ([] if candidates else list(VARIANTS))) + list(candidates) + ([RANDOM_REAL] if args.random_real else [])
     store = ResultStore(args.results, ("variant", "seed"))
-    other = sorted({r.get("device", "cpu") for r in store.rows()} - {args.device})
-    if other:
+    if other := sorted({r.get("device", "cpu") for r in store.rows()} - {args.device}):
         parser.error(f"{args.results} holds runs on {', '.join(other)}; pass another --results for --device {args.device}")
     base = dict(config=args.config, outer=args.outer, max_minutes=args.max_minutes, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device)
     # Seed-major order, paper first: paired differences become available as early as possible.
@@ -159,9 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     table = summarise(rows, order, described)
     print(table)
     if not args.no_doc and rows:
-        first = rows[0]
         body = "\n\n".join([
-            f"### Candidates, {Path(args.config).name}" if candidates else f"### Protocol settings, {Path(args.config).name}: {first['outer']} outer x {first['inner_loop']} inner iterations per run",
+            f"### Candidates, {Path(args.config).name}" if candidates else f"### Protocol settings, {Path(args.config).name}: {rows[0]['outer']} outer x {rows[0]['inner_loop']} inner iterations per run",
             table,
             ("Each candidate changes the listed settings of the config (`paper` is the config as written); " if candidates else "Each variant reverts the listed settings to lightning-dd's earlier behaviour; ")
             + "the paired difference compares runs "
@@ -174,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             + (f" {args.note}" if args.note else ""),
             provenance("protocol", argv, args.threads, args.device),
         ])  # fmt: skip
-        section = args.section or f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else "")
-        write_section(Path(args.output), section, body)
+        write_section(Path(args.output), args.section or f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else ""), body)
 
 
 if __name__ == "__main__":

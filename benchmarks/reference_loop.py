@@ -92,9 +92,8 @@ def match_loss(net: nn.Module, img_real: torch.Tensor, img_syn: torch.Tensor, la
 
 def class_loss(net: nn.Module, dsa: DSA, real: torch.Tensor, stored: torch.Tensor, c: int, draw: torch.Tensor, factor: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """The matching loss of class ``c``: ``real`` normalised images, ``stored`` synthetic pixels in [0, 1], one ``[1, 11]`` DSA ``draw`` for both."""
-    img_syn = (decode(stored, factor) - mean) / std
     n = real.shape[0]
-    img_aug = dsa.apply(torch.cat([real, img_syn]), draw)
+    img_aug = dsa.apply(torch.cat([real, (decode(stored, factor) - mean) / std]), draw)
     labels = torch.full((img_aug.shape[0],), c, dtype=torch.long, device=real.device)
     return match_loss(net, img_aug[:n], img_aug[n:], labels[:n], labels[n:])
 
@@ -127,11 +126,9 @@ class ReferenceDistiller:
         # The network update's augmentation, as the authors' train_epoch: colour and flip plus ONE of
         # crop / scale / rotate per minibatch, cutout dropped under CutMix.
         self.net_dsa = training_augmentation(s.augment, spatial="single", cutmix_p=s.cutmix_p)
-        # The synthetic set: ipc stored images per class, pixels in [0, 1], one SGD optimiser.
         init = torch.rand(s.num_classes * s.ipc, channels, height, width, generator=self.generator)
         self.synset = init.to(self.device).requires_grad_(True)
         self.optim_img = torch.optim.SGD([self.synset], lr=s.lr_img * s.ipc / 10.0, momentum=s.momentum_img)
-        # The outer iteration's freshly initialised network and its optimiser.
         self.net = PlainConvNet(channels, s.num_classes, (height, width), s.depth, s.width).to(self.device).train()
         self.optim_net = torch.optim.SGD(self.net.parameters(), lr=s.net_lr, momentum=s.net_momentum, weight_decay=s.net_weight_decay)
 

@@ -74,8 +74,8 @@ def code_version() -> str:
 
 
 def command(benchmark: str, argv: list[str] | None) -> str:
-    """The command line that reproduces a run: ``python -m benchmarks.<name> ...``."""
-    return shlex.join(["python", "-m", f"benchmarks.{benchmark}", *(sys.argv[1:] if argv is None else argv)])
+    """The command line that reproduces a run: ``python -m benchmarks.<name> ...``, less ``--report_only`` (the command completes the runs)."""
+    return shlex.join(["python", "-m", f"benchmarks.{benchmark}", *(a for a in (sys.argv[1:] if argv is None else argv) if a != "--report_only")])
 
 
 def provenance(benchmark: str, argv: list[str] | None, threads: int, device: str = "cpu") -> str:

@@ -70,10 +70,6 @@ def mode_name(precision: str) -> str:
     return "bf16" if precision == "bf16" else "fp32"
 
 
-def write_section(path: Path, section: str) -> None:
-    report.write_section(path, MARKER, section)
-
-
 def register_random_source(shape: tuple[int, int, int], settings: reference_loop.Settings) -> str:
     """Register an in-memory dataset of random uint8 images with balanced labels; returns its source name."""
     (h, w, c), name = shape, "benchmark_random_" + "x".join(map(str, shape))
@@ -155,8 +151,7 @@ def run_library(probe: Probe, task: dict, s: reference_loop.Settings, device, it
     )
     module.sync_part_timing = True  # the matching part's seconds (part_seconds), device-synchronised
     L.seed_everything(s.seed, verbose=False)
-    # The CLI's trainer defaults (no sanity validation, log every 10 steps, no epoch limit); no logger, checkpoints or progress bar (outside training_step).
-    trainer(device, log_every_n_steps=10, callbacks=[StepTimer()]).fit(module, datamodule=RealDataModule(name))
+    trainer(device, log_every_n_steps=10, callbacks=[StepTimer()]).fit(module, datamodule=RealDataModule(name))  # logs every 10 steps, as the CLI's trainer
     if len(times) != iterations:
         raise RuntimeError(f"expected {iterations} training steps, the Trainer ran {len(times)}")
     return times
@@ -204,14 +199,12 @@ def equality_and_flops(shape, settings, device, bf16: bool = False) -> dict:
     draws = dsa.sample(classes, generator)
     normalizer = Normalizer(info.mean, info.std, device)
 
-    # Reference: the stock-layer ConvNet, with the seeded weights of the library's ConvNet.
     net = reference_loop.PlainConvNet(c, classes, (h, w), s.depth, s.width).to(device)
     net.load_state_dict(netspec(s).build_seeded(s.seed, c, classes, (h, w)).state_dict())
 
     def reference_class(images, k):
         return reference_loop.class_loss(net, dsa, real[k], images[k * s.ipc : (k + 1) * s.ipc], k, draws[k : k + 1], s.factor, normalizer.mean, normalizer.std)
 
-    # Library: FunctionalNet with a copy of the same weights, SyntheticSet decoding, class_matching_loss.
     template = netspec(s).build_seeded(s.seed + 12345, c, classes, (h, w))  # different init: weights come from `net`
     fnet = FunctionalNet(template).to(device)
     weights = fnet.clone_weights(net.state_dict(), device)
@@ -349,8 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = ", ".join(f"library {mode_name(p)} {results[f'library:{p}']['step']:.4f} s ({ratios[p][name]:.2f}x)" for p in args.precisions)
         print(f"{name}: reference {ref['step']:.4f} s, {summary} per inner iteration", flush=True)
 
-    header = ["shape", "path", "s / inner iteration (median)", "images matched / s", "peak memory MB", "speed-up vs reference"]
-    table = md_table(header, rows, right=4)
+    table = md_table(["shape", "path", "s / inner iteration (median)", "images matched / s", "peak memory MB", "speed-up vs reference"], rows, right=4)
     smallest = {p: min(r.values()) for p, r in ratios.items()}  # per mode: its smallest ratio over the shapes
     best = max(smallest, key=smallest.get)
     modes_line = "smallest ratio over the shapes per mode: " + ", ".join(f"{mode_name(p)} {v:.2f}x" for p, v in smallest.items()) + f"; best mode: {mode_name(best)}"
@@ -372,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     head = ["## Throughput: DistillModule vs the reference per-class loop", f"Command: `{command('throughput', argv)}`", f"Date: {date}"]
     section = "\n\n".join([*head, f"Machine: {machine_line(threads, args.device)}; device: {device.type}", workload, table, *details, modes_line, speedup_line])
     print(f"\n{table}\n")
-    write_section(args.output, section)
+    report.write_section(args.output, MARKER, section)
     print(f"wrote {args.output}\n{modes_line}\n{speedup_line}")
 
 

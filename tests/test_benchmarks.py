@@ -22,15 +22,15 @@ def throughput():
 def test_section_is_created_appended_or_replaced(throughput, tmp_path):
     start, end = "<!-- throughput:start -->", "<!-- throughput:end -->"
     path = tmp_path / "docs" / "bench.md"
-    throughput.write_section(path, "first")
+    throughput.report.write_section(path, throughput.MARKER, "first")
     assert path.read_text() == f"# Benchmarks\n\n{start}\nfirst\n{end}\n"
 
     path.write_text("# Notes\n\nhand-written text\n")
-    throughput.write_section(path, "second")
+    throughput.report.write_section(path, throughput.MARKER, "second")
     assert path.read_text() == f"# Notes\n\nhand-written text\n\n{start}\nsecond\n{end}\n"
 
     path.write_text(f"head\n\n{start}\nold\nlines\n{end}\n\ntail\n")
-    throughput.write_section(path, "third\n")
+    throughput.report.write_section(path, throughput.MARKER, "third\n")
     assert path.read_text() == f"head\n\n{start}\nthird\n{end}\n\ntail\n"
     assert [p.name for p in path.parent.iterdir()] == ["bench.md"]  # no temporary file left behind
 

@@ -167,10 +167,14 @@ def test_cpu_clock_study_reports_and_draws_cpu_seconds(tmp_path):
         fabricate(Path(study["dir"]), mode, 0, [(0, 0.0, 40.0), (1, 100.0, 240.0)])  # CPU seconds: half the wall's
     settings, keys, tasks = curve.evaluation_plan(study, cfg, args, 1)
     for task in tasks:
-        curve.write_json(Path(task[-1]), {"accuracy": 70.0 if task[2].endswith("-1") else 50.0, "wall_s": 1.0, "cpu_s": 1.0})
+        accuracy = 60.0 if task[1] == "random" else 70.0 if task[2].endswith("-1") else 50.0
+        curve.write_json(Path(task[-1]), {"accuracy": accuracy, "wall_s": 1.0, "cpu_s": 1.0})
     curve.write_outputs(study, cfg, settings, keys, 1, 3, ["--config", "x"], tmp_path / "curves", None)
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
     assert md.startswith("## Accuracy vs CPU time:") and "| 100 s | 70.00 +- 0.00 (10, 120 s) |" in md and "of CPU time (" in md
+    # Both modes go from 50 % (CPU 20 s, 0 steps) to 70 % (CPU 120 s, 10 steps): random real's 60 % at 70 s and 5 steps; +20 points in 10 steps.
+    assert "Random real images (60.00 %) reached by the mean curve: Acc-DD at 70 s (5 steps); IDC mode at 70 s (5 steps)." in md
+    assert "| 100 s | +2000.00 (0-10) | +2000.00 (0-10) |" in md
     figure = figure_from_csv(tmp_path / "curves" / "digits-ipc1.csv")
     assert figure["series"][0]["points"][-1][0] == pytest.approx(120.0) and figure["xlabel"].startswith("CPU seconds")
 
