@@ -285,7 +285,9 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
     # IDC's best 71 %; Acc-DD reaches it between (100, 65) and (200, 73): 100 + 100 * 6/8 = 175 s -> 200/175 = 1.14x
     assert "**Measured speed-up: 1.14x.**" in md and "at 175 s" in md
     # 61 %: IDC at 100 s, Acc-DD at 50 + 50 * 6/10 = 80 s -> 1.25x
-    assert "| 61.00 | 100 s | 80 s | 1.25x |" in md
+    # Pool cached: Acc-DD's setup (10 s) less IDC mode's (0 s) off its clock: 61 % at 40 + 50 * 6/10 = 70 s -> 1.43x; 71 % at 90 + 100 * 6/8 = 165 s -> 1.21x
+    assert "| 61.00 | 100 s | 80 s | 1.25x | 70 s | 1.43x |" in md and "| 71.00 | 200 s | 175 s | 1.14x | 165 s | 1.21x |" in md
+    assert "Pool cached: Acc-DD's times less its pool pretraining (10 s: its setup minus IDC mode's)" in md
     # Acc-DD - IDC: 55 - 55.5 at 50 s, 65 - 61 at 100 s -> crossing at 50 + 50 * 0.5/4.5 = 55.6 s
     assert "The mean curves cross at 56 s" in md and "Acc-DD ahead after" in md
     assert "| 100 s | 65.00 +- 1.41 (10, 100 s) | 61.00 +- 1.41 (10, 100 s) |" in md
