@@ -409,8 +409,8 @@ def progress_lines(modes: dict, refs: dict, x: str) -> list[str]:
     if "random real" in refs and curves:
         bar, reached = refs["random real"][1]["acc_mean"], []
         for m, pts in curves.items():
-            t = time_to_reach([(t, a) for t, a, _ in pts], bar)
-            reached.append(f"{STUDY_MODES[m][0]} at {format_seconds(t)} ({interpolate([(t, n) for t, _, n in pts], t):.0f} steps)" if t is not None else f"{STUDY_MODES[m][0]} not within {format_seconds(pts[-1][0])}")
+            t = time_to_reach([(s, a) for s, a, _ in pts], bar)
+            reached.append(f"{STUDY_MODES[m][0]} at {format_seconds(t)} ({interpolate([(s, n) for s, _, n in pts], t):.0f} steps)" if t is not None else f"{STUDY_MODES[m][0]} not within {format_seconds(pts[-1][0])}")
         out += [f"Random real images ({bar:.2f} %) reached by the mean curve: " + "; ".join(reached) + ".", ""]
     gains = {m: {b["index"]: f"{1000 * (b['mean'] - a['mean']) / (b['steps'] - a['steps']):+.2f} ({a['steps']:.0f}-{b['steps']:.0f})" for a, b in zip(data["points"], data["points"][1:]) if b["steps"] > a["steps"]}
              for m, data in modes.items()}  # fmt: skip
