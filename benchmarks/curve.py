@@ -403,6 +403,19 @@ def write_outputs(study: dict, cfg, settings: dict, keys: dict, repeats: int, pa
     return summary
 
 
+def speedup_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, float]]) -> str:
+    """The headline: Acc-DD's time to IDC mode's best mean accuracy against IDC mode's, from (time, accuracy) curves."""
+    _, best = max(idc, key=lambda p: (p[1], -p[0]))
+    t_idc, t_acc = time_to_reach(idc, best), time_to_reach(accdd, best)
+    if t_idc <= idc[0][0]:
+        return f"**Measured speed-up: not defined yet.** IDC mode has not improved on its starting set ({best:.2f} %)."
+    if t_acc is None:
+        return f"**Measured speed-up: none.** Acc-DD did not reach IDC mode's best mean accuracy ({best:.2f} %, reached at {format_seconds(t_idc)}) within {format_seconds(accdd[-1][0])}; its best was {max(a for _, a in accdd):.2f} %."
+    if t_acc <= 0:
+        return f"**Measured speed-up: not defined.** Acc-DD's set at the start of its clock already had IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)})."
+    return f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
+
+
 def progress_lines(modes: dict, refs: dict, x: str) -> list[str]:
     """Where each mode's mean curve reaches random real images (time and matching steps) and the accuracy it gains per 1 000 steps between snapshots."""
     out, curves = [], {m: [(p[x], p["mean"], p["steps"]) for p in data["points"]] for m, data in modes.items() if data["points"]}
@@ -440,14 +453,6 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
     out += progress_lines(summary["modes"], refs, x)
     accdd, idc = ([(p[x], p["mean"]) for p in summary["modes"].get(m, {}).get("points", [])] for m in ("accdd", "idc"))
     if accdd and idc:  # the measured speed-up: when Acc-DD reached IDC mode's best mean accuracy and each level IDC mode reached; where the curves cross
-        _, best = max(idc, key=lambda p: (p[1], -p[0]))
-        t_idc, t_acc = time_to_reach(idc, best), time_to_reach(accdd, best)
-        if t_acc is None:
-            sentence = f"**Measured speed-up: none.** Acc-DD did not reach IDC mode's best mean accuracy ({best:.2f} %, reached at {format_seconds(t_idc)}) within {format_seconds(accdd[-1][0])}; its best was {max(a for _, a in accdd):.2f} %."
-        elif t_acc <= 0:
-            sentence = f"**Measured speed-up: not defined.** Acc-DD's set at the start of its clock already had IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)})."
-        else:
-            sentence = f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
         setup = {m: mean_std([r[f"setup_{x}"] for r in summary["rows"] if r["mode"] == m])[0] for m in ("accdd", "idc")}
         warm = [(t - setup["accdd"] + setup["idc"], a) for t, a in accdd]  # the pool already cached (a second IPC on the same data): Acc-DD's clock less its pool pretraining
         reach = lambda r, last: ["not reached" if r["candidate_s"] is None else format_seconds(r["candidate_s"]),  # noqa: E731
@@ -459,7 +464,7 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
             crossing = "The curves share no time range, so they cannot cross."
         else:
             crossing = f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {'Acc-DD' if interpolate(accdd, end) > interpolate(idc, end) else 'IDC mode'} is ahead throughout."
-        out += [sentence, "", md_table(["IDC mode accuracy (%)", "IDC mode reaches it at", "Acc-DD reaches it at", "speed-up", "pool cached: Acc-DD at", "speed-up"], speeds, right=6), "",
+        out += [speedup_sentence(accdd, idc), "", md_table(["IDC mode accuracy (%)", "IDC mode reaches it at", "Acc-DD reaches it at", "speed-up", "pool cached: Acc-DD at", "speed-up"], speeds, right=6), "",
                 f"Pool cached: Acc-DD's times less its pool pretraining ({format_seconds(setup['accdd'] - setup['idc'])}: its setup minus IDC mode's), as for a second IPC distilled on the same data and network.", "", crossing, ""]
     timing, finals = [], {(r["mode"], r["seed"]): r for r in summary["rows"]}.values()  # where the time went: means over the runs' last snapshots
     for m in modes:

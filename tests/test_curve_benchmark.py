@@ -196,6 +196,15 @@ def test_speedups_on_hand_made_curves():
     assert slow[0]["speedup"] == pytest.approx(100 / 190)
 
 
+def test_speedup_sentence_on_hand_made_curves():
+    idc = [(0.0, 50.0), (100.0, 60.0), (200.0, 70.0)]
+    assert curve.speedup_sentence([(50.0, 50.0), (100.0, 70.0)], idc).startswith("**Measured speed-up: 2.00x.**")  # 70 % at 100 s vs 200 s
+    assert curve.speedup_sentence([(50.0, 50.0), (100.0, 65.0)], idc).startswith("**Measured speed-up: none.**")
+    assert curve.speedup_sentence([(0.0, 75.0), (100.0, 80.0)], idc).startswith("**Measured speed-up: not defined.**")
+    # IDC mode's best is its starting set: no time to compare against (not 0.00x)
+    assert curve.speedup_sentence([(130.0, 77.0)], [(0.05, 77.4), (240.0, 77.0)]).startswith("**Measured speed-up: not defined yet.** IDC mode has not improved")
+
+
 def test_crossings_on_hand_made_curves():
     a = [(0.0, 50.0), (100.0, 70.0), (200.0, 72.0)]
     b = [(0.0, 60.0), (100.0, 65.0), (200.0, 80.0)]
