@@ -67,7 +67,7 @@ def plot_curves(path: str | Path, series: list[dict], lines: list[dict], title: 
 def figure_from_csv(path: str | Path) -> dict:
     """The arguments of :func:`plot_curves` for a study: the tables' points (:func:`benchmarks.curve.curve_points`) from its CSV,
     without a start snapshot before half the first checkpoint (it would stretch the log axis), our references solid, published ones dashed."""
-    from .curve import COLORS, PUBLISHED, PUBLISHED_COLORS, STUDY_MODES, curve_points
+    from .curve import CLOCKS, COLORS, PUBLISHED, PUBLISHED_COLORS, STUDY_MODES, curve_points
 
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -75,8 +75,8 @@ def figure_from_csv(path: str | Path) -> dict:
         raise ValueError(f"{str(path)!r} holds no rows")
     numbers = ("nominal_s", "wall_s", "cpu_s", "steps", "acc_mean", "acc_std")
     runs = [{**r, **{k: float(r[k] or 0) for k in numbers}, "index": int(r["checkpoint"])} for r in rows if r["mode"] in STUDY_MODES and r["acc_mean"]]
-    first, cpu = min((r["nominal_s"] for r in runs if r["index"] > 0), default=0.0), rows[0].get("clock") == "cpu"  # CSVs before --clock: wall-clock
-    series, x = [], "cpu_s" if cpu else "wall_s"
+    first, clock = min((r["nominal_s"] for r in runs if r["index"] > 0), default=0.0), rows[0].get("clock") or "wall"  # CSVs before --clock: wall-clock
+    series, x = [], f"{clock}_s"
     for mode, data in curve_points(runs).items():
         seeds, points = len(data["seeds"]), [(p[x], p["mean"], p["std"]) for p in data["points"] if p["index"] > 0 or p[x] >= first / 2]
         if points:
@@ -86,8 +86,8 @@ def figure_from_csv(path: str | Path) -> dict:
     dataset, ipc = rows[0]["dataset"], int(rows[0]["ipc"])
     lines += [{"label": f"{k} (published)", "value": v, "color": PUBLISHED_COLORS[k], "dashed": True} for k, v in PUBLISHED.get((dataset, ipc), {}).items()]
     curve_row = runs[0] if runs else rows[0]
-    return {"series": series, "lines": lines, "title": f"{dataset}, IPC {ipc}: test accuracy vs distillation {'CPU time' if cpu else 'wall-clock'}",
-            "xlabel": f"{'CPU' if cpu else 'wall-clock'} seconds, pool pretraining included (log scale)", "ylabel": f"test accuracy (%), {curve_row['eval_net']}, {curve_row['eval_epochs']} epochs"}
+    return {"series": series, "lines": lines, "title": f"{dataset}, IPC {ipc}: test accuracy vs distillation {CLOCKS[clock]}",
+            "xlabel": f"{'CPU' if clock == 'cpu' else 'wall-clock'} seconds, pool pretraining included (log scale)", "ylabel": f"test accuracy (%), {curve_row['eval_net']}, {curve_row['eval_epochs']} epochs"}
 
 
 def plot_csv(csv_path: str | Path, png_path: str | Path | None = None) -> Path:
