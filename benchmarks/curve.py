@@ -416,6 +416,19 @@ def speedup_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, fl
     return f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
 
 
+def crossing_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, float]]) -> str:
+    """Where the two mean curves cross, or which one is ahead wherever they differ (level curves are neither ahead)."""
+    if found := crossings(accdd, idc):
+        return "The mean curves cross " + "; ".join(f"at {format_seconds(c['time'])} ({c['accuracy']:.2f} %), {'Acc-DD' if c['ahead_after'] == 'a' else 'IDC mode'} ahead after" for c in found) + "."
+    if (start := max(accdd[0][0], idc[0][0])) >= (end := min(accdd[-1][0], idc[-1][0])):
+        return "The curves share no time range, so they cannot cross."
+    grid = sorted({t for t, _ in accdd + idc if start <= t <= end} | {start, end})  # both are linear between these times
+    gaps = [d for t in grid if (d := interpolate(accdd, t) - interpolate(idc, t)) != 0]
+    leader = "IDC mode" if gaps and gaps[0] < 0 else "Acc-DD"
+    ahead = "they are level throughout" if not gaps else f"{leader} is ahead throughout" if len(gaps) == len(grid) else f"{leader} is ahead wherever they differ"
+    return f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {ahead}."
+
+
 def progress_lines(modes: dict, refs: dict, x: str) -> list[str]:
     """Where each mode's mean curve reaches random real images (time and matching steps) and the accuracy it gains per 1 000 steps between snapshots."""
     out, curves = [], {m: [(p[x], p["mean"], p["steps"]) for p in data["points"]] for m, data in modes.items() if data["points"]}
@@ -458,14 +471,8 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
         reach = lambda r, last: ["not reached" if r["candidate_s"] is None else format_seconds(r["candidate_s"]),  # noqa: E731
                                  f"{r['speedup']:.2f}x" if r["speedup"] is not None else "- (reached at the start)" if r["candidate_s"] is not None else f"< {r['reference_s'] / last:.2f}x (not reached)"]
         speeds = [[f"{r['level']:.2f}", format_seconds(r["reference_s"]), *reach(r, accdd[-1][0]), *reach(w, warm[-1][0])] for r, w in zip(speedups(idc, accdd), speedups(idc, warm))]
-        if found := crossings(accdd, idc):
-            crossing = "The mean curves cross " + "; ".join(f"at {format_seconds(c['time'])} ({c['accuracy']:.2f} %), {'Acc-DD' if c['ahead_after'] == 'a' else 'IDC mode'} ahead after" for c in found) + "."
-        elif (start := max(accdd[0][0], idc[0][0])) >= (end := min(accdd[-1][0], idc[-1][0])):
-            crossing = "The curves share no time range, so they cannot cross."
-        else:
-            crossing = f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {'Acc-DD' if interpolate(accdd, end) > interpolate(idc, end) else 'IDC mode'} is ahead throughout."
         out += [speedup_sentence(accdd, idc), "", md_table(["IDC mode accuracy (%)", "IDC mode reaches it at", "Acc-DD reaches it at", "speed-up", "pool cached: Acc-DD at", "speed-up"], speeds, right=6), "",
-                f"Pool cached: Acc-DD's times less its pool pretraining ({format_seconds(setup['accdd'] - setup['idc'])}: its setup minus IDC mode's), as for a second IPC distilled on the same data and network.", "", crossing, ""]
+                f"Pool cached: Acc-DD's times less its pool pretraining ({format_seconds(setup['accdd'] - setup['idc'])}: its setup minus IDC mode's), as for a second IPC distilled on the same data and network.", "", crossing_sentence(accdd, idc), ""]
     timing, finals = [], {(r["mode"], r["seed"]): r for r in summary["rows"]}.values()  # where the time went: means over the runs' last snapshots
     for m in modes:
         final = [r for r in finals if r["mode"] == m]

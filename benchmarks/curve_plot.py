@@ -47,8 +47,10 @@ def draw_curves(series: list[dict], lines: list[dict], title: str, xlabel: str, 
     if high / low < 3:
         low, high = low / 1.5, high * 1.5
     axes.set(xscale="log", xlim=(low, high), axisbelow=True, xlabel=xlabel, ylabel=ylabel)
-    ticks = [t for t in NICE_SECONDS if low <= t <= high]
-    axes.xaxis.set_major_locator(FixedLocator(ticks[:: -(-len(ticks) // 8) or 1]))  # at most eight
+    ticks = []  # round times at least an eighth of the axis's log span apart, so that their labels never touch
+    for t in (t for t in NICE_SECONDS if low <= t <= high):
+        ticks += [t] if not ticks or t / ticks[-1] >= (high / low) ** (1 / 8) else []
+    axes.xaxis.set_major_locator(FixedLocator(ticks))
     axes.xaxis.set_minor_locator(NullLocator())
     axes.xaxis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g} s" if t < 60 else f"{t / 60:g} min" if t < 3600 else f"{t / 3600:g} h"))
     axes.grid(True, color="0.9")

@@ -220,6 +220,19 @@ def test_crossings_on_hand_made_curves():
     assert curve.crossings([(0.0, 50.0), (10.0, 60.0)], [(20.0, 40.0), (30.0, 45.0)]) == []
 
 
+
+def test_crossing_sentence_names_the_leader_or_level_curves():
+    a = [(0.0, 50.0), (100.0, 70.0), (200.0, 72.0)]
+    b = [(0.0, 60.0), (100.0, 65.0), (200.0, 80.0)]
+    assert curve.crossing_sentence(a, b) == "The mean curves cross at 67 s (63.33 %), Acc-DD ahead after; at 138 s (70.77 %), IDC mode ahead after."
+    ahead = [(0.0, 61.0), (100.0, 71.0), (200.0, 82.0)]
+    assert curve.crossing_sentence(ahead, b) == "The mean curves do not cross between 0 s and 200 s: Acc-DD is ahead throughout."
+    # level at the end (75 % both), Acc-DD ahead before: not "IDC mode ahead" (the end decides nothing), not "throughout"
+    assert curve.crossing_sentence([(0.0, 60.0), (200.0, 75.0)], [(0.0, 50.0), (200.0, 75.0)]).endswith(": Acc-DD is ahead wherever they differ.")
+    assert curve.crossing_sentence([(0.0, 50.0), (200.0, 75.0)], [(0.0, 60.0), (200.0, 75.0)]).endswith(": IDC mode is ahead wherever they differ.")
+    assert curve.crossing_sentence([(0.0, 50.0), (200.0, 75.0)], [(0.0, 50.0), (100.0, 62.5), (200.0, 75.0)]).endswith(": they are level throughout.")
+    assert curve.crossing_sentence([(0.0, 50.0), (10.0, 60.0)], [(20.0, 40.0), (30.0, 45.0)]) == "The curves share no time range, so they cannot cross."
+
 # ------------------------------------------------------------------------- resume and result files
 def study_args(config: Path, tmp_path: Path, *extra: str) -> argparse.Namespace:
     return curve.parse_args(
@@ -381,6 +394,9 @@ def test_plot_draws_every_series_and_dashed_line(tmp_path):
     axes = draw_curves(series, lines, "t", "x", "y", size=(600, 400)).axes[0]
     assert axes.get_xscale() == "log" and list(axes.get_xticks()) == [30, 60, 120]
     assert [t.get_text() for t in axes.get_xticklabels()] == ["30 s", "1 min", "2 min"]
+    # A long study (2 min to 4 h): round times an eighth of the log span apart, not 15 and 20 min side by side
+    long = draw_curves([{**series[0], "points": [(137, 77, 1), (960, 80, 1), (14400, 83, 1)]}], [], "t", "x", "y", size=(600, 400)).axes[0]
+    assert list(long.get_xticks()) == [120, 300, 600, 1200, 3600, 7200, 14400]  # span 105..18720 s: ratio >= 1.91
     (band,) = axes.collections
     outline = {(round(float(x)), round(float(y), 6)) for x, y in band.get_paths()[0].vertices}
     assert {(30, 58), (30, 62), (60, 69), (60, 71), (120, 74), (120, 76)} <= outline
