@@ -59,6 +59,7 @@ CSV_FIELDS = ("study dataset ipc mode seed checkpoint nominal_s wall_s cpu_s set
               "eval_net eval_epochs nets acc_mean acc_std accuracies eval_wall_s clock").split()
 study_config = functools.cache(load_config)  # evaluations train many networks: their process loads the data once
 CLOCKS = {"wall": "wall-clock", "cpu": "CPU time"}  # --clock: what the budget and the snapshots count
+MIN_GAIN_STEPS = 10  # the fewest matching steps a points-per-1 000-steps rate is given over
 
 
 def checkpoint_schedule(first: float, budget: float, per_doubling: int) -> list[float]:
@@ -429,6 +430,20 @@ def crossing_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, f
     return f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {ahead}."
 
 
+def gains_per_1000_steps(points: list[dict]) -> dict[int, str]:
+    """Per snapshot index, the mean accuracy gained per 1 000 matching steps since the last snapshot given one, with the steps between.
+
+    A snapshot fewer than MIN_GAIN_STEPS after that one gets none (the interval joins the next): over
+    a handful of steps the rate is evaluation noise divided by a handful, e.g. over the one step
+    between Acc-DD's pool and the snapshot of the checkpoints passed during its pretraining.
+    """
+    gains, last = {}, points[0] if points else None
+    for point in points[1:]:
+        if (steps := point["steps"] - last["steps"]) >= MIN_GAIN_STEPS:
+            gains[point["index"]], last = f"{1000 * (point['mean'] - last['mean']) / steps:+.2f} ({last['steps']:.0f}-{point['steps']:.0f})", point
+    return gains
+
+
 def progress_lines(modes: dict, refs: dict, x: str) -> list[str]:
     """Where each mode's mean curve reaches random real images (time and matching steps) and the accuracy it gains per 1 000 steps between snapshots."""
     out, curves = [], {m: [(p[x], p["mean"], p["steps"]) for p in data["points"]] for m, data in modes.items() if data["points"]}
@@ -438,8 +453,7 @@ def progress_lines(modes: dict, refs: dict, x: str) -> list[str]:
             t = time_to_reach([(s, a) for s, a, _ in pts], bar)
             reached.append(f"{STUDY_MODES[m][0]} at {format_seconds(t)} ({interpolate([(s, n) for s, _, n in pts], t):.0f} steps)" if t is not None else f"{STUDY_MODES[m][0]} not within {format_seconds(pts[-1][0])}")
         out += [f"Random real images ({bar:.2f} %) reached by the mean curve: " + "; ".join(reached) + ".", ""]
-    gains = {m: {b["index"]: f"{1000 * (b['mean'] - a['mean']) / (b['steps'] - a['steps']):+.2f} ({a['steps']:.0f}-{b['steps']:.0f})" for a, b in zip(data["points"], data["points"][1:]) if b["steps"] > a["steps"]}
-             for m, data in modes.items()}  # fmt: skip
+    gains = {m: gains_per_1000_steps(data["points"]) for m, data in modes.items()}
     nominal = {p["index"]: p["nominal_s"] for data in modes.values() for p in data["points"]}
     if rows := [[format_seconds(nominal[i]), *(gains[m].get(i, "-") for m in modes)] for i in sorted({i for g in gains.values() for i in g})]:
         out += [md_table(["checkpoint", *(f"{STUDY_MODES[m][0]}: points gained per 1 000 steps (steps)" for m in modes)], rows), ""]
@@ -490,7 +504,8 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
         f"Snapshots at {', '.join(format_seconds(t) for t in study['checkpoints'])} (log-spaced; a snapshot is taken at the first step boundary after its checkpoint, and checkpoints passed during pool pretraining share the first snapshot after it); x is the mean over seeds of the actual time.",
         f"Evaluation, outside the clock and the same for every mode and checkpoint (the config's evaluation section, as `lightning-dd fit` evaluates it, so that the curves differ only in the sets): fresh {net_name(curve['net'])} networks, {schedule['epochs']} epochs, SGD lr {schedule['lr']}, batch {schedule['batch_size']}, DSA ({schedule['augment']}) + CutMix p {schedule['cutmix_p']}, final-epoch test accuracy; {repeats} networks per snapshot with the same network seeds for every snapshot (paired). "
         "Cell: mean over seeds of the per-seed mean, +- the std across seeds (across the networks when there is one seed); steps are matching steps (inner iterations).",
-        "Speed-up: curves are piecewise linear in time between checkpoints; for each accuracy IDC mode reaches, the time at which each curve first reaches it.",
+        "Speed-up: curves are piecewise linear in time between checkpoints; for each accuracy IDC mode reaches, the time at which each curve first reaches it. "
+        f"Points gained per 1 000 steps: since the mode's previous snapshot with a rate (or its start); a snapshot fewer than {MIN_GAIN_STEPS} steps after that one has none, and its interval joins the next.",
     ]
     if over := [STUDY_MODES[m][0] for m in modes if any(r["mode"] == m and r["index"] == 0 and r[f"setup_{x}"] > study["budget_s"] for r in summary["rows"])]:
         notes.append(f"Setup (pool pretraining) alone took longer than the budget for {', '.join(over)}: such a run takes one matching step and its last snapshot, so its curve starts after the budget.")

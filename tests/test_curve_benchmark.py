@@ -221,6 +221,15 @@ def test_crossings_on_hand_made_curves():
 
 
 
+def test_gains_per_1000_steps_skip_snapshots_a_handful_of_steps_apart():
+    point = lambda index, steps, mean: {"index": index, "steps": steps, "mean": mean}  # noqa: E731
+    # Acc-DD's shape: a snapshot 1 step after the start (checkpoints passed during the pool), then 76, 251
+    pts = [point(0, 0, 77.0), point(1, 1, 77.5), point(2, 76, 80.0), point(3, 85, 80.5), point(4, 251, 81.0)]
+    # 0 -> 76: 3 points in 76 steps = 39.47 per 1 000; 76 -> 85 is 9 steps (skipped); 76 -> 251: 1 point in 175 steps = 5.71
+    assert curve.gains_per_1000_steps(pts) == {2: "+39.47 (0-76)", 4: "+5.71 (76-251)"}
+    assert curve.gains_per_1000_steps([point(0, 0, 50.0), point(1, 10, 52.0)]) == {1: "+200.00 (0-10)"}
+    assert curve.gains_per_1000_steps([point(0, 0, 50.0)]) == {} and curve.gains_per_1000_steps([]) == {}
+
 def test_crossing_sentence_names_the_leader_or_level_curves():
     a = [(0.0, 50.0), (100.0, 70.0), (200.0, 72.0)]
     b = [(0.0, 60.0), (100.0, 65.0), (200.0, 80.0)]
