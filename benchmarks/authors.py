@@ -1,8 +1,7 @@
 """The authors' public code (github.com/ncsu-dk-lab/Acc-DD), imported from a checkout with documented shims.
 
-``parity.py`` (their ``condense``) and ``eval_parity.py`` (their ``train``) run it beside ours. It is never copied
-here: :class:`AuthorsCode` imports a checkout unchanged but for :data:`SHIMS` (it hard-codes CUDA and has bugs that
-stop it from running). Its modules have generic top-level names (``data``, ``train``), so never import it in a test process.
+``parity.py`` (their ``condense``) and ``eval_parity.py`` (their ``train``) run it beside ours. It is never copied here: :class:`AuthorsCode` imports a checkout unchanged but for
+:data:`SHIMS` (it hard-codes CUDA and has bugs that stop it from running). Its modules have generic top-level names (``data``, ``train``), so never import it in a test process.
 """
 
 from __future__ import annotations
@@ -51,8 +50,7 @@ SHIMS = (
     "IDC mode: `condense` always loads a checkpoint from `args.model_path`; `condense.load_state` returns the state dict of a freshly initialised `define_model(args, nclass)` instead "
     "(their IDC code initialises a new network every outer iteration), and `--vmin 0 --vmax 0` makes the perturbation exactly zero.",
     "Acc-DD mode: the pool members are saved as `{'state_dict': ...}` files in their key layout (`layers.conv.d.*`, `layers.norm.d.*`, `classifier.*`) and passed with `--model_path`.",
-    "`args.save_dir` points into the benchmark's work folder (their code writes `init.png` / `aug.png` there).",
-)
+    "`args.save_dir` points into the benchmark's work folder (their code writes `init.png` / `aug.png` there).")
 
 
 class _StandIn(types.ModuleType):

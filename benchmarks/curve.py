@@ -43,8 +43,7 @@ STUDY_MODES: dict[str, tuple[str, dict]] = {
     **{mode: (label, dict(settings)) for mode, (label, settings) in zip(("accdd", "idc"), MODES)},
     "pool_noperturb": ("pool, no perturbation", {"model_source": "pool", "perturb": False}),
     "random_perturb": ("random nets + perturbation", {"model_source": "random", "perturb": True}),
-    "dm": ("DM", {"model_source": "random", "perturb": False, "match": "embed", "inner_loop": 1, "n_data": 0, "lr_img": 1.6, "batch_real": 256, "augment": "color_crop_cutout_flip_scale_rotate"}),
-}
+    "dm": ("DM", {"model_source": "random", "perturb": False, "match": "embed", "inner_loop": 1, "n_data": 0, "lr_img": 1.6, "batch_real": 256, "augment": "color_crop_cutout_flip_scale_rotate"})}
 # The paper's evaluation protocol (DC/DSA/IDC and the authors' code): ConvNet-3 of this width, this many epochs.
 PAPER_WIDTH, PAPER_EPOCHS = 128, 1000
 COLORS = {"accdd": (214, 39, 40), "idc": (31, 119, 180), "pool_noperturb": (255, 127, 14), "random_perturb": (148, 103, 189), "dm": (44, 160, 44)}
@@ -52,8 +51,7 @@ COLORS = {"accdd": (214, 39, 40), "idc": (31, 119, 180), "pool_noperturb": (255,
 PUBLISHED: dict[tuple[str, int], dict[str, float]] = {key: dict(zip(("IDC", "DSA", "DC", "random real"), values)) for key, values in {
     ("fashion_mnist", 1): (81.0, 70.6, 70.5, 51.4), ("fashion_mnist", 10): (86.0, 84.6, 82.3, 73.8), ("fashion_mnist", 50): (86.2, 88.7, 83.6, 82.5),
     ("mnist", 1): (94.2, 88.7, 91.7, 64.9), ("mnist", 10): (98.4, 97.8, 97.4, 95.1), ("mnist", 50): (99.1, 99.2, 98.8, 97.9),
-    ("cifar10", 1): (50.6, 28.8, 28.3, 14.4), ("cifar10", 10): (67.5, 52.1, 44.9, 26.0), ("cifar10", 50): (74.5, 60.6, 53.9, 43.4),
-}.items()}
+    ("cifar10", 1): (50.6, 28.8, 28.3, 14.4), ("cifar10", 10): (67.5, 52.1, 44.9, 26.0), ("cifar10", 50): (74.5, 60.6, 53.9, 43.4)}.items()}
 PUBLISHED_COLORS = {"IDC": (31, 119, 180), "DSA": (127, 127, 127), "DC": (188, 189, 34), "random real": (140, 86, 75)}
 CSV_FIELDS = ("study dataset ipc mode seed checkpoint nominal_s wall_s cpu_s setup_wall_s setup_cpu_s matching_s network_s steps outer "
               "eval_net eval_epochs nets acc_mean acc_std accuracies eval_wall_s clock").split()
@@ -425,18 +423,13 @@ def crossing_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, f
         return "The curves share no time range, so they cannot cross."
     grid = sorted({t for t, _ in accdd + idc if start <= t <= end} | {start, end})  # both are linear between these times
     gaps = [d for t in grid if (d := interpolate(accdd, t) - interpolate(idc, t)) != 0]
-    leader = "IDC mode" if gaps and gaps[0] < 0 else "Acc-DD"
-    ahead = "they are level throughout" if not gaps else f"{leader} is ahead throughout" if len(gaps) == len(grid) else f"{leader} is ahead wherever they differ"
+    ahead = f"{'IDC mode' if gaps and gaps[0] < 0 else 'Acc-DD'} is ahead {'throughout' if len(gaps) == len(grid) else 'wherever they differ'}" if gaps else "they are level throughout"
     return f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {ahead}."
 
 
 def gains_per_1000_steps(points: list[dict]) -> dict[int, str]:
-    """Per snapshot index, the mean accuracy gained per 1 000 matching steps since the last snapshot given one, with the steps between.
-
-    A snapshot fewer than MIN_GAIN_STEPS after that one gets none (the interval joins the next): over
-    a handful of steps the rate is evaluation noise divided by a handful, e.g. over the one step
-    between Acc-DD's pool and the snapshot of the checkpoints passed during its pretraining.
-    """
+    """Per snapshot index, points gained per 1 000 matching steps (and the steps) since the last snapshot given a rate; one fewer than MIN_GAIN_STEPS
+    after it gets none, its interval joining the next (a handful of steps divides evaluation noise by a handful, e.g. the 1 step after Acc-DD's pool)."""
     gains, last = {}, points[0] if points else None
     for point in points[1:]:
         if (steps := point["steps"] - last["steps"]) >= MIN_GAIN_STEPS:
@@ -505,8 +498,7 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
         f"Evaluation, outside the clock and the same for every mode and checkpoint (the config's evaluation section, as `lightning-dd fit` evaluates it, so that the curves differ only in the sets): fresh {net_name(curve['net'])} networks, {schedule['epochs']} epochs, SGD lr {schedule['lr']}, batch {schedule['batch_size']}, DSA ({schedule['augment']}) + CutMix p {schedule['cutmix_p']}, final-epoch test accuracy; {repeats} networks per snapshot with the same network seeds for every snapshot (paired). "
         "Cell: mean over seeds of the per-seed mean, +- the std across seeds (across the networks when there is one seed); steps are matching steps (inner iterations).",
         "Speed-up: curves are piecewise linear in time between checkpoints; for each accuracy IDC mode reaches, the time at which each curve first reaches it. "
-        f"Points gained per 1 000 steps: since the mode's previous snapshot with a rate (or its start); a snapshot fewer than {MIN_GAIN_STEPS} steps after that one has none, and its interval joins the next.",
-    ]
+        f"Points gained per 1 000 steps: since the mode's previous snapshot with a rate (or its start); a snapshot fewer than {MIN_GAIN_STEPS} steps after that one has none, and its interval joins the next."]
     if over := [STUDY_MODES[m][0] for m in modes if any(r["mode"] == m and r["index"] == 0 and r[f"setup_{x}"] > study["budget_s"] for r in summary["rows"])]:
         notes.append(f"Setup (pool pretraining) alone took longer than the budget for {', '.join(over)}: such a run takes one matching step and its last snapshot, so its curve starts after the budget.")
     if unfinished := sorted({(r["mode"], r["seed"]) for r in summary["rows"] if not r["done"]}):

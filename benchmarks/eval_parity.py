@@ -1,12 +1,10 @@
 """Evaluation parity: our evaluation protocol and the authors' training loop on the same files.
 
-If our evaluation treated some sets differently from the authors', every accuracy we report would
-be off. ConvNet-3 (width 128) is trained on the same decoded sets (``initial``: a ``mix`` init;
-``distilled``: ``--distilled``; ``random real``) by :func:`lightning_dd.evaluation.evaluate_set`
-and by their ``train.train`` on their Fashion-MNIST defaults; each network is a line of ``--out``.
+If our evaluation treated some sets differently from the authors', every accuracy we report would be off. ConvNet-3 (width 128) is trained on the same decoded sets (``initial``: a ``mix``
+init; ``distilled``: ``--distilled``; ``random real``) by :func:`lightning_dd.evaluation.evaluate_set` and by their ``train.train`` on their Fashion-MNIST defaults; each network is a line of
+``--out``.
 
-    python -m benchmarks.eval_parity --authors_dir /path/to/Acc-DD \\
-        --distilled lightning_logs/version_0/distilled.pt --epochs 100 300 --nets 2 --jobs 2
+    python -m benchmarks.eval_parity --authors_dir /path/to/Acc-DD --distilled lightning_logs/version_0/distilled.pt --epochs 100 300 --nets 2 --jobs 2
 """
 
 from __future__ import annotations
@@ -66,9 +64,7 @@ def build_sets(distilled: str, ipc: int, factor: int, seed: int, data_dir: str) 
         "about": {
             "initial": f"`mix` init, IPC {ipc}, factor {factor}, seed {seed} ({ipc * factor**2} decoded images per class)",
             "distilled": f"`{distilled}` (IPC {exported.ipc}, factor {exported.factor}, {exported.config.get('outer_iterations_done', '?')} outer iterations)",
-            "random real": f"{exported.ipc} random real images per class (draw seed {10_000 + seed})",
-        },
-    }
+            "random real": f"{exported.ipc} random real images per class (draw seed {10_000 + seed})"}}
 
 
 def _worker_init(data_dir: str, authors_dir: str | None, device: str) -> None:

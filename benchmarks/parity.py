@@ -1,8 +1,7 @@
 """Parity with the authors' public code: their ``condense`` loop and our DistillModule, side by side.
 
-Both sides distil Fashion-MNIST from the same initial images in IDC mode (a fresh network every outer iteration, no
-perturbation) and Acc-DD mode (one early-stage pool of ours, handed to both); OUR evaluator scores every set on the same
-networks, so the accuracy difference measures the distillation code alone. ``--authors_dir`` names a checkout of
+Both sides distil Fashion-MNIST from the same initial images in IDC mode (a fresh network every outer iteration, no perturbation) and Acc-DD mode (one early-stage pool of ours, handed to
+both); OUR evaluator scores every set on the same networks, so the accuracy difference measures the distillation code alone. ``--authors_dir`` names a checkout of
 github.com/ncsu-dk-lab/Acc-DD, run unchanged but for :data:`SHIMS`. Results go to ``--out`` as runs finish (rerun to resume)::
 
     python -m benchmarks.parity --authors_dir /path/to/Acc-DD --seeds 0,1,2 --outer 5 --inner 10 --jobs 2 --out parity.json

@@ -1,14 +1,10 @@
 """Effect of each training-protocol setting (or any candidate setting) on the distilled set, at equal iterations.
 
-The configs follow the authors' protocol; each *variant* puts some settings back to what
-lightning-dd used before (``previous``: all of them), each ``--candidate NAME=section.key=value;...``
-changes what it lists (e.g. ``bf16=model.precision=bf16``). Every run distils from the same seed
-for the same iterations (or ``--max_minutes``), and every set is evaluated by the config's
-evaluation on the same networks, so the paired difference to ``paper`` (same seed) is the
-setting's effect; ``--random_real`` adds random real images of the same storage as the bar.
+The configs follow the authors' protocol; each *variant* puts some settings back to what lightning-dd used before (``previous``: all of them), each ``--candidate NAME=section.key=value;...``
+changes what it lists (e.g. ``bf16=model.precision=bf16``). Every run distils from the same seed for the same iterations (or ``--max_minutes``), and every set is evaluated by the config's
+evaluation on the same networks, so the paired difference to ``paper`` (same seed) is the setting's effect; ``--random_real`` adds random real images of the same storage as the bar.
 
-    python -m benchmarks.protocol --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 8 \\
-        --seeds 0 1 2 --eval_epochs 100 --jobs 2 --threads 1
+    python -m benchmarks.protocol --config configs/fashion_mnist/ipc10_cpu_mix.yaml --outer 8 --seeds 0 1 2 --eval_epochs 100 --jobs 2 --threads 1
 
 Results go to ``--results`` (JSON lines) as they arrive, so a rerun resumes; pools are cached.
 """
@@ -36,20 +32,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "net_augment": ("network update: every spatial transform on every batch, cutout kept under CutMix", ["model.net_spatial=all", "model.net_cutout_with_cutmix=true"]),
     "pool": (
         "pool pretraining: batches of 128, colour/crop/cutout/scale/rotate all on every batch",
-        ["model.pool.batch_size=128", "model.pool.augment=color_crop_cutout_scale_rotate", "model.pool.spatial=all", "model.pool.cutout_with_cutmix=true"],
-    ),
+        ["model.pool.batch_size=128", "model.pool.augment=color_crop_cutout_scale_rotate", "model.pool.spatial=all", "model.pool.cutout_with_cutmix=true"]),
     "clamp": ("pixels clamped after every image step", ["model.clamp=per_step"]),
-    "image_step": ("one image step per inner iteration (sum over classes)", ["model.image_step=per_iteration"]),
-}
+    "image_step": ("one image step per inner iteration (sum over classes)", ["model.image_step=per_iteration"])}
 VARIANTS["previous"] = (
     "all of them: net batch 128, all transforms and cutout in the update, the earlier pool, clamp per step, one image step per iteration",
-    [o for name, (_, overrides) in VARIANTS.items() if name != "paper" for o in overrides],
-)
+    [o for name, (_, overrides) in VARIANTS.items() if name != "paper" for o in overrides])
 # Found later, so not part of ``previous`` (whose recorded runs predate them).
 LATER_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "mix_downsample": ("mix init: real images shrunk into tiles bilinearly with antialiasing", ["model.mix_downsample=antialias"]),
-    "net_whole_batches": ("network update on exactly n_data images, the last batch smaller", ["model.net_whole_batches=false"]),
-}
+    "net_whole_batches": ("network update on exactly n_data images, the last batch smaller", ["model.net_whole_batches=false"])}
 VARIANTS.update(LATER_VARIANTS)
 EVAL_SEED = 1000  # the same evaluation networks for every variant and distillation seed
 RANDOM_REAL = "random real"  # not a distillation: random real images of the same storage, same evaluation

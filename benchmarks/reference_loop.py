@@ -1,11 +1,8 @@
 """Reference: one IDC / Acc-DD inner iteration as a plain per-class PyTorch loop, the yardstick of ``throughput.py``.
 
-Written like the public IDC code (``condense.py``'s ``matchloss`` and inner loop, ``train.py``'s
-``train_epoch``; Acc-DD reuses them) with nothing clever: a stock-layer ``nn.Module``
-(:class:`PlainConvNet`) and its own SGD; per class one shared DSA draw on real + synthetic,
-``autograd.grad`` of both halves, squared differences of the conv weights, ``loss.backward()`` and
-one image step; then the network trains on ``n_data`` real images in whole minibatches, as the
-library's defaults do. Only the DSA transform comes from the library, so the equality check can
+Written like the public IDC code (``condense.py``'s ``matchloss`` and inner loop, ``train.py``'s ``train_epoch``; Acc-DD reuses them) with nothing clever: a stock-layer ``nn.Module``
+(:class:`PlainConvNet`) and its own SGD; per class one shared DSA draw on real + synthetic, ``autograd.grad`` of both halves, squared differences of the conv weights, ``loss.backward()`` and
+one image step; then the network trains on ``n_data`` real images in whole minibatches, as the library's defaults do. Only the DSA transform comes from the library, so the equality check can
 feed both paths the same draw; real data is held as IDC's ``ClassMemDataLoader`` holds it.
 """
 

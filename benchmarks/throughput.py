@@ -1,9 +1,8 @@
 """Throughput of one distillation inner iteration (all classes matched + the network's update): DistillModule vs a plain loop.
 
-``reference`` (:mod:`benchmarks.reference_loop`, the authors' per-class loop in plain PyTorch) and ``library``
-(``DistillModule`` under a Trainer, one row per precision) run the same seeded workload, each in a fresh process so its
-peak memory is its own; both must compute the same matching loss and image gradient. Writes the ``throughput`` section of
-``--output`` and ends with ``speed-up vs reference: <smallest ratio over the shapes, best mode>x``::
+``reference`` (:mod:`benchmarks.reference_loop`, the authors' per-class loop in plain PyTorch) and ``library`` (``DistillModule`` under a Trainer, one row per precision) run the same seeded
+workload, each in a fresh process so its peak memory is its own; both must compute the same matching loss and image gradient. Writes the ``throughput`` section of ``--output`` and ends with
+``speed-up vs reference: <smallest ratio over the shapes, best mode>x``::
 
     python -m benchmarks.throughput [--device cuda] [--precision 32,bf16] [--quick --shapes 8x8x1 --output /tmp/bench.md]
 """
@@ -336,8 +335,7 @@ def main(argv: list[str] | None = None) -> None:
             f"- FLOPs of one matching class-step (FlopCounterMode, forward + backward incl. double backward): "
             f"reference {check['reference_flops'] / 1e9:.3f} GFLOP, library {check['library_flops'] / 1e9:.3f} GFLOP",
             f"- measured steps: {ref['count']} per path ({args.repeats} fresh-process run(s) x {args.steps}, each after {args.warmup} warm-up); "
-            f"torch threads in the workers: reference {ref['threads']}, library {first['threads']}; memory: {first['memory_kind']}",
-        ]
+            f"torch threads in the workers: reference {ref['threads']}, library {first['threads']}; memory: {first['memory_kind']}"]
         details.append("\n".join(bullets))
         summary = ", ".join(f"library {mode_name(p)} {results[f'library:{p}']['step']:.4f} s ({ratios[p][name]:.2f}x)" for p in args.precisions)
         print(f"{name}: reference {ref['step']:.4f} s, {summary} per inner iteration", flush=True)
