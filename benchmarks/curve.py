@@ -235,15 +235,20 @@ def speedups(reference: list[tuple[float, float]], candidate: list[tuple[float, 
     return [{"level": level, "reference_s": ref, "candidate_s": cand, "speedup": None if cand is None or cand <= 0 else ref / cand} for level, ref, cand in times]
 
 
-def crossings(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[dict]:
-    """Where two piecewise-linear curves cross in their common time range: ``{"time", "accuracy", "ahead_after": "a" or "b"}``."""
+def differences(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``(time, a - b)`` at every point of either curve in their common time range (it starts and ends at one), both linear between these; [] when none."""
     if not a or not b or (start := max(a[0][0], b[0][0])) >= (end := min(a[-1][0], b[-1][0])):
         return []
-    grid, found = sorted({t for t, _ in a + b if start <= t <= end} | {start, end}), []
-    apart = [(k, t, d) for k, t in enumerate(grid) if (d := interpolate(a, t) - interpolate(b, t)) != 0]  # the grid points where they differ
+    return [(t, interpolate(a, t) - interpolate(b, t)) for t in sorted({t for t, _ in a + b if start <= t <= end})]
+
+
+def crossings(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[dict]:
+    """Where two piecewise-linear curves cross in their common time range: ``{"time", "accuracy", "ahead_after": "a" or "b"}``."""
+    grid, found = differences(a, b), []
+    apart = [(k, t, d) for k, (t, d) in enumerate(grid) if d != 0]  # the grid points where they differ
     for (k0, t0, d0), (k1, t1, d1) in zip(apart, apart[1:]):
         if (d0 > 0) != (d1 > 0):  # they cross here, at the first of any ties between
-            tc = grid[k0 + 1] if k1 > k0 + 1 else t0 + (t1 - t0) * d0 / (d0 - d1)
+            tc = grid[k0 + 1][0] if k1 > k0 + 1 else t0 + (t1 - t0) * d0 / (d0 - d1)
             found.append({"time": tc, "accuracy": interpolate(a, tc), "ahead_after": "a" if d1 > 0 else "b"})
     return found
 
@@ -419,12 +424,11 @@ def crossing_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, f
     """Where the two mean curves cross, or which one is ahead wherever they differ (level curves are neither ahead)."""
     if found := crossings(accdd, idc):
         return "The mean curves cross " + "; ".join(f"at {format_seconds(c['time'])} ({c['accuracy']:.2f} %), {'Acc-DD' if c['ahead_after'] == 'a' else 'IDC mode'} ahead after" for c in found) + "."
-    if (start := max(accdd[0][0], idc[0][0])) >= (end := min(accdd[-1][0], idc[-1][0])):
+    if not (grid := differences(accdd, idc)):
         return "The curves share no time range, so they cannot cross."
-    grid = sorted({t for t, _ in accdd + idc if start <= t <= end} | {start, end})  # both are linear between these times
-    gaps = [d for t in grid if (d := interpolate(accdd, t) - interpolate(idc, t)) != 0]
+    gaps = [d for _, d in grid if d != 0]
     ahead = f"{'IDC mode' if gaps and gaps[0] < 0 else 'Acc-DD'} is ahead {'throughout' if len(gaps) == len(grid) else 'wherever they differ'}" if gaps else "they are level throughout"
-    return f"The mean curves do not cross between {format_seconds(start)} and {format_seconds(end)}: {ahead}."
+    return f"The mean curves do not cross between {format_seconds(grid[0][0])} and {format_seconds(grid[-1][0])}: {ahead}."
 
 
 def gains_per_1000_steps(points: list[dict]) -> dict[int, str]:

@@ -220,7 +220,6 @@ def test_crossings_on_hand_made_curves():
     assert curve.crossings([(0.0, 50.0), (10.0, 60.0)], [(20.0, 40.0), (30.0, 45.0)]) == []
 
 
-
 def test_gains_per_1000_steps_skip_snapshots_a_handful_of_steps_apart():
     point = lambda index, steps, mean: {"index": index, "steps": steps, "mean": mean}  # noqa: E731
     # Acc-DD's shape: a snapshot 1 step after the start (checkpoints passed during the pool), then 76, 251
@@ -229,6 +228,7 @@ def test_gains_per_1000_steps_skip_snapshots_a_handful_of_steps_apart():
     assert curve.gains_per_1000_steps(pts) == {2: "+39.47 (0-76)", 4: "+5.71 (76-251)"}
     assert curve.gains_per_1000_steps([point(0, 0, 50.0), point(1, 10, 52.0)]) == {1: "+200.00 (0-10)"}
     assert curve.gains_per_1000_steps([point(0, 0, 50.0)]) == {} and curve.gains_per_1000_steps([]) == {}
+
 
 def test_crossing_sentence_names_the_leader_or_level_curves():
     a = [(0.0, 50.0), (100.0, 70.0), (200.0, 72.0)]
@@ -241,6 +241,7 @@ def test_crossing_sentence_names_the_leader_or_level_curves():
     assert curve.crossing_sentence([(0.0, 50.0), (200.0, 75.0)], [(0.0, 60.0), (200.0, 75.0)]).endswith(": IDC mode is ahead wherever they differ.")
     assert curve.crossing_sentence([(0.0, 50.0), (200.0, 75.0)], [(0.0, 50.0), (100.0, 62.5), (200.0, 75.0)]).endswith(": they are level throughout.")
     assert curve.crossing_sentence([(0.0, 50.0), (10.0, 60.0)], [(20.0, 40.0), (30.0, 45.0)]) == "The curves share no time range, so they cannot cross."
+
 
 # ------------------------------------------------------------------------- resume and result files
 def study_args(config: Path, tmp_path: Path, *extra: str) -> argparse.Namespace:
