@@ -41,8 +41,7 @@ SHIMS = (
     "`device='cpu'`, and the module-level `torch.tensor(..., device='cuda')` of `train.py` is created on the CPU while it is imported.",
     "Their ConvNet's `forward` gets its input with standard NCHW strides (a copy): their crop permutes a 1-channel batch into strides recent PyTorch reads as channels-last, the "
     "convolutions then return channels-last maps and `x.view(x.shape[0], -1)` before the classifier raises. Values are unchanged.",
-    "`matplotlib` (plots) and `efficientnet_pytorch` (an unused network) are imported by their modules; when absent, stand-in modules are registered that raise if anything in them is "
-    "used.",
+    "`matplotlib` (plots) and `efficientnet_pytorch` (an unused network) are imported by their modules; when absent, stand-in modules are registered that raise if anything in them is used.",
     "Data: `condense.load_resized_data` returns our reader's Fashion-MNIST training images (uint8, which their `ClassMemDataLoader` converts to [0, 1] exactly as `ToTensor` would) and"
     " no validation loader (their in-loop evaluation is off via their own `--test` flag; both sides are evaluated by our evaluator).",
     "Initial images: `Synthesizer.init` copies the images handed to both sides instead of taking the first `ipc * factor**2` images of each class; the instance is recorded so the "

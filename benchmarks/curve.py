@@ -15,7 +15,6 @@ import csv
 import functools
 import hashlib
 import itertools
-import json
 import os
 import time
 import traceback
@@ -36,7 +35,7 @@ from lightning_dd.nets import NetSpec
 
 from .curve_plot import plot_csv
 from .report import ROOT, md_table, mean_std, provenance, write_section
-from .runner import MODES, apply_overrides, digest, load_config, parallel_map, trainer
+from .runner import MODES, apply_overrides, digest, load_config, parallel_map, read_json, trainer, write_json
 
 # Mode -> (label, model settings); the ablations swap one ingredient each; DM as configs/digits/ipc1_dm.yaml (lr_img 1.6 x ipc/10: its 1.0 on normalised pixels).
 STUDY_MODES: dict[str, tuple[str, dict]] = {
@@ -66,15 +65,6 @@ def checkpoint_schedule(first: float, budget: float, per_doubling: int) -> list[
         raise ConfigError(f"need first_checkpoint > 0, budget > 0 and per_doubling >= 1, got {first}, {budget}, {per_doubling}")
     times = itertools.takewhile(lambda t: t < budget * (1 - 1e-9), (first * 2 ** (k / per_doubling) for k in itertools.count()))
     return [round(t, 6) for t in times] + [float(budget)]
-
-
-def write_json(path: Path, data) -> None:
-    with atomic_open(path, "w") as handle:
-        json.dump(data, handle, indent=1)
-
-
-def read_json(path: Path, default=None):
-    return json.loads(path.read_text()) if path.exists() else default
 
 
 def now() -> tuple[float, float]:
@@ -205,11 +195,11 @@ def evaluate_task(task: tuple) -> dict:
 
 
 def scored(folder: Path, repeats: int) -> dict:
-    """The evaluated networks in ``folder``: accuracies, their mean and std (None before any) and training time."""
-    results = [r for r in (read_json(folder / f"{k}.json") for k in range(repeats)) if r is not None]
-    accs = [r["accuracy"] for r in results]
+    """The evaluated networks in ``folder``: accuracies (also by network seed), their mean and std (None before any) and training time."""
+    results = {k: r for k in range(repeats) if (r := read_json(folder / f"{k}.json")) is not None}  # by network seed: workers finish out of order
+    accs = [r["accuracy"] for r in results.values()]
     mean, std = mean_std(accs) if accs else (None, None)
-    return {"accuracies": accs, "acc_mean": mean, "acc_std": std, "eval_wall_s": sum(r["wall_s"] for r in results)}
+    return {"accuracies": accs, "by_net": dict(zip(results, accs)), "acc_mean": mean, "acc_std": std, "eval_wall_s": sum(r["wall_s"] for r in results.values())}
 
 
 def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -266,7 +256,7 @@ def summarise(study_dir: Path, settings_key: str, repeats: int) -> dict:
 
 
 def curve_points(rows: list[dict]) -> dict:
-    """Per mode, its seeds and points (the tables' and the figure's): each checkpoint every seed has evaluated, means over seeds."""
+    """Per mode, its seeds and points (the tables' and the figure's): each checkpoint every seed has evaluated, means over seeds (also per network seed)."""
     modes = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = [r for r in rows if r["mode"] == mode and r["acc_mean"] is not None]
@@ -275,7 +265,9 @@ def curve_points(rows: list[dict]) -> dict:
             if len(at := [r for r in mine if r["index"] == index]) == len(seeds):
                 mean, spread = mean_std([r["acc_mean"] for r in at])
                 times = {k: mean_std([r[k] for r in at])[0] for k in ("wall_s", "cpu_s", "steps")}
-                points.append({"index": index, "nominal_s": at[0]["nominal_s"], **times, "mean": mean, "std": spread if len(at) > 1 else at[0]["acc_std"], "seeds": len(at)})
+                shared = set.intersection(*(set(r.get("by_net", ())) for r in at))  # network seeds evaluated at every seed's snapshot (rows read from a CSV have none)
+                nets = {k: mean_std([r["by_net"][k] for r in at])[0] for k in sorted(shared)}  # network seed -> its accuracy, mean over seeds
+                points.append({"index": index, "nominal_s": at[0]["nominal_s"], **times, "mean": mean, "std": spread if len(at) > 1 else at[0]["acc_std"], "seeds": len(at), "nets": nets})
         modes[mode] = {"seeds": seeds, "points": points}
     return modes
 
@@ -420,6 +412,12 @@ def speedup_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, fl
     return f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
 
 
+def network_speedups(accdd: list[dict], idc: list[dict], x: str) -> list[float | None]:
+    """The headline speed-up on each evaluation network's own (paired) curves, to show how far one network's noise moves it; None: not defined or not reached."""
+    curves = [[[(p[x], p["nets"][k]) for p in points] for points in (idc, accdd)] for k in sorted(set.intersection(*(set(p["nets"]) for p in accdd + idc)))]
+    return [max((r for r in speedups(ref, mine) if r["level"] > ref[0][1]), key=lambda r: r["level"], default={}).get("speedup") for ref, mine in curves]
+
+
 def crossing_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, float]]) -> str:
     """Where the two mean curves cross, or which one is ahead wherever they differ (level curves are neither ahead)."""
     if found := crossings(accdd, idc):
@@ -482,7 +480,8 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
         reach = lambda r, last: ["not reached" if r["candidate_s"] is None else format_seconds(r["candidate_s"]),  # noqa: E731
                                  f"{r['speedup']:.2f}x" if r["speedup"] is not None else "- (reached at the start)" if r["candidate_s"] is not None else f"< {r['reference_s'] / last:.2f}x (not reached)"]
         speeds = [[f"{r['level']:.2f}", format_seconds(r["reference_s"]), *reach(r, accdd[-1][0]), *reach(w, warm[-1][0])] for r, w in zip(speedups(idc, accdd), speedups(idc, warm))]
-        out += [speedup_sentence(accdd, idc), "", md_table(["IDC mode accuracy (%)", "IDC mode reaches it at", "Acc-DD reaches it at", "speed-up", "pool cached: Acc-DD at", "speed-up"], speeds, right=6), "",
+        per_net = network_speedups(*(summary["modes"][m]["points"] for m in ("accdd", "idc")), x)  # with one network, its curve is the mean curve
+        out += [speedup_sentence(accdd, idc) + (f" On each evaluation network's own curves (paired network seeds): {', '.join('-' if v is None else f'{v:.2f}x' for v in per_net)}." if len(per_net) > 1 else ""), "", md_table(["IDC mode accuracy (%)", "IDC mode reaches it at", "Acc-DD reaches it at", "speed-up", "pool cached: Acc-DD at", "speed-up"], speeds, right=6), "",
                 f"Pool cached: Acc-DD's times less its pool pretraining ({format_seconds(setup['accdd'] - setup['idc'])}: its setup minus IDC mode's), as for a second IPC distilled on the same data and network.", "", crossing_sentence(accdd, idc), ""]
     timing, finals = [], {(r["mode"], r["seed"]): r for r in summary["rows"]}.values()  # where the time went: means over the runs' last snapshots
     for m in modes:

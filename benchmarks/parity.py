@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import faulthandler
 import io
-import json
 import logging
 import math
 import os
@@ -32,7 +31,6 @@ from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import LambdaCallback
 
 from lightning_dd import DistillModule, RealDataModule
-from lightning_dd.atomic import atomic_open
 from lightning_dd.classify import TrainSchedule
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.matching import class_matching_loss, matched_parameter_names
@@ -43,7 +41,7 @@ from lightning_dd.nets import NetSpec, head_parameter_names
 
 from .authors import SHIMS, AuthorsCode
 from .report import code_version, command, cpu_model, gpu_suffix, md_table, mean_std, write_section
-from .runner import parallel_map, trainer
+from .runner import parallel_map, read_json, trainer, write_json
 
 MODE_NAMES = {"idc": "IDC mode (fresh networks)", "accdd": "Acc-DD (early-stage pool + perturbation)"}
 SIDES = ("theirs", "ours")
@@ -212,7 +210,7 @@ def _run_task(payload: dict) -> dict:
 def load_results(path: Path, settings: Settings) -> dict:
     """The results file of an earlier (possibly killed) run with the same settings, or a fresh record."""
     key = asdict(settings)
-    results = json.loads(path.read_text()) if path.exists() else {"settings": key, "runs": {}, "checks": {}, "sessions": []}
+    results = read_json(path, {"settings": key, "runs": {}, "checks": {}, "sessions": []})
     if results.get("settings") != key:
         changed = sorted(k for k in key if results.get("settings", {}).get(k) != key[k])
         raise SystemExit(f"{path} holds results for other settings ({', '.join(changed)} differ); pass another --out or the same settings")
@@ -287,11 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--authors_dir", default=None, help="a checkout of github.com/ncsu-dk-lab/Acc-DD; without it only our side runs")
     add("--seeds", type=lambda text: [int(v) for v in text.split(",") if v.strip()], default=[0, 1, 2], help="distillation seeds (comma-separated)")
     for name, text in (("eval_repeats", "evaluation networks per distilled set"), ("outer", "outer iterations (networks drawn)"), ("inner", "inner iterations per network"),
-                       ("width", "ConvNet width, both sides and evaluation"), ("depth", "ConvNet depth"), ("ipc", None), ("factor", None), ("eval_epochs", None),
-                       ("batch_real", None), ("pool_epochs", None), ("n_data", "real images the network trains on after every inner iteration"),
+                       ("width", "ConvNet width, both sides and evaluation"), ("depth", "ConvNet depth"), ("ipc", None), ("factor", None), ("eval_epochs", None), ("batch_real", None),
+                       ("pool_epochs", None), ("n_data", "real images the network trains on after every inner iteration"),
                        ("lr_img", "our DistillModule's lr_img; their command line gets the value their tune_lr_img turns into the same step size"),
-                       ("mix_p", "CutMix probability of the network update (their code fixes 0.5 for Fashion-MNIST)"),
-                       ("pool_size", "Acc-DD pool members (pretrained once, handed to both sides)")):  # Settings, with DEFAULTS' types and values
+                       ("mix_p", "CutMix probability of the network update (their code fixes 0.5 for Fashion-MNIST)"), ("pool_size", "Acc-DD pool members (pretrained once, handed to both sides)")):  # Settings, with DEFAULTS' types and values
         add(f"--{name}", type=type(DEFAULTS[name]), default=DEFAULTS[name], help=text)
     add("--metric", default="mse", choices=["mse", "l1"], help="gradient distance, both sides")
     add("--modes", type=lambda text: [m.strip() for m in text.split(",") if m.strip()], default=["idc", "accdd"], help="comma-separated: idc, accdd")
@@ -339,8 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def checkpoint() -> None:
         session["wall_s"] = time.perf_counter() - began
-        with atomic_open(out, "w") as handle:
-            json.dump(results, handle, indent=1)
+        write_json(out, results)
     torch.set_num_threads(os.cpu_count() or 1)  # the set-up (initial images, pool, first-step checks) runs before any worker
     _WORKER.update(authors=AuthorsCode(opts.authors_dir, s.device) if opts.authors_dir else None, dm=load_data(s.dataset, opts.data_dir))
     dm, authors = _WORKER["dm"], _WORKER["authors"]  # for tasks run here; spawned workers (more than one job and task) load their own

@@ -113,6 +113,15 @@ def parallel_map(function: Callable, tasks: Iterable, jobs: int, fresh: bool = F
         yield from pool.imap_unordered(function, tasks)
 
 
+def write_json(path: Path, data) -> None:
+    with atomic_open(path, "w") as handle:
+        json.dump(data, handle, indent=1)
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
 def digest(settings) -> str:
     """A short, stable name for settings (or any JSON-able value)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -345,18 +345,15 @@ def main(argv: list[str] | None = None) -> None:
     best = max(smallest, key=smallest.get)
     modes_line = "smallest ratio over the shapes per mode: " + ", ".join(f"{mode_name(p)} {v:.2f}x" for p, v in smallest.items()) + f"; best mode: {mode_name(best)}"
     speedup_line, cpu = f"speed-up vs reference: {smallest[best]:.2f}x", device.type == "cpu"
-    workload = (f"Workload: ConvNet-{s.depth} width {s.width}, instance norm, {s.num_classes} classes, batch_real {s.batch_real} per class, "
-        f"IPC {s.ipc} x factor {s.factor} ({synthetic} decoded synthetic images per class), metric mse, augmentation {s.augment}, "
-        f"n_data {s.n_data} in batches of {s.net_batch_size}, {N_TRAIN} random uint8 training images{' (--quick)' if args.quick else ''}. "
-        "One inner iteration = all classes matched + one synthetic-image step + the network's update. "
-        f"Images matched / s = {s.num_classes} x ({s.batch_real} real + {synthetic} synthetic) / (s per inner iteration). "
-        "Reference: `benchmarks/reference_loop.py` (IDC-style per-class loop; stock-layer ConvNet with `nn.AvgPool2d`; glibc's default malloc settings). "
-        + ("Reference + tuned allocator: the same loop after `lightning_dd.allocator.tune_cpu_allocator()`, "
-           "to show the share of the speed-up that the allocator setting alone gives. " if cpu else "")
-        + "Library: `DistillModule.training_step` under `lightning.Trainer`, timed by a Callback (its defaults: the fast 2x2 pooling of "
-        "`lightning_dd.nets.pooling`; on the CPU the tuned allocator and one class per pass; on CUDA all classes in one grouped pass, `lightning_dd.distill.grouped`). "
-        "The reference holds the real images as normalised float32 (as IDC's ClassMemDataLoader), the library as uint8 (normalised per batch). "
-        "Each path runs in its own fresh process; peak memory is "
+    workload = (f"Workload: ConvNet-{s.depth} width {s.width}, instance norm, {s.num_classes} classes, batch_real {s.batch_real} per class, IPC {s.ipc} x factor {s.factor} "
+        f"({synthetic} decoded synthetic images per class), metric mse, augmentation {s.augment}, n_data {s.n_data} in batches of {s.net_batch_size}, {N_TRAIN} random uint8 "
+        f"training images{' (--quick)' if args.quick else ''}. One inner iteration = all classes matched + one synthetic-image step + the network's update. Images matched / s = "
+        f"{s.num_classes} x ({s.batch_real} real + {synthetic} synthetic) / (s per inner iteration). Reference: `benchmarks/reference_loop.py` (IDC-style per-class loop; stock-layer "
+        "ConvNet with `nn.AvgPool2d`; glibc's default malloc settings). "
+        + ("Reference + tuned allocator: the same loop after `lightning_dd.allocator.tune_cpu_allocator()`, to show the share of the speed-up that the allocator setting alone gives. " if cpu else "")
+        + "Library: `DistillModule.training_step` under `lightning.Trainer`, timed by a Callback (its defaults: the fast 2x2 pooling of `lightning_dd.nets.pooling`; on the CPU the tuned "
+        "allocator and one class per pass; on CUDA all classes in one grouped pass, `lightning_dd.distill.grouped`). The reference holds the real images as normalised float32 (as IDC's "
+        "ClassMemDataLoader), the library as uint8 (normalised per batch). Each path runs in its own fresh process; peak memory is "
         + ("the growth of the process's peak RSS (VmHWM) over its RSS after imports." if cpu else "`torch.cuda.max_memory_allocated`."))
     threads, date = args.threads if args.threads is not None else torch.get_num_threads(), _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     head = ["## Throughput: DistillModule vs the reference per-class loop", f"Command: `{command('throughput', argv)}`", f"Date: {date}"]

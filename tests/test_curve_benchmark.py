@@ -525,3 +525,36 @@ def test_time_to_reach_interpolates_between_checkpoints():
     assert curve.time_to_reach(points, 55.0) == 15.0  # half-way from 50 % at 10 s to 60 % at 20 s
     assert curve.time_to_reach(points, 65.0) == 30.0
     assert curve.time_to_reach(points, 71.0) is None
+
+
+def test_network_speedups_follow_each_evaluation_networks_own_curves():
+    # Per point: time and, per network seed, its accuracy. Network 0: IDC's best 70 % at 200 s, Acc-DD at 70 % by 100 s -> 2x.
+    # Network 1: IDC's best 66 % at 200 s; Acc-DD from (100, 58) to (200, 70) reaches 66 at 100 + 100 * 8/12 s -> 1.2x.
+    # Network 2: IDC never rises above its start -> None; network 3: Acc-DD never reaches IDC's best -> None; network 4 is not at every point.
+    idc = [{"wall_s": 0.0, "nets": {0: 50.0, 1: 50.0, 2: 50.0, 3: 50.0, 4: 1.0}}, {"wall_s": 100.0, "nets": {0: 60.0, 1: 62.0, 2: 49.0, 3: 60.0}},
+           {"wall_s": 200.0, "nets": {0: 70.0, 1: 66.0, 2: 48.0, 3: 80.0, 4: 2.0}}]  # fmt: skip
+    accdd = [{"wall_s": 50.0, "nets": {0: 50.0, 1: 50.0, 2: 50.0, 3: 50.0, 4: 1.0}}, {"wall_s": 100.0, "nets": {0: 70.0, 1: 58.0, 2: 55.0, 3: 60.0, 4: 2.0}},
+             {"wall_s": 200.0, "nets": {0: 75.0, 1: 70.0, 2: 60.0, 3: 79.0, 4: 3.0}}]  # fmt: skip
+    assert curve.network_speedups(accdd, idc, "wall_s") == pytest.approx([2.0, 200 / (100 + 800 / 12), None, None])
+
+
+def test_report_gives_the_speed_up_on_each_evaluation_networks_curves(tmp_path):
+    args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "2", "--full_epochs", "0")
+    study = curve.open_study(args)
+    study_dir, cfg = Path(study["dir"]), curve.load_config(args.config, None, torch.get_num_threads(), [])
+    for mode, walls in {"idc": [0.0, 100.0, 200.0], "accdd": [50.0, 100.0, 200.0]}.items():
+        fabricate(study_dir, mode, 0, [(i, 100.0 * i, wall) for i, wall in enumerate(walls)])
+    # (mode, network seed) -> accuracy per snapshot, the networks' files written last first (workers finish out of order).
+    accs = {("idc", 1): [50.0, 62.0, 66.0], ("idc", 0): [50.0, 60.0, 70.0], ("accdd", 1): [50.0, 58.0, 70.0], ("accdd", 0): [50.0, 70.0, 75.0]}
+    settings, keys, _ = curve.evaluation_plan(study, cfg, args, 2)
+    for (mode, net), values in accs.items():
+        for index, acc in enumerate(values):
+            curve.write_json(study_dir / "evals" / keys["curve"] / f"{mode}-0-{index}" / f"{net}.json", {"accuracy": acc, "wall_s": 1.0, "cpu_s": 1.0})
+    curve.write_outputs(study, cfg, settings, keys, 2, 3, ["--config", "x"], tmp_path / "curves", None)
+    md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
+    # Mean curves: IDC 50, 61, 68; Acc-DD 50, 64, 72.5 -> 68 % at 100 + 100 * 4/8.5 = 147 s: 1.36x. Per network: 2.00x and 1.20x.
+    assert "**Measured speed-up: 1.36x.**" in md and "On each evaluation network's own curves (paired network seeds): 2.00x, 1.20x." in md
+    (study_dir / "evals" / keys["curve"] / "idc-0-1" / "0.json").unlink()  # network 0 missing at one snapshot: only network 1 is at every point
+    assert curve.scored(study_dir / "evals" / keys["curve"] / "idc-0-1", 2)["by_net"] == {1: 62.0}  # by network seed, not by position
+    curve.write_outputs(study, cfg, settings, keys, 2, 3, ["--config", "x"], tmp_path / "curves", None)
+    assert "On each evaluation network's own curves" not in (tmp_path / "curves" / "digits-ipc1.md").read_text()
