@@ -489,7 +489,7 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
         wall, cpu, setup, matching, network = (mean_std([r[k] for r in final])[0] for k in ("wall_s", "cpu_s", "setup_wall_s", "matching_s", "network_s"))
         evals = sum(r["eval_wall_s"] for r in summary["rows"] if r["mode"] == m)
         timing.append([STUDY_MODES[m][0], len(final), *(f"{v:.0f}" for v in (setup, matching, network, wall - setup - matching - network)), f"{cpu / max(wall, 1e-9):.2f}", f"{evals:.0f}"])
-    out += [md_table(["mode", "seeds", "setup incl. pool (s)", "matching (s)", "network update (s)", "other (s)", "CPU s / wall s", "evaluation (s, outside the clock)"], timing, right=7), ""]
+    out += [md_table(["mode", "seeds", "setup incl. pool (wall s)", "matching (wall s)", "network update (wall s)", "other (wall s)", "CPU s / wall s", "evaluation (wall s, outside the clock)"], timing, right=7), ""]
     if paper := next((v for k, (_, v, _) in refs.items() if k.startswith("paper protocol")), None):
         chosen, s = settings["paper"]["chosen"], settings["paper"]
         label = "Paper protocol" if (s["net"]["width"], s["schedule"]["epochs"]) == (PAPER_WIDTH, PAPER_EPOCHS) else "Evaluation off the paper's width and epochs"

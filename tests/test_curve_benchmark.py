@@ -172,6 +172,7 @@ def test_cpu_clock_study_reports_and_draws_cpu_seconds(tmp_path):
     curve.write_outputs(study, cfg, settings, keys, 1, 3, ["--config", "x"], tmp_path / "curves", None)
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
     assert md.startswith("## Accuracy vs CPU time:") and "| 100 s | 70.00 +- 0.00 (10, 120 s) |" in md and "of CPU time (" in md
+    assert "| setup incl. pool (wall s) | matching (wall s) |" in md  # the time breakdown stays wall-clock, and says so
     # Both modes go from 50 % (CPU 20 s, 0 steps) to 70 % (CPU 120 s, 10 steps): random real's 60 % at 70 s and 5 steps; +20 points in 10 steps.
     assert "Random real images (60.00 %) reached by the mean curve: Acc-DD at 70 s (5 steps); IDC mode at 70 s (5 steps)." in md
     assert "| 100 s | +2000.00 (0-10) | +2000.00 (0-10) |" in md
