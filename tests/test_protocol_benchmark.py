@@ -145,3 +145,7 @@ def test_the_table_names_where_the_runs_ran(tmp_path):
     text = doc.read_text()
     assert "<!-- protocol-narrow:start -->" in text and text.count("<!-- protocol-ipc1-cuda:start -->") == 1
     assert "Every run also sets `model.net.width=4`." in text.split("<!-- protocol-narrow:start -->")[1]
+    # A candidate study's heading names its seeds: two studies of one config stay apart.
+    add_row(results, {"variant": "cand", "seed": 1, "mean": 52.0, "fit_seconds": 1, "device": "cuda", "outer": 1, "inner_loop": 2})
+    protocol.main(["--config", "configs/digits/ipc1.yaml", "--device", "cuda", "--candidate", "cand=model.lr_img=0.03", "--seeds", "1", "--results", str(results), "--output", str(doc), "--section", "cand"])
+    assert "### Candidates, ipc1.yaml, seed 1\n" in doc.read_text()
