@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if not args.no_doc and rows:
         body = "\n\n".join([
-            f"### Candidates, {Path(args.config).name}, seed{'s' * (len(args.seeds) > 1)} {' '.join(map(str, args.seeds))}" if candidates else f"### Protocol settings, {Path(args.config).name}: {rows[0]['outer']} outer x {rows[0]['inner_loop']} inner iterations per run",
+            f"### Candidates, {Path(args.config).name}, seed{'s' if len(args.seeds) > 1 else ''} {' '.join(map(str, args.seeds))}" if candidates else f"### Protocol settings, {Path(args.config).name}: {rows[0]['outer']} outer x {rows[0]['inner_loop']} inner iterations per run",
             table,
             ("Each candidate changes the listed settings of the config (`paper` is the config as written); " if candidates else "Each variant reverts the listed settings to lightning-dd's earlier behaviour; ")
             + "the paired difference compares runs "
