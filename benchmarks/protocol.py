@@ -62,15 +62,24 @@ def run_one(job: dict) -> dict:
     trainer(device, **limit).fit(module, datamodule=cfg.datamodule)  # set up once by load_config
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     images, labels = module.decoded()
-    result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False)
-    return {"variant": job["variant"], "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": module.outer, "inner_loop": module.hparams.inner_loop, "steps": module.outer * module.hparams.inner_loop + module.inner, "fit_seconds": seconds, "fit_cpu_seconds": cpu_seconds, "accuracies": result.accuracies, "mean": result.mean}
+    eval_started = time.process_time()
+    result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False, val=cfg.datamodule.val_data)
+    row = {"variant": job["variant"], "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": module.outer, "inner_loop": module.hparams.inner_loop, "steps": module.outer * module.hparams.inner_loop + module.inner, "fit_seconds": seconds, "fit_cpu_seconds": cpu_seconds, "eval_cpu_seconds": time.process_time() - eval_started}
+    return {**row, **scores(result)}
+
+
+def scores(result) -> dict:
+    """A row's accuracies: test, and validation when the config holds a split out (the one to choose on)."""
+    row = {"accuracies": result.accuracies, "mean": result.mean, "epochs": result.epochs}
+    return {**row, "val_accuracies": result.val_accuracies, "val_mean": result.val_mean} if result.val_accuracies else row
 
 
 def random_real_row(job: dict, cfg) -> dict:
     """Random real subsets of the config's ipc under the same evaluation: the bar a set must clear."""
     data, device = cfg.datamodule, job["device"]
-    result = evaluate_random_subsets(cfg.model["ipc"], data.train_data, data.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED + 100 * job["seed"], device, progress=False)
-    return {"variant": RANDOM_REAL, "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": 0, "inner_loop": 0, "fit_seconds": 0.0, "accuracies": result.accuracies, "mean": result.mean}
+    started = time.process_time()
+    result = evaluate_random_subsets(cfg.model["ipc"], data.train_data, data.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED + 100 * job["seed"], device, progress=False, val=data.val_data)
+    return {"variant": RANDOM_REAL, "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": 0, "inner_loop": 0, "fit_seconds": 0.0, "eval_cpu_seconds": time.process_time() - started, **scores(result)}
 
 
 def parse_candidate(text: str) -> tuple[str, list[str]]:

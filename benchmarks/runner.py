@@ -68,10 +68,11 @@ def evaluation_settings(section: dict, eval_epochs: int | None) -> tuple[TrainSc
     if unknown:
         raise ConfigError(f"evaluation.{unknown[0]} is not a setting of the evaluation section; use one of {', '.join(sorted(accepted))}")
     kwargs = {k: v for k, v in section.items() if k in accepted}
-    kwargs["epochs"] = eval_epochs or section.get("epochs", 300)
+    if eval_epochs or "protocol" not in section:
+        kwargs["epochs"] = eval_epochs or section.get("epochs", 300)
     net = section.get("net")
-    net = NetSpec(**net) if isinstance(net, dict) else net
-    return SyntheticEvaluation(**kwargs, progress=False).schedule, net
+    evaluation = SyntheticEvaluation(**kwargs, net=NetSpec(**net) if isinstance(net, dict) else net, progress=False)
+    return evaluation.schedule, evaluation.net
 
 
 def load_config(path: str, eval_epochs: int | None, threads: int, overrides: list[str] | None = None) -> BenchmarkConfig:

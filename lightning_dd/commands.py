@@ -23,7 +23,7 @@ from lightning_dd.data.datamodule import RealDataModule
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, pool_key, pool_key_fields
 from lightning_dd.errors import ConfigError, FileFormatError, LightningDDError
-from lightning_dd.evaluation import EvalResult, describe_info, evaluate_full_set, evaluate_random_subsets, evaluate_repeats, format_table
+from lightning_dd.evaluation import EvalResult, apply_protocol, describe_info, evaluate_full_set, evaluate_random_subsets, evaluate_repeats, format_table
 from lightning_dd.export import export_image_folder, load_distilled
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.parsing import CommandParser
@@ -62,8 +62,16 @@ def _net_of_export(config: dict) -> NetSpec:
     return NetSpec()
 
 
+def _validation_of_export(config: dict) -> dict:
+    """The validation split the set was distilled beside (``data.val_per_class`` / ``val_seed`` of its config), so random-real
+    baselines draw from the same training images and validation scores the same held-out ones."""
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    return {k: int(data[k]) for k in ("val_per_class", "val_seed") if isinstance(data.get(k), int)}
+
+
 def evaluate(
     path: str,
+    protocol: Optional[str] = None,
     net: Optional[NetSpec] = None,
     epochs: int = 300,
     repeats: int = 3,
@@ -87,6 +95,8 @@ def evaluate(
 
     Args:
         path: the exported .pt file.
+        protocol: a named evaluation, ``long`` (ConvNet-3 w128, 300 epochs) or ``published``
+            (IDC's: ConvNet-3 w128, 1000 epochs); it fixes the network, epochs and recipe.
         net: evaluation network; defaults to the network the set was distilled with, and
             --net.* fields override it field by field.
         epochs: training epochs per network (the paper's protocol uses 1000).
@@ -105,24 +115,26 @@ def evaluate(
     """
     numbers = {"epochs": epochs, "repeats": repeats, "batch_size": batch_size, "lr": lr, "cutmix_p": cutmix_p, "full_set_epochs": full_set_epochs}
     check_numbers(numbers, "--", rules={"epochs": COUNT}, defaults=defaults_of(evaluate))
+    settings = apply_protocol(protocol, dict(epochs=epochs, net=net, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p), defaults_of(evaluate), "--")
     path_ = Path(path)
     distilled = load_distilled(path_)
     info = distilled.info
-    net = net or _net_of_export(distilled.config)
+    net = settings.pop("net") or _net_of_export(distilled.config)
     dev = resolve_device(device)
-    dm = RealDataModule(info.name, data_dir=data_dir, source_options=source_options)
+    dm = RealDataModule(info.name, data_dir=data_dir, source_options=source_options, **_validation_of_export(distilled.config))
     dm.setup()
     _check_compatible(dm.info, info, path_)
     check_net_fits(net, info.channels, info.num_classes, info.image_size, "--net")
     check_class_counts(dm.info, dm.train_data, ipc=distilled.ipc if baselines else None, test=dm.test_data, prefix="the export's")
-    schedule = TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p)
+    schedule = TrainSchedule(**settings)
     images, labels = distilled.decoded()
     name = f"distilled, {distilled.ipc}/class" + (f" (x{distilled.factor ** 2} decoded)" if distilled.factor > 1 else "")
-    rows = [evaluate_repeats(name, images, labels, dm.test_data, net, schedule, repeats, seed, dev, progress)]
+    val = dm.val_data
+    rows = [evaluate_repeats(name, images, labels, dm.test_data, net, schedule, repeats, seed, dev, progress, val)]
     if baselines:
-        rows.append(evaluate_random_subsets(distilled.ipc, dm.train_data, dm.test_data, net, schedule, repeats, seed, dev, progress))
+        rows.append(evaluate_random_subsets(distilled.ipc, dm.train_data, dm.test_data, net, schedule, repeats, seed, dev, progress, val))
     if full_set_epochs > 0:
-        rows.append(evaluate_full_set(dm.train_data, dm.test_data, net, schedule, full_set_epochs, repeats, seed, dev, progress))
+        rows.append(evaluate_full_set(dm.train_data, dm.test_data, net, schedule, full_set_epochs, repeats, seed, dev, progress, val))
     title = f"## {path_.name}: {describe_info(info)}; net {net.name} depth {net.depth} width {net.width} ({net.norm} norm), {dev.type}"
     print(format_table(rows, title), flush=True)
     return rows

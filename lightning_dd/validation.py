@@ -117,6 +117,8 @@ RULES: dict[str, Rule] = {
     "repeats": COUNT,
     "full_set_epochs": NON_NEGATIVE_INT,
     "eval_batch_size": COUNT,
+    "val_per_class": NON_NEGATIVE_INT,
+    "val_seed": NON_NEGATIVE_INT,
     # network
     "depth": COUNT,
     "width": COUNT,

@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_dd.atomic import atomic_open
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule
-from lightning_dd.evaluation import EvalResult, evaluate_full_set, evaluate_random_subsets, evaluate_repeats, format_table
+from lightning_dd.evaluation import EvalResult, apply_protocol, evaluate_full_set, evaluate_random_subsets, evaluate_repeats, format_table
 from lightning_dd.export import image_grid
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.validation import COUNT, check_net_fits, check_numbers, defaults_of, fields_of
@@ -23,13 +23,18 @@ class SyntheticEvaluation(Callback):
     """Evaluates the synthetic set every ``every_n_outer`` outer iterations and at the end.
 
     Each evaluation trains ``repeats`` fresh networks on the decoded synthetic set with the DC/
-    IDC protocol (SGD, lr decay x0.2 at 2/3 and 5/6, DSA + CutMix) and logs
-    ``eval/acc_mean`` and ``eval/acc_std`` (test accuracy of the final epoch, %) plus an image grid.
+    IDC protocol (SGD, lr decay x0.2 at 2/3 and 5/6, DSA + CutMix) and logs the accuracy of the
+    final epoch (%) plus an image grid. When the data holds a validation split out
+    (``data.val_per_class``), evaluations during the run score on it only (``eval/val_acc_mean``),
+    and the final one reports validation and test; without one they score on test (``eval/acc_mean``).
     At the end it can also evaluate random real subsets of the same size and the full training
     set with the same code, prints the table, writes ``results.json``/``results.md`` to the log
     directory and records the hyper-parameters with the final accuracy (TensorBoard hparams).
 
     Args:
+        protocol: a named evaluation (:data:`~lightning_dd.evaluation.PROTOCOLS`): ``long``
+            (ConvNet-3 w128, 300 epochs) or ``published`` (IDC's: ConvNet-3 w128, 1000 epochs);
+            it fixes epochs, net and the training recipe, None leaves them to the fields below.
         every_n_outer: evaluate after every this many outer iterations (0: only at the end).
         repeats: networks trained per evaluation (different seeds); also random-subset draws.
         epochs: training epochs on the synthetic set (the paper's protocol uses 1000).
@@ -49,6 +54,7 @@ class SyntheticEvaluation(Callback):
 
     def __init__(
         self,
+        protocol: str | None = None,
         every_n_outer: int = 0,
         repeats: int = 3,
         epochs: int = 1000,
@@ -64,8 +70,11 @@ class SyntheticEvaluation(Callback):
         seed: int = 0,
         progress: bool = True,
     ) -> None:
+        given = dict(epochs=epochs, net=net, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
+        settings = apply_protocol(protocol, given, defaults_of(type(self).__init__), "evaluation.")
+        self.protocol, net, epochs = protocol, settings.pop("net"), settings["epochs"]
         self.every_n_outer, self.repeats, self.epochs, self.net = every_n_outer, repeats, epochs, net
-        self.schedule = TrainSchedule(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
+        self.schedule = TrainSchedule(**settings)
         check_strategy("evaluation.augment", augment)
         self.schedule.augmentation()  # validates spatial before any training
         self.baselines, self.full_set_epochs, self.seed, self.progress = baselines, full_set_epochs, seed, progress
@@ -95,37 +104,47 @@ class SyntheticEvaluation(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if pl_module.synthetic is None or getattr(pl_module, "interrupted", False):
             return
-        result = self._evaluate_synthetic(trainer, pl_module)
+        result = self._evaluate_synthetic(trainer, pl_module, final=True)
         if not trainer.is_global_zero:
             return
         rows = [result]
         if self.baselines:
             dm = trainer.datamodule
-            net = self._net(pl_module)
-            rows.append(evaluate_random_subsets(pl_module.hparams.ipc, dm.train_data, dm.test_data, net, self.schedule, self.repeats, self.seed, pl_module.device, self.progress))
+            net, val = self._net(pl_module), _val_split(dm)
+            rows.append(evaluate_random_subsets(pl_module.hparams.ipc, dm.train_data, dm.test_data, net, self.schedule, self.repeats, self.seed, pl_module.device, self.progress, val))
             if self.full_set_epochs > 0:
-                rows.append(evaluate_full_set(dm.train_data, dm.test_data, net, self.schedule, self.full_set_epochs, self.repeats, self.seed, pl_module.device, self.progress))
+                rows.append(evaluate_full_set(dm.train_data, dm.test_data, net, self.schedule, self.full_set_epochs, self.repeats, self.seed, pl_module.device, self.progress, val))
         self.final_rows = rows
         self._report(trainer, pl_module, rows)
 
     def _net(self, pl_module: pl.LightningModule) -> NetSpec:
         return self.net or pl_module.net_spec
 
-    def _evaluate_synthetic(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvalResult:
+    def _evaluate_synthetic(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool = False) -> EvalResult:
+        """Train ``repeats`` networks on the set; during the run score on validation only when it exists (the test split is for the end)."""
         images, labels = pl_module.decoded()
         name = f"distilled, {pl_module.hparams.ipc}/class (x{pl_module.hparams.factor ** 2} decoded)"
         result = EvalResult(name)
         if trainer.is_global_zero:
             dm = trainer.datamodule
-            result = evaluate_repeats(name, images, labels, dm.test_data, self._net(pl_module), self.schedule, self.repeats, self.seed, pl_module.device, self.progress)
-            metrics = {"eval/acc_mean": result.mean, "eval/acc_std": result.std}
+            val = _val_split(dm)
+            score_on = dm.test_data if final or val is None else val
+            result = evaluate_repeats(name, images, labels, score_on, self._net(pl_module), self.schedule, self.repeats, self.seed, pl_module.device, self.progress, val if final else None)
+            if final or val is None:
+                metrics = {"eval/acc_mean": result.mean, "eval/acc_std": result.std}
+                if result.val_accuracies:
+                    metrics["eval/val_acc_mean"] = result.val_mean
+            else:  # scored on validation: the result's "test" column holds validation accuracy
+                result = EvalResult(name, images=result.images, epochs=result.epochs, val_accuracies=result.accuracies)
+                metrics = {"eval/val_acc_mean": result.val_mean}
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
                 if isinstance(logger, TensorBoardLogger):
                     stored, _ = pl_module.distilled()
                     logger.experiment.add_image("synthetic/images", image_grid(stored, pl_module.hparams.ipc), trainer.global_step)
             self.history.append((pl_module.outer, result))
-            rank_zero_info(f"lightning-dd: outer {pl_module.outer}: synthetic-set accuracy {result.mean:.2f} +- {result.std:.2f} %")
+            split, score = ("test", result.mean) if result.accuracies else ("validation", result.val_mean)
+            rank_zero_info(f"lightning-dd: outer {pl_module.outer}: synthetic-set {split} accuracy {score:.2f} %")
         trainer.strategy.barrier("lightning_dd_eval")
         return result
 
@@ -135,6 +154,8 @@ class SyntheticEvaluation(Callback):
         table = format_table(rows, title)
         print("\n" + table + "\n", flush=True)
         metrics = {"eval/final_acc_mean": rows[0].mean, "eval/final_acc_std": rows[0].std}
+        if rows[0].val_accuracies:
+            metrics["eval/final_val_acc_mean"] = rows[0].val_mean
         if len(rows) > 1:
             metrics["eval/random_subset_acc_mean"] = rows[1].mean
         full = [r for r in rows if r.name == "full training set"]
@@ -150,6 +171,11 @@ class SyntheticEvaluation(Callback):
                 json.dump({"rows": [r.to_dict() for r in rows], "history": [{"outer": o, **r.to_dict()} for o, r in self.history]}, handle, indent=2)
             with atomic_open(out / "results.md", "w") as handle:
                 handle.write(table + "\n")
+
+
+def _val_split(datamodule):
+    """The data module's validation split, or None (no split, or a data module without one)."""
+    return getattr(datamodule, "val_data", None)
 
 
 def _flat_hparams(hparams) -> dict:

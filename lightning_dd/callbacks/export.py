@@ -59,6 +59,9 @@ class DistilledExport(Callback):
         images, labels = pl_module.distilled()
         out = self.output_dir(trainer)
         config = {"model": to_jsonable(dict(pl_module.hparams)), "outer_iterations_done": pl_module.outer}
+        data = getattr(trainer, "datamodule", None)
+        if data is not None and hasattr(data, "hparams"):  # which images were held out for validation, for `evaluate`
+            config["data"] = to_jsonable(dict(data.hparams))
         path = save_distilled(out / f"{self.name}.pt", images, labels, pl_module.hparams.factor, pl_module.info, config)
         save_grid_png(out / f"{self.name}.png", images, pl_module.hparams.ipc)
         self.last_path = path

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_dd.data.real import RealData
 from lightning_dd.data.ticker import StepTicker
 import lightning_dd.data.sources as sources
-from lightning_dd.data.sources import DatasetInfo, LoadedDataset, available_sources, load_source
+from lightning_dd.data.sources import DatasetInfo, ImageSplit, LoadedDataset, available_sources, load_source
 from lightning_dd.errors import ConfigError, DataError, choose
 from lightning_dd.validation import check_numbers, check_source_options, defaults_of
 
@@ -25,12 +25,20 @@ class RealDataModule(LightningDataModule):
     distillation module moves to its device and samples with its own seeded generator
     (``train_data.class_balanced_batch``). The test split is served for evaluation.
 
+    With ``val_per_class > 0`` a class-balanced, seeded validation split is held out of the
+    training images before anything else sees them: distillation, the pool (whose cache key hashes
+    the training images), ``mix``/``real`` initialisation and random-real baselines draw only from
+    :attr:`train_data`, so settings can be chosen on :attr:`val_data` and the test split is read
+    once, for what was chosen.
+
     Args:
         dataset: source name (see :func:`lightning_dd.data.available_sources`), e.g. ``"digits"``.
         data_dir: folder with the dataset's files (sources that need files look here).
         download: let torchvision sources download missing files.
         source_options: extra keyword arguments for the source (e.g. ``classes`` for image folders).
         eval_batch_size: batch size of the test dataloader.
+        val_per_class: training images of every class held out as the validation split (0: none).
+        val_seed: seed of the draw of the validation images (the split depends on nothing else).
 
     Example:
         >>> dm = RealDataModule("digits")
@@ -46,6 +54,8 @@ class RealDataModule(LightningDataModule):
         download: bool = False,
         source_options: dict | None = None,
         eval_batch_size: int = 512,
+        val_per_class: int = 0,
+        val_seed: int = 0,
     ) -> None:
         super().__init__()
         choose("dataset", dataset, available_sources())
@@ -59,8 +69,11 @@ class RealDataModule(LightningDataModule):
         self.download = download
         self.source_options = dict(source_options or {})
         self.eval_batch_size = eval_batch_size
+        self.val_per_class = val_per_class
+        self.val_seed = val_seed
         self._loaded: LoadedDataset | None = None
         self._train: RealData | None = None
+        self._val: RealData | None = None
         self._test: RealData | None = None
 
     def check_settings(self) -> None:
@@ -76,8 +89,10 @@ class RealDataModule(LightningDataModule):
         empty = [loaded.info.class_names[c] for c in range(loaded.info.num_classes) if not torch.any(loaded.train.labels == c)]
         if empty:
             raise DataError(f"dataset {self.dataset!r} has no training images for class(es) {', '.join(empty)}")
+        train, val = split_validation(loaded.train, loaded.info, self.val_per_class, self.val_seed, self.dataset)
         self._loaded = loaded
-        self._train = RealData(loaded.train, loaded.info)
+        self._train = RealData(train, loaded.info)
+        self._val = None if val is None else RealData(val, loaded.info)
         self._test = RealData(loaded.test, loaded.info)
 
     def _require(self) -> LoadedDataset:
@@ -97,6 +112,12 @@ class RealDataModule(LightningDataModule):
         self._require()
         assert self._train is not None
         return self._train
+
+    @property
+    def val_data(self) -> RealData | None:
+        """The validation split held out of the training images (None when ``val_per_class`` is 0)."""
+        self._require()
+        return self._val
 
     @property
     def test_data(self) -> RealData:
@@ -124,3 +145,24 @@ class RealDataModule(LightningDataModule):
         test = self.test_data
         images = test.normalizer.uint8(test.images.cpu())
         return DataLoader(TensorDataset(images, test.labels.cpu()), batch_size=self.eval_batch_size)
+
+
+def split_validation(train: ImageSplit, info: DatasetInfo, per_class: int, seed: int, dataset: str) -> tuple[ImageSplit, ImageSplit | None]:
+    """``(train without the validation images, validation)``: ``per_class`` images of every class drawn with ``seed``.
+
+    The draw uses its own generator, so the split is the same whatever else the run seeds; every
+    class keeps at least one training image.
+    """
+    if per_class <= 0:
+        return train, None
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(info.num_classes):
+        members = torch.nonzero(train.labels == c).flatten()
+        if members.numel() <= per_class:
+            raise DataError(f"data.val_per_class={per_class} leaves no training image of class {info.class_names[c]!r} in {dataset!r} ({members.numel()} images); use at most {members.numel() - 1}")
+        held.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
+    val_index = torch.cat(held).sort().values
+    keep = torch.ones(train.labels.numel(), dtype=torch.bool)
+    keep[val_index] = False
+    return ImageSplit(train.images[keep], train.labels[keep]), ImageSplit(train.images[val_index], train.labels[val_index])
