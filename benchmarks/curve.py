@@ -179,16 +179,19 @@ def evaluate_task(task: tuple) -> dict:
     cfg = study_config(study["config"], None, study["threads"], tuple(study["overrides"]))
     schedule = TrainSchedule(**{**settings["schedule"], "milestones": tuple(settings["schedule"]["milestones"])})
     net, dm, device = NetSpec(**settings["net"]), cfg.datamodule, settings.get("device", study["device"])  # the paper protocol may run elsewhere
-    started = now()
+    started, val = now(), dm.val_data
     if kind == "snapshot":
         snap = torch.load(source, map_location="cpu", weights_only=True)
-        acc = evaluation.evaluate_set(snap["decoded"], snap["labels"], dm.test_data, net, schedule, repeat, device)
+        row = evaluation.evaluate_repeats(key, snap["decoded"], snap["labels"], dm.test_data, net, schedule, 1, repeat, device, progress=False, val=val)
     elif kind == "random":
-        acc = evaluation.evaluate_random_subsets(cfg.model["ipc"], dm.train_data, dm.test_data, net, schedule, 1, repeat, device, progress=False).accuracies[0]
+        row = evaluation.evaluate_random_subsets(cfg.model["ipc"], dm.train_data, dm.test_data, net, schedule, 1, repeat, device, progress=False, val=val)
     else:  # the full training set
-        acc = evaluation.evaluate_full_set(dm.train_data, dm.test_data, net, schedule, schedule.epochs, 1, repeat, device, progress=False).accuracies[0]
+        row = evaluation.evaluate_full_set(dm.train_data, dm.test_data, net, schedule, schedule.epochs, 1, repeat, device, progress=False, val=val)
     wall, cpu = now()
+    acc = row.accuracies[0]
     result = {"key": key, "repeat": repeat, "accuracy": acc, "device": device, "wall_s": wall - started[0], "cpu_s": cpu - started[1]}
+    if row.val_accuracies:
+        result["val_accuracy"] = row.val_accuracies[0]
     write_json(Path(out), result)
     print(f"  evaluated {key} net {repeat}: {acc:.2f} % ({result['wall_s']:.0f} s)", flush=True)
     return result
@@ -199,7 +202,14 @@ def scored(folder: Path, repeats: int) -> dict:
     results = {k: r for k in range(repeats) if (r := read_json(folder / f"{k}.json")) is not None}  # by network seed: workers finish out of order
     accs = [r["accuracy"] for r in results.values()]
     mean, std = mean_std(accs) if accs else (None, None)
-    return {"accuracies": accs, "by_net": dict(zip(results, accs)), "acc_mean": mean, "acc_std": std, "eval_wall_s": sum(r["wall_s"] for r in results.values())}
+    vals = [r["val_accuracy"] for r in results.values() if "val_accuracy" in r]
+    val_mean = mean_std(vals)[0] if vals and len(vals) == len(accs) else None
+    return {"accuracies": accs, "by_net": dict(zip(results, accs)), "acc_mean": mean, "acc_std": std, "val_mean": val_mean, "eval_wall_s": sum(r["wall_s"] for r in results.values())}
+
+
+def chosen_on_validation(finals: list[dict]) -> dict | None:
+    """The final set to evaluate by the paper's protocol: the highest validation accuracy, never the highest test accuracy (None without validation scores)."""
+    return max((r for r in finals if r.get("val_mean") is not None), key=lambda r: r["val_mean"], default=None)
 
 
 def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -353,10 +363,12 @@ def evaluation_plan(study: dict, cfg, args: argparse.Namespace, repeats: int) ->
     full_epochs = args.full_epochs if args.full_epochs is not None else (cfg.evaluation.get("full_set_epochs") or 2)
     if full := eval_settings(cfg, epochs=full_epochs) if full_epochs > 0 else None:
         want("full", "full-training-set", None, full, repeats)
-    # The paper protocol: the finished run whose final snapshot scored highest on the curve's evaluation (rows are in snapshot order).
+    # The paper protocol: the finished run whose final snapshot scored highest on the validation split (rows are in snapshot order).
     finals = {(r["mode"], r["seed"]): r for r in summarise(study_dir, digest(curve), repeats)["rows"] if r["done"] and r["acc_mean"] is not None} if args.paper_epochs > 0 else {}
     paper = None
-    if best := max(finals.values(), key=lambda r: r["acc_mean"], default=None):
+    if finals and not any(r.get("val_mean") is not None for r in finals.values()):
+        print("paper protocol: the config holds no validation split (data.val_per_class), so no final set is chosen; nothing is chosen on test", flush=True)
+    if best := chosen_on_validation(list(finals.values())):
         net = NetSpec(**{**asdict(cfg.net), "name": "convnet", "depth": 3, "width": args.paper_width})
         paper = {**eval_settings(cfg, net=net, epochs=args.paper_epochs), "device": args.paper_device or study["device"], "chosen": {k: best[k] for k in ("mode", "seed", "digest")}}
         want("snapshot", best["digest"], str(study_dir / "runs" / best["mode"] / f"seed{best['seed']}" / best["file"]), paper, args.paper_repeats)
@@ -409,7 +421,17 @@ def speedup_sentence(accdd: list[tuple[float, float]], idc: list[tuple[float, fl
         return f"**Measured speed-up: none.** Acc-DD did not reach IDC mode's best mean accuracy ({best:.2f} %, reached at {format_seconds(t_idc)}) within {format_seconds(accdd[-1][0])}; its best was {max(a for _, a in accdd):.2f} %."
     if t_acc <= 0:
         return f"**Measured speed-up: not defined.** Acc-DD's set at the start of its clock already had IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)})."
-    return f"**Measured speed-up: {t_idc / t_acc:.2f}x.** Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached at {format_seconds(t_idc)}) at {format_seconds(t_acc)}."
+    (idc_lo, idc_hi), (acc_lo, acc_hi) = snapshot_bracket(idc, best), snapshot_bracket(accdd, best)
+    upper = f"{idc_hi / acc_lo:.2f}x" if acc_lo > 0 else "unbounded (Acc-DD's snapshot before it is at 0 s)"
+    return (f"**Measured speed-up: between {idc_lo / acc_hi:.2f}x and {upper}** (straight-line interpolation between snapshots: {t_idc / t_acc:.2f}x). "
+            f"Acc-DD reached IDC mode's best mean accuracy ({best:.2f} %, which IDC mode reached between {format_seconds(idc_lo)} and {format_seconds(idc_hi)}) "
+            f"between {format_seconds(acc_lo)} and {format_seconds(acc_hi)}: the snapshots bracket each time, so they bracket the ratio.")  # fmt: skip
+
+
+def snapshot_bracket(curve: list[tuple[float, float]], target: float) -> tuple[float, float]:
+    """The times of the last snapshot below ``target`` and the first at or above it (equal when the first snapshot already reaches it)."""
+    hit = next(k for k, (_, acc) in enumerate(curve) if acc >= target)
+    return curve[max(hit - 1, 0)][0], curve[hit][0]
 
 
 def network_speedups(accdd: list[dict], idc: list[dict], x: str) -> list[float | None]:
@@ -493,7 +515,7 @@ def markdown(study: dict, summary: dict, refs: dict, settings: dict, repeats: in
     if paper := next((v for k, (_, v, _) in refs.items() if k.startswith("paper protocol")), None):
         chosen, s = settings["paper"]["chosen"], settings["paper"]
         label = "Paper protocol" if (s["net"]["width"], s["schedule"]["epochs"]) == (PAPER_WIDTH, PAPER_EPOCHS) else "Evaluation off the paper's width and epochs"
-        out += [f"{label}: the best final set ({STUDY_MODES[chosen['mode']][0]}, seed {chosen['seed']}, chosen on the curve's evaluation above) trained on {net_name(s['net'])} for {s['schedule']['epochs']} epochs ({'on the GPU' if s.get('device') == 'cuda' else 'on the CPU'}): {paper['acc_mean']:.2f} +- {paper['acc_std']:.2f} % ({count(len(paper['accuracies']), 'net')}).", ""]
+        out += [f"{label}: the best final set ({STUDY_MODES[chosen['mode']][0]}, seed {chosen['seed']}, chosen on validation accuracy) trained on {net_name(s['net'])} for {s['schedule']['epochs']} epochs ({'on the GPU' if s.get('device') == 'cuda' else 'on the CPU'}): {paper['acc_mean']:.2f} +- {paper['acc_std']:.2f} % ({count(len(paper['accuracies']), 'net')}).", ""]
     schedule = curve["schedule"]
     notes = [
         f"Each run distils for {format_seconds(study['budget_s'])} of {clock} ({study['threads']} thread(s) per run), measured from the start of fit, so pool pretraining is on Acc-DD's clock (and on the pool ablation's; each run pretrains its own pool: the setup column); snapshot and checkpoint writes are off the clock.",

@@ -91,24 +91,46 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
     return name.strip(), overrides
 
 
+def chosen_variant(rows: list[dict], variants: list[str]) -> str | None:
+    """The variant (random real aside) with the highest validation accuracy, mean over its seeds; None unless every run has one.
+
+    Test accuracy plays no part: it is read once, for the variant chosen here.
+    """
+    mine = {name: [r.get("val_mean") for r in rows if r["variant"] == name] for name in variants if name != RANDOM_REAL}
+    mine = {name: vals for name, vals in mine.items() if vals}
+    if not mine or any(v is None for vals in mine.values() for v in vals):
+        return None
+    return max(mine, key=lambda name: sum(mine[name]) / len(mine[name]))
+
+
 def summarise(rows: list[dict], variants: list[str], described: dict[str, str] | None = None) -> str:
-    """Markdown table: per variant, accuracy over seeds, the paired difference to ``paper`` and to random real images."""
+    """Markdown table: per variant, accuracy over seeds, the paired difference to ``paper`` and to random real images.
+
+    With a validation split every figure that compares variants is validation accuracy, the chosen
+    variant is marked, and the test column gives the chosen one's test accuracy (the others' are
+    marked as read after the choice). Without one the table compares test accuracy and chooses nothing.
+    """
     described = {**{k: v[0] for k, v in VARIANTS.items()}, RANDOM_REAL: "random real images, same storage (the bar)", **(described or {})}
+    chosen = chosen_variant(rows, variants)
+    key, split = ("val_mean", "validation") if chosen else ("mean", "test")
     by = {(r["variant"], r["seed"]): r for r in rows}
     bar = any(r["variant"] == RANDOM_REAL for r in rows)
-    lines = ["| variant | what it changes | seeds | steps | accuracy (%) | paired diff. to paper (points) |" + (" vs random real (points) |" if bar else "") + " fit s/run |",
-             "|---|---|---:|---:|---|---|" + ("---|" if bar else "") + "---:|"]  # fmt: skip
+    lines = [f"| variant | what it changes | seeds | steps | {split} accuracy (%) | paired diff. to paper (points) |" + (" vs random real (points) |" if bar else "") + (" test accuracy (%) |" if chosen else "") + " fit s/run |",
+             "|---|---|---:|---:|---|---|" + ("---|" if bar else "") + ("---|" if chosen else "") + "---:|"]  # fmt: skip
     for name in variants:
         mine = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
         if not mine:
             continue
         cells = []
         for other in ("paper", RANDOM_REAL) if bar else ("paper",):
-            diffs = [r["mean"] - by[(other, r["seed"])]["mean"] for r in mine if (other, r["seed"]) in by]
+            diffs = [r[key] - by[(other, r["seed"])][key] for r in mine if (other, r["seed"]) in by]
             cells.append("" if name in (other, RANDOM_REAL) or not diffs else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs)))
+        if chosen:
+            test = cell([r["mean"] for r in mine], count=False)
+            cells.append(f"**{test}** (chosen)" if name == chosen else f"{test} (read after the choice)")
         steps = "" if name == RANDOM_REAL else "/".join(sorted({str(r.get("steps", r["outer"] * r["inner_loop"])) for r in mine}, key=int))
         seconds = sum(r["fit_seconds"] for r in mine) / len(mine)
-        lines.append(f"| {name} | {described.get(name, '')} | {len(mine)} | {steps} | {cell([r['mean'] for r in mine], count=False)} | {' | '.join(cells)} | {seconds:.0f} |")
+        lines.append(f"| {name} | {described.get(name, '')} | {len(mine)} | {steps} | {cell([r[key] for r in mine], count=False)} | {' | '.join(cells)} | {seconds:.0f} |")
     return "\n".join(lines)
 
 

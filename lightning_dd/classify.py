@@ -6,6 +6,7 @@ running fit, deterministic under a seeded generator, and cheap on tiny synthetic
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,6 +17,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dd.augment import DSA, augmented_loss, training_augmentation
 from lightning_dd.progress import progress_bar
+
+# A minibatch loss: (network, images, targets, augmentation, generator, cutmix_p) -> scalar.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, DSA, torch.Generator, float], torch.Tensor]
 
 
 @dataclass
@@ -52,6 +56,10 @@ class TrainSchedule:
         """The per-image augmentation this schedule trains with."""
         return training_augmentation(self.augment, flip_ok, self.spatial, self.cutmix_p, self.cutout_with_cutmix)
 
+    def without_augmentation(self) -> "TrainSchedule":
+        """This schedule with no DSA transform (``augment="none"``) and no CutMix: ARS's plain evaluation."""
+        return dataclasses.replace(self, augment="none", cutmix_p=0.0)
+
 
 def train_classifier(
     net: nn.Module,
@@ -62,13 +70,20 @@ def train_classifier(
     flip_ok: bool = True,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: str | None = None,
+    loss_fn: LossFn | None = None,
 ) -> nn.Module:
     """Train ``net`` in place on ``images`` (already on the net's device) and return it.
 
     Args:
+        labels: per-image targets the loss indexes per minibatch: class indices for the default
+            loss, or whatever ``loss_fn`` reads (e.g. per-image soft labels ``[N, C]``).
         transform: applied to each minibatch before augmentation (e.g. uint8 -> normalised).
         progress: description for a progress bar, or None for none.
+        loss_fn: the minibatch loss, called as :func:`~lightning_dd.augment.augmented_loss` is
+            (the default: cross-entropy on DSA + CutMix views); soft-label evaluation passes a
+            :class:`~lightning_dd.soft_labels.SoftLabeler`.
     """
+    loss_fn = augmented_loss if loss_fn is None else loss_fn
     net.train()
     dsa = schedule.augmentation(flip_ok)
     optimizer = torch.optim.SGD(net.parameters(), lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay)
@@ -84,7 +99,7 @@ def train_classifier(
                 x = images[idx]
                 if transform is not None:
                     x = transform(x)
-                loss = augmented_loss(net, x, labels[idx], dsa, generator, schedule.cutmix_p)
+                loss = loss_fn(net, x, labels[idx], dsa, generator, schedule.cutmix_p)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

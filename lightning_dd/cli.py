@@ -26,7 +26,7 @@ from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_dd.callbacks import DistilledExport, SyntheticEvaluation
+from lightning_dd.callbacks import DistilledExport, ProgressLog, SyntheticEvaluation
 from lightning_dd.callbacks.interrupt import LOG_LOCATION_KEY, CheckpointOnInterrupt
 from lightning_dd.commands import is_command, run_command, summary, user_error_in
 from lightning_dd.data import RealDataModule
@@ -37,7 +37,7 @@ from lightning_dd.errors import ConfigError, FileFormatError, LightningDDError
 from lightning_dd.logger import DistillTensorBoardLogger
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.parsing import FitParser, one_sentence
-from lightning_dd.progress import quiet
+from lightning_dd.progress import interactive, quiet
 from lightning_dd.distill.resume import EARLIER_BEHAVIOUR, RESUME_SAFE, flatten, load_checkpoint
 from lightning_dd.preflight import preflight_fit
 from lightning_dd.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path
@@ -83,7 +83,8 @@ class DistillCLI(LightningCLI):
         parser.add_lightning_class_args(SyntheticEvaluation, "evaluation")
         parser.add_lightning_class_args(DistilledExport, "export")
         parser.add_lightning_class_args(CheckpointOnInterrupt, "interrupt")
-        fill_missing_help(parser, {"model": DistillModule, "model.net": NetSpec, "model.pool": PoolConfig, "evaluation": SyntheticEvaluation, "evaluation.net": NetSpec, "export": DistilledExport, "interrupt": CheckpointOnInterrupt, "data": RealDataModule})
+        parser.add_lightning_class_args(ProgressLog, "progress")
+        fill_missing_help(parser, {"model": DistillModule, "model.net": NetSpec, "model.pool": PoolConfig, "evaluation": SyntheticEvaluation, "evaluation.net": NetSpec, "export": DistilledExport, "interrupt": CheckpointOnInterrupt, "progress": ProgressLog, "data": RealDataModule})
 
     # -------------------------------------------------------------- resume
     def _parse_ckpt_path(self) -> None:
@@ -299,8 +300,9 @@ class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
 
 
 # max_epochs=-1 here; DistillModule sets it to its outer_iterations (one epoch each) when fit starts.
-# LIGHTNING_DD_QUIET=1 (CI) also hides Lightning's progress bar.
-TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10, "max_epochs": -1, "enable_progress_bar": not quiet()}
+# LIGHTNING_DD_QUIET=1 (CI) also hides Lightning's progress bar, and so does output to a file or
+# pipe, where its redraws would pile up: ProgressLog writes plain lines there instead.
+TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10, "max_epochs": -1, "enable_progress_bar": not quiet() and interactive()}
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:

@@ -199,7 +199,11 @@ def test_speedups_on_hand_made_curves():
 
 def test_speedup_sentence_on_hand_made_curves():
     idc = [(0.0, 50.0), (100.0, 60.0), (200.0, 70.0)]
-    assert curve.speedup_sentence([(50.0, 50.0), (100.0, 70.0)], idc).startswith("**Measured speed-up: 2.00x.**")  # 70 % at 100 s vs 200 s
+    # 70 %: IDC mode between its snapshots at 100 and 200 s (interpolated 200 s), Acc-DD between 50 and 100 s (interpolated 100 s):
+    # the ratio lies between 100 / 100 and 200 / 50, and the interpolation gives 200 / 100
+    assert curve.speedup_sentence([(50.0, 50.0), (100.0, 70.0)], idc).startswith("**Measured speed-up: between 1.00x and 4.00x** (straight-line interpolation between snapshots: 2.00x).")
+    # Acc-DD's snapshot before the level is its start at 0 s: no upper bound
+    assert curve.speedup_sentence([(0.0, 50.0), (100.0, 70.0)], idc).startswith("**Measured speed-up: between 1.00x and unbounded (Acc-DD's snapshot before it is at 0 s)** (straight-line interpolation between snapshots: 2.00x).")
     assert curve.speedup_sentence([(50.0, 50.0), (100.0, 65.0)], idc).startswith("**Measured speed-up: none.**")
     assert curve.speedup_sentence([(0.0, 75.0), (100.0, 80.0)], idc).startswith("**Measured speed-up: not defined.**")
     # IDC mode's best is its starting set: no time to compare against (not 0.00x)
@@ -316,7 +320,8 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
     assert {(r["mode"], r["seed"], r["checkpoint"], r["acc_mean"]) for r in rows[:12]} >= {("accdd", "1", "1", "64.00"), ("idc", "0", "2", "70.00")}
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
     # IDC's best 71 %; Acc-DD reaches it between (100, 65) and (200, 73): 100 + 100 * 6/8 = 175 s -> 200/175 = 1.14x
-    assert "**Measured speed-up: 1.14x.**" in md and "at 175 s" in md
+    # the snapshots bracket the ratio: IDC mode between 100 and 200 s, Acc-DD between 100 and 200 s -> 0.50x to 2.00x
+    assert "**Measured speed-up: between 0.50x and 2.00x** (straight-line interpolation between snapshots: 1.14x)." in md
     # 61 %: IDC at 100 s, Acc-DD at 50 + 50 * 6/10 = 80 s -> 1.25x
     # Pool cached: Acc-DD's setup (10 s) less IDC mode's (0 s) off its clock: 61 % at 40 + 50 * 6/10 = 70 s -> 1.43x; 71 % at 90 + 100 * 6/8 = 165 s -> 1.21x
     assert "| 61.00 | 100 s | 80 s | 1.25x | 70 s | 1.43x |" in md and "| 71.00 | 200 s | 175 s | 1.14x | 165 s | 1.21x |" in md
@@ -344,35 +349,56 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
         assert image.size == (1100, 640)
 
 
-def test_paper_protocol_trains_the_best_final_set_on_its_own_device(tmp_path, monkeypatch):
+def test_paper_protocol_trains_the_final_set_chosen_on_validation_on_its_own_device(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")  # the result files include the figure
-    args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0", "--paper_epochs", "7", "--paper_repeats", "2", "--paper_device", "cuda", "--paper_width", "32")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG.replace("  dataset: digits\n", "  dataset: digits\n  val_per_class: 20\n"))
+    args = study_args(config, tmp_path, "--repeats", "1", "--full_epochs", "0", "--paper_epochs", "7", "--paper_repeats", "2", "--paper_device", "cuda", "--paper_width", "32")
     study = curve.open_study(args)
     study_dir = Path(study["dir"])
     cfg = curve.load_config(args.config, None, torch.get_num_threads(), [])
-    finals = {("idc", 0): 70.0, ("accdd", 0): 74.0, ("accdd", 1): 73.0}  # accdd seed 0's final set is the best
-    for (mode, seed), final in finals.items():
+    # (test, validation) of each final set: accdd seed 0 is best on test but worst on validation; accdd seed 1 is best on validation
+    finals = {("idc", 0): (70.0, 71.0), ("accdd", 0): (74.0, 69.0), ("accdd", 1): (73.0, 72.0)}
+    for (mode, seed), (final, val) in finals.items():
         fabricate(study_dir, mode, seed, [(0, 0.0, 0.0), (1, 100.0, 100.0)])
-        for index, acc in enumerate((90.0, final)):  # a better early snapshot must not be chosen: only final sets count
-            curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / f"{mode}-{seed}-{index}" / "0.json", {"accuracy": acc, "wall_s": 1.0, "cpu_s": 1.0})
+        for index, (acc, v) in enumerate(((90.0, 95.0), (final, val))):  # a better early snapshot must not be chosen: only final sets count
+            curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / f"{mode}-{seed}-{index}" / "0.json", {"accuracy": acc, "val_accuracy": v, "wall_s": 1.0, "cpu_s": 1.0})
     curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / "random-real-ipc1" / "0.json", {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0})
     settings, keys, tasks = curve.evaluation_plan(study, cfg, args, 1)
-    assert [(t[1], t[2], t[4]) for t in tasks] == [("snapshot", "accdd-0-1", 0), ("snapshot", "accdd-0-1", 1)]
+    assert [(t[1], t[2], t[4]) for t in tasks] == [("snapshot", "accdd-1-1", 0), ("snapshot", "accdd-1-1", 1)]
     paper = tasks[0][5]
     assert paper["device"] == "cuda" and paper["net"]["width"] == 32 and paper["net"]["depth"] == 3 and paper["schedule"]["epochs"] == 7
-    assert keys["paper"] != keys["curve"] and settings["paper"]["chosen"] == {"mode": "accdd", "seed": 0, "digest": "accdd-0-1"}
+    assert keys["paper"] != keys["curve"] and settings["paper"]["chosen"] == {"mode": "accdd", "seed": 1, "digest": "accdd-1-1"}
     seen = []
-    monkeypatch.setattr("lightning_dd.evaluation.evaluate_set", lambda images, labels, test, net, schedule, seed, device: seen.append((net.width, schedule.epochs, seed, device)) or 81.0 + seed)
+
+    def fake_splits(images, labels, test, val, net, schedule, seed, device, progress=None, soft=None):
+        seen.append((net.width, schedule.epochs, seed, device, val is not None))
+        return {"test": 81.0 + seed, "val": 80.0}
+
+    monkeypatch.setattr("lightning_dd.evaluation.evaluate_splits", fake_splits)
     for task in tasks:
         curve.evaluate_task(task)
-    assert seen == [(32, 7, 0, "cuda"), (32, 7, 1, "cuda")]  # the study distilled on the CPU; its paper networks train on the GPU
-    assert json.loads((study_dir / "evals" / keys["paper"] / "accdd-0-1" / "1.json").read_text())["device"] == "cuda"
+    assert seen == [(32, 7, 0, "cuda", True), (32, 7, 1, "cuda", True)]  # the study distilled on the CPU; its paper networks train on the GPU
+    written = json.loads((study_dir / "evals" / keys["paper"] / "accdd-1-1" / "1.json").read_text())
+    assert written["device"] == "cuda" and written["val_accuracy"] == 80.0
     curve.write_outputs(study, cfg, settings, keys, 1, 2, ["--config", "x"], tmp_path / "curves", None)
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
     assert "**Measured speed-up: not defined yet.**" in md  # IDC mode's best (90 %) is its start snapshot: no time to compare against
-    assert "Evaluation off the paper's width and epochs: the best final set (Acc-DD, seed 0, chosen on the curve's evaluation above) trained on ConvNet-3 width 32 for 7 epochs (on the GPU): 81.50 +- 0.71 % (2 nets)" in md
+    assert "Evaluation off the paper's width and epochs: the best final set (Acc-DD, seed 1, chosen on validation accuracy) trained on ConvNet-3 width 32 for 7 epochs (on the GPU): 81.50 +- 0.71 % (2 nets)" in md
     rows = list(csv.DictReader((tmp_path / "curves" / "digits-ipc1.csv").open()))
     assert rows[-1]["mode"] == "paper protocol: accdd" and rows[-1]["acc_mean"] == "81.50"
+
+
+def test_without_a_validation_split_no_final_set_is_chosen_for_the_paper_protocol(tmp_path, capsys):
+    args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0", "--paper_epochs", "7")
+    study = curve.open_study(args)
+    study_dir, cfg = Path(study["dir"]), curve.load_config(args.config, None, torch.get_num_threads(), [])
+    fabricate(study_dir, "accdd", 0, [(0, 0.0, 0.0), (1, 100.0, 100.0)])
+    for index in range(2):
+        curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / f"accdd-0-{index}" / "0.json", {"accuracy": 70.0, "wall_s": 1.0, "cpu_s": 1.0})
+    settings, _, tasks = curve.evaluation_plan(study, cfg, args, 1)
+    assert settings["paper"] is None and all(t[1] != "snapshot" or t[5] == settings["curve"] for t in tasks)
+    assert "no final set is chosen; nothing is chosen on test" in capsys.readouterr().out
 
 
 def test_benchmarks_name_lightnings_accelerator_for_a_torch_device():
@@ -554,7 +580,7 @@ def test_report_gives_the_speed_up_on_each_evaluation_networks_curves(tmp_path):
     curve.write_outputs(study, cfg, settings, keys, 2, 3, ["--config", "x"], tmp_path / "curves", None)
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
     # Mean curves: IDC 50, 61, 68; Acc-DD 50, 64, 72.5 -> 68 % at 100 + 100 * 4/8.5 = 147 s: 1.36x. Per network: 2.00x and 1.20x.
-    assert "**Measured speed-up: 1.36x.**" in md and "On each evaluation network's own curves (paired network seeds): 2.00x, 1.20x." in md
+    assert "**Measured speed-up: between 0.50x and 2.00x** (straight-line interpolation between snapshots: 1.36x)." in md and "On each evaluation network's own curves (paired network seeds): 2.00x, 1.20x." in md
     (study_dir / "evals" / keys["curve"] / "idc-0-1" / "0.json").unlink()  # network 0 missing at one snapshot: only network 1 is at every point
     assert curve.scored(study_dir / "evals" / keys["curve"] / "idc-0-1", 2)["by_net"] == {1: 62.0}  # by network seed, not by position
     curve.write_outputs(study, cfg, settings, keys, 2, 3, ["--config", "x"], tmp_path / "curves", None)

@@ -142,11 +142,11 @@ def test_training_and_test_inputs_are_normalised_with_the_dataset_statistics(dig
 def test_random_subsets_are_new_class_balanced_draws_with_new_seeds(digits, monkeypatch):
     calls = []
 
-    def recording(images, labels, test, net, schedule, seed, *args, **kwargs):
+    def recording(images, labels, test, val, net, schedule, seed, *args, **kwargs):
         calls.append((images.clone(), labels.clone(), seed))
-        return 50.0 + seed
+        return {"test": 50.0 + seed}
 
-    monkeypatch.setattr(evaluation, "evaluate_set", recording)
+    monkeypatch.setattr(evaluation, "evaluate_splits", recording)
     result = evaluate_random_subsets(3, digits.train_data, digits.test_data, NET, plain_schedule(), draws=3, seed=2, progress=False)
     assert [c[2] for c in calls] == [2, 3, 4] and result.accuracies == [52.0, 53.0, 54.0]
     for images, labels, _ in calls:
@@ -232,7 +232,7 @@ def test_callback_reports_the_final_evaluation_not_the_best(pool_dir, tmp_path, 
     scores = iter([90.0, 10.0, 50.0])
     calls = []
 
-    def fake_repeats(name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True):
+    def fake_repeats(name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True, val=None):
         calls.append(dict(images=images.clone(), labels=labels.clone(), repeats=repeats, seed=seed, schedule=schedule, net=net))
         value = next(scores)
         return EvalResult(name, [value, value], images=images.shape[0], epochs=schedule.epochs)
@@ -264,17 +264,17 @@ def test_callback_evaluates_the_real_set_with_the_same_protocol(pool_dir, monkey
     """At the end: the distilled row, then random real subsets of the same ipc, then the full set."""
     calls = []
 
-    def fake_repeats(name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True):
+    def fake_repeats(name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True, val=None, soft=None):
         calls.append((name, images.shape[0], schedule.epochs, repeats, seed))
         return EvalResult(name, [1.0])
 
-    def fake_subsets(ipc, train, test, net, schedule, draws, seed, device="cpu", progress=True):
+    def fake_subsets(ipc, train, test, net, schedule, draws, seed, device="cpu", progress=True, val=None, soft=None, name=None):
         calls.append(("random", ipc, schedule.epochs, draws, seed))
         return EvalResult("random", [2.0])
 
     monkeypatch.setattr(callback_module, "evaluate_repeats", fake_repeats)
     monkeypatch.setattr(evaluation, "evaluate_repeats", fake_repeats)  # the full-set row goes through evaluate_full_set
-    monkeypatch.setattr(callback_module, "evaluate_random_subsets", fake_subsets)
+    monkeypatch.setattr(evaluation, "evaluate_random_subsets", fake_subsets)
     cb = SyntheticEvaluation(every_n_outer=0, repeats=2, epochs=3, baselines=True, full_set_epochs=4, seed=9, progress=False)
     fit(tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), callbacks=[cb], default_root_dir=tmp_path)  # results files go there
     assert calls[0][1:] == (20, 3, 2, 9)
@@ -298,7 +298,7 @@ def test_interrupted_run_is_not_evaluated(pool_dir, monkeypatch):
 def test_the_full_set_row_is_the_evaluation_schedule_with_its_own_epochs(monkeypatch):
     """One protocol for the ceiling row (callback, evaluate command, benchmarks): only the epochs change."""
     seen = []
-    monkeypatch.setattr(evaluation, "evaluate_repeats", lambda name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True: seen.append((name, images.shape[0], schedule, repeats, seed)) or EvalResult(name, [3.0]))
+    monkeypatch.setattr(evaluation, "evaluate_repeats", lambda name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True, val=None: seen.append((name, images.shape[0], schedule, repeats, seed)) or EvalResult(name, [3.0]))
     train = argparse.Namespace(images=torch.zeros(50, 1, 8, 8, dtype=torch.uint8), labels=torch.zeros(50, dtype=torch.long))
     schedule = TrainSchedule(epochs=300, lr=0.02, batch_size=32, augment="color", cutmix_p=0.25)
     row = evaluation.evaluate_full_set(train, None, None, schedule, 5, 2, 7, progress=False)

@@ -75,3 +75,18 @@ def test_periodic_and_final_exports(pool_dir, tmp_path, monkeypatch):
     saved = load_distilled(tmp_path / "distilled.pt")
     assert (saved.images == module.distilled()[0]).all() and saved.config["outer_iterations_done"] == 4
     assert saved.config["model"]["ipc"] == 1 and saved.info.name == "digits"
+
+
+def test_the_set_records_its_validation_split_and_evaluation(pool_dir, tmp_path):
+    """``evaluate`` reads the held-out images and the evaluation from the file, so it repeats what the run measured."""
+    from lightning_dd import RealDataModule
+    from lightning_dd.callbacks import SyntheticEvaluation
+    from lightning_dd.commands import _validation_of_export
+    from conftest import make_trainer
+
+    evaluation = SyntheticEvaluation(epochs=2, repeats=1, baselines=False, progress=False)
+    module = tiny_distill(pool_dir, model_source="random", perturb=False)
+    make_trainer([evaluation, DistilledExport(dirpath=str(tmp_path), name="set")], default_root_dir=tmp_path).fit(module, datamodule=RealDataModule("digits", val_per_class=15, val_seed=3))
+    config = load_distilled(tmp_path / "set.pt").config
+    assert _validation_of_export(config) == {"val_per_class": 15, "val_seed": 3}
+    assert config["evaluation"]["epochs"] == 2 and config["evaluation"]["net"]["width"] == 8  # the distillation network: no evaluation net was given

@@ -149,3 +149,24 @@ def test_the_table_names_where_the_runs_ran(tmp_path):
     add_row(results, {"variant": "cand", "seed": 1, "mean": 52.0, "fit_seconds": 1, "device": "cuda", "outer": 1, "inner_loop": 2})
     protocol.main(["--config", "configs/digits/ipc1.yaml", "--device", "cuda", "--candidate", "cand=model.lr_img=0.03", "--seeds", "1", "--results", str(results), "--output", str(doc), "--section", "cand"])
     assert "### Candidates, ipc1.yaml, seed 1\n" in doc.read_text()
+
+
+def test_the_choice_is_made_on_validation_and_test_is_shown_for_the_chosen_one():
+    """``lucky`` wins on test (+4 points) but loses on validation (-1): ``paper`` is chosen, and ``lucky``'s test figure is marked as read after the choice."""
+    rows = [
+        {"variant": "paper", "seed": 0, "mean": 70.0, "val_mean": 72.0, "fit_seconds": 10, "outer": 4, "inner_loop": 5},
+        {"variant": "paper", "seed": 1, "mean": 72.0, "val_mean": 74.0, "fit_seconds": 10, "outer": 4, "inner_loop": 5},
+        {"variant": "lucky", "seed": 0, "mean": 74.0, "val_mean": 71.0, "fit_seconds": 10, "outer": 4, "inner_loop": 5},
+        {"variant": "lucky", "seed": 1, "mean": 76.0, "val_mean": 73.0, "fit_seconds": 10, "outer": 4, "inner_loop": 5},
+        {"variant": protocol.RANDOM_REAL, "seed": 0, "mean": 60.0, "val_mean": 61.0, "fit_seconds": 0, "outer": 0, "inner_loop": 0},
+        {"variant": protocol.RANDOM_REAL, "seed": 1, "mean": 62.0, "val_mean": 63.0, "fit_seconds": 0, "outer": 0, "inner_loop": 0},
+    ]
+    variants = ["paper", "lucky", protocol.RANDOM_REAL]
+    assert protocol.chosen_variant(rows, variants) == "paper"
+    table = protocol.summarise(rows, variants, {"lucky": "wins on test"})
+    assert "validation accuracy (%)" in table and "test accuracy (%)" in table
+    # paper: validation 73 +- 1.41, +11 over random real on validation at both seeds, test 71 +- 1.41 chosen
+    assert "| paper | nothing: the authors' protocol | 2 | 20 | 73.00 +- 1.41 |  | +11.00 +- 0.00 (n=2) | **71.00 +- 1.41** (chosen) | 10 |" in table
+    assert "| lucky | wins on test | 2 | 20 | 72.00 +- 1.41 | -1.00 +- 0.00 (n=2) | +10.00 +- 0.00 (n=2) | 75.00 +- 1.41 (read after the choice) | 10 |" in table
+    # a run without a validation score: nothing is chosen, and the table compares test accuracy as before
+    assert protocol.chosen_variant([*rows[:3], {**rows[3], "val_mean": None}], variants) is None

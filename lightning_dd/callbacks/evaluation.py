@@ -13,10 +13,23 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_dd.atomic import atomic_open
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule
-from lightning_dd.evaluation import EvalResult, apply_protocol, evaluate_full_set, evaluate_random_subsets, evaluate_repeats, format_table
+from lightning_dd.errors import ConfigError, choose
+from lightning_dd.evaluation import EvalPlan, EvalResult, NetworkEvaluation, apply_protocol, evaluate_network, evaluate_repeats, format_table
 from lightning_dd.export import image_grid
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.validation import COUNT, check_net_fits, check_numbers, defaults_of, fields_of
+from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
+from lightning_dd.teacher import TeacherConfig, load_or_train_teacher
+from lightning_dd.validation import COUNT, POSITIVE, check_net_fits, check_numbers, check_writable_dir, defaults_of, fields_of, resolve_path
+
+# What adds each row of the scores, as a fit's config says it.
+SCORE_HINTS = {
+    "random": "set evaluation.baselines or evaluation.scores true",
+    "full": "set evaluation.full_set_epochs > 0 with evaluation.baselines or evaluation.scores true",
+    "set_plain": "set evaluation.scores true",
+    "random_plain": "set evaluation.scores true",
+    "set_soft": "set evaluation.soft_labels",
+    "random_soft": "set evaluation.soft_labels",
+}
 
 
 class SyntheticEvaluation(Callback):
@@ -30,6 +43,9 @@ class SyntheticEvaluation(Callback):
     At the end it can also evaluate random real subsets of the same size and the full training
     set with the same code, prints the table, writes ``results.json``/``results.md`` to the log
     directory and records the hyper-parameters with the final accuracy (TensorBoard hparams).
+    The final report adds DD-Ranking's scores (IOR, HLR, LRS, ARS; :mod:`lightning_dd.scores`)
+    that its rows allow (printed, in ``results.json`` and as ``eval/ior`` ... ``eval/ars``), and
+    each row's seconds per network.
 
     Args:
         protocol: a named evaluation (:data:`~lightning_dd.evaluation.PROTOCOLS`): ``long``
@@ -46,10 +62,19 @@ class SyntheticEvaluation(Callback):
             rotate per minibatch) or ``all`` (every listed transform on every minibatch).
         cutout_with_cutmix: keep ``cutout`` in ``augment`` although CutMix is on (the authors'
             code removes it).
-        baselines: at the end, also evaluate random real subsets (``repeats`` draws) and the full set.
+        baselines: at the end, also evaluate random real subsets (``repeats`` draws) and the full set
+            (``scores`` evaluates them too).
         full_set_epochs: epochs for the full-training-set row (0 skips that row).
         seed: base seed of evaluation networks (independent of distillation randomness).
         progress: show progress bars.
+        scores: at the end, also evaluate the set and random real subsets without augmentation
+            (and random real with it, even without ``baselines``): the rows of DD-Ranking's ARS.
+            Off by default, since it doubles the final evaluation's cost.
+        soft_labels: at the end, also evaluate the set and random real learning a teacher's soft
+            labels: ``per_image`` (one per image) or ``per_view`` (fresh per augmented view); None: off.
+        temperature: softmax temperature of the soft labels (loss: T^2 * KL(teacher || student)).
+        teacher: the soft labels' teacher (default net: the evaluation network), trained on the
+            real training split and cached, or read from ``teacher.checkpoint``.
     """
 
     def __init__(
@@ -69,6 +94,10 @@ class SyntheticEvaluation(Callback):
         full_set_epochs: int = 0,
         seed: int = 0,
         progress: bool = True,
+        scores: bool = False,
+        soft_labels: str | None = None,
+        temperature: float = 4.0,
+        teacher: TeacherConfig = TeacherConfig(),
     ) -> None:
         given = dict(epochs=epochs, net=net, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
         settings = apply_protocol(protocol, given, defaults_of(type(self).__init__), "evaluation.")
@@ -78,21 +107,40 @@ class SyntheticEvaluation(Callback):
         check_strategy("evaluation.augment", augment)
         self.schedule.augmentation()  # validates spatial before any training
         self.baselines, self.full_set_epochs, self.seed, self.progress = baselines, full_set_epochs, seed, progress
+        if soft_labels is not None:
+            choose("evaluation.soft_labels mode", soft_labels, SOFT_LABEL_MODES)
+        self.scores, self.soft_labels, self.temperature, self.teacher = scores, soft_labels, temperature, teacher
         self.history: list[tuple[int, EvalResult]] = []
         self.final_rows: list[EvalResult] = []
+        self.final_evaluation: NetworkEvaluation | None = None
 
     needs_test_split = True  # the start-up checks then require the data's test split
 
     def check_settings(self) -> None:
         """Start-up check of the numbers (asked by :func:`~lightning_dd.preflight.preflight_fit`)."""
-        values = {"every_n_outer": self.every_n_outer, "repeats": self.repeats, "full_set_epochs": self.full_set_epochs}
+        values = {"every_n_outer": self.every_n_outer, "repeats": self.repeats, "full_set_epochs": self.full_set_epochs, "temperature": self.temperature}
         values.update({k: v for k, v in fields_of(self.schedule).items() if k != "milestones"})
-        check_numbers(values, "evaluation", rules={"epochs": COUNT}, defaults=defaults_of(type(self).__init__))
+        check_numbers(values, "evaluation", rules={"epochs": COUNT, "temperature": POSITIVE}, defaults=defaults_of(type(self).__init__))
+        if self.soft_labels is not None:  # the teacher is needed only at the end: refuse a bad one before the run
+            if self.teacher.checkpoint is None:
+                check_writable_dir(self.teacher.cache_dir, "evaluation.teacher.cache_dir")
+            elif not resolve_path(self.teacher.checkpoint).is_file():
+                raise ConfigError(f"evaluation.teacher.checkpoint={self.teacher.checkpoint} is not a file; give the path of a teacher file or state dict")
 
     def check_data(self, info) -> None:
-        """Start-up check that the evaluation network fits the data's images."""
+        """Start-up check that the evaluation (and teacher) network fits the data's images."""
         if self.net is not None:
             check_net_fits(self.net, info.channels, info.num_classes, info.image_size, "evaluation.net")
+        if self.soft_labels is not None and self.teacher.net is not None:
+            check_net_fits(self.teacher.net, info.channels, info.num_classes, info.image_size, "evaluation.teacher.net")
+
+    def recorded_settings(self, pl_module: pl.LightningModule) -> dict:
+        """The evaluation to record with an exported set (its config's ``evaluation``), so ``lightning-dd evaluate`` repeats it.
+
+        Plain JSON values: the protocol's name (or None), the network and the training recipe.
+        """
+        recipe = {k: v for k, v in fields_of(self.schedule).items() if k in ("epochs", "batch_size", "lr", "augment", "cutmix_p", "spatial", "cutout_with_cutmix")}
+        return {"protocol": self.protocol, "net": self._net(pl_module).to_dict(), "repeats": self.repeats, **recipe}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         if trainer.sanity_checking or not getattr(pl_module, "finished_outer", False) or self.every_n_outer <= 0:
@@ -107,15 +155,21 @@ class SyntheticEvaluation(Callback):
         result = self._evaluate_synthetic(trainer, pl_module, final=True)
         if not trainer.is_global_zero:
             return
-        rows = [result]
-        if self.baselines:
-            dm = trainer.datamodule
-            net, val = self._net(pl_module), _val_split(dm)
-            rows.append(evaluate_random_subsets(pl_module.hparams.ipc, dm.train_data, dm.test_data, net, self.schedule, self.repeats, self.seed, pl_module.device, self.progress, val))
-            if self.full_set_epochs > 0:
-                rows.append(evaluate_full_set(dm.train_data, dm.test_data, net, self.schedule, self.full_set_epochs, self.repeats, self.seed, pl_module.device, self.progress, val))
-        self.final_rows = rows
-        self._report(trainer, pl_module, rows)
+        dm, net, device = trainer.datamodule, self._net(pl_module), pl_module.device
+        images, labels = pl_module.decoded()
+        full_set_epochs = self.full_set_epochs if self.baselines or self.scores else 0  # without baselines, no full-set row (as before)
+        plan = EvalPlan(self.repeats, self.baselines, full_set_epochs, self.scores, self._soft_labeler(dm, net, device))
+        evaluation = evaluate_network(result.name, images, labels, pl_module.hparams.ipc, dm.train_data, dm.test_data, net, self.schedule, plan, self.seed, device, self.progress, _val_split(dm), set_row=result)
+        self.final_evaluation, self.final_rows = evaluation, evaluation.table_rows()
+        self._report(trainer, pl_module, evaluation)
+
+    def _soft_labeler(self, datamodule, net: NetSpec, device) -> SoftLabeler | None:
+        """The labeler of the soft-label rows (its teacher trained or loaded now), or None when off."""
+        if self.soft_labels is None:
+            return None
+        teacher = load_or_train_teacher(self.teacher, net, datamodule.train_data, device, self.progress)
+        rank_zero_info(f"lightning-dd: soft labels ({self.soft_labels}, temperature {self.temperature:g}) from {teacher.describe()}")
+        return SoftLabeler(teacher.model, self.soft_labels, self.temperature)
 
     def _net(self, pl_module: pl.LightningModule) -> NetSpec:
         return self.net or pl_module.net_spec
@@ -135,7 +189,7 @@ class SyntheticEvaluation(Callback):
                 if result.val_accuracies:
                     metrics["eval/val_acc_mean"] = result.val_mean
             else:  # scored on validation: the result's "test" column holds validation accuracy
-                result = EvalResult(name, images=result.images, epochs=result.epochs, val_accuracies=result.accuracies)
+                result = EvalResult(name, images=result.images, epochs=result.epochs, val_accuracies=result.accuracies, seconds=result.seconds)
                 metrics = {"eval/val_acc_mean": result.val_mean}
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
@@ -148,29 +202,38 @@ class SyntheticEvaluation(Callback):
         trainer.strategy.barrier("lightning_dd_eval")
         return result
 
-    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, rows: list[EvalResult]) -> None:
-        info = pl_module.info
+    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: NetworkEvaluation) -> None:
+        info, rows = pl_module.info, evaluation.table_rows()
         title = f"## {info.name}: ipc {pl_module.hparams.ipc}, factor {pl_module.hparams.factor}, {pl_module.hparams.model_source} nets, {pl_module.outer} outer x {pl_module.hparams.inner_loop} inner"
         table = format_table(rows, title)
-        print("\n" + table + "\n", flush=True)
-        metrics = {"eval/final_acc_mean": rows[0].mean, "eval/final_acc_std": rows[0].std}
-        if rows[0].val_accuracies:
-            metrics["eval/final_val_acc_mean"] = rows[0].val_mean
-        if len(rows) > 1:
-            metrics["eval/random_subset_acc_mean"] = rows[1].mean
-        full = [r for r in rows if r.name == "full training set"]
-        if full:
-            metrics["eval/full_set_acc_mean"], metrics["eval/full_set_acc_std"] = full[0].mean, full[0].std
+        scores = evaluation.scores(SCORE_HINTS)
+        print("\n" + table + "\n\n" + scores.line() + f"\nevaluation time: {evaluation.seconds:.2f} s\n", flush=True)
+        metrics = _final_metrics(evaluation)
+        metrics.update({f"eval/{key}": value for key, value in scores.values.items()})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(_flat_hparams(pl_module.hparams), metrics)
         if trainer.log_dir:
             out = Path(trainer.log_dir)
+            history = [{"outer": o, **r.to_dict()} for o, r in self.history]
             with atomic_open(out / "results.json", "w") as handle:
-                json.dump({"rows": [r.to_dict() for r in rows], "history": [{"outer": o, **r.to_dict()} for o, r in self.history]}, handle, indent=2)
+                json.dump({"rows": [r.to_dict() for r in rows], "history": history, "scores": scores.to_dict(), "seconds": evaluation.seconds}, handle, indent=2)
             with atomic_open(out / "results.md", "w") as handle:
-                handle.write(table + "\n")
+                handle.write(table + "\n\n" + scores.line() + "\n")
+
+
+def _final_metrics(evaluation: NetworkEvaluation) -> dict[str, float]:
+    """The final evaluation's accuracies (%) as logged metrics."""
+    rows = evaluation.rows
+    metrics = {"eval/final_acc_mean": rows["set"].mean, "eval/final_acc_std": rows["set"].std}
+    if rows["set"].val_accuracies:
+        metrics["eval/final_val_acc_mean"] = rows["set"].val_mean
+    if "random" in rows:
+        metrics["eval/random_subset_acc_mean"] = rows["random"].mean
+    if "full" in rows:
+        metrics["eval/full_set_acc_mean"], metrics["eval/full_set_acc_std"] = rows["full"].mean, rows["full"].std
+    return metrics
 
 
 def _val_split(datamodule):

@@ -62,6 +62,9 @@ class DistilledExport(Callback):
         data = getattr(trainer, "datamodule", None)
         if data is not None and hasattr(data, "hparams"):  # which images were held out for validation, for `evaluate`
             config["data"] = to_jsonable(dict(data.hparams))
+        evaluation = next((cb for cb in trainer.callbacks if hasattr(cb, "recorded_settings")), None)
+        if evaluation is not None:  # `evaluate` then repeats the evaluation the run printed, not the distillation network's
+            config["evaluation"] = to_jsonable(evaluation.recorded_settings(pl_module))
         path = save_distilled(out / f"{self.name}.pt", images, labels, pl_module.hparams.factor, pl_module.info, config)
         save_grid_png(out / f"{self.name}.png", images, pl_module.hparams.ipc)
         self.last_path = path
