@@ -17,8 +17,9 @@ augmentation) that real images of the same storage would get as well. DD-Ranking
 Every accuracy here is a FRACTION in [0, 1], not a percentage. DD-Ranking's code feeds
 percentages into ``exp()``, where ``e^alpha`` saturates (``alpha`` of tens of points) and the
 scores leave [0, 1]; on fractions IOR and HLR lie in [-1, 1], so ``alpha`` and ``beta`` (convex
-combinations of such differences, up to sign) lie in [-1, 1] and LRS and ARS in [0, 1], with
-0.5 meaning "no better than the baselines".
+combinations of such differences, up to sign) lie in [-1, 1] and LRS and ARS in [0, 1]. The
+map is not centred: ``alpha = 0`` (IOR and HLR balanced) gives ``(1 - e^-1) / (e - e^-1)``, about
+0.269, and ``beta = 0`` (no gain over random real, with or without augmentation) the same.
 
 The formulas are pure functions; :func:`dd_scores` applies them to the rows of one network's
 evaluation (keyed by the roles below), using validation accuracy when every row has one and
