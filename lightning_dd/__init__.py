@@ -3,7 +3,7 @@
 from lightning_dd.callbacks import DistilledExport, SyntheticEvaluation
 from lightning_dd.data import RealDataModule
 from lightning_dd.distill import DistillModule, PoolConfig
-from lightning_dd.export import load_distilled, save_distilled
+from lightning_dd.set_format import load_distilled, save_distilled
 from lightning_dd.nets import NetSpec
 from lightning_dd.data.synthetic_datamodule import SyntheticDataModule
 from lightning_dd.lightning_noise import silence_lightning_tips

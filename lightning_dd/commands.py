@@ -40,7 +40,8 @@ from lightning_dd.evaluation import (
     format_table,
     net_label,
 )
-from lightning_dd.export import export_image_folder, load_distilled, to_jsonable
+from lightning_dd.export import export_image_folder
+from lightning_dd.set_format import load_distilled, to_jsonable
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.parsing import CommandParser
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler

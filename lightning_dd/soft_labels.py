@@ -38,7 +38,7 @@ from torch import nn
 from lightning_dd.atomic import atomic_torch_save
 from lightning_dd.augment import DSA, cutmix
 from lightning_dd.errors import ConfigError, FileFormatError, choose
-from lightning_dd.export import load_distilled
+from lightning_dd.set_format import load_distilled
 
 SOFT_LABEL_MODES = ("per_image", "per_view")
 
@@ -115,11 +115,11 @@ SOFT_LABELS_KEY = "soft_labels"
 def attach_soft_labels(path: str | os.PathLike, soft_labels: torch.Tensor, temperature: float, teacher: dict | None = None) -> Path:
     """Add per-image soft labels to an exported set file (written atomically).
 
-    The entry is optional and ignored by :func:`~lightning_dd.export.load_distilled`, so the
+    The entry is optional and ignored by :func:`~lightning_dd.set_format.load_distilled`, so the
     file stays a valid set of its format version for every reader.
 
     Args:
-        path: a file written by :func:`~lightning_dd.export.save_distilled`.
+        path: a file written by :func:`~lightning_dd.set_format.save_distilled`.
         soft_labels: ``[N, C]`` probabilities, one row per decoded training image.
         temperature: the temperature they were computed at.
         teacher: what defines the teacher (its net and cache key), kept beside them.

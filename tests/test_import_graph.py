@@ -80,3 +80,55 @@ def test_the_cycle_finder_sees_a_planted_cycle_through_a_function_level_import(t
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
     (package / "sub" / "b.py").write_text("import math\n")
     assert find_cycle(import_graph(package)) is None
+
+
+# The package's layers, lowest first: a module may import its own layer and those below, never one above.
+# Every module must match a pattern (the first that matches places it), so a new module is placed on purpose.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("utilities", ("errors", "atomic", "allocator", "hardware", "lightning_noise", "logger", "parsing", "progress", "validation", "scores")),
+    ("data sources, networks, augmentation", ("data.sources", "data.idx", "data.image_folder", "data.torchvision_sources", "data.real", "data.ticker", "nets", "nets.*", "augment")),
+    ("the set format, classifiers, data modules", ("set_format", "classify", "data.datamodule", "data.synthetic_datamodule", "data")),
+    ("distillation parts, evaluation, exports", ("evaluation", "soft_labels", "teacher", "export", "distill.*")),
+    ("Lightning glue", ("distill.module", "distill.strategy", "distill", "callbacks", "callbacks.*", "preflight")),
+    ("commands and the command line", ("commands", "cli", "")),
+]
+
+
+def layer_of(module: str, layers=LAYERS) -> int:
+    """The index of the layer ``module`` (a dotted name below the package, ``""`` for the package) belongs to."""
+    import fnmatch
+
+    # A module named exactly in a layer beats a wildcard of a lower one (distill.module is glue, other distill.* are parts).
+    exact = [i for i, (_, patterns) in enumerate(layers) if module in patterns]
+    if exact:
+        return exact[0]
+    wild = [i for i, (_, patterns) in enumerate(layers) if any(fnmatch.fnmatchcase(module, p) for p in patterns)]
+    if not wild:
+        raise AssertionError(f"module {module!r} is in no layer of tests/test_import_graph.py LAYERS: place it")
+    return wild[0]
+
+
+def upward_imports(graph: dict[str, set[str]], package: str, layers=LAYERS) -> list[str]:
+    """``a -> b`` for every import of a module of a higher layer."""
+    short = lambda name: name[len(package) + 1 :] if name != package else ""  # noqa: E731
+    found = []
+    for source, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            if layer_of(short(target), layers) > layer_of(short(source), layers):
+                found.append(f"{short(source) or package} ({layers[layer_of(short(source), layers)][0]}) -> {short(target) or package} ({layers[layer_of(short(target), layers)][0]})")
+    return found
+
+
+def test_no_module_imports_a_higher_layer():
+    assert upward_imports(import_graph(), "lightning_dd") == []
+
+
+def test_the_layer_check_sees_a_planted_upward_import(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "low.py").write_text("def late():\n    from pkg import high\n")  # a function-level import reaches up
+    (package / "high.py").write_text("from pkg import low\n")
+    layers = [("low", ("low",)), ("high", ("high", ""))]
+    assert upward_imports(import_graph(package), "pkg", layers) == ["low (low) -> pkg (high)", "low (low) -> high (high)"]
+    assert upward_imports({"pkg.high": {"pkg.low"}, "pkg.low": set()}, "pkg", layers) == []

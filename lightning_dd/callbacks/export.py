@@ -8,7 +8,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_dd.export import save_distilled, save_grid_png, to_jsonable
+from lightning_dd.export import save_grid_png
+from lightning_dd.set_format import save_distilled, to_jsonable
 from lightning_dd.validation import check_numbers, check_writable_dir
 
 

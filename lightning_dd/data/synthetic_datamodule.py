@@ -18,7 +18,7 @@ from lightning_dd.data.datamodule import RealDataModule
 from lightning_dd.data.real import Normalizer
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.errors import ConfigError
-from lightning_dd.export import DistilledSet, load_distilled
+from lightning_dd.set_format import DistilledSet, load_distilled
 
 
 class AugmentingCollate:
@@ -53,7 +53,7 @@ class AugmentingCollate:
 
 
 class SyntheticDataModule(LightningDataModule):
-    """Serves an exported distilled set (``.pt`` from :func:`~lightning_dd.export.save_distilled`) for training.
+    """Serves an exported distilled set (``.pt`` from :func:`~lightning_dd.set_format.save_distilled`) for training.
 
     The stored images are decoded (multi-formation: ``ipc * factor**2`` training images per
     class) and normalised with the mean and std stored in the export, so a model trained here

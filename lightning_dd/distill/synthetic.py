@@ -13,61 +13,12 @@ from torch import nn
 
 from lightning_dd.data.real import RealData
 from lightning_dd.errors import ConfigError, choose
+from lightning_dd.set_format import check_factor, decode, decode_labels, tile_size  # noqa: F401 (check_factor and decode_labels re-exported with the set they decode)
 
 INITS = ("mix", "real", "noise")
 # How ``mix`` shrinks a real image into a tile: ``nearest`` is the authors' ``F.interpolate``
 # default; ``antialias`` (bilinear with antialiasing) was lightning-dd's earlier choice.
 MIX_DOWNSAMPLES = ("nearest", "antialias")
-MIN_TILE = 2
-PAD_VALUE = 0.5  # grey, in [0, 1] pixels: what the authors' decode pads a non-divisible image with
-
-
-def tile_size(size: int, factor: int) -> int:
-    """Side of one multi-formation tile: ``ceil(size / factor)``, as the authors' ``decode_zoom``."""
-    return -(-size // factor)
-
-
-def _factor_problem(factor: int, image_size: tuple[int, int]) -> str | None:
-    """Why ``factor`` cannot cut ``image_size`` images into tiles, or None."""
-    tile = min(image_size) // factor  # the smallest tile holds this many real pixels
-    if tile < MIN_TILE:
-        return f"cuts {image_size[0]}x{image_size[1]} images into {tile}-pixel tiles"
-    if any((factor - 1) * tile_size(size, factor) >= size for size in image_size):
-        return f"cuts {image_size[0]}x{image_size[1]} images into tiles of which the last holds no pixel of the image"
-    return None
-
-
-def check_factor(factor: int, image_size: tuple[int, int]) -> None:
-    """Refuse factors that leave tiles too small to carry an image, or empty (one sentence)."""
-    if factor < 1:
-        raise ConfigError(f"factor must be >= 1, got {factor}")
-    problem = _factor_problem(factor, image_size)
-    if problem is not None:
-        usable = max(g for g in range(1, factor) if g == 1 or _factor_problem(g, image_size) is None)
-        raise ConfigError(f"factor {factor} {problem}; use a factor of at most {usable}")
-
-
-def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """Multi-formation decode: ``[N, C, H, W] -> [N * factor**2, C, H, W]``.
-
-    The ``factor**2`` tiles of stored image ``i`` become decoded images
-    ``i * factor**2 ... (i + 1) * factor**2 - 1`` (row-major tile order), so images of one
-    class stay contiguous. As the authors' ``decode_zoom`` (IDC, Acc-DD): tiles are
-    ``ceil(H / factor)`` pixels, and when ``H`` is not a multiple of the factor (e.g. factor 3
-    at 64 or 224 px) the image is first padded at the bottom and right with grey
-    (:data:`PAD_VALUE`), so every stored pixel reaches a decoded image.
-    """
-    if factor == 1:
-        return images
-    n, c, h, w = images.shape
-    th, tw = tile_size(h, factor), tile_size(w, factor)
-    if (th * factor, tw * factor) != (h, w):
-        images = F.pad(images, (0, tw * factor - w, 0, th * factor - h), value=PAD_VALUE)
-    tiles = images.reshape(n, c, factor, th, factor, tw)
-    tiles = tiles.permute(0, 2, 4, 1, 3, 5).reshape(n * factor * factor, c, th, tw)
-    return F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
-
-
 def assemble_mix(pixels: torch.Tensor, factor: int, mode: str = "nearest") -> torch.Tensor:
     """``mix`` init: every ``factor**2`` consecutive real images (pixels in [0, 1]) become one stored
     image, image ``k`` of a group shrunk into tile ``k`` (row-major), where :func:`decode` cuts it.
@@ -86,11 +37,6 @@ def assemble_mix(pixels: torch.Tensor, factor: int, mode: str = "nearest") -> to
         tiles = F.interpolate(pixels, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
     canvas = tiles.reshape(n // (f * f), f, f, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n // (f * f), c, th * f, tw * f)
     return canvas[:, :, :h, :w].clamp(0.0, 1.0).contiguous()
-
-
-def decode_labels(labels: torch.Tensor, factor: int) -> torch.Tensor:
-    """Labels of :func:`decode`'s output."""
-    return labels.repeat_interleave(factor * factor)
 
 
 class SyntheticSet(nn.Module):
