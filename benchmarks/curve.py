@@ -34,6 +34,7 @@ from lightning_dd.errors import ConfigError, LightningDDError
 from lightning_dd.nets import NetSpec
 
 from .curve_plot import plot_csv
+from .parts import PartSeconds
 from .report import ROOT, md_table, mean_std, provenance, write_section
 from .runner import MODES, apply_overrides, digest, load_config, parallel_map, read_json, trainer, write_json
 
@@ -79,6 +80,7 @@ class StudyClock(Callback):
         self.state = {"next": 0, "wall": 0.0, "cpu": 0.0, "setup_wall": 0.0, "setup_cpu": 0.0, "matching": 0.0, "network": 0.0}
         self.segment = self.setup_started = None  # (wall, CPU) when the running clock last started / when setup began
         self.last_ckpt, self.parts_base, self.stopped_for = 0.0, {}, None
+        self.parts = PartSeconds()  # the trainer's profiler: seconds of DistillModule's matching and network update
 
     def state_dict(self) -> dict:
         """What Lightning stores in checkpoints, the running segment folded in."""
@@ -99,12 +101,12 @@ class StudyClock(Callback):
                 write_json(self.run_dir / "setup.json", setup := {"wall": wall - started[0], "cpu": cpu - started[1]})
             self.state["setup_wall"], self.state["setup_cpu"] = setup["wall"], setup["cpu"]
             self.snapshot(pl_module, 0)
-        # Count the module's matching and network-update seconds (DistillModule.part_seconds) from here on.
-        self.parts_base = {part: self.state[part] - pl_module.part_seconds[part] for part in ("matching", "network")}
+        # Count the module's matching and network-update seconds (the profiler's actions) from here on.
+        self.parts_base = {part: self.state[part] - self.parts.seconds[part] for part in ("matching", "network")}
         self.segment = now()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.state.update({part: base + pl_module.part_seconds[part] for part, base in self.parts_base.items()})
+        self.state.update({part: base + self.parts.seconds[part] for part, base in self.parts_base.items()})
         self.state, self.segment = self.state_dict(), None  # the clock stops until the end of this hook: writing files is not distilling
         elapsed = self.state[f"setup_{self.clock}"] + self.state[self.clock]
         due = [k for k in range(self.state["next"], len(self.checkpoints) + 1) if self.checkpoints[k - 1] <= elapsed]
@@ -156,7 +158,7 @@ def distil_run(task: tuple) -> dict:
                 resume_from = str(path)
                 break
         print(f"{mode} seed {seed}: {'resuming from ' + resume_from if resume_from else 'starting'}", flush=True)
-        trainer(study["device"], callbacks=[clock, interrupt]).fit(DistillModule(**settings), datamodule=cfg.datamodule, ckpt_path=resume_from)
+        trainer(study["device"], callbacks=[clock, interrupt], profiler=clock.parts).fit(DistillModule(**settings), datamodule=cfg.datamodule, ckpt_path=resume_from)
         if interrupt.signal_received is not None or clock.stopped_for:
             return {**outcome, "status": "interrupted", "why": clock.stopped_for or "signal"}
         write_json(run_dir / "progress.json", {**read_json(run_dir / "progress.json", {"snapshots": {}}), "done": True})

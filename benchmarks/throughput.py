@@ -32,6 +32,7 @@ from lightning_dd.hardware import cpu_bf16_units
 from lightning_dd.nets import NetSpec, head_parameter_names
 
 from . import reference_loop, report
+from .parts import PartSeconds
 from .report import ROOT, command, machine_line, md_table
 from .runner import parallel_map, trainer
 
@@ -131,15 +132,16 @@ def run_reference(probe: Probe, task: dict, s: reference_loop.Settings, device, 
 def run_library(probe: Probe, task: dict, s: reference_loop.Settings, device, iterations: int) -> list[tuple[float, float]]:
     """``DistillModule.training_step`` under a ``lightning.Trainer``: (seconds, seconds of the matching part) of each."""
     name, times = register_random_source(task["shape"], s), []
+    parts = PartSeconds(sync_device=device)  # the matching part's seconds (the module's profiler actions), device-synchronised
 
     class StepTimer(L.Callback):
         """Wall time of every training_step (one inner iteration) and of its matching part, device-synchronised."""
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            self.start, self.matching = probe.sync(), pl_module.part_seconds["matching"]
+            self.start, self.matching = probe.sync(), parts.seconds["matching"]
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            times.append((probe.sync() - self.start, pl_module.part_seconds["matching"] - self.matching))
+            times.append((probe.sync() - self.start, parts.seconds["matching"] - self.matching))
 
     shared = ("ipc", "factor", "batch_real", "augment", "lr_img", "momentum_img", "n_data", "net_lr", "net_momentum", "net_weight_decay", "net_batch_size", "seed")
     module = DistillModule(
@@ -148,9 +150,8 @@ def run_library(probe: Probe, task: dict, s: reference_loop.Settings, device, it
         classes_per_pass=task["classes_per_pass"], per_class_impl=task["per_class_impl"] or "replay",
         outer_iterations=1, inner_loop=iterations,  # the first step (which draws the network) is a warm-up step
     )
-    module.sync_part_timing = True  # the matching part's seconds (part_seconds), device-synchronised
     L.seed_everything(s.seed, verbose=False)
-    trainer(device, log_every_n_steps=10, callbacks=[StepTimer()]).fit(module, datamodule=RealDataModule(name))  # logs every 10 steps, as the CLI's trainer
+    trainer(device, log_every_n_steps=10, callbacks=[StepTimer()], profiler=parts).fit(module, datamodule=RealDataModule(name))  # logs every 10 steps, as the CLI's trainer
     if len(times) != iterations:
         raise RuntimeError(f"expected {iterations} training steps, the Trainer ran {len(times)}")
     return times

@@ -70,11 +70,13 @@ class FakeTime:
 
 
 class FakeModule:
-    def __init__(self) -> None:
+    """Steps as DistillModule does, timing its matching part through the trainer's profiler (the clock's)."""
+
+    def __init__(self, profiler) -> None:
         self.hparams = argparse.Namespace(inner_loop=2)
         self.outer, self.inner, self.finished_outer = 0, 0, False
         self.images = torch.zeros(2, 1, 4, 4)
-        self.part_seconds = {"matching": 0.0, "network": 0.0}  # as DistillModule reports them
+        self.profiler = profiler
 
     def distilled(self):
         return self.images.clone(), torch.arange(2)
@@ -91,8 +93,8 @@ class FakeModule:
         self.images += 1
 
     def _matching_step(self, fake: FakeTime, seconds: float) -> None:
-        fake.now += seconds
-        self.part_seconds["matching"] += seconds
+        with self.profiler.profile("matching"):
+            fake.now += seconds
 
 
 class FakeTrainer:
@@ -110,7 +112,7 @@ def test_clock_counts_setup_shares_snapshots_passed_together_and_excludes_writes
     monkeypatch.setattr(curve.time, "perf_counter", fake.wall)
     monkeypatch.setattr(curve.time, "process_time", fake.cpu)
     clock = curve.StudyClock(tmp_path, [10.0, 20.0, 40.0], ckpt_seconds=1e9)
-    trainer, module = FakeTrainer(fake, save_seconds=100.0), FakeModule()
+    trainer, module = FakeTrainer(fake, save_seconds=100.0), FakeModule(clock.parts)
     clock.setup(trainer, module, "fit")
     fake.now = 25.0  # pool pretraining inside setup: 25 s
     clock.on_train_start(trainer, module)
@@ -139,7 +141,7 @@ def test_cpu_clock_places_checkpoints_and_the_budget_in_cpu_seconds(tmp_path, mo
     monkeypatch.setattr(curve.time, "perf_counter", fake.wall)
     monkeypatch.setattr(curve.time, "process_time", fake.cpu)
     clock = curve.StudyClock(tmp_path, [10.0, 20.0], ckpt_seconds=1e9, clock="cpu")
-    trainer, module = FakeTrainer(fake, save_seconds=100.0), FakeModule()
+    trainer, module = FakeTrainer(fake, save_seconds=100.0), FakeModule(clock.parts)
     clock.setup(trainer, module, "fit")
     fake.now = 25.0  # setup: 25 s wall, 12.5 s CPU
     clock.on_train_start(trainer, module)
@@ -531,7 +533,7 @@ def test_cpu_image_folder_config_runs_on_a_handful_of_real_images(tmp_path, caps
     from lightning_dd.cli import run_cli
 
     data = tmp_path / "tiny-imagenet-10"
-    for split, count in (("train", 4), ("val", 2)):
+    for split, count in (("train", 4), ("val", 2)):  # one training image per class is held out for validation: 3 stay
         for folder in sorted((TINY_IMAGENET / split).iterdir()):
             (data / split / folder.name).mkdir(parents=True)
             for image in sorted(folder.iterdir())[:count]:
@@ -540,7 +542,7 @@ def test_cpu_image_folder_config_runs_on_a_handful_of_real_images(tmp_path, caps
         ["fit", "--config", str(ROOT / "configs" / "image_folder" / "ipc1_cpu.yaml"), f"--data.data_dir={data}", f"--trainer.default_root_dir={tmp_path}",
          "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", f"--model.pool.cache_dir={tmp_path / 'pools'}", "--model.pool.size=1",
          "--model.pool.epochs=1", "--model.outer_iterations=1", "--model.inner_loop=1", "--model.batch_real=2", "--model.n_data=4",
-         "--evaluation.epochs=1", "--evaluation.repeats=1"]  # fmt: skip
+         "--evaluation.epochs=1", "--evaluation.repeats=1", "--data.val_per_class=1"]  # fmt: skip
     )
     out = capsys.readouterr().out
     assert "| distilled, 1/class (x4 decoded) | 40 |" in out and "| random real, 1/class | 10 |" in out

@@ -49,8 +49,8 @@ def test_divergence_exports_the_last_good_set(pool_dir, tmp_path):
     class Poison(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step == 3:  # the second outer iteration's first step
-                self.good = pl_module._good_images.clone()
-                pl_module._loss_sum = pl_module._loss_sum * float("nan")
+                self.good = pl_module.state.good_images.clone()
+                pl_module.state.loss_sum = pl_module.state.loss_sum * float("nan")
 
     poison = Poison()
     with pytest.raises(DivergenceError):

@@ -55,7 +55,7 @@ def test_distillation_with_class_chunks_matches_the_loop(pool_dir):
         module = tiny_module(pool_dir, model_source="random", outer_iterations=1, inner_loop=2, classes_per_pass=chunk, image_step="per_iteration")
         fit(module)
         results.append(module.distilled()[0])
-        initial = module._good_images.cpu()  # the images when the (only) outer iteration began
+        initial = module.state.good_images.cpu()  # the images when the (only) outer iteration began
         assert (results[-1] - initial).abs().max() > 1e-3  # matching moved them
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=1e-5)
 

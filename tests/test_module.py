@@ -33,7 +33,7 @@ class ImageStepSpy(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         images = pl_module.synthetic.images
-        self.seen.append((images.detach().clone(), images.grad.detach().clone(), {k: v.detach().clone() for k, v in pl_module._weights.items()}))
+        self.seen.append((images.detach().clone(), images.grad.detach().clone(), {k: v.detach().clone() for k, v in pl_module.state.weights.items()}))
 
 
 def test_distribution_matching_mode_steps_on_the_mean_embedding_gap(pool_dir, tmp_path):
@@ -130,16 +130,24 @@ def test_fit_without_datamodule_says_what_to_do(pool_dir):
         trainer.fit(tiny_module(pool_dir), train_dataloaders=DataLoader(range(3)))
 
 
-def test_the_module_reports_its_matched_parameters_update_size_and_part_seconds(pool_dir):
-    """What benchmarks read instead of re-deriving: matched names, images per network update, seconds per part."""
+def test_the_module_reports_its_matched_parameters_update_size_and_times_its_parts(pool_dir):
+    """What benchmarks read instead of re-deriving: matched names, images per network update, and seconds per part through the trainer's profiler."""
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from benchmarks.parts import PartSeconds
+
     whole = tiny_module(pool_dir, model_source="random", perturb=False, n_data=70, net_batch_size=32)
     exact = tiny_module(pool_dir, model_source="random", perturb=False, n_data=70, net_batch_size=32, net_whole_batches=False)
     assert (whole.update_images, exact.update_images) == (96, 70)  # 70 images in whole batches of 32: 3 x 32
-    assert whole.matched_names == () and whole.part_seconds == {"matching": 0.0, "network": 0.0}
-    fit(whole)
+    assert whole.matched_names == ()
+    parts = PartSeconds()
+    fit(whole, profiler=parts)
     # ConvNet-2: two conv weights are matched; biases, norm parameters and the linear head are not
     assert whole.matched_names == ("features.0.weight", "features.4.weight")
-    assert whole.part_seconds["matching"] > 0 and whole.part_seconds["network"] > 0
-    quiet = tiny_module(pool_dir, model_source="random", perturb=False, n_data=0)
-    fit(quiet)
-    assert quiet.part_seconds["network"] < quiet.part_seconds["matching"] / 10  # no update: only the call itself
+    assert parts.seconds["matching"] > 0 and parts.seconds["network"] > 0
+    quiet, quiet_parts = tiny_module(pool_dir, model_source="random", perturb=False, n_data=0), PartSeconds()
+    fit(quiet, profiler=quiet_parts)
+    assert quiet_parts.seconds["network"] < quiet_parts.seconds["matching"] / 10  # no update: only the call itself
+    simple = SimpleProfiler()  # any Lightning profiler sees the two parts, once per inner iteration
+    fit(tiny_module(pool_dir, model_source="random", perturb=False), profiler=simple)
+    assert len(simple.recorded_durations["matching"]) == len(simple.recorded_durations["network"]) == 6

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from lightning_dd.augment import DSA
+from lightning_dd.distill.distiller import Distiller
 from lightning_dd.distill.synthetic import decode
 
-from conftest import clone, fit, hand_sgd, normalise, reference_perturb, spy, tiny_distill
+from conftest import clone, fit, hand_sgd, normalise, reference_perturb, tiny_distill
 
 
 def template_of(module):
@@ -37,15 +38,30 @@ def conv_weight_names(template) -> list[str]:
     return [n for n, p in template.named_parameters() if p.ndim > 1 and not n.startswith("classifier.")]
 
 
-def record_outer_starts(module) -> list:
+def spy_distiller(monkeypatch, name: str, before=None, after=None) -> list:
+    """Wrap ``Distiller.name`` for the distillers a fit builds; ``before(distiller)`` / ``after(distiller, result)`` are recorded."""
+    original, records = getattr(Distiller, name), []
+
+    def wrapper(self, *args, **kwargs):
+        entry = {"before": before(self) if before else None}
+        result = original(self, *args, **kwargs)
+        entry["after"] = after(self, result) if after else None
+        records.append(entry)
+        return result
+
+    monkeypatch.setattr(Distiller, name, wrapper)
+    return records
+
+
+def record_outer_starts(monkeypatch) -> list:
     """Generator state before each outer iteration begins, and the network weights it produced."""
-    return spy(module, "_begin_outer", before=lambda: module._generator.get_state(), after=lambda _: clone(module._weights))
+    return spy_distiller(monkeypatch, "begin_outer", before=lambda d: d.state.generator.get_state(), after=lambda d, _: clone(d.state.weights))
 
 
 # ----------------------------------------------------------------------------- networks
-def test_each_outer_iteration_matches_on_a_perturbed_uniformly_drawn_pool_member(pool_dir):
+def test_each_outer_iteration_matches_on_a_perturbed_uniformly_drawn_pool_member(pool_dir, monkeypatch):
     module = tiny_distill(pool_dir, model_source="pool", perturb=True, rho_min=0.02, rho_max=0.08, outer_iterations=3)
-    starts = record_outer_starts(module)
+    starts = record_outer_starts(monkeypatch)
     fit(module)
     assert len(starts) == 3
     names = param_names(template_of(module))
@@ -63,9 +79,9 @@ def test_each_outer_iteration_matches_on_a_perturbed_uniformly_drawn_pool_member
         assert torch.equal(used["features.0.bias"], params["features.0.bias"])
 
 
-def test_without_perturbation_the_pool_member_is_used_as_it_is(pool_dir):
+def test_without_perturbation_the_pool_member_is_used_as_it_is(pool_dir, monkeypatch):
     module = tiny_distill(pool_dir, model_source="pool", perturb=False, outer_iterations=2)
-    starts = record_outer_starts(module)
+    starts = record_outer_starts(monkeypatch)
     fit(module)
     for record in starts:
         g = torch.Generator()
@@ -75,9 +91,9 @@ def test_without_perturbation_the_pool_member_is_used_as_it_is(pool_dir):
             assert torch.equal(w, module.pool.members[member][n]), n
 
 
-def test_idc_mode_draws_a_fresh_seeded_network_every_outer_iteration(pool_dir):
+def test_idc_mode_draws_a_fresh_seeded_network_every_outer_iteration(pool_dir, monkeypatch):
     module = tiny_distill(pool_dir, model_source="random", perturb=False, outer_iterations=3)
-    starts = record_outer_starts(module)
+    starts = record_outer_starts(monkeypatch)
     fit(module)
     assert module.pool is None
     firsts = []
@@ -92,9 +108,9 @@ def test_idc_mode_draws_a_fresh_seeded_network_every_outer_iteration(pool_dir):
     assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])
 
 
-def test_idc_mode_with_perturbation_perturbs_the_fresh_network(pool_dir):
+def test_idc_mode_with_perturbation_perturbs_the_fresh_network(pool_dir, monkeypatch):
     module = tiny_distill(pool_dir, model_source="random", perturb=True, rho_min=0.05, rho_max=0.05, outer_iterations=1)
-    starts = record_outer_starts(module)
+    starts = record_outer_starts(monkeypatch)
     fit(module)
     g = torch.Generator()
     g.set_state(starts[0]["before"])
@@ -138,24 +154,24 @@ def replay_matching(module, state, images_before, weights, *, augment, batch_rea
     return per_class, sum(losses)
 
 
-def record_matching(module) -> list:
-    return spy(
-        module,
-        "_matching_step",
-        before=lambda: (module._generator.get_state(), module.synthetic.images.detach().clone(), clone(module._weights)),
-        after=lambda loss: (float(loss), module.synthetic.images.detach().clone()),
+def record_matching(monkeypatch) -> list:
+    return spy_distiller(
+        monkeypatch,
+        "matching_step",
+        before=lambda d: (d.state.generator.get_state(), d.synthetic.images.detach().clone(), clone(d.state.weights)),
+        after=lambda d, loss: (float(loss), d.synthetic.images.detach().clone()),
     )
 
 
 @pytest.mark.parametrize("metric", ["l1", "mse"])
-def test_matching_step_per_iteration_is_one_sgd_step_on_the_siamese_augmented_loss(pool_dir, metric):
+def test_matching_step_per_iteration_is_one_sgd_step_on_the_siamese_augmented_loss(pool_dir, metric, monkeypatch):
     ipc, factor, lr = 2, 2, 0.5
     module = tiny_distill(
         pool_dir, ipc=ipc, factor=factor, init="mix", model_source="random", perturb=False, metric=metric,
         augment="color_crop_cutout", batch_real=6, max_syn_per_class=ipc * factor**2, lr_img=lr, momentum_img=0.5,
         image_step="per_iteration", clamp="per_step",
     )
-    steps = record_matching(module)
+    steps = record_matching(monkeypatch)
     fit(module)
     (state, before, weights), (loss, after) = steps[0]["before"], steps[0]["after"]
     grads, expected_loss = replay_matching(module, state, before, weights, augment="color_crop_cutout", batch_real=6, metric=metric, ipc=ipc, factor=factor)
@@ -166,13 +182,13 @@ def test_matching_step_per_iteration_is_one_sgd_step_on_the_siamese_augmented_lo
     assert (after - before).abs().max() > 1e-3  # the step moved the images
 
 
-def test_matching_step_per_class_steps_after_every_class_with_momentum(pool_dir):
+def test_matching_step_per_class_steps_after_every_class_with_momentum(pool_dir, monkeypatch):
     ipc, lr, momentum = 1, 2.0, 0.5
     module = tiny_distill(
         pool_dir, ipc=ipc, factor=1, model_source="random", perturb=False, metric="mse", augment="color_crop",
         batch_real=6, lr_img=lr, momentum_img=momentum, image_step="per_class", clamp="per_outer",
     )
-    steps = record_matching(module)
+    steps = record_matching(monkeypatch)
     fit(module)
     (state, before, weights), (loss, after) = steps[0]["before"], steps[0]["after"]
     grads, expected_loss = replay_matching(module, state, before, weights, augment="color_crop", batch_real=6, metric="mse", ipc=ipc, factor=1)
@@ -212,14 +228,14 @@ def test_matching_subsamples_decoded_images_per_class_when_over_the_cap(pool_dir
 
 
 # ----------------------------------------------------------------------------- network update
-def test_network_update_is_sgd_on_the_drawn_real_batch_with_its_own_labels(pool_dir):
+def test_network_update_is_sgd_on_the_drawn_real_batch_with_its_own_labels(pool_dir, monkeypatch):
     lr, momentum, wd, n_data, batch = 0.05, 0.9, 5e-4, 40, 16
     drawn = 48  # the authors' loop runs whole batches until n_data images are seen: 3 x 16
     module = tiny_distill(
         pool_dir, model_source="random", perturb=False, augment="none", net_cutmix_p=0.0, n_data=n_data,
         net_batch_size=batch, net_lr=lr, net_momentum=momentum, net_weight_decay=wd, inner_loop=2,
     )
-    updates = spy(module, "_network_step", before=lambda: (module._generator.get_state(), clone(module._weights)), after=lambda _: clone(module._weights))
+    updates = spy_distiller(monkeypatch, "network_step", before=lambda d: (d.state.generator.get_state(), clone(d.state.weights)), after=lambda d, _: clone(d.state.weights))
     trainer = fit(module)
     train = trainer.datamodule.train_data
     template = template_of(module)
@@ -254,7 +270,7 @@ def test_network_update_trains_on_augmented_images(pool_dir, monkeypatch):
     """With augmentation on, the update's inputs are not the plain normalised real images."""
     module = tiny_distill(pool_dir, model_source="random", perturb=False, augment="color_crop", net_cutmix_p=0.0, n_data=16, net_batch_size=16)
     inputs = []
-    updates = spy(module, "_network_step", before=lambda: module._generator.get_state())
+    updates = spy_distiller(monkeypatch, "network_step", before=lambda d: d.state.generator.get_state())
     import lightning_dd.distill.functional_net as fn
 
     original = fn.FunctionalNet.__call__
@@ -274,9 +290,9 @@ def test_network_update_trains_on_augmented_images(pool_dir, monkeypatch):
     assert update_input.shape == plain.shape and not torch.allclose(update_input, plain, atol=1e-3)
 
 
-def test_no_network_update_when_n_data_is_zero(pool_dir):
+def test_no_network_update_when_n_data_is_zero(pool_dir, monkeypatch):
     module = tiny_distill(pool_dir, model_source="random", perturb=False, n_data=0, inner_loop=2)
-    weights = spy(module, "_matching_step", before=lambda: clone(module._weights))
+    weights = spy_distiller(monkeypatch, "matching_step", before=lambda d: clone(d.state.weights))
     fit(module)
     for n, w in weights[0]["before"].items():
         assert torch.equal(w, weights[1]["before"][n]), n
@@ -291,7 +307,7 @@ def test_matched_tensors_follow_the_bias_and_head_switches(pool_dir, digits, mat
         n for n, p in template.named_parameters()
         if (match_head or not n.startswith("classifier.")) and (match_bias or p.ndim > 1)
     ]
-    assert module._matched == expected
+    assert list(module.matched_names) == expected
 
 
 # ----------------------------------------------------------------------------- processes

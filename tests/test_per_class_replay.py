@@ -104,7 +104,9 @@ def attached(digits, **overrides) -> DistillModule:
     settings.update(overrides)
     module = DistillModule(**settings)
     module.attach_data(digits.info, digits.train_data)
-    module._begin_outer()
+    module._trainer = SimpleNamespace(world_size=1, global_rank=0)
+    module.distiller = module.build_distiller()
+    module.distiller.begin_outer()
     return module
 
 
@@ -114,15 +116,10 @@ def drive(module: DistillModule, steps: int, optimizer_state: dict | None = None
     if optimizer_state is not None:
         optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # as a resumed fit restores it
     lightning_like = SimpleNamespace(step=optimizer.step, zero_grad=optimizer.zero_grad, optimizer=optimizer)
-    module.optimizers = lambda: lightning_like
-    module.manual_backward = lambda loss, **kw: loss.backward(**kw)
-    module._trainer = SimpleNamespace(world_size=1, global_rank=0)
-    module._normalizer = module._real.normalizer
-    module._chunk = module._classes_per_pass()
     losses = []
     for _ in range(steps):
-        losses.append(module._matching_step())
-        module._network_step()
+        losses.append(module.distiller.matching_step(lightning_like, lambda loss, **kw: loss.backward(**kw)))
+        module.distiller.network_step()
     return optimizer, torch.stack(losses)
 
 
@@ -141,7 +138,7 @@ def loop_and_replay(digits, steps: int, resumed: bool, **settings):
         module = attached(digits, per_class_impl=impl, **settings)
         optimizer, losses = drive(module, steps, resumed_state(module) if resumed else None)
         images = module.synthetic.images
-        results[impl] = (images.detach().clone(), optimizer.state[images]["momentum_buffer"].clone(), losses, module._good_images)
+        results[impl] = (images.detach().clone(), optimizer.state[images]["momentum_buffer"].clone(), losses, module.state.good_images)
     return results["loop"], results["replay"]
 
 
@@ -173,7 +170,7 @@ def test_replay_with_grouped_passes_equals_the_loop(digits):
     for impl, chunk in (("loop", 1), ("replay", 4)):
         module = attached(digits, per_class_impl=impl, classes_per_pass=chunk, factor=2, max_syn_per_class=6, clamp="per_step")
         optimizer, losses = drive(module, 3)
-        assert module._chunk == chunk
+        assert module.distiller.placement.classes_per_pass == chunk
         results[impl] = (module.synthetic.images.detach().clone(), optimizer.state[module.synthetic.images]["momentum_buffer"], losses)
     for got, expected in zip(results["replay"], results["loop"]):
         assert_equal(got, expected)
@@ -184,8 +181,7 @@ def test_replay_under_bf16_autocast_follows_the_loop(digits):
     results = {}
     for impl in ("loop", "replay"):
         module = attached(digits, per_class_impl=impl, precision="bf16", momentum_img=0.9)
-        with module._autocast():
-            optimizer, losses = drive(module, 2)
+        optimizer, losses = drive(module, 2)  # the Distiller runs matching and update under bf16 autocast
         images = module.synthetic.images
         assert images.dtype == optimizer.state[images]["momentum_buffer"].dtype == torch.float32
         results[impl] = (images.detach().clone(), losses)

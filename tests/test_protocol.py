@@ -14,23 +14,27 @@ import torch
 
 import lightning_dd.augment as augment
 import lightning_dd.classify as classify
-import lightning_dd.distill.module as module_file
+import lightning_dd.distill.distiller as distiller_file
 from lightning_dd import DistillModule, NetSpec, PoolConfig
 from lightning_dd.augment import DSA, SPATIAL, training_augmentation
 from lightning_dd.callbacks import SyntheticEvaluation
 from lightning_dd.classify import TrainSchedule, train_classifier
+from lightning_dd.distill.image_step import image_step_for
+from lightning_dd.distill.strategy import DistillDDPStrategy, check_processes
 from lightning_dd.errors import ConfigError
 
 from conftest import fit, tiny_module
 
 
 def attached(digits, **overrides) -> DistillModule:
-    """A module with data attached and an outer iteration begun, without a Trainer (IDC mode: no pool)."""
+    """A module with data attached, its Distiller built and an outer iteration begun, without a Trainer (IDC mode: no pool)."""
     settings = dict(ipc=1, factor=1, init="real", net=NetSpec(width=8, depth=2), model_source="random", batch_real=16, n_data=150)
     settings.update(overrides)
     module = DistillModule(**settings)
     module.attach_data(digits.info, digits.train_data)
-    module._begin_outer()
+    module._trainer = SimpleNamespace(world_size=1, global_rank=0)
+    module.distiller = module.build_distiller()
+    module.distiller.begin_outer()
     return module
 
 
@@ -46,12 +50,8 @@ def drive_matching(module: DistillModule, steps: int, momentum: float = 0.5) -> 
 
     optimizer.step = step
     lightning_like = SimpleNamespace(step=step, zero_grad=optimizer.zero_grad, optimizer=optimizer)
-    module.optimizers = lambda: lightning_like
-    module.manual_backward = lambda loss, **kw: loss.backward(**kw)
-    module._trainer = SimpleNamespace(world_size=1, global_rank=0)
-    module._normalizer = module._real.normalizer
     for _ in range(steps):
-        module._matching_step()
+        module.distiller.matching_step(lightning_like, lambda loss, **kw: loss.backward(**kw))
     return count[0]
 
 
@@ -93,11 +93,11 @@ def spy_batches(monkeypatch, target) -> list[int]:
 )
 def test_network_update_runs_whole_batches_of_batch_real_by_default(digits, monkeypatch, net_batch_size, whole, expected):
     module = attached(digits, net_batch_size=net_batch_size, net_whole_batches=whole)
-    sizes = spy_batches(monkeypatch, module_file)
+    sizes = spy_batches(monkeypatch, distiller_file)
     steps = []
-    original = module._net_optimizer.step
-    module._net_optimizer.step = lambda *a, **k: (steps.append(1), original(*a, **k))
-    module._network_step()
+    original = module.state.net_optimizer.step
+    module.state.net_optimizer.step = lambda *a, **k: (steps.append(1), original(*a, **k))
+    module.distiller.network_step()
     assert sizes == expected and len(steps) == len(expected)
 
 
@@ -171,7 +171,7 @@ def test_evaluation_callback_passes_its_protocol_on():
 
 def test_network_update_follows_the_rule_and_matching_keeps_the_full_strategy(digits, applied):
     module = attached(digits, augment="color_crop_cutout_scale_rotate")
-    module._network_step()
+    module.distiller.network_step()
     update_calls = list(applied)
     assert update_calls and one_spatial_each(update_calls) and all("cutout" not in n for n in update_calls)
     applied.clear()
@@ -181,7 +181,7 @@ def test_network_update_follows_the_rule_and_matching_keeps_the_full_strategy(di
 
 def test_network_update_keeps_the_old_augmentation_one_setting_away(digits, applied):
     module = attached(digits, augment="color_crop_cutout_scale_rotate", net_spatial="all", net_cutout_with_cutmix=True)
-    module._network_step()
+    module.distiller.network_step()
     assert applied and all(names == ("color", "crop", "cutout", "scale", "rotate") for names in applied)
 
 
@@ -235,7 +235,7 @@ def test_clamping_once_per_outer_iteration_or_after_every_step(digits, clamp):
     drive_matching(module, 2)
     raw = module.synthetic.images.detach()
     assert bool(((raw < 0) | (raw > 1)).any()) == (clamp == "per_outer")
-    module._begin_outer()  # the next outer iteration starts from clamped pixels
+    module.distiller.begin_outer()  # the next outer iteration starts from clamped pixels
     assert float(module.synthetic.images.min()) >= 0 and float(module.synthetic.images.max()) <= 1
 
 
@@ -244,11 +244,11 @@ def test_only_the_per_class_loop_refuses_class_chunks_and_several_processes(pool
     with pytest.raises(ConfigError, match="classes_per_pass"):
         tiny_module(pool_dir, classes_per_pass=2, image_step="per_class", per_class_impl="loop")
     tiny_module(pool_dir, classes_per_pass=2, image_step="per_class", per_class_impl="replay")
-    from lightning_dd.distill.strategy import DistillDDPStrategy
-
     two_processes = SimpleNamespace(world_size=2, strategy=DistillDDPStrategy.__new__(DistillDDPStrategy))
-    module_file.check_processes(two_processes, "per_class", "replay")
-    module_file.check_processes(two_processes, "per_iteration", "loop")
+    check_processes(two_processes, image_step_for("per_class", "replay", clamp_each_step=False))
+    check_processes(two_processes, image_step_for("per_iteration", "loop", clamp_each_step=False))
+    with pytest.raises(ConfigError, match="per_class_impl=replay"):
+        check_processes(two_processes, image_step_for("per_class", "loop", clamp_each_step=False))
     module = tiny_module(pool_dir, image_step="per_class", per_class_impl="loop")
     module._trainer = SimpleNamespace(datamodule=digits, **vars(two_processes))
     module.validated = True  # a stand-in trainer: only setup's own multi-process check is under test

@@ -112,7 +112,7 @@ def test_divergence_stops_with_iteration_and_keeps_last_good_set(tmp_path, pool_
     class Poison(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step == 4:  # second outer iteration
-                pl_module._loss_sum = pl_module._loss_sum * float("nan")
+                pl_module.state.loss_sum = pl_module.state.loss_sum * float("nan")
 
     bad = module(pool_dir)
     good_after_first_outer = {}

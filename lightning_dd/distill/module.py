@@ -1,66 +1,42 @@
-"""DistillModule: Acc-DD gradient matching as a LightningModule (manual optimisation).
+"""DistillModule: Acc-DD gradient matching as a LightningModule (manual optimisation), around a Distiller.
 
-One Lightning training step is one *inner* iteration; ``inner_loop`` steps form one *outer*
-iteration, which starts by drawing a network (a perturbed early-stage pool member in Acc-DD
-mode, a fresh random network in IDC mode). Each inner step matches gradients class by class,
-steps the synthetic images (after every class by default, as the authors' code), and then trains
-the network on ``n_data`` real images in minibatches of ``batch_real``.
-
-The step after every class runs, by default, as a replay (:mod:`lightning_dd.distill.replay`):
-every class's gradient is taken at the state the authors' loop would give it, in one grouped pass
-(CUDA) or spread over processes, and the loop's C updates are then replayed element-wise. Class c's
-loss depends only on class c's images, which move only by momentum (and the clamp) while other
-classes are stepped, so this is the loop's result up to float rounding; ``per_class_impl="loop"``
-keeps the loop itself as the reference.
+One training step is one *inner* iteration and ``inner_loop`` of them one *outer* iteration (one
+epoch). The work is the :class:`~lightning_dd.distill.distiller.Distiller`'s (pure torch); this
+module is the Lightning side: it checks the settings, attaches the data and the pool, builds the
+Distiller for the fit's device and processes, logs, checkpoints, and times the matching and the
+network update as the trainer profiler's actions ``"matching"`` and ``"network"``.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_dd.allocator import tune_cpu_allocator
-from lightning_dd.hardware import cpu_bf16_units
-from lightning_dd.data.real import Normalizer, RealData
+from lightning_dd.augment import check_strategy, training_augmentation
+from lightning_dd.data.real import RealData
 from lightning_dd.data.sources import DatasetInfo
-from lightning_dd.augment import DSA, augmented_loss, check_strategy, training_augmentation
-from lightning_dd.distill.functional_net import FunctionalNet
-from lightning_dd.distill.grouped import GroupedConvNet, check_grouped_pass, default_classes_per_pass, grouped_matching_loss, supports_grouped
-from lightning_dd.distill.matching import METRICS, class_embedding_loss, class_matching_loss, matched_parameter_names
-from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, perturb
-from lightning_dd.distill.replay import SGDRule, moments, replay
+from lightning_dd.distill.checks import check_module_numbers, check_settings_against_data, check_settings_alone
+from lightning_dd.distill.distiller import Distiller, Placement
+from lightning_dd.distill.image_step import image_step_for
+from lightning_dd.distill.matching import METRICS
+from lightning_dd.distill.network import MatchNetwork
+from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
 from lightning_dd.distill.resume import check_resume
-from lightning_dd.distill.strategy import DistillDDPStrategy
-from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet, check_factor
-from lightning_dd.errors import ConfigError, DivergenceError, choose
-from lightning_dd.nets.spec import NetSpec, head_parameter_names
+from lightning_dd.distill.settings import CLAMPS, MATCHES, MODEL_SOURCES, DistillSettings
+from lightning_dd.distill.state import DistillState
+from lightning_dd.distill.strategy import build_pool, check_processes, sum_across_processes
+from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet
+from lightning_dd.errors import ConfigError, choose
+from lightning_dd.hardware import cpu_bf16_units
+from lightning_dd.nets.spec import NetSpec
 from lightning_dd.preflight import preflight_fit
-from lightning_dd.validation import check_class_counts, check_net_fits, check_numbers, check_rho, check_writable_dir, defaults_of, fields_of
-
-MODEL_SOURCES = ("pool", "random")
-MATCHES = ("grad", "embed")
-CLAMPS = ("per_outer", "per_step")
-IMAGE_STEPS = ("per_class", "per_iteration")
-PER_CLASS_IMPLS = ("replay", "loop")
-
-
-def check_processes(trainer, image_step: str | None, per_class_impl: str | None) -> None:
-    """What several processes need, refused in one sentence (the start-up checks and ``setup`` share it).
-
-    DDP's wrapper cannot differentiate through gradients, and the per-class loop steps after
-    every class, which no process can do when each holds other classes (the replay can).
-    """
-    if trainer.world_size <= 1:
-        return
-    if not isinstance(trainer.strategy, DistillDDPStrategy):
-        raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
-    if image_step == "per_class" and per_class_impl == "loop":
-        raise ConfigError("model.per_class_impl=loop cannot run on several processes (each holds other classes, so none can step after every class); set model.per_class_impl=replay, which gives the same per-class steps")
+from lightning_dd.validation import defaults_of
 
 
 class DistillModule(LightningModule):
@@ -186,69 +162,93 @@ class DistillModule(LightningModule):
         # Plain dicts arrive when hyper-parameters are restored from a checkpoint or YAML.
         self.net_spec = NetSpec(**net) if isinstance(net, dict) else net
         self.pool_config = PoolConfig(**pool) if isinstance(pool, dict) else pool
-        choose("init", init, INITS)
-        choose("mix_downsample", mix_downsample, MIX_DOWNSAMPLES)
-        choose("model_source", model_source, MODEL_SOURCES)
-        choose("metric", metric, METRICS)
-        choose("match", match, MATCHES)
-        choose("precision", precision, ("32", "bf16"))
-        choose("clamp", clamp, CLAMPS)
-        choose("image_step", image_step, IMAGE_STEPS)
-        choose("per_class_impl", per_class_impl, PER_CLASS_IMPLS)
+        for name, value, allowed in (("init", init, INITS), ("mix_downsample", mix_downsample, MIX_DOWNSAMPLES), ("model_source", model_source, MODEL_SOURCES),
+                                     ("metric", metric, METRICS), ("match", match, MATCHES), ("precision", precision, ("32", "bf16")), ("clamp", clamp, CLAMPS)):  # fmt: skip
+            choose(name, value, allowed)
+        self.image_step = image_step_for(image_step, per_class_impl, clamp_each_step=clamp == "per_step")
         check_strategy("model.augment", augment)
         training_augmentation(augment, spatial=net_spatial)
-        if image_step == "per_class" and per_class_impl == "loop" and classes_per_pass is not None and classes_per_pass > 1:
-            raise ConfigError(f"per_class_impl='loop' steps the images after every class, so classes_per_pass must be 1 (got {classes_per_pass}); use per_class_impl='replay' to match several classes per pass")
-        # Stored as plain dicts so checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["net", "pool"])
-        # Number ranges come from one table (lightning_dd.validation.RULES), the CLI's too.
-        check_numbers({k: v for k, v in self.hparams.items() if not isinstance(v, Mapping)}, "", defaults=defaults_of(type(self).__init__))
-        check_rho(rho_min, rho_max)
-        self.hparams["net"] = self.net_spec.to_dict()
-        self.hparams["pool"] = asdict(self.pool_config)
+        self.image_step.check_classes_per_pass(classes_per_pass)
+        self.save_hyperparameters(ignore=["net", "pool"])  # stored as plain dicts: checkpoints load with weights_only=True
+        check_module_numbers(self.hparams, "", defaults_of(type(self).__init__))
+        self.hparams["net"], self.hparams["pool"] = self.net_spec.to_dict(), asdict(self.pool_config)
+        self.settings = DistillSettings.of(self.hparams)
         self.automatic_optimization = False
         self.synthetic: SyntheticSet | None = None
         self.info: DatasetInfo | None = None
         self.pool: EarlyStagePool | None = None
+        self.network: MatchNetwork | None = None  # set when data is attached (its shapes are needed)
+        self.distiller: Distiller | None = None  # built for each fit, when its device and processes are known
+        self.state = DistillState()  # position, random stream, current network: all of it goes into checkpoints
         self.validated = False  # preflight_fit passed for the current fit (the CLI runs it before fit)
-        # Seconds spent in matching and in the network update since this object was built (benchmarks
-        # read them); sync_part_timing makes them wait for CUDA kernels, at some cost in overlap.
-        self.part_seconds = {"matching": 0.0, "network": 0.0}
-        self.sync_part_timing = False
-        self._matched: list[str] = []  # set when data is attached (the network's shapes are needed)
-        self._net: FunctionalNet | None = None
-        self._real: RealData | None = None
-        self._normalizer: Normalizer | None = None
-        self._grouped: GroupedConvNet | None = None
-        self._chunk = 1  # classes per matching pass, fixed in on_fit_start
-        # Created in attach_data, not here: a module holding no tensors pickles cleanly to
-        # spawned DDP workers (some sandboxes cannot share tensors through file descriptors).
-        self._generator: torch.Generator | None = None
-        # Position and per-network state; all of it goes into checkpoints.
-        self.outer = 0
-        self.inner = 0
-        self.member = -1
-        self._weights: dict[str, torch.Tensor] | None = None
-        self._net_optimizer: torch.optim.SGD | None = None
-        self._loss_sum: torch.Tensor | None = None
-        self._good_images: torch.Tensor | None = None
-        self._outer_started = 0.0
-        self._restored: tuple[dict, dict] | None = None
-        self.finished_outer = False
         self.interrupted = False  # set by CheckpointOnInterrupt: evaluation is skipped, export still happens
+        self._real: RealData | None = None
+        self._outer_loss: torch.Tensor | None = None  # the mean loss of the outer iteration the latest step ended
+        self._outer_started = 0.0
 
-    # ------------------------------------------------------------------ set-up
+    # ------------------------------------------------------------------ what callbacks and benchmarks read
+    @property
+    def outer(self) -> int:
+        """Outer iterations done."""
+        return self.state.outer
+
+    @property
+    def inner(self) -> int:
+        """Inner iterations done in the current outer iteration."""
+        return self.state.inner
+
+    @property
+    def member(self) -> int:
+        """The pool member drawn for the current outer iteration (-1: a fresh network)."""
+        return self.state.member
+
+    @property
+    def finished_outer(self) -> bool:
+        """Whether the latest training step ended an outer iteration (evaluation and export callbacks act then)."""
+        return self._outer_loss is not None
+
     @property
     def net_batch(self) -> int:
         """Minibatch size of the network update (``net_batch_size``, or ``batch_real`` when unset)."""
-        hp = self.hparams
-        return hp.batch_real if hp.net_batch_size is None else hp.net_batch_size
+        return self.settings.update.batch
+
+    @property
+    def update_images(self) -> int:
+        """Real images the network trains on after each matching step (``n_data``, rounded up to whole batches with ``net_whole_batches``)."""
+        return self.settings.update.images
 
     @property
     def effective_lr_img(self) -> float:
         hp = self.hparams
         return hp.lr_img * (hp.ipc / 10.0 if hp.scale_lr_with_ipc else 1.0)
 
+    @property
+    def matched_names(self) -> tuple[str, ...]:
+        """Names of the network parameters whose gradients are matched (conv weights by default; empty before data is attached)."""
+        return () if self.network is None else tuple(self.network.matched)
+
+    @property
+    def rank_classes(self) -> range:
+        """Classes matched by this process (classes are sharded across DDP ranks)."""
+        assert self.info is not None
+        return range(self.global_rank, self.info.num_classes, self.trainer.world_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Read by RealDataModule: one epoch is one outer iteration (real batches are sampled on device)."""
+        return self.hparams.inner_loop
+
+    # ------------------------------------------------------------------ checks
+    def check_settings(self) -> None:
+        """Start-up checks without data (asked by :func:`~lightning_dd.preflight.preflight_fit`): numbers, the pool cache folder."""
+        check_settings_alone(self.hparams, self.pool_config, self.net_spec, defaults_of(type(self).__init__))
+
+    def check_data(self, trainer, info: DatasetInfo, train: RealData, test: RealData | None) -> None:
+        """Start-up checks against the data and the trainer: class counts, factor, network, classes per pass, processes."""
+        check_settings_against_data(self.hparams, self.net_spec, self.image_step, info, train, test)
+        check_processes(trainer, self.image_step)
+
+    # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_data") or not hasattr(datamodule, "info"):
@@ -256,7 +256,7 @@ class DistillModule(LightningModule):
         if not self.validated:  # the Python API gets the CLI's start-up checks too, before any pool work
             preflight_fit(self.trainer, self, datamodule)
             self.validated = True
-        check_processes(self.trainer, self.hparams.image_step, self.hparams.per_class_impl)
+        check_processes(self.trainer, self.image_step)
         on_cpu = self.trainer.strategy.root_device.type == "cpu"
         if self.hparams.tune_cpu_allocator and on_cpu:
             tune_cpu_allocator()
@@ -265,329 +265,70 @@ class DistillModule(LightningModule):
         datamodule.setup(stage)
         self.attach_data(datamodule.info, datamodule.train_data)
         if self.hparams.model_source == "pool" and self.pool is None:  # a pool handed in before fit is kept
-            self.pool = self._build_pool()
-
-    def check_settings(self) -> None:
-        """Start-up checks without data (asked by :func:`~lightning_dd.preflight.preflight_fit`): numbers, the pool cache folder."""
-        hp = dict(self.hparams)
-        check_numbers({k: v for k, v in hp.items() if not isinstance(v, Mapping)}, "model", defaults=defaults_of(type(self).__init__))
-        check_rho(hp.get("rho_min"), hp.get("rho_max"))
-        check_numbers(fields_of(self.pool_config), "model.pool", defaults=defaults_of(type(self.pool_config)))
-        check_numbers(fields_of(self.net_spec), "model.net")
-        if hp.get("model_source") == "pool":
-            check_writable_dir(self.pool_config.cache_dir, "model.pool.cache_dir")
-
-    def check_data(self, trainer, info: DatasetInfo, train: RealData, test: RealData | None) -> None:
-        """Start-up checks against the data and the trainer: class counts, the factor and network against the image size, processes."""
-        hp = self.hparams
-        check_class_counts(info, train, hp.ipc, hp.batch_real, test)
-        try:
-            check_factor(int(hp.factor), info.image_size)
-        except ConfigError as err:
-            raise ConfigError(f"model.{err}") from None
-        check_net_fits(self.net_spec, info.channels, info.num_classes, info.image_size, "model.net")
-        check_processes(trainer, hp.image_step, hp.per_class_impl)
-        if hp.classes_per_pass is not None and hp.classes_per_pass > 1:
-            with torch.random.fork_rng(devices=[]):
-                template = self.net_spec.build(info.channels, info.num_classes, info.image_size)
-            check_grouped_pass(hp.classes_per_pass, supports_grouped(template), hp.match, self.net_spec.name, self.net_spec.norm)
+            self.pool = build_pool(self.trainer, self.net_spec, self.pool_config, self._real, self.hparams.seed)
 
     def teardown(self, stage: str) -> None:
         """A later fit, perhaps under another Trainer, is checked again."""
         self.validated = False
 
     def attach_data(self, info: DatasetInfo, real: RealData) -> None:
-        """Build the synthetic set and network template for ``info`` and initialise the images from ``real``."""
-        hp = self.hparams
+        """Build the synthetic set and the network for ``info`` and initialise the images from ``real``."""
+        hp, state = self.hparams, self.state
         self.info, self._real = info, real
-        if self._generator is None:
-            self._generator = torch.Generator().manual_seed(hp.seed)
+        if state.generator is None:
+            state.generator = torch.Generator().manual_seed(hp.seed)
         if self.synthetic is None:
             self.synthetic = SyntheticSet(info.num_classes, hp.ipc, info.channels, info.image_size, hp.factor)
-            self.synthetic.initialize(hp.init, real, self._generator, hp.mix_downsample)
+            self.synthetic.initialize(hp.init, real, state.generator, hp.mix_downsample)
         elif self.synthetic.images.shape[1:] != (info.channels, *info.image_size) or self.synthetic.num_classes != info.num_classes:
             raise ConfigError(f"the synthetic set has shape {tuple(self.synthetic.images.shape)} but dataset {info.name!r} has {info.num_classes} classes of {info.channels}x{info.image_size[0]}x{info.image_size[1]}")
-        template = self.net_spec.build_seeded(hp.seed, info.channels, info.num_classes, info.image_size)
-        self._net = FunctionalNet(template)
-        self._grouped = GroupedConvNet(template) if supports_grouped(template) else None
-        shapes = {n: p.shape for n, p in template.named_parameters()}
-        self._matched = matched_parameter_names(shapes, head_parameter_names(template), hp.match_bias, hp.match_head)
-        if not self._matched:
-            raise ConfigError("no parameters are matched; enable match_bias or match_head for this network")
-        self._dsa = DSA(hp.augment, flip_ok=info.flip_ok)
-        self._net_dsa = training_augmentation(hp.augment, info.flip_ok, hp.net_spatial, hp.net_cutmix_p, hp.net_cutout_with_cutmix)
-
-    def _build_pool(self) -> EarlyStagePool:
-        hp, strategy = self.hparams, self.trainer.strategy
-        device = strategy.root_device
-        real = self._real
-        assert real is not None
-        if self.trainer.is_global_zero:
-            rank_zero_info(f"lightning-dd: early-stage pool of {self.pool_config.size} nets, {self.pool_config.epochs} epoch(s) each (cached under {self.pool_config.cache_dir})")
-            pool = EarlyStagePool.build_or_load(self.net_spec, self.pool_config, real, hp.seed, device)
-        strategy.barrier("lightning_dd_pool")
-        if not self.trainer.is_global_zero:
-            pool = EarlyStagePool.build_or_load(self.net_spec, self.pool_config, real, hp.seed, device, progress=False)
-        return pool
+        self.network = MatchNetwork.build(self.net_spec, info, hp.seed, hp.match_bias, hp.match_head)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         assert self.synthetic is not None
         return torch.optim.SGD(self.synthetic.parameters(), lr=self.effective_lr_img, momentum=self.hparams.momentum_img)
 
-    @property
-    def steps_per_epoch(self) -> int:
-        """Read by RealDataModule: one epoch is one outer iteration (real batches are sampled on device)."""
-        return self.hparams.inner_loop
+    def build_distiller(self) -> Distiller:
+        """The Distiller of this fit: the attached data on the module's device, this process's classes, the cross-process sum."""
+        if self.synthetic is None or self.info is None or self.network is None or self._real is None:
+            raise RuntimeError("no data is attached: call attach_data, or trainer.fit with a RealDataModule")
+        hp, several = self.hparams, self.trainer.world_size > 1
+        chunk = self.image_step.classes_per_pass(hp.classes_per_pass, self.network.grouped is not None, hp.match, self.net_spec, self.device.type)
+        placement = Placement(self.device, self.rank_classes, chunk, sum_across_processes if several else None)
+        return Distiller(self.settings, self.state, self.synthetic, self._real, self.info, self.network, self.pool, self.image_step, placement)
 
     def on_fit_start(self) -> None:
-        assert self._real is not None and self._net is not None and self.info is not None
-        self._real.to(self.device)
-        self._net.to(self.device)
-        self._normalizer = Normalizer(self.info.mean, self.info.std, self.device)
-        self._chunk = self._classes_per_pass()
-        if self._restored is not None:  # resumed in the middle of an outer iteration
-            weights, optimizer_state = self._restored
-            self._weights = self._net.clone_weights(weights, self.device)
-            self._net_optimizer = self._new_net_optimizer(optimizer_state)
-            self._restored = None
-        if self._good_images is not None:
-            self._good_images = self._good_images.to(self.device)
+        self.distiller = self.build_distiller()
+        self.image_step.check_optimizer(self.optimizers(use_pl_optimizer=False))
         # One epoch is one outer iteration: the trainer's epoch limit is the module's, whatever the
         # Trainer was built with (progress bars then read "Epoch k/outer_iterations - 1").
         self.trainer.fit_loop.max_epochs = self.hparams.outer_iterations
 
-    # ------------------------------------------------------------- distillation
-    @property
-    def rank_classes(self) -> range:
-        """Classes matched by this process (classes are sharded across DDP ranks)."""
-        assert self.info is not None
-        return range(self.global_rank, self.info.num_classes, self.trainer.world_size)
-
+    # ------------------------------------------------------------------ distillation
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        self.finished_outer = False
+        """One inner iteration: (begin an outer iteration,) match and step the images, update the network, log."""
+        self._outer_loss = None
         if self.outer >= self.hparams.outer_iterations:
             self.trainer.should_stop = True
             return None
+        distiller, profiler = self.distiller, self.trainer.profiler
         if self.inner == 0:
-            self._begin_outer()
-        with self._autocast():
-            started = self._part_clock()
-            loss = self._matching_step()
-            matched = self._part_clock()
-            self._network_step()
-            self.part_seconds["matching"] += matched - started
-            self.part_seconds["network"] += self._part_clock() - matched
-        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            distiller.begin_outer()
+            self._outer_started = time.perf_counter()
+        with profiler.profile("matching"):
+            loss = distiller.matching_step(self.optimizers(), self.manual_backward)
+        with profiler.profile("network"):
+            distiller.network_step()
         self.log("distill/match_loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
-        self.inner += 1
-        if self.inner == self.hparams.inner_loop:
-            self._end_outer()
+        self._outer_loss = distiller.end_inner(loss)  # raises DivergenceError after a rollback
+        if self._outer_loss is not None:
+            self.log("distill/outer_loss", self._outer_loss, on_step=True, rank_zero_only=True)
+            self.log("distill/seconds_per_outer", time.perf_counter() - self._outer_started, on_step=True, rank_zero_only=True)
+            if self.outer >= self.hparams.outer_iterations:
+                self.trainer.should_stop = True
         return None
 
-    def _part_clock(self) -> float:
-        """``perf_counter`` for :attr:`part_seconds`; with :attr:`sync_part_timing` on CUDA, after the queued kernels ran."""
-        if self.sync_part_timing and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    @property
-    def matched_names(self) -> tuple[str, ...]:
-        """Names of the network parameters whose gradients are matched (conv weights by default; empty before data is attached)."""
-        return tuple(self._matched)
-
-    @property
-    def update_images(self) -> int:
-        """Real images the network trains on after each matching step (``n_data``, rounded up to whole batches with ``net_whole_batches``)."""
-        hp = self.hparams
-        return -(-hp.n_data // self.net_batch) * self.net_batch if hp.net_whole_batches else hp.n_data
-
-    def _autocast(self):
-        """bf16 autocast on the module's device when ``precision="bf16"``, else a no-op context."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.hparams.precision == "bf16")
-
-    def _begin_outer(self) -> None:
-        hp = self.hparams
-        assert self.synthetic is not None and self._net is not None and self.info is not None
-        self.synthetic.clamp_()
-        self._good_images = self.synthetic.images.detach().clone()
-        if hp.model_source == "pool":
-            assert self.pool is not None
-            self.member = self.pool.draw(self._generator)
-            state = self.pool.members[self.member]
-        else:
-            self.member = -1
-            seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator).item())
-            state = self.net_spec.build_seeded(seed, self.info.channels, self.info.num_classes, self.info.image_size).state_dict()
-        if hp.perturb:
-            params, buffers = self._net.split(state)
-            state = {**perturb(params, hp.rho_min, hp.rho_max, self._generator), **buffers}
-        self._weights = self._net.clone_weights(state, self.device)
-        self._net_optimizer = self._new_net_optimizer()
-        self._loss_sum = None
-        self._outer_started = time.perf_counter()
-
-    def _classes_per_pass(self) -> int:
-        hp = self.hparams
-        if hp.classes_per_pass is None:
-            grouped_ok = self._grouped is not None and hp.match == "grad" and not self._steps_per_class
-            return default_classes_per_pass(self.device.type) if grouped_ok else 1
-        check_grouped_pass(hp.classes_per_pass, self._grouped is not None, hp.match, self.net_spec.name, self.net_spec.norm)
-        return hp.classes_per_pass
-
-    def _new_net_optimizer(self, state: dict | None = None) -> torch.optim.SGD:
-        assert self._net is not None and self._weights is not None
-        hp = self.hparams
-        optimizer = torch.optim.SGD(self._net.parameters_of(self._weights), lr=hp.net_lr, momentum=hp.net_momentum, weight_decay=hp.net_weight_decay)
-        if state is not None:
-            optimizer.load_state_dict(state)
-        return optimizer
-
-    @property
-    def _steps_per_class(self) -> bool:
-        """Whether the image optimiser steps after every class inside the matching loop (the reference loop)."""
-        return self.hparams.image_step == "per_class" and self.hparams.per_class_impl == "loop"
-
-    def _matching_step(self) -> torch.Tensor:
-        """Match every class of this rank and step the synthetic images (per class or once)."""
-        hp = self.hparams
-        assert self.synthetic is not None and self._real is not None and self._net is not None and self._weights is not None and self._normalizer is not None
-        num_classes = self.info.num_classes
-        real = self._real.class_balanced_batch(hp.batch_real, self._generator)
-        draws = self._dsa.sample(num_classes, self._generator).to(self.device)  # one copy, not one per class
-        per_class = self.synthetic.per_class_decoded
-        subsample = None
-        if per_class > hp.max_syn_per_class:
-            subsample = torch.stack([torch.randperm(per_class, generator=self._generator)[: hp.max_syn_per_class] for _ in range(num_classes)]).to(self.device)
-        weights, net = self._weights, self._net
-        matched = [weights[n] for n in self._matched]
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=False)
-        replaying = hp.image_step == "per_class" and not self._steps_per_class
-        start = self._move_to_moments(optimizer.optimizer) if replaying else None
-        total = torch.zeros((), device=self.device)
-
-        def augmented(c: int) -> tuple[torch.Tensor, torch.Tensor]:
-            """Class ``c``'s real batch and decoded synthetic images under the class's shared DSA draw."""
-            syn = self._normalizer(self.synthetic.decoded_class_images(c))
-            if subsample is not None:
-                syn = syn[subsample[c]]
-            both = self._dsa.apply(torch.cat([real[c], syn]), draws[c : c + 1])
-            return both[: real.shape[1]], both[real.shape[1] :]
-
-        def chunk_loss(chunk: list[int]) -> torch.Tensor:
-            """The summed matching loss of ``chunk``'s classes (one grouped pass when chunks are on)."""
-            if self._chunk > 1:
-                assert self._grouped is not None
-                pairs = [augmented(c) for c in chunk]
-                labels = torch.tensor(chunk, device=self.device)
-                return grouped_matching_loss(self._grouped, weights, self._matched, torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), labels, hp.metric)
-            (c,) = chunk
-            real_c, syn_c = augmented(c)
-            if hp.match == "embed":
-                return class_embedding_loss(lambda x: net.embed(weights, x), real_c, syn_c)
-            return class_matching_loss(lambda x: net(weights, x), matched, real_c, syn_c, c, hp.metric)
-
-        classes = list(self.rank_classes)
-        for first in range(0, len(classes), self._chunk):
-            chunk = classes[first : first + self._chunk]
-            loss = chunk_loss(chunk)
-            self.manual_backward(loss, inputs=[self.synthetic.images])
-            total = total + loss.detach()
-            if self._steps_per_class:
-                self._step_images(optimizer, counted=chunk[-1] == classes[-1])
-                optimizer.zero_grad(set_to_none=False)
-        if self._steps_per_class:
-            return total
-        if self.trainer.world_size > 1:
-            total = self._sync_gradients(total)
-        if replaying:
-            self._replay(optimizer, start)
-        else:
-            self._step_images(optimizer, counted=True)
-        return total
-
-    def _move_to_moments(self, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor | None, SGDRule]:
-        """Put every class's images where the per-class loop takes its gradient; returns the start state.
-
-        The gradients then accumulate into ``images.grad`` as with one step per iteration, each
-        class's at its own moment (:func:`~lightning_dd.distill.replay.moments`).
-        """
-        assert self.synthetic is not None
-        images = self.synthetic.images
-        rule = SGDRule.of(optimizer)
-        x, buf = images.detach().clone(), optimizer.state[images].get("momentum_buffer")
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            images.copy_(moments(x, buf, self.synthetic.num_classes, rule, self.hparams.clamp == "per_step"))
-        return x, buf, rule
-
-    def _replay(self, optimizer, start: tuple[torch.Tensor, torch.Tensor | None, SGDRule]) -> None:
-        """Write the per-class loop's result (images and momentum buffer) from the gradients taken at the moments.
-
-        Lightning counts one global step per optimiser step, so the step is still called once,
-        without a gradient: SGD skips a parameter whose ``grad`` is None.
-        """
-        assert self.synthetic is not None
-        images, (x, buf, rule) = self.synthetic.images, start
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            x, buf = replay(x, buf, images.grad, self.synthetic.num_classes, rule, self.hparams.clamp == "per_step")
-            images.copy_(x)
-        if buf is not None:
-            optimizer.optimizer.state[images]["momentum_buffer"] = buf
-        images.grad = None
-        optimizer.step()
-
-    def _step_images(self, optimizer, counted: bool) -> None:
-        """One synthetic-image SGD step; ``counted`` steps go through Lightning (one global step per inner iteration)."""
-        if counted:
-            optimizer.step()
-        else:
-            optimizer.optimizer.step()
-        if self.hparams.clamp == "per_step":
-            self.synthetic.clamp_()
-
-    def _sync_gradients(self, total: torch.Tensor) -> torch.Tensor:
-        """Sum the synthetic-image gradients (each rank holds its own classes') across ranks."""
-        assert self.synthetic is not None
-        import torch.distributed as dist
-
-        grad = self.synthetic.images.grad
-        packed = torch.cat([grad.flatten(), total.view(1)])
-        dist.all_reduce(packed)
-        grad.copy_(packed[:-1].view_as(grad))
-        return packed[-1]
-
-    def _network_step(self) -> None:
-        """Train the current network on ``n_data`` real images (DSA + CutMix), IDC-style."""
-        hp = self.hparams
-        if hp.n_data == 0:
-            return
-        assert self._real is not None and self._net is not None and self._weights is not None and self._net_optimizer is not None
-        weights, net, optimizer, size = self._weights, self._net, self._net_optimizer, self.net_batch
-        x, y = self._real.random_batch(self.update_images, self._generator)
-        for start in range(0, x.shape[0], size):
-            xb, yb = x[start : start + size], y[start : start + size]
-            loss = augmented_loss(lambda z: net(weights, z), xb, yb, self._net_dsa, self._generator, hp.net_cutmix_p)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    def _end_outer(self) -> None:
-        assert self._loss_sum is not None and self.synthetic is not None
-        mean_loss = self._loss_sum / self.hparams.inner_loop
-        if not bool(torch.isfinite(mean_loss)):  # one host sync per outer iteration
-            with torch.no_grad():
-                self.synthetic.images.copy_(self._good_images)
-            raise DivergenceError(f"the matching loss became {float(mean_loss)} in outer iteration {self.outer + 1}; the synthetic set was reset to its state before that iteration (lower lr_img or change metric)")
-        self.log("distill/outer_loss", mean_loss, on_step=True, rank_zero_only=True)
-        self.log("distill/seconds_per_outer", time.perf_counter() - self._outer_started, on_step=True, rank_zero_only=True)
-        self.outer += 1
-        self.inner = 0
-        self._weights, self._net_optimizer = None, None
-        self.finished_outer = True
-        if self.outer >= self.hparams.outer_iterations:
-            self.trainer.should_stop = True
-
-    # -------------------------------------------------------------- results
+    # ------------------------------------------------------------------ results
     @torch.no_grad()
     def distilled(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The stored synthetic images (clamped to [0, 1], CPU) and their labels."""
@@ -600,32 +341,17 @@ class DistillModule(LightningModule):
         assert self.synthetic is not None
         return self.synthetic.decoded_images().detach().clamp(0, 1).cpu(), self.synthetic.decoded_labels().cpu()
 
-    # ----------------------------------------------------------- checkpoints
+    # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lightning_dd"] = {
-            "outer": self.outer,
-            "inner": self.inner,
-            "member": self.member,
-            "generator": self._generator.get_state(),
-            "weights": None if self._weights is None else {n: w.detach().cpu() for n, w in self._weights.items()},
-            "net_optimizer": None if self._net_optimizer is None else self._net_optimizer.state_dict(),
-            "loss_sum": None if self._loss_sum is None else self._loss_sum.detach().cpu(),
-            "good_images": None if self._good_images is None else self._good_images.cpu(),
-        }
+        checkpoint["lightning_dd"] = self.state.checkpoint()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("lightning_dd")
-        if state is None:
+        saved = checkpoint.get("lightning_dd")
+        if saved is None:
             raise ConfigError("this checkpoint was not written by lightning-dd's DistillModule")
         check_resume(dict(self.hparams), checkpoint)  # the CLI merged the checkpoint's settings already; the Python API has not
         self._ensure_synthetic(checkpoint["state_dict"])
-        self.outer, self.inner, self.member = state["outer"], state["inner"], state["member"]
-        if self._generator is None:
-            self._generator = torch.Generator()
-        self._generator.set_state(state["generator"])
-        self._restored = (state["weights"], state["net_optimizer"]) if state["weights"] is not None else None
-        self._loss_sum = state["loss_sum"]
-        self._good_images = state["good_images"]
+        self.state.restore(saved)  # a network in mid-iteration is placed on the device when the fit's Distiller is built
         self._outer_started = time.perf_counter()
 
     def _ensure_synthetic(self, state_dict: dict[str, Any]) -> None:
