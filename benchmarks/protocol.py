@@ -21,6 +21,7 @@ import lightning as L
 from lightning_dd import DistillModule
 from lightning_dd.evaluation import evaluate_random_subsets, evaluate_repeats
 from lightning_dd.hardware import cpu_bf16_units
+from lightning_dd.set_format import save_distilled, to_jsonable
 
 from .report import cell, machine_name, mean_std, provenance, write_section
 from .runner import ResultStore, load_config, parallel_map, trainer
@@ -61,6 +62,10 @@ def run_one(job: dict) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     trainer(device, **limit).fit(module, datamodule=cfg.datamodule)  # set up once by load_config
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    if job.get("save_sets"):  # the set itself, for later evaluations (benchmarks.ranking, evaluate --protocol published)
+        stored, stored_labels = module.distilled()
+        config = {"model": to_jsonable(dict(module.hparams)), "data": cfg.data, "evaluation": cfg.evaluation}
+        save_distilled(Path(job["save_sets"]) / f"{job['variant']}-seed{job['seed']}.pt", stored, stored_labels, module.hparams.factor, cfg.datamodule.info, config)
     images, labels = module.decoded()
     eval_started = time.process_time()
     result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False, val=cfg.datamodule.val_data)
@@ -150,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--random_real", action="store_true", help="also evaluate random real subsets of the same storage (one row per seed, --repeats draws)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override section.key=value for every run")
     parser.add_argument("--results", default="docs/protocol-runs.jsonl")
+    parser.add_argument("--save_sets", default=None, metavar="DIR", help="also write each distilled set to DIR/<variant>-seed<seed>.pt")
     parser.add_argument("--pool_cache", default=os.path.expanduser("~/.cache/lightning-dd/pools"))
     parser.add_argument("--output", default="docs/benchmarks.md")
     parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. where the runs ran, what shared the machine)")
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     store = ResultStore(args.results, ("variant", "seed"))
     if other := sorted({r.get("device", "cpu") for r in store.rows()} - {args.device}):
         parser.error(f"{args.results} holds runs on {', '.join(other)}; pass another --results for --device {args.device}")
-    base = dict(config=args.config, outer=args.outer, max_minutes=args.max_minutes, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device)
+    base = dict(config=args.config, outer=args.outer, max_minutes=args.max_minutes, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device, save_sets=args.save_sets)
     # Seed-major order, paper first: paired differences become available as early as possible.
     # Built-in variants are paired with paper, so it always runs with them; candidates run alone unless --variants paper.
     order = (["paper"] if "paper" in variants or not candidates else []) + [v for v in variants if v != "paper"]

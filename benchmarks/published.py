@@ -23,6 +23,8 @@ from .runner import ResultStore
 # The best published Fashion-MNIST figure per IPC (ConvNet-3 w128, 1 000 epochs): IDC 81.0 / 86.0 (multi-formation),
 # IDC-I 89.1 at IPC 50 (factor 1), from the IDC authors' README.
 PUBLISHED = {1: (81.0, "IDC"), 10: (86.0, "IDC"), 50: (89.1, "IDC-I")}
+# IDC's schedule: 2 000 outer iterations x 100 inner (matching steps), the budget behind the published figures.
+PAPER_STEPS = 2000 * 100
 # IPC -> (results file, config): the studies behind the lines and the README table.
 STUDIES = {1: ("docs/published-ipc1.jsonl", "configs/fashion_mnist/ipc1_cpu.yaml"), 10: ("docs/published-ipc10.jsonl", "configs/fashion_mnist/ipc10_cpu.yaml")}
 
@@ -62,9 +64,11 @@ def published_line(ipc: int, summary: dict | None) -> str:
     s = summary
     bar = f"random real {cell(s['random_real'], count=False)} %" if s["random_real"] else "random real not measured yet"
     verdict = "" if target is None else (" (reached)" if cell_mean(s["accuracies"]) >= target else f" ({target - cell_mean(s['accuracies']):.1f} points below)")
+    paper = s["set_cpu_hours"] / max(s["steps"]) * PAPER_STEPS
     return (f"IPC {ipc}: {cell(s['accuracies'], count=False)} %{published}{verdict}, {bar}, {s['set_cpu_hours']:.2f} CPU-hours per set "
             f"({'/'.join(map(str, s['steps']))} matching steps, pool included; the study {s['study_cpu_hours']:.1f} CPU-hours with its evaluations), "
-            f"{s['seeds']} seed{'s' if s['seeds'] > 1 else ''} x {s['nets']} nets, `{s['chosen']}` chosen on validation among {s['candidates']}")  # fmt: skip
+            f"{s['seeds']} seed{'s' if s['seeds'] > 1 else ''} x {s['nets']} nets, `{s['chosen']}` chosen on validation among {s['candidates']}; "
+            f"the paper's {PAPER_STEPS:,} matching steps at this step cost: about {paper:,.0f} CPU-hours")  # fmt: skip
 
 
 def cell_mean(values: list[float]) -> float:

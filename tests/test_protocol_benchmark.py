@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import protocol
+from lightning_dd.set_format import load_distilled
 from benchmarks.runner import ResultStore
 
 
@@ -85,11 +86,13 @@ def test_tiny_study_runs_and_resumes(tmp_path, capsys):
         "--config", "configs/digits/ipc1.yaml", "--variants", "paper", "image_step", "--seeds", "0", "--outer", "1",
         "--eval_epochs", "1", "--repeats", "1", "--set", "model.inner_loop=2", "--set", "model.net.width=4",
         "--set", "model.pool.size=1", "--set", "model.pool.epochs=0", "--results", str(results),
-        "--pool_cache", str(tmp_path / "pools"), "--no_doc",
+        "--pool_cache", str(tmp_path / "pools"), "--no_doc", "--save_sets", str(tmp_path / "sets"),
     ]
     protocol.main(argv)
     rows = rows_of(results)
     assert sorted(r["variant"] for r in rows) == ["image_step", "paper"] and all(r["outer"] == 1 for r in rows)
+    saved = load_distilled(tmp_path / "sets" / "paper-seed0.pt")  # the set itself is kept, with what made it
+    assert saved.images.shape == (10, 1, 8, 8) and saved.config["model"]["inner_loop"] == 2 and saved.config["evaluation"]["epochs"] == 300
     protocol.main(argv)  # everything is done: nothing runs again
     assert "2 run(s) already in" in capsys.readouterr().out and len(rows_of(results)) == 2
 

@@ -32,10 +32,12 @@ def test_the_line_reports_the_validation_choice_over_every_network():
     summary = published.study_summary(ROWS)
     assert summary["chosen"] == "paper" and summary["candidates"] == 2 and (summary["seeds"], summary["nets"]) == (2, 3)
     # six networks 80, 82, 84, 81, 83, 85: mean 82.5, sample std sqrt(17.5 / 5) = 1.87; random real 72.5 +- 1.87
-    # per set: mean fit 3600 s = 1.00 CPU-hour; study: 4 fits of 3600 + 6 evaluations of 360 = 16 560 s = 4.6 CPU-hours
+    # per set: mean fit 3600 s = 1.00 CPU-hour; study: 4 fits of 3600 + 6 evaluations of 360 = 16 560 s = 4.6 CPU-hours;
+    # 1 CPU-hour per 2 020 steps -> 200 000 steps = 99.0 CPU-hours
     line = published.published_line(10, summary)
     assert line == ("IPC 10: 82.50 +- 1.87 % (published 86.0 %, IDC) (3.5 points below), random real 72.50 +- 1.87 %, 1.00 CPU-hours per set "
-                    "(2020 matching steps, pool included; the study 4.6 CPU-hours with its evaluations), 2 seeds x 3 nets, `paper` chosen on validation among 2")  # fmt: skip
+                    "(2020 matching steps, pool included; the study 4.6 CPU-hours with its evaluations), 2 seeds x 3 nets, `paper` chosen on validation among 2; "
+                    "the paper's 200,000 matching steps at this step cost: about 99 CPU-hours")  # fmt: skip
     assert published.published_line(50, None) == "IPC 50: not measured yet (published 89.1 %, IDC-I)."
 
 
