@@ -19,17 +19,19 @@ import shutil
 import sys
 import warnings
 from argparse import RawDescriptionHelpFormatter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_dd.callbacks import DistilledExport, ProgressLog, SyntheticEvaluation
 from lightning_dd.callbacks.interrupt import LOG_LOCATION_KEY, CheckpointOnInterrupt
 from lightning_dd.commands import is_command, run_command, summary, user_error_in
 from lightning_dd.data import RealDataModule
+from lightning_dd.data.datamodule import check_same_data
 from lightning_dd.distill import DistillModule
 from lightning_dd.distill.pool import PoolConfig
 from lightning_dd.lightning_noise import silence_lightning_tips
@@ -38,7 +40,7 @@ from lightning_dd.logger import DistillTensorBoardLogger
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.parsing import FitParser, one_sentence
 from lightning_dd.progress import interactive, quiet
-from lightning_dd.distill.resume import EARLIER_BEHAVIOUR, RESUME_SAFE, flatten, load_checkpoint
+from lightning_dd.distill.resume import EARLIER_BEHAVIOUR, RESUME_SAFE, check_resume, flatten, load_checkpoint
 from lightning_dd.preflight import preflight_fit
 from lightning_dd.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path
 
@@ -46,8 +48,9 @@ LOGGER_NAME = "lightning_logs"
 
 # LightningCLI's other subcommands: they need steps DistillModule does not have.
 LIGHTNING_ONLY = ("validate", "test", "predict")
-# Data settings that must match the checkpoint's (the synthetic images were learnt on that data).
-RESUME_DATA_KEYS = ("dataset", "source_options")
+# What the CLI keeps of a checkpoint it resumes (not its tensors): the settings, the data it
+# distilled on (RealDataModule.state_dict; older checkpoints: the data hyper-parameters) and its log folder.
+_RECORDS = ("hyper_parameters", RealDataModule.__qualname__, "datamodule_hyper_parameters", LOG_LOCATION_KEY)
 
 # Warnings that say nothing about this run (the tips are lightning_noise's): a torch deprecation
 # inside Lightning, and a hint about per-epoch logging (here one epoch is one outer iteration and
@@ -73,6 +76,7 @@ class DistillCLI(LightningCLI):
         given = kwargs.get("args")
         self._argv = [str(a) for a in (sys.argv[1:] if given is None else given)] if not isinstance(given, (dict, Namespace)) else []
         self._resume_version: int | str | None = None
+        self._resume: _Resume | None = None  # set by parse_arguments when --ckpt_path names a file
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -87,65 +91,50 @@ class DistillCLI(LightningCLI):
         fill_missing_help(parser, {"model": DistillModule, "model.net": NetSpec, "model.pool": PoolConfig, "evaluation": SyntheticEvaluation, "evaluation.net": NetSpec, "export": DistilledExport, "interrupt": CheckpointOnInterrupt, "progress": ProgressLog, "data": RealDataModule})
 
     # -------------------------------------------------------------- resume
-    def _parse_ckpt_path(self) -> None:
-        """Merge the checkpoint's hyper-parameters, refusing (or applying) differing settings.
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then read a ``--ckpt_path`` checkpoint and keep the model settings the user gave.
 
-        LightningCLI replaces the model settings with the checkpoint's, so a changed setting
-        would be dropped without a word. Here a setting given in the config or on the command
-        line that differs from the checkpoint's is refused with one sentence, except the
-        :data:`RESUME_SAFE` ones, which are applied and announced.
+        Right after this hook LightningCLI merges the checkpoint's settings into the config, after
+        which a setting the user changed can no longer be told from the checkpoint's; what is kept
+        here is compared in :meth:`before_instantiate_classes`. A missing, damaged or unreadable
+        checkpoint is refused here, in one sentence, before LightningCLI reads it.
         """
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
-            return super()._parse_ckpt_path()
-        checkpoint = load_checkpoint(ckpt_path)
-        config = self.config[subcommand]
-        self._resume_version = _resume_version(checkpoint, ckpt_path, config.trainer.get("default_root_dir"))
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        hparams.pop("_instantiator", None)
-        _check_resume_data(checkpoint, config, ckpt_path)
-        if not hparams:
             return
-        hparams.pop("_class_path", None)
-        for key, value in EARLIER_BEHAVIOUR.items():
-            hparams.setdefault(key, value)
-        parser = self._parser(subcommand)
-        before = flatten(config.model)
-        defaults = flatten(parser.get_defaults().get("model"))
-        explicit = {a[len("--model.") :].split("=")[0] for a in self._argv if a.startswith("--model.")}
-        parsers = [self.parser, *self._subcommand_parsers.values()]
-        previous = [p.exit_on_error for p in parsers]
-        for p in parsers:  # a failure here is the checkpoint's, not the command line's: raise, then explain
-            p.exit_on_error = False
-        try:
-            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-        except Exception as err:
-            reason = one_sentence(str(err)).split(" (see ")[0]
-            raise FileFormatError(f"{ckpt_path} holds settings this version of lightning-dd cannot read ({reason}); resume it with the version that wrote it") from None
-        finally:
-            for p, value in zip(parsers, previous):
-                p.exit_on_error = value
-        config = self.config[subcommand]
-        after = flatten(config.model)
-        for key in sorted(before):
-            if key not in after or before[key] == after[key]:
-                continue
-            given = before[key] != defaults.get(key, object()) or any(key == e or key.startswith(e + ".") for e in explicit)
-            if not given:
-                continue  # not set by the user: the checkpoint's value is the run's value
-            if key not in RESUME_SAFE:
-                raise ConfigError(
-                    f"model.{key}={before[key]} differs from {after[key]} in the checkpoint {ckpt_path}; a resumed run keeps the settings it started with, so drop model.{key} or start a new run without --ckpt_path"
-                )
-            config[f"model.{key}"] = before[key]
-            print(f"lightning-dd: resuming with model.{key}={before[key]} instead of the checkpoint's {after[key]} ({RESUME_SAFE[key]})", file=sys.stderr, flush=True)
+        checkpoint = load_checkpoint(ckpt_path)
+        _check_mergeable(parser, self.config, subcommand, checkpoint, str(ckpt_path))
+        given = _given_settings(parser, self.config, subcommand, self._argv)
+        self._resume = _Resume(str(ckpt_path), {k: checkpoint[k] for k in _RECORDS if k in checkpoint}, given)
+
+    def _apply_resume(self, config: Namespace) -> None:
+        """Refuse other data or a changed setting (:func:`check_resume`), apply and announce the safe ones, keep the log folder."""
+        resume = self._resume
+        assert resume is not None
+        self._resume_version = _resume_version(resume.records, resume.path, config.trainer.get("default_root_dir"))
+        data = config.get("data")
+        check_same_data(resume.data, data.as_dict() if isinstance(data, Namespace) else dict(data or {}), resume.where)  # settings only: other data may not even load
+        saved = resume.records.get("hyper_parameters") or {}
+        if saved:  # LightningCLI merged only what the checkpoint holds: the rest ran as it did then
+            for key, value in EARLIER_BEHAVIOUR.items():
+                if key not in saved:
+                    config[f"model.{key}"] = value
+        for key, (given, before) in check_resume(resume.given, resume.records, resume.where).items():
+            config[f"model.{key}"] = given
+            print(f"lightning-dd: resuming with model.{key}={given} instead of the checkpoint's {before} ({RESUME_SAFE[key]})", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------- trainer
     def before_instantiate_classes(self) -> None:
-        # The classes check some values themselves; these checks name every setting as the user
-        # spells it (model.pool.lr) and also catch NaN and infinity, which comparisons let through.
+        """The resume rule, then the numbers, before any class is built.
+
+        The classes check some values themselves; these checks name every setting as the user
+        spells it (model.pool.lr) and also catch NaN and infinity, which comparisons let through.
+        """
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self._resume is not None:
+            self._apply_resume(config)
         model = config.get("model")
         if isinstance(model, Namespace):
             check_numbers(_scalars(model), "model", defaults=defaults_of(DistillModule.__init__))
@@ -177,7 +166,15 @@ class DistillCLI(LightningCLI):
             raise ConfigError(f"the trainer settings need a package that is not installed: {_sentence(err)}") from None
 
     def before_fit(self) -> None:
+        """The start-up checks; when resuming, the training images' too, before the pool is pretrained.
+
+        Lightning asks the data module the same when it loads the checkpoint
+        (``RealDataModule.load_state_dict``), but only after the pool is built: asked here, a run
+        on changed images stops before any expensive work.
+        """
         preflight_fit(self.trainer, self.model, self.datamodule)
+        if self._resume is not None:  # the data is loaded now: its images too
+            self.datamodule.check_resume(self._resume.data, self._resume.where)
         self.model.validated = True
 
     def fit(self, model, **kwargs: Any) -> None:
@@ -252,14 +249,64 @@ def _scalars(section: Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(section).items() if not isinstance(v, (Namespace, dict, list))}
 
 
-def _check_resume_data(checkpoint: dict, config: Namespace, ckpt_path: str) -> None:
-    """Refuse resuming on other data than the checkpoint's (its images were learnt on that data)."""
-    saved = checkpoint.get("datamodule_hyper_parameters") or {}
-    data = config.get("data")
-    data = data.as_dict() if isinstance(data, Namespace) else dict(data or {})
-    for key in RESUME_DATA_KEYS:
-        if key in saved and key in data and (saved[key] or None) != (data[key] or None):
-            raise ConfigError(f"data.{key}={data[key]} differs from {saved[key]} in the checkpoint {ckpt_path}; a resumed run must use the data it started on, so set data.{key}: {saved[key]} or start a new run without --ckpt_path")
+@dataclass
+class _Resume:
+    """What ``fit --ckpt_path`` keeps of the checkpoint it resumes, and the model settings the user gave.
+
+    Attributes:
+        path: the checkpoint, as given.
+        records: its :data:`_RECORDS` entries (no tensors: a large run's checkpoint is not kept in memory).
+        given: the ``model.*`` settings the user gave, flattened, before LightningCLI merged the checkpoint's.
+    """
+
+    path: str
+    records: dict[str, Any]
+    given: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        """How a refusal names the checkpoint."""
+        return f"the checkpoint {self.path}"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The data the checkpoint's run distilled on: the data module's state, else (older checkpoints) its hyper-parameters."""
+        return dict(self.records.get(RealDataModule.__qualname__) or self.records.get("datamodule_hyper_parameters") or {})
+
+
+def _check_mergeable(parser: LightningArgumentParser, config: Namespace, subcommand: str, checkpoint: dict, ckpt_path: str) -> None:
+    """Refuse, in one sentence, a checkpoint whose settings LightningCLI could not merge into the config.
+
+    LightningCLI's own merge would print the parser's message and "Parsing of ckpt_path
+    hyperparameters failed!"; a checkpoint of another lightning-dd version (an unknown setting)
+    deserves a sentence that says so. The trial merge is thrown away: LightningCLI makes its own.
+    """
+    hparams = {k: v for k, v in dict(checkpoint.get("hyper_parameters") or {}).items() if k != "_instantiator"}
+    if "_class_path" in hparams:
+        raise FileFormatError(f"{ckpt_path} names its module by class path (a LightningCLI in subclass mode wrote it), which lightning-dd fit cannot merge; resume it with trainer.fit(module, datamodule=..., ckpt_path=...)")
+    if not hparams:
+        return
+    previous, parser.exit_on_error = parser.exit_on_error, False  # a failure here is the checkpoint's, not the command line's
+    try:
+        parser.parse_object({subcommand: {"model": hparams}}, config)
+    except Exception as err:
+        reason = one_sentence(str(err)).split(" (see ")[0]
+        raise FileFormatError(f"{ckpt_path} holds settings this version of lightning-dd cannot read ({reason}); resume it with the version that wrote it") from None
+    finally:
+        parser.exit_on_error = previous
+
+
+def _given_settings(parser: LightningArgumentParser, config: Namespace, subcommand: str, argv: list[str]) -> dict[str, Any]:
+    """The ``model.*`` settings the user gave, flattened: named on the command line, or unlike the defaults (a config file's).
+
+    A setting left at its default is the checkpoint's once LightningCLI merged it, so only these
+    can differ from the checkpoint's on purpose.
+    """
+    values = flatten(config[subcommand].get("model"))
+    defaults = flatten(parser.parse_args([subcommand])[subcommand].get("model"))
+    named = {a[len("--model.") :].split("=")[0] for a in argv if a.startswith("--model.")}
+    missing = object()
+    return {k: v for k, v in values.items() if v != defaults.get(k, missing) or any(k == n or k.startswith(n + ".") for n in named)}
 
 
 def _resume_version(checkpoint: dict, ckpt_path: str, default_root_dir: str | None) -> int | str | None:

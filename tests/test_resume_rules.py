@@ -20,9 +20,16 @@ def test_a_changed_setting_is_refused_naming_both_values():
 
 
 def test_safe_settings_and_settings_the_checkpoint_lacks_pass():
-    check_resume({"outer_iterations": 9, "pool": {"cache_dir": "b"}, "per_class_impl": "replay", "brand_new": 1},
-                 checkpoint(outer_iterations=3, pool={"cache_dir": "a"}, per_class_impl="loop"))  # fmt: skip
-    check_resume({"m": [1, 2]}, checkpoint(m=(1, 2)))
+    changes = check_resume({"outer_iterations": 9, "pool": {"cache_dir": "b"}, "per_class_impl": "replay", "brand_new": 1},
+                           checkpoint(outer_iterations=3, pool={"cache_dir": "a"}, per_class_impl="loop"))  # fmt: skip
+    assert changes == {"outer_iterations": (9, 3), "pool.cache_dir": ("b", "a"), "per_class_impl": ("replay", "loop")}  # for the CLI to apply and announce
+    assert check_resume({"m": [1, 2]}, checkpoint(m=(1, 2))) == {}
+
+
+def test_the_cli_passes_flattened_settings_and_gets_the_same_answer():
+    assert check_resume({"pool.cache_dir": "b", "outer_iterations": 3}, checkpoint(outer_iterations=3, pool={"cache_dir": "a"})) == {"pool.cache_dir": ("b", "a")}
+    with pytest.raises(ConfigError, match=r"model\.pool\.size=3 differs from 2"):
+        check_resume({"pool.size": 3}, checkpoint(pool={"size": 2}))
 
 
 def test_a_checkpoint_from_before_a_setting_existed_ran_with_the_earlier_behaviour():

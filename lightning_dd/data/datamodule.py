@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -15,6 +16,12 @@ import lightning_dd.data.sources as sources
 from lightning_dd.data.sources import DatasetInfo, ImageSplit, LoadedDataset, available_sources, load_source
 from lightning_dd.errors import ConfigError, DataError, choose
 from lightning_dd.validation import check_numbers, check_source_options, defaults_of
+
+# The settings that decide which images a run distils on (not where they are read from, nor how
+# the test split is batched): a resumed run must keep them.
+DATA_IDENTITY = ("dataset", "source_options", "val_per_class", "val_seed")
+# The state entry holding a short hash of the training split, for images that changed under the same settings.
+DIGEST_KEY = "train_digest"
 
 
 class RealDataModule(LightningDataModule):
@@ -30,6 +37,10 @@ class RealDataModule(LightningDataModule):
     the training images), ``mix``/``real`` initialisation and random-real baselines draw only from
     :attr:`train_data`, so settings can be chosen on :attr:`val_data` and the test split is read
     once, for what was chosen.
+
+    The module records which data it served in its :meth:`state_dict`, which Lightning saves in
+    every checkpoint; :meth:`load_state_dict` refuses to resume on other data, whether the run is
+    resumed by ``lightning-dd fit --ckpt_path`` or by ``trainer.fit(..., ckpt_path=...)``.
 
     Args:
         dataset: source name (see :func:`lightning_dd.data.available_sources`), e.g. ``"digits"``.
@@ -75,6 +86,7 @@ class RealDataModule(LightningDataModule):
         self._train: RealData | None = None
         self._val: RealData | None = None
         self._test: RealData | None = None
+        self._digest: str | None = None  # of the training split, computed once per load (see train_digest)
 
     def check_settings(self) -> None:
         """Start-up check of the numbers (asked by :func:`~lightning_dd.preflight.preflight_fit`)."""
@@ -94,6 +106,45 @@ class RealDataModule(LightningDataModule):
         self._train = RealData(train, loaded.info)
         self._val = None if val is None else RealData(val, loaded.info)
         self._test = RealData(loaded.test, loaded.info)
+
+    # ------------------------------------------------------------------ checkpoints
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide which images are served (:data:`DATA_IDENTITY`), as a checkpoint stores them."""
+        return {"dataset": self.dataset, "source_options": dict(self.source_options), "val_per_class": self.val_per_class, "val_seed": self.val_seed}
+
+    def train_digest(self) -> str:
+        """A short sha256 of the training split's images and labels, computed once per load.
+
+        Settings alone miss files replaced under the same name (an image folder edited between
+        the run and its resume); the hash of the uint8 images does not.
+        """
+        if self._digest is None:
+            self._digest = data_digest(self.train_data.images, self.train_data.labels)
+        return self._digest
+
+    def state_dict(self) -> dict[str, Any]:
+        """Which data this module served; Lightning saves it in every checkpoint (``checkpoint["RealDataModule"]``)."""
+        return {**self.identity(), DIGEST_KEY: self.train_digest()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Refuse to resume on other data than the checkpoint's (Lightning calls this when it restores one).
+
+        Nothing is restored: the module holds no state besides the data it serves.
+        """
+        self.check_resume(state_dict)
+
+    def check_resume(self, recorded: Mapping[str, Any], where: str = "the checkpoint") -> None:
+        """Refuse other data than ``recorded`` (a :meth:`state_dict`): the synthetic images were learnt on it.
+
+        The settings are compared first (other data may not even load); the training images are
+        hashed only when ``recorded`` holds their digest.
+
+        Raises:
+            ConfigError: one sentence naming what differs.
+        """
+        check_same_data(recorded, self.identity(), where)
+        if DIGEST_KEY in recorded:
+            check_same_data(recorded, self.state_dict(), where)
 
     def _require(self) -> LoadedDataset:
         if self._loaded is None:
@@ -145,6 +196,47 @@ class RealDataModule(LightningDataModule):
         test = self.test_data
         images = test.normalizer.uint8(test.images.cpu())
         return DataLoader(TensorDataset(images, test.labels.cpu()), batch_size=self.eval_batch_size)
+
+
+def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A short sha256 of images and labels (their shape too), the formula of the pool cache's data hash."""
+    digest = hashlib.sha256()
+    digest.update(str(tuple(images.shape)).encode())
+    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(labels.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_same_data(recorded: Mapping[str, Any], current: Mapping[str, Any], where: str = "the checkpoint") -> None:
+    """Refuse, in one sentence, to resume on other data than a checkpoint's run distilled on.
+
+    Only what both sides hold is compared, so a checkpoint from before a field was recorded
+    (``datamodule_hyper_parameters`` of older ones, no digest) still resumes.
+
+    Args:
+        recorded: the checkpoint's record (:meth:`RealDataModule.state_dict`, or its data hyper-parameters).
+        current: the same for the data of the resumed run (settings only before the data is loaded).
+        where: how the refusal names the checkpoint (``"the checkpoint run.ckpt"``).
+
+    Raises:
+        ConfigError: naming the first setting that differs with both values, or the changed images.
+    """
+    for key in DATA_IDENTITY:
+        if key == "val_seed" and not recorded.get("val_per_class"):
+            continue  # no validation split was drawn: its seed chose nothing
+        if key in recorded and key in current and _empty_as_none(recorded[key]) != _empty_as_none(current[key]):
+            raise ConfigError(
+                f"data.{key}={current[key]} differs from {recorded[key]} in {where}; a resumed run must use the data it started on, so set data.{key}: {recorded[key]} or start a new run without ckpt_path"
+            )
+    if DIGEST_KEY in recorded and DIGEST_KEY in current and recorded[DIGEST_KEY] != current[DIGEST_KEY]:
+        raise ConfigError(
+            f"the training images of data.dataset={current.get('dataset')} differ from those {where} was distilled on (digest {current[DIGEST_KEY]}, recorded {recorded[DIGEST_KEY]}); a resumed run must use the data it started on, so restore those files or start a new run without ckpt_path"
+        )
+
+
+def _empty_as_none(value: Any) -> Any:
+    """``None`` and ``{}`` both mean no source options."""
+    return None if value is None or value == {} else value
 
 
 def split_validation(train: ImageSplit, info: DatasetInfo, per_class: int, seed: int, dataset: str) -> tuple[ImageSplit, ImageSplit | None]:

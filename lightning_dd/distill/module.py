@@ -346,10 +346,17 @@ class DistillModule(LightningModule):
         checkpoint["lightning_dd"] = self.state.checkpoint()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Continue the checkpoint's run, refusing settings it did not run with.
+
+        Lightning calls this for every resume, so the one rule of :func:`check_resume` guards
+        ``trainer.fit(module, ckpt_path=...)`` as well as ``lightning-dd fit --ckpt_path`` (whose
+        CLI has merged the checkpoint's settings and applied the safe changes by now). The data
+        module checks the data itself (``RealDataModule.load_state_dict``).
+        """
         saved = checkpoint.get("lightning_dd")
         if saved is None:
             raise ConfigError("this checkpoint was not written by lightning-dd's DistillModule")
-        check_resume(dict(self.hparams), checkpoint)  # the CLI merged the checkpoint's settings already; the Python API has not
+        check_resume(dict(self.hparams), checkpoint)
         self._ensure_synthetic(checkpoint["state_dict"])
         self.state.restore(saved)  # a network in mid-iteration is placed on the device when the fit's Distiller is built
         self._outer_started = time.perf_counter()

@@ -1,10 +1,14 @@
-"""Resuming a distillation: which settings may differ from the checkpoint's, and the check itself.
+"""Resuming a distillation: which settings may differ from the checkpoint's, and the one rule that says so.
 
 A resumed run must continue the run it resumes: a setting that changes the images or the random
 stream (the learning rate, the pool, the factor) would silently give a set that no single run
-made. The check lives with the module (its ``on_load_checkpoint``), so ``trainer.fit(module,
-ckpt_path=...)`` gets it as well as ``lightning-dd fit --ckpt_path`` (whose CLI also merges the
-checkpoint's settings into the config before anything is built).
+made. :func:`check_resume` is the only place that compares settings with a checkpoint's. The
+module calls it when Lightning loads the checkpoint (``on_load_checkpoint``), so
+``trainer.fit(module, ckpt_path=...)`` is checked; ``lightning-dd fit --ckpt_path`` calls it
+before anything is built, with only the settings the user gave (the others are the
+checkpoint's, merged in by LightningCLI), and applies and announces the :data:`RESUME_SAFE`
+changes it returns. Which *data* a run may resume on is the data module's rule
+(:func:`lightning_dd.data.datamodule.check_same_data`).
 """
 
 from __future__ import annotations
@@ -70,11 +74,29 @@ def checkpoint_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return flatten(hparams)
 
 
-def check_resume(settings: Mapping[str, Any], checkpoint: Mapping[str, Any], where: str = "the checkpoint") -> None:
-    """Refuse, in one sentence, a setting that differs from the checkpoint's unless it is in :data:`RESUME_SAFE`."""
+def check_resume(settings: Mapping[str, Any], checkpoint: Mapping[str, Any], where: str = "the checkpoint") -> dict[str, tuple[Any, Any]]:
+    """Compare settings with the checkpoint's: refuse a changed one unless it is in :data:`RESUME_SAFE`.
+
+    Args:
+        settings: the module settings of the resumed run, nested or flattened. The CLI passes
+            only those the user gave; the module passes all of its own.
+        checkpoint: the checkpoint (its ``hyper_parameters`` are read).
+        where: how the refusal names the checkpoint (``"the checkpoint run.ckpt"``).
+
+    Returns:
+        The safe changes, ``{"outer_iterations": (given, checkpoint's)}``, for the caller to apply or announce.
+
+    Raises:
+        ConfigError: one sentence naming the first changed setting that is not safe and both values.
+    """
     before, now = checkpoint_settings(checkpoint), flatten(dict(settings))
+    changes: dict[str, tuple[Any, Any]] = {}
     for key in sorted(before):
-        if key in now and now[key] != before[key] and key not in RESUME_SAFE:
+        if key not in now or now[key] == before[key]:
+            continue
+        if key not in RESUME_SAFE:
             raise ConfigError(
                 f"model.{key}={now[key]} differs from {before[key]} in {where}; a resumed run keeps the settings it started with, so drop model.{key} or start a new run without ckpt_path"
             )
+        changes[key] = (now[key], before[key])
+    return changes
