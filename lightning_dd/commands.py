@@ -42,7 +42,7 @@ from lightning_dd.evaluation import (
 )
 from lightning_dd.export import export_image_folder
 from lightning_dd.set_format import load_distilled, to_jsonable
-from lightning_dd.nets.spec import NetSpec
+from lightning_dd.nets.spec import NET_NAMES, NetSpec
 from lightning_dd.parsing import CommandParser
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
 from lightning_dd.teacher import TeacherConfig, load_or_train_teacher
@@ -255,7 +255,7 @@ def _evaluation_networks(resolved: Optional[NetSpec], net: Optional[NetSpec], ne
 def _nets_text(nets: list[NetSpec]) -> str:
     if len(nets) == 1:
         net = nets[0]
-        return f"net {net.name} depth {net.depth} width {net.width} ({net.norm} norm)"
+        return f"net {net.name} depth {net.depth} width {net.width} ({net.norm} norm)" if net.name in NET_NAMES else f"net {net_label(net)}"
     return "networks " + "; ".join(net_label(net) for net in nets)
 
 

@@ -248,9 +248,8 @@ def evaluate_full_set(
 
 
 def net_label(net: NetSpec) -> str:
-    """A network's name in reports: ``convnet depth 3 width 128`` (with the norm when not instance)."""
-    text = f"{net.name} depth {net.depth} width {net.width}"
-    return text if net.norm == "instance" else f"{text} ({net.norm} norm)"
+    """A network's name in reports: ``convnet depth 3 width 128`` (with the norm when not instance), or its import path and arguments."""
+    return net.describe()
 
 
 @dataclass

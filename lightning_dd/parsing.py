@@ -49,6 +49,8 @@ def one_sentence(message: str, options: list[str] | None = None, prog: str = "li
     """
     text = message.strip()
     help_hint = f"see `{prog} --help`"
+    if "Subclasses are disabled for NetSpec" in _flat(text) or ("NetSpec" in text and "init_args" in text):
+        return "a network is given as {name: <import path>, kwargs: {...}} (e.g. {name: torchvision.models.resnet18}), not with class_path/init_args"
     unknown = re.match(r"unrecognized arguments: (.*)$", _flat(text))
     if unknown:
         words = unknown.group(1).split()

@@ -84,7 +84,7 @@ class Teacher:
 
     def describe(self) -> str:
         where = {"trained": "trained and cached in", "cached": "loaded from the cache", "checkpoint": "read from"}[self.source]
-        return f"teacher {self.net.name} depth {self.net.depth} width {self.net.width}, {where} {self.path}"
+        return f"teacher {self.net.describe()}, {where} {self.path}"
 
 
 def teacher_key_fields(net: NetSpec, config: TeacherConfig, train: RealData) -> dict:
@@ -163,5 +163,5 @@ def read_teacher(path: str | os.PathLike, net: NetSpec, channels: int, num_class
     try:
         model.load_state_dict(blob)
     except RuntimeError:
-        raise FileFormatError(f"{path} does not hold weights of {net.name} depth {net.depth} width {net.width} for {num_classes} classes; set teacher.net to the network it was trained as") from None
+        raise FileFormatError(f"{path} does not hold weights of {net.describe()} for {num_classes} classes; set teacher.net to the network it was trained as") from None
     return model.eval(), net

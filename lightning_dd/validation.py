@@ -215,44 +215,82 @@ def _is_instance_norm(module: nn.Module) -> bool:
 def _dead_maps(spec, channels: int, num_classes: int, image_size: tuple[int, int]) -> tuple[int, int] | None:
     """The first 1x1 map an instance norm would see (it then outputs a constant), else None.
 
-    Raises what building or running the network raises (too small for its pooling, ...).
+    Raises what building or running the network raises (too small for its pooling, ...), and a
+    ConfigError when its output is not one score per class.
     """
-    probe = dataclasses.replace(spec, width=min(spec.width, 4))  # same shapes, cheap to run
+    probe = dataclasses.replace(spec, width=min(spec.width, 4))  # same shapes, cheap to run (ignored by imported networks)
     with torch.random.fork_rng(devices=[]):
         net = probe.build(channels, num_classes, tuple(image_size)).eval()
     seen: list[tuple[int, int]] = []
     hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:]))) for m in net.modules() if _is_instance_norm(m)]
     try:
         with torch.no_grad():
-            net(torch.zeros(2, channels, *image_size))
+            out = net(torch.zeros(2, channels, *image_size))
     finally:
         for hook in hooks:
             hook.remove()
+    _check_scores(spec, out, num_classes)
     return next((size for size in seen if size[0] * size[1] == 1), None)
+
+
+def _check_scores(spec, out: Any, num_classes: int) -> None:
+    """Refuse a network whose output is not ``[batch, num_classes]`` scores (e.g. torchvision's 1000 ImageNet classes)."""
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes):
+        return
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    raise ConfigError(
+        f"{spec.describe()} gives {shape} for a batch of 2 images where {(2, num_classes)} (one score per class) is needed; it must end in a classifier over the data's {num_classes} classes (num_classes is filled in from the data unless its kwargs set it)"
+    )
 
 
 def check_net_fits(spec, channels: int, num_classes: int, image_size: tuple[int, int], setting: str) -> None:
     """Refuse a network that cannot learn on images of this size.
 
-    Instance norm over a 1x1 feature map outputs its bias whatever the input, so every deeper
-    block and the classifier see a constant and accuracy stays at chance (e.g. ConvNet-4 on 8x8
-    digits). The network is built (at width 4, same shapes) and run once on blank images.
+    The network is built (a built-in one at width 4, same shapes) and run once on blank images,
+    so a network given by import path that cannot be built or run on the data's images, or that
+    does not give one score per class, is refused here with the reason. Instance norm over a 1x1
+    feature map outputs its bias whatever the input, so every deeper block and the classifier see
+    a constant and accuracy stays at chance (e.g. ConvNet-4 on 8x8 digits): refused too.
     """
     size = f"{image_size[0]}x{image_size[1]}"
     try:
         dead = _dead_maps(spec, channels, num_classes, image_size)
-    except ConfigError:
-        raise
+    except ConfigError as err:
+        raise ConfigError(f"{setting}: {err}") from None
     except Exception as err:  # e.g. a pooling layer that gets a feature map smaller than its window
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if spec.imported:
+            raise ConfigError(f"{setting} ({spec.describe()}) cannot run on {channels}x{size} images ({reason}); check its kwargs or use larger images") from None
         raise ConfigError(f"{setting} ({spec.name}, depth {spec.depth}) cannot run on {size} images ({reason}); use a shallower network or larger images") from None
     if dead is None:
         return
+    if spec.imported:
+        raise ConfigError(f"{setting} ({spec.describe()}) shrinks {size} images to 1x1 feature maps before an instance norm, which then outputs a constant and the network stays at chance accuracy; use larger images or a network that downsamples less")
     fits = [d for d in range(spec.depth - 1, 0, -1) if spec.name == "convnet" and _fits(dataclasses.replace(spec, depth=d), channels, num_classes, image_size)]
     fix = f"use {setting}.depth <= {fits[0]}" if fits else f"use a ConvNet with fewer blocks or {setting}.norm batch or none"
     raise ConfigError(
         f"{setting}.depth={spec.depth} shrinks {size} images to 1x1 feature maps, where instance norm outputs a constant and the network stays at chance accuracy; {fix}"
     )
+
+
+def check_net_trains(spec, channels: int, num_classes: int, image_size: tuple[int, int], batch: int, setting: str, fix: str) -> None:
+    """Refuse a network that cannot train on batches of ``batch`` images (batch norm on 1x1 maps of one image).
+
+    Batch norm in training mode needs more than one value per channel; a single image whose
+    feature maps shrink to 1x1 (torchvision's ResNet-18 on 8x8 digits) gives one, and the run
+    would stop at its first matching step. Only ``batch == 1`` can fail so, so only then is the
+    network run (in training mode, on blank images).
+    """
+    if batch > 1:
+        return
+    with torch.random.fork_rng(devices=[]):
+        net = spec.build(channels, num_classes, tuple(image_size)).train()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(batch, channels, *image_size))
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{setting} ({spec.describe()}) cannot train on {batch} image(s) of {image_size[0]}x{image_size[1]} at a time ({reason}); {fix}") from None
 
 
 def _fits(spec, channels, num_classes, image_size) -> bool:

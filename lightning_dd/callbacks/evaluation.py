@@ -14,7 +14,7 @@ from lightning_dd.atomic import atomic_open
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule
 from lightning_dd.errors import ConfigError, choose
-from lightning_dd.evaluation import EvalPlan, EvalResult, NetworkEvaluation, apply_protocol, evaluate_network, evaluate_repeats, format_table
+from lightning_dd.evaluation import EvalPlan, EvalResult, NetworkEvaluation, apply_protocol, evaluate_network, evaluate_repeats, format_table, net_label
 from lightning_dd.export import image_grid
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
@@ -45,7 +45,9 @@ class SyntheticEvaluation(Callback):
     directory and records the hyper-parameters with the final accuracy (TensorBoard hparams).
     The final report adds DD-Ranking's scores (IOR, HLR, LRS, ARS; :mod:`lightning_dd.scores`)
     that its rows allow (printed, in ``results.json`` and as ``eval/ior`` ... ``eval/ars``), and
-    each row's seconds per network.
+    each row's seconds per network. With ``networks``, the final report holds one set of rows
+    (and scores) per network, trained with the same recipe: how well the set transfers to other
+    architectures.
 
     Args:
         protocol: a named evaluation (:data:`~lightning_dd.evaluation.PROTOCOLS`): ``long``
@@ -55,6 +57,10 @@ class SyntheticEvaluation(Callback):
         repeats: networks trained per evaluation (different seeds); also random-subset draws.
         epochs: training epochs on the synthetic set (the paper's protocol uses 1000).
         net: evaluation network (None: the distillation network).
+        networks: evaluate with each of these networks instead of ``net`` (one row set each in the
+            final report); evaluations during the run use the first. A network is a built-in
+            one (``{name: convnet, depth: 3}``) or one given by import path
+            (``{name: torchvision.models.resnet18}``, see :class:`~lightning_dd.nets.NetSpec`).
         batch_size, lr: SGD settings.
         augment: DSA transforms for evaluation training.
         cutmix_p: CutMix probability.
@@ -84,6 +90,7 @@ class SyntheticEvaluation(Callback):
         repeats: int = 3,
         epochs: int = 1000,
         net: NetSpec | None = None,
+        networks: list[NetSpec] | None = None,
         batch_size: int = 64,
         lr: float = 0.01,
         augment: str = "color_crop_flip_scale_rotate",
@@ -103,6 +110,7 @@ class SyntheticEvaluation(Callback):
         settings = apply_protocol(protocol, given, defaults_of(type(self).__init__), "evaluation.")
         self.protocol, net, epochs = protocol, settings.pop("net"), settings["epochs"]
         self.every_n_outer, self.repeats, self.epochs, self.net = every_n_outer, repeats, epochs, net
+        self.networks = _networks(networks, given["net"], protocol)
         self.schedule = TrainSchedule(**settings)
         check_strategy("evaluation.augment", augment)
         self.schedule.augmentation()  # validates spatial before any training
@@ -112,7 +120,8 @@ class SyntheticEvaluation(Callback):
         self.scores, self.soft_labels, self.temperature, self.teacher = scores, soft_labels, temperature, teacher
         self.history: list[tuple[int, EvalResult]] = []
         self.final_rows: list[EvalResult] = []
-        self.final_evaluation: NetworkEvaluation | None = None
+        self.final_evaluation: NetworkEvaluation | None = None  # the first network's
+        self.final_evaluations: list[NetworkEvaluation] = []  # one per network
 
     needs_test_split = True  # the start-up checks then require the data's test split
 
@@ -131,6 +140,8 @@ class SyntheticEvaluation(Callback):
         """Start-up check that the evaluation (and teacher) network fits the data's images."""
         if self.net is not None:
             check_net_fits(self.net, info.channels, info.num_classes, info.image_size, "evaluation.net")
+        for i, spec in enumerate(self.networks or []):
+            check_net_fits(spec, info.channels, info.num_classes, info.image_size, f"evaluation.networks[{i}]")
         if self.soft_labels is not None and self.teacher.net is not None:
             check_net_fits(self.teacher.net, info.channels, info.num_classes, info.image_size, "evaluation.teacher.net")
 
@@ -140,7 +151,10 @@ class SyntheticEvaluation(Callback):
         Plain JSON values: the protocol's name (or None), the network and the training recipe.
         """
         recipe = {k: v for k, v in fields_of(self.schedule).items() if k in ("epochs", "batch_size", "lr", "augment", "cutmix_p", "spatial", "cutout_with_cutmix")}
-        return {"protocol": self.protocol, "net": self._net(pl_module).to_dict(), "repeats": self.repeats, **recipe}
+        recorded = {"protocol": self.protocol, "net": self._net(pl_module).to_dict(), "repeats": self.repeats, **recipe}
+        if self.networks is not None and len(self.networks) > 1:
+            recorded["networks"] = [spec.to_dict() for spec in self.networks]
+        return recorded
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         if trainer.sanity_checking or not getattr(pl_module, "finished_outer", False) or self.every_n_outer <= 0:
@@ -155,13 +169,18 @@ class SyntheticEvaluation(Callback):
         result = self._evaluate_synthetic(trainer, pl_module, final=True)
         if not trainer.is_global_zero:
             return
-        dm, net, device = trainer.datamodule, self._net(pl_module), pl_module.device
+        dm, nets, device = trainer.datamodule, self._nets(pl_module), pl_module.device
         images, labels = pl_module.decoded()
         full_set_epochs = self.full_set_epochs if self.baselines or self.scores else 0  # without baselines, no full-set row (as before)
-        plan = EvalPlan(self.repeats, self.baselines, full_set_epochs, self.scores, self._soft_labeler(dm, net, device))
-        evaluation = evaluate_network(result.name, images, labels, pl_module.hparams.ipc, dm.train_data, dm.test_data, net, self.schedule, plan, self.seed, device, self.progress, _val_split(dm), set_row=result)
-        self.final_evaluation, self.final_rows = evaluation, evaluation.table_rows()
-        self._report(trainer, pl_module, evaluation)
+        plan = EvalPlan(self.repeats, self.baselines, full_set_epochs, self.scores, self._soft_labeler(dm, nets[0], device))
+        common = (pl_module.hparams.ipc, dm.train_data, dm.test_data)
+        evaluations = [
+            evaluate_network(result.name, images, labels, *common, net, self.schedule, plan, self.seed, device, self.progress, _val_split(dm), set_row=result if i == 0 else None)
+            for i, net in enumerate(nets)
+        ]
+        self.final_evaluation, self.final_evaluations = evaluations[0], evaluations
+        self.final_rows = [row for evaluation in evaluations for row in evaluation.table_rows()]
+        self._report(trainer, pl_module, evaluations)
 
     def _soft_labeler(self, datamodule, net: NetSpec, device) -> SoftLabeler | None:
         """The labeler of the soft-label rows (its teacher trained or loaded now), or None when off."""
@@ -171,8 +190,13 @@ class SyntheticEvaluation(Callback):
         rank_zero_info(f"lightning-dd: soft labels ({self.soft_labels}, temperature {self.temperature:g}) from {teacher.describe()}")
         return SoftLabeler(teacher.model, self.soft_labels, self.temperature)
 
+    def _nets(self, pl_module: pl.LightningModule) -> list[NetSpec]:
+        """The evaluation networks: ``networks``, else ``net``, else the distillation network."""
+        return list(self.networks) if self.networks else [self.net or pl_module.net_spec]
+
     def _net(self, pl_module: pl.LightningModule) -> NetSpec:
-        return self.net or pl_module.net_spec
+        """The network of the evaluations during the run (and of the teacher by default): the first one."""
+        return self._nets(pl_module)[0]
 
     def _evaluate_synthetic(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool = False) -> EvalResult:
         """Train ``repeats`` networks on the set; during the run score on validation only when it exists (the test split is for the end)."""
@@ -202,14 +226,23 @@ class SyntheticEvaluation(Callback):
         trainer.strategy.barrier("lightning_dd_eval")
         return result
 
-    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluation: NetworkEvaluation) -> None:
-        info, rows = pl_module.info, evaluation.table_rows()
+    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluations: list[NetworkEvaluation]) -> None:
+        """Print, log and write the final report: every network's rows in one table, one scores line per network.
+
+        The logged metrics and ``results.json``'s ``scores`` are the first network's, as with one
+        network; the others' are logged under ``eval/net<i>/`` and listed in ``networks``.
+        """
+        info, first = pl_module.info, evaluations[0]
+        rows = [row for evaluation in evaluations for row in evaluation.table_rows()]
         title = f"## {info.name}: ipc {pl_module.hparams.ipc}, factor {pl_module.hparams.factor}, {pl_module.hparams.model_source} nets, {pl_module.outer} outer x {pl_module.hparams.inner_loop} inner"
         table = format_table(rows, title)
-        scores = evaluation.scores(SCORE_HINTS)
-        print("\n" + table + "\n\n" + scores.line() + f"\nevaluation time: {evaluation.seconds:.2f} s\n", flush=True)
-        metrics = _final_metrics(evaluation)
-        metrics.update({f"eval/{key}": value for key, value in scores.values.items()})
+        several = len(evaluations) > 1
+        lines = "\n".join(e.scores(SCORE_HINTS).line(net_label(e.net) if several else "") for e in evaluations)
+        seconds = sum(e.seconds for e in evaluations)
+        print("\n" + table + "\n\n" + lines + f"\nevaluation time: {seconds:.2f} s\n", flush=True)
+        metrics = _network_metrics(first, "eval/")
+        for i, evaluation in enumerate(evaluations[1:], start=1):
+            metrics.update(_network_metrics(evaluation, f"eval/net{i}/"))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, TensorBoardLogger):
@@ -217,10 +250,33 @@ class SyntheticEvaluation(Callback):
         if trainer.log_dir:
             out = Path(trainer.log_dir)
             history = [{"outer": o, **r.to_dict()} for o, r in self.history]
+            report = {"rows": [r.to_dict() for r in rows], "history": history, "scores": first.scores(SCORE_HINTS).to_dict(), "seconds": seconds}
+            if several:
+                report["networks"] = [evaluation.to_dict(SCORE_HINTS) for evaluation in evaluations]
             with atomic_open(out / "results.json", "w") as handle:
-                json.dump({"rows": [r.to_dict() for r in rows], "history": history, "scores": scores.to_dict(), "seconds": evaluation.seconds}, handle, indent=2)
+                json.dump(report, handle, indent=2)
             with atomic_open(out / "results.md", "w") as handle:
-                handle.write(table + "\n\n" + scores.line() + "\n")
+                handle.write(table + "\n\n" + lines + "\n")
+
+
+def _network_metrics(evaluation: NetworkEvaluation, prefix: str) -> dict[str, float]:
+    """One network's final accuracies and scores as logged metrics, named ``<prefix>final_acc_mean`` ..."""
+    metrics = {prefix + key[len("eval/") :]: value for key, value in _final_metrics(evaluation).items()}
+    metrics.update({f"{prefix}{key}": value for key, value in evaluation.scores(SCORE_HINTS).values.items()})
+    return metrics
+
+
+def _networks(networks: list[NetSpec] | None, net: NetSpec | None, protocol: str | None) -> list[NetSpec] | None:
+    """``evaluation.networks`` as NetSpecs (plain mappings from a checkpoint or YAML too), refused beside ``net`` or a protocol."""
+    if networks is None:
+        return None
+    if net is not None:
+        raise ConfigError("evaluation.net and evaluation.networks were both given; use evaluation.networks alone to evaluate with several networks")
+    if protocol is not None:
+        raise ConfigError(f"evaluation.protocol={protocol} fixes the evaluation network, so it cannot be combined with evaluation.networks; drop one of the two")
+    if not networks:
+        raise ConfigError("evaluation.networks is empty; give at least one network, e.g. [{name: convnet}]")
+    return [NetSpec(**spec) if isinstance(spec, dict) else spec for spec in networks]
 
 
 def _final_metrics(evaluation: NetworkEvaluation) -> dict[str, float]:

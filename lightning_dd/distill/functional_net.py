@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from lightning_dd.nets.imported import find_head
+
 
 class FunctionalNet:
     """Wraps ``module`` (never registered as a submodule) and runs it with given weights.
@@ -25,7 +27,7 @@ class FunctionalNet:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-        self._embedder = _Embedder(module) if hasattr(module, "embed") else None
+        self._embedder = _Embedder(module)
         self.param_names = [n for n, _ in module.named_parameters()]
         self.buffer_names = [n for n, _ in module.named_buffers()]
 
@@ -33,9 +35,7 @@ class FunctionalNet:
         return functional_call(self.module, weights, (x,), strict=False)
 
     def embed(self, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """The module's ``embed`` (features before the classifier) with the given weights."""
-        if self._embedder is None:
-            raise TypeError(f"{type(self.module).__name__} has no embed method")
+        """The features before the classifier with the given weights (the module's ``embed``, else its head's input)."""
         return functional_call(self._embedder, {f"net.{k}": v for k, v in weights.items()}, (x,), strict=False)
 
     def to(self, device: torch.device | str) -> "FunctionalNet":
@@ -65,11 +65,29 @@ class FunctionalNet:
 
 
 class _Embedder(nn.Module):
-    """Calls ``net.embed`` as ``forward`` so functional_call can run it."""
+    """Runs ``net``'s features as ``forward`` so functional_call can run them.
+
+    The library's networks say what their features are (``embed``). Any other network's features
+    are what its classifier head receives (:func:`~lightning_dd.nets.imported.find_head`), caught
+    by a hook on the head while the whole network runs (the head's own output is one small
+    layer's work, thrown away).
+    """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        head = None if hasattr(net, "embed") else find_head(net)
+        self.head_name = None if head is None else head[0]  # a name, so the head is not registered twice
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(x)
+        if hasattr(self.net, "embed"):
+            return self.net.embed(x)
+        if self.head_name is None:
+            raise TypeError(f"{type(self.net).__name__} has neither an embed method nor a linear or convolutional head")
+        seen: list[torch.Tensor] = []
+        handle = self.net.get_submodule(self.head_name).register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+        try:
+            self.net(x)
+        finally:
+            handle.remove()
+        return seen[-1].flatten(1)

@@ -9,7 +9,8 @@ yields every class's gradient: the gradient w.r.t. copy ``k`` is class ``k``'s. 
 loss is the same sum over classes as the loop's, equal to float rounding.
 
 Supported networks: :class:`~lightning_dd.nets.ConvNet` with instance norm or no norm (batch
-norm would update running statistics differently). Memory grows with the chunk size, so
+norm would update running statistics differently). Every other network, built in or given by
+import path, is matched one class at a time (:func:`supports_grouped` says which). Memory grows with the chunk size, so
 ``DistillModule(classes_per_pass=...)`` bounds it.
 """
 
@@ -45,11 +46,17 @@ def supports_grouped(template: nn.Module) -> bool:
 
 
 def check_grouped_pass(classes_per_pass: int | None, supported: bool, match: str, net: str, norm: str) -> None:
-    """Several classes per matching pass need the grouped pass: gradient matching on a network it can replicate."""
-    if classes_per_pass is not None and classes_per_pass > 1 and (not supported or match != "grad"):
-        raise ConfigError(
-            f"model.classes_per_pass={classes_per_pass} needs gradient matching on a ConvNet with instance norm or no norm (got match={match!r}, net={net!r}, norm={norm!r}); use model.classes_per_pass=1"
-        )
+    """Several classes per matching pass need the grouped pass: gradient matching on a network it can replicate.
+
+    The grouped pass rebuilds the built-in ConvNet layer by layer; any other network (a ResNet,
+    one given by import path) is matched one class at a time, which gives the same loss.
+    """
+    if classes_per_pass is None or classes_per_pass <= 1 or (supported and match == "grad"):
+        return
+    got = f"match={match!r}, net={net!r}" + ("" if "." in net else f", norm={norm!r}")
+    raise ConfigError(
+        f"model.classes_per_pass={classes_per_pass} needs gradient matching on a ConvNet with instance norm or no norm, the only network the grouped pass can replicate (got {got}); use model.classes_per_pass=1, which matches one class at a time"
+    )
 
 
 class GroupedConvNet:

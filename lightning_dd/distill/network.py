@@ -2,6 +2,11 @@
 
 Built once when data is attached (the shapes depend on the dataset); every outer iteration then
 draws weights for it. Only the template's structure is used, never its own weights.
+
+Any network works here, built in or given by import path: the head is found generically
+(:func:`~lightning_dd.nets.head_parameter_names`), buffers such as batch norm's running
+statistics travel with the drawn weights and move as the template runs in training mode (as
+IDC matches batch-norm networks), and only the built-in ConvNet also gets a grouped form.
 """
 
 from __future__ import annotations

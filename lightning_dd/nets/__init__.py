@@ -1,4 +1,4 @@
-"""Plain ``nn.Module`` networks (no Lightning inside) and the NetSpec that names them."""
+"""Plain ``nn.Module`` networks (no Lightning inside) and the NetSpec that names them, or any other network by import path."""
 
 from lightning_dd.nets.convnet import ConvNet
 from lightning_dd.nets.resnet import ResNetAP
