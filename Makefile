@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast durations mutants venv clean
+.PHONY: demo test test-fast format durations mutants venv clean
 
 venv: $(STAMP)
 
@@ -18,7 +18,12 @@ demo: $(STAMP)
 	$(VENV)/bin/lightning-dd fit --config configs/digits/ipc1.yaml
 
 test: $(STAMP)
+	$(VENV)/bin/ruff format --check lightning_dd benchmarks tests
 	$(PY) -m pytest
+
+# Rewrap the code to the line length (120) that `make test` checks.
+format: $(STAMP)
+	$(VENV)/bin/ruff format lightning_dd benchmarks tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

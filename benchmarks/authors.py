@@ -49,7 +49,8 @@ SHIMS = (
     "IDC mode: `condense` always loads a checkpoint from `args.model_path`; `condense.load_state` returns the state dict of a freshly initialised `define_model(args, nclass)` instead "
     "(their IDC code initialises a new network every outer iteration), and `--vmin 0 --vmax 0` makes the perturbation exactly zero.",
     "Acc-DD mode: the pool members are saved as `{'state_dict': ...}` files in their key layout (`layers.conv.d.*`, `layers.norm.d.*`, `classifier.*`) and passed with `--model_path`.",
-    "`args.save_dir` points into the benchmark's work folder (their code writes `init.png` / `aug.png` there).")
+    "`args.save_dir` points into the benchmark's work folder (their code writes `init.png` / `aug.png` there).",
+)
 
 
 class _StandIn(types.ModuleType):
@@ -65,7 +66,10 @@ class _StandIn(types.ModuleType):
 
 
 def _register_stand_ins() -> None:
-    for root, names in (("matplotlib", ("matplotlib", "matplotlib.pyplot")), ("efficientnet_pytorch", ("efficientnet_pytorch",))):
+    for root, names in (
+        ("matplotlib", ("matplotlib", "matplotlib.pyplot")),
+        ("efficientnet_pytorch", ("efficientnet_pytorch",)),
+    ):
         if root not in sys.modules and importlib.util.find_spec(root) is None:
             sys.modules.update({name: _StandIn(name) for name in names})
     if isinstance(sys.modules.get("matplotlib"), _StandIn):
@@ -77,7 +81,9 @@ def _cpu_default(func, param: str, value="cpu") -> None:
     names = [p.name for p in inspect.signature(func).parameters.values() if p.default is not inspect.Parameter.empty]
     defaults = list(func.__defaults__ or ())
     if param not in names or defaults[names.index(param)] != "cuda":
-        raise RuntimeError(f"the authors' {func.__qualname__} no longer has {param}='cuda'; this benchmark's shims need updating")
+        raise RuntimeError(
+            f"the authors' {func.__qualname__} no longer has {param}='cuda'; this benchmark's shims need updating"
+        )
     defaults[names.index(param)] = value
     func.__defaults__ = tuple(defaults)
 
@@ -110,7 +116,17 @@ class AuthorsTrainSet(torch.utils.data.Dataset):
 class AuthorsCode:
     """The authors' modules, imported from a checkout with the shims of :data:`SHIMS` applied."""
 
-    FILES = ("argument.py", "condense.py", "train.py", "data.py", "weight_perturbation.py", "models/convnet.py", "misc/augment.py", "misc/utils.py", "misc/reproduce.py")
+    FILES = (
+        "argument.py",
+        "condense.py",
+        "train.py",
+        "data.py",
+        "weight_perturbation.py",
+        "models/convnet.py",
+        "misc/augment.py",
+        "misc/utils.py",
+        "misc/reproduce.py",
+    )
     MODULES = ("argument", "condense", "train", "data", "test", "coreset", "weight_perturbation", "misc", "models")
 
     @classmethod
@@ -118,7 +134,9 @@ class AuthorsCode:
         """``path`` resolved, or a one-sentence refusal naming the files a checkout of their code must have (nothing is imported)."""
         path = Path(path).expanduser().resolve()
         if missing := [f for f in cls.FILES if not (path / f).is_file()]:
-            raise SystemExit(f"--authors_dir {path} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)}); clone it and pass its folder")
+            raise SystemExit(
+                f"--authors_dir {path} is not a checkout of github.com/ncsu-dk-lab/Acc-DD (missing {', '.join(missing)}); clone it and pass its folder"
+            )
         return path
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
@@ -126,7 +144,9 @@ class AuthorsCode:
         for name in self.MODULES:
             loaded = sys.modules.get(name)
             if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(str(self.path)):
-                raise SystemExit(f"a module named {name!r} is already imported from elsewhere; run the benchmark in a fresh process")
+                raise SystemExit(
+                    f"a module named {name!r} is already imported from elsewhere; run the benchmark in a fresh process"
+                )
         _register_stand_ins()
         if str(self.path) not in sys.path:
             sys.path.insert(0, str(self.path))
@@ -137,7 +157,10 @@ class AuthorsCode:
                 kwargs["device"] = "cpu"
             return real_tensor(*args, **kwargs)
 
-        with mock.patch.object(torch, "tensor", cpu_tensor if device == "cpu" else real_tensor), warnings.catch_warnings():
+        with (
+            mock.patch.object(torch, "tensor", cpu_tensor if device == "cpu" else real_tensor),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")
             import condense
             import data
@@ -150,9 +173,13 @@ class AuthorsCode:
             _cpu_default(data.ClassMemDataLoader.__init__, "device", torch.device("cpu"))
             _cpu_default(misc.utils.random_indices, "device")
         convnet = sys.modules["models.convnet"].ConvNet
-        if not hasattr(convnet, "forward_as_written"):  # their forward, given its input with standard (NCHW) strides: see SHIMS
+        if not hasattr(
+            convnet, "forward_as_written"
+        ):  # their forward, given its input with standard (NCHW) strides: see SHIMS
             convnet.forward_as_written = convnet.forward
-            convnet.forward = lambda net, x, *a, **k: net.forward_as_written(x.clone(memory_format=torch.contiguous_format), *a, **k)
+            convnet.forward = lambda net, x, *a, **k: net.forward_as_written(
+                x.clone(memory_format=torch.contiguous_format), *a, **k
+            )
 
     def parse_args(self, cli: list[str]) -> argparse.Namespace:
         """Their ``argument.py`` run on ``cli`` (typo in ``add_argument`` shimmed), plus ``v_max`` / ``v_min``."""
@@ -163,7 +190,11 @@ class AuthorsCode:
                 kwargs["nargs"] = kwargs.pop("nagrs")
             return real_add(self, *args, **kwargs)
 
-        with mock.patch.object(argparse._ActionsContainer, "add_argument", add_argument), mock.patch.object(sys, "argv", ["argument.py", *cli]), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            mock.patch.object(argparse._ActionsContainer, "add_argument", add_argument),
+            mock.patch.object(sys, "argv", ["argument.py", *cli]),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             args = runpy.run_path(str(self.path / "argument.py"), run_name="argument")["args"]
         args.v_max, args.v_min = args.vmax, args.vmin
         return args
@@ -191,17 +222,33 @@ class AuthorsCode:
         if not math.isclose(args.lr_img, effective_lr_img, rel_tol=1e-9):
             raise RuntimeError(f"their lr_img {args.lr_img} != ours {effective_lr_img}")
         if args.mix_p != s.mix_p:
-            raise SystemExit(f"the authors' code fixes CutMix p at {args.mix_p} for this dataset; pass --mix_p {args.mix_p}")
+            raise SystemExit(
+                f"the authors' code fixes CutMix p at {args.mix_p} for this dataset; pass --mix_p {args.mix_p}"
+            )
         return args
 
-    def condense_run(self, s: Settings, mode: str, effective_lr_img: float, files: list[str], real, init: torch.Tensor, save_dir: Path):
+    def condense_run(
+        self,
+        s: Settings,
+        mode: str,
+        effective_lr_img: float,
+        files: list[str],
+        real,
+        init: torch.Tensor,
+        save_dir: Path,
+    ):
         """Their ``condense(args, logger, device=...)`` on this instance's device from ``init`` on ``real`` (our RealData), ``files`` the
         Acc-DD pool, writing into ``save_dir``; returns their final ``synset.data``, the logged lines and their parsed arguments."""
         files = files if mode == "accdd" else ["<fresh network>"]  # IDC mode: see load_state below
         args = self.args_for(s, mode, effective_lr_img, files)
         args.model_path, args.save_dir = MemberList(files), str(save_dir)
         os.makedirs(save_dir, exist_ok=True)
-        train_set, condense, recorded, lines = AuthorsTrainSet(real.images, real.labels, real.info.num_classes), self.condense, [], []
+        train_set, condense, recorded, lines = (
+            AuthorsTrainSet(real.images, real.labels, real.info.num_classes),
+            self.condense,
+            [],
+            [],
+        )
 
         class InjectedSynthesizer(condense.Synthesizer):
             def init(self, loader, init_type="noise"):
@@ -210,8 +257,16 @@ class AuthorsCode:
 
         patches = {"Synthesizer": InjectedSynthesizer, "load_resized_data": lambda _args: (train_set, None)}
         if mode == "idc":  # fresh networks
-            patches["load_state"] = lambda file_dir, verbose=True: condense.define_model(args, train_set.nclass).state_dict()
-        with mock.patch.multiple(condense, **patches), open(Path(save_dir) / "stdout.txt", "w") as log, contextlib.redirect_stdout(log), warnings.catch_warnings(), numpy_int():
+            patches["load_state"] = lambda file_dir, verbose=True: condense.define_model(
+                args, train_set.nclass
+            ).state_dict()
+        with (
+            mock.patch.multiple(condense, **patches),
+            open(Path(save_dir) / "stdout.txt", "w") as log,
+            contextlib.redirect_stdout(log),
+            warnings.catch_warnings(),
+            numpy_int(),
+        ):
             warnings.simplefilter("ignore")
             condense.condense(args, lambda text, *a, **k: lines.append(str(text)), device=self.device)
         if len(recorded) != 1:

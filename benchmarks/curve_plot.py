@@ -17,7 +17,9 @@ NICE_SECONDS = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 360
 DPI = 100
 
 
-def draw_curves(series: list[dict], lines: list[dict], title: str, xlabel: str, ylabel: str, size: tuple[int, int] = (1100, 640)):
+def draw_curves(
+    series: list[dict], lines: list[dict], title: str, xlabel: str, ylabel: str, size: tuple[int, int] = (1100, 640)
+):
     """A matplotlib ``Figure`` of ``size`` pixels (Agg canvas): :func:`plot_curves` without the file."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,12 +37,26 @@ def draw_curves(series: list[dict], lines: list[dict], title: str, xlabel: str, 
         if points := sorted(p for p in s["points"] if p[0] > 0):  # t <= 0 cannot sit on the log axis
             t, mean, std = zip(*points)
             colour = tuple(c / 255 for c in s["color"])
-            band = axes.fill_between(t, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)], color=colour, alpha=0.22, linewidth=0)
+            band = axes.fill_between(
+                t,
+                [m - d for m, d in zip(mean, std)],
+                [m + d for m, d in zip(mean, std)],
+                color=colour,
+                alpha=0.22,
+                linewidth=0,
+            )
             handles.append((band, axes.plot(t, mean, color=colour, linewidth=3, marker="o", markersize=6)[0]))
             labels.append(s["label"])
     for line in lines:
         dashed = bool(line.get("dashed"))
-        handles.append(axes.axhline(line["value"], color=tuple(c / 255 for c in line["color"]), linewidth=2 if dashed else 1, linestyle="--" if dashed else "-"))
+        handles.append(
+            axes.axhline(
+                line["value"],
+                color=tuple(c / 255 for c in line["color"]),
+                linewidth=2 if dashed else 1,
+                linestyle="--" if dashed else "-",
+            )
+        )
         labels.append(line["label"])
     times = [p[0] for s in series for p in s["points"] if p[0] > 0]
     low, high = (min(times) / 1.3, max(times) * 1.3) if times else (1.0, 10.0)
@@ -52,7 +68,9 @@ def draw_curves(series: list[dict], lines: list[dict], title: str, xlabel: str, 
         ticks += [t] if not ticks or t / ticks[-1] >= (high / low) ** (1 / 8) else []
     axes.xaxis.set_major_locator(FixedLocator(ticks))
     axes.xaxis.set_minor_locator(NullLocator())
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g} s" if t < 60 else f"{t / 60:g} min" if t < 3600 else f"{t / 3600:g} h"))
+    axes.xaxis.set_major_formatter(
+        FuncFormatter(lambda t, _: f"{t:g} s" if t < 60 else f"{t / 60:g} min" if t < 3600 else f"{t / 3600:g} h")
+    )
     axes.grid(True, color="0.9")
     axes.set_title(title, loc="left")
     if handles:
@@ -60,7 +78,15 @@ def draw_curves(series: list[dict], lines: list[dict], title: str, xlabel: str, 
     return figure
 
 
-def plot_curves(path: str | Path, series: list[dict], lines: list[dict], title: str, xlabel: str, ylabel: str, size: tuple[int, int] = (1100, 640)) -> None:
+def plot_curves(
+    path: str | Path,
+    series: list[dict],
+    lines: list[dict],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    size: tuple[int, int] = (1100, 640),
+) -> None:
     """A PNG: per ``{"label", "color": (r, g, b), "points": [(t, mean, std)]}`` a line in its band, per ``{"label", "value", "color", "dashed"}`` a level."""
     with atomic_open(path, "wb") as handle:
         draw_curves(series, lines, title, xlabel, ylabel, size).savefig(handle, format="png", dpi=DPI)
@@ -76,20 +102,52 @@ def figure_from_csv(path: str | Path) -> dict:
     if not rows:
         raise ValueError(f"{str(path)!r} holds no rows")
     numbers = ("nominal_s", "wall_s", "cpu_s", "steps", "acc_mean", "acc_std")
-    runs = [{**r, **{k: float(r[k] or 0) for k in numbers}, "index": int(r["checkpoint"])} for r in rows if r["mode"] in STUDY_MODES and r["acc_mean"]]
-    first, clock = min((r["nominal_s"] for r in runs if r["index"] > 0), default=0.0), rows[0].get("clock") or "wall"  # CSVs before --clock: wall-clock
+    runs = [
+        {**r, **{k: float(r[k] or 0) for k in numbers}, "index": int(r["checkpoint"])}
+        for r in rows
+        if r["mode"] in STUDY_MODES and r["acc_mean"]
+    ]
+    first, clock = (
+        min((r["nominal_s"] for r in runs if r["index"] > 0), default=0.0),
+        rows[0].get("clock") or "wall",
+    )  # CSVs before --clock: wall-clock
     series, x = [], f"{clock}_s"
     for mode, data in curve_points(runs).items():
-        seeds, points = len(data["seeds"]), [(p[x], p["mean"], p["std"]) for p in data["points"] if p["index"] > 0 or p[x] >= first / 2]
+        seeds, points = (
+            len(data["seeds"]),
+            [(p[x], p["mean"], p["std"]) for p in data["points"] if p["index"] > 0 or p[x] >= first / 2],
+        )
         if points:
-            series.append({"label": f"{STUDY_MODES[mode][0]} ({seeds} seed{'s' if seeds > 1 else ''})", "color": COLORS[mode], "points": points})
+            series.append(
+                {
+                    "label": f"{STUDY_MODES[mode][0]} ({seeds} seed{'s' if seeds > 1 else ''})",
+                    "color": COLORS[mode],
+                    "points": points,
+                }
+            )
     refs = [r for r in rows if r["mode"] in ("random real", "full training set") and r["acc_mean"]]
-    lines = [{"label": f"{r['mode']} (ours, {r['nets']} nets)", "value": float(r["acc_mean"]), "color": (90, 90, 90) if r["mode"] == "random real" else (0, 0, 0), "dashed": False} for r in refs]
+    lines = [
+        {
+            "label": f"{r['mode']} (ours, {r['nets']} nets)",
+            "value": float(r["acc_mean"]),
+            "color": (90, 90, 90) if r["mode"] == "random real" else (0, 0, 0),
+            "dashed": False,
+        }
+        for r in refs
+    ]
     dataset, ipc = rows[0]["dataset"], int(rows[0]["ipc"])
-    lines += [{"label": f"{k} (published)", "value": v, "color": PUBLISHED_COLORS[k], "dashed": True} for k, v in PUBLISHED.get((dataset, ipc), {}).items()]
+    lines += [
+        {"label": f"{k} (published)", "value": v, "color": PUBLISHED_COLORS[k], "dashed": True}
+        for k, v in PUBLISHED.get((dataset, ipc), {}).items()
+    ]
     curve_row = runs[0] if runs else rows[0]
-    return {"series": series, "lines": lines, "title": f"{dataset}, IPC {ipc}: test accuracy vs distillation {CLOCKS[clock]}",
-            "xlabel": f"{'CPU' if clock == 'cpu' else 'wall-clock'} seconds, pool pretraining included (log scale)", "ylabel": f"test accuracy (%), {curve_row['eval_net']}, {curve_row['eval_epochs']} epochs"}
+    return {
+        "series": series,
+        "lines": lines,
+        "title": f"{dataset}, IPC {ipc}: test accuracy vs distillation {CLOCKS[clock]}",
+        "xlabel": f"{'CPU' if clock == 'cpu' else 'wall-clock'} seconds, pool pretraining included (log scale)",
+        "ylabel": f"test accuracy (%), {curve_row['eval_net']}, {curve_row['eval_epochs']} epochs",
+    }
 
 
 def plot_csv(csv_path: str | Path, png_path: str | Path | None = None) -> Path:

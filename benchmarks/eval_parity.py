@@ -64,28 +64,49 @@ def build_sets(distilled: str, ipc: int, factor: int, seed: int, data_dir: str) 
         "about": {
             "initial": f"`mix` init, IPC {ipc}, factor {factor}, seed {seed} ({ipc * factor**2} decoded images per class)",
             "distilled": f"`{distilled}` (IPC {exported.ipc}, factor {exported.factor}, {exported.config.get('outer_iterations_done', '?')} outer iterations)",
-            "random real": f"{exported.ipc} random real images per class (draw seed {10_000 + seed})"}}
+            "random real": f"{exported.ipc} random real images per class (draw seed {10_000 + seed})",
+        },
+    }
 
 
 def _worker_init(data_dir: str, authors_dir: str | None, device: str) -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    _WORKER.update(test=_data(data_dir)[1], device=device, authors=AuthorsCode(authors_dir, device) if authors_dir else None)
+    _WORKER.update(
+        test=_data(data_dir)[1], device=device, authors=AuthorsCode(authors_dir, device) if authors_dir else None
+    )
 
 
 def ours(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
-    return evaluate_set(images, labels, _WORKER["test"], NetSpec(depth=3, width=128), TrainSchedule(epochs=epochs), seed, _WORKER["device"])
+    return evaluate_set(
+        images,
+        labels,
+        _WORKER["test"],
+        NetSpec(depth=3, width=128),
+        TrainSchedule(epochs=epochs),
+        seed,
+        _WORKER["device"],
+    )
 
 
 def theirs(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
     """Their ``train.train`` as their ``test.py`` calls it on a condensed set: final-epoch top-1 (%)."""
     authors, test = _WORKER["authors"], _WORKER["test"]
     data, train = authors.data, authors.train
-    args = authors.parse_args(["-d", "fashion", "--ipc", "10", "-n", "convnet", "--depth", "3", "--width", "1.0", "--workers", "0", "--test"])
+    args = authors.parse_args(
+        ["-d", "fashion", "--ipc", "10", "-n", "convnet", "--depth", "3", "--width", "1.0", "--workers", "0", "--test"]
+    )
     args.epochs, args.epoch_print_freq, args.save_ckpt, args.verbose = epochs, epochs, False, False
     train_transform, test_transform = data.transform_fashion(augment=args.augment, from_tensor=True)
-    train_loader = data.MultiEpochsDataLoader(data.TensorDataset(images, labels, train_transform), batch_size=args.batch_size, shuffle=True, num_workers=0)
-    val_loader = data.MultiEpochsDataLoader(data.TensorDataset(test.images.float().div(255.0), test.labels.long(), test_transform), batch_size=500, shuffle=False, num_workers=0)
+    train_loader = data.MultiEpochsDataLoader(
+        data.TensorDataset(images, labels, train_transform), batch_size=args.batch_size, shuffle=True, num_workers=0
+    )
+    val_loader = data.MultiEpochsDataLoader(
+        data.TensorDataset(test.images.float().div(255.0), test.labels.long(), test_transform),
+        batch_size=500,
+        shuffle=False,
+        num_workers=0,
+    )
     L.seed_everything(seed, verbose=False)
     with contextlib.ExitStack() as stack:
         if _WORKER["device"] == "cpu":  # their model.cuda() / input.cuda() return the object itself
@@ -102,7 +123,12 @@ def run_task(task: dict) -> dict:
     images, labels = torch.load(task["sets"], weights_only=False)[task["set"]]
     started = time.perf_counter()
     accuracy = (ours if task["side"] == "ours" else theirs)(images, labels, task["epochs"], task["seed"])
-    return {**task, "accuracy": accuracy, "seconds": time.perf_counter() - started, "machine": machine_name(_WORKER["device"])}
+    return {
+        **task,
+        "accuracy": accuracy,
+        "seconds": time.perf_counter() - started,
+        "machine": machine_name(_WORKER["device"]),
+    }
 
 
 def table(rows: list[dict], epochs: list[int]) -> str:
@@ -113,10 +139,19 @@ def table(rows: list[dict], epochs: list[int]) -> str:
             mine = {side: [r for r in rows if (r["set"], r["epochs"], r["side"]) == (name, e, side)] for side in SIDES}
             acc = {side: [r["accuracy"] for r in mine[side]] for side in SIDES}
             if acc["ours"] or acc["theirs"]:
-                diff = f"{statistics.mean(acc['ours']) - statistics.mean(acc['theirs']):+.2f}" if acc["ours"] and acc["theirs"] else "-"
-                pace = " / ".join(f"{statistics.mean(r['seconds'] for r in mine[s]):.0f}" if mine[s] else "-" for s in SIDES)
+                diff = (
+                    f"{statistics.mean(acc['ours']) - statistics.mean(acc['theirs']):+.2f}"
+                    if acc["ours"] and acc["theirs"]
+                    else "-"
+                )
+                pace = " / ".join(
+                    f"{statistics.mean(r['seconds'] for r in mine[s]):.0f}" if mine[s] else "-" for s in SIDES
+                )
                 lines.append([name, e, cell(acc["ours"]), cell(acc["theirs"]), diff, pace])
-    return md_table(["set", "epochs", "ours: acc % (nets)", "theirs: acc % (nets)", "ours - theirs", "s per net (ours / theirs)"], lines)
+    return md_table(
+        ["set", "epochs", "ours: acc % (nets)", "theirs: acc % (nets)", "ours - theirs", "s per net (ours / theirs)"],
+        lines,
+    )
 
 
 def report(rows: list[dict], about: dict, opts: argparse.Namespace, argv: list[str] | None) -> str:
@@ -135,7 +170,9 @@ def report(rows: list[dict], about: dict, opts: argparse.Namespace, argv: list[s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--authors_dir", default=None, help="checkout of github.com/ncsu-dk-lab/Acc-DD (without it only our side runs)")
+    parser.add_argument(
+        "--authors_dir", default=None, help="checkout of github.com/ncsu-dk-lab/Acc-DD (without it only our side runs)"
+    )
     parser.add_argument("--distilled", required=True, help="an exported Fashion-MNIST set (.pt)")
     parser.add_argument("--ipc", type=int, default=10, help="stored images per class of the initial set")
     parser.add_argument("--factor", type=int, default=2, help="multi-formation factor of the initial set")
@@ -162,13 +199,24 @@ def main(argv: list[str] | None = None) -> None:
     about = torch.load(sets_path, weights_only=False)["about"]
     store = ResultStore(opts.out, KEY)
     sides = SIDES if opts.authors_dir else ("ours",)
-    tasks = [{"set": s, "side": side, "epochs": e, "seed": n, "sets": str(sets_path)} for e in sorted(opts.epochs) for n in range(opts.nets) for s in opts.sets for side in sides]
+    tasks = [
+        {"set": s, "side": side, "epochs": e, "seed": n, "sets": str(sets_path)}
+        for e in sorted(opts.epochs)
+        for n in range(opts.nets)
+        for s in opts.sets
+        for side in sides
+    ]
     todo = store.todo(tasks)
     if todo and not opts.report_only:
         print(f"eval parity: {len(todo)} networks to train ({len(tasks) - len(todo)} done)", flush=True)
-        for row in parallel_map(run_task, todo, opts.jobs, initializer=_worker_init, initargs=(opts.data_dir, opts.authors_dir, opts.device)):
+        for row in parallel_map(
+            run_task, todo, opts.jobs, initializer=_worker_init, initargs=(opts.data_dir, opts.authors_dir, opts.device)
+        ):
             store.add({k: v for k, v in row.items() if k != "sets"})
-            print(f"  {row['set']:>11} {row['side']:>6} {row['epochs']:>5} ep net {row['seed']}: {row['accuracy']:.2f} % ({row['seconds']:.0f} s)", flush=True)
+            print(
+                f"  {row['set']:>11} {row['side']:>6} {row['epochs']:>5} ep net {row['seed']}: {row['accuracy']:.2f} % ({row['seconds']:.0f} s)",
+                flush=True,
+            )
     rows = [r for r in store.rows() if r["epochs"] in opts.epochs]
     print(table(rows, sorted(opts.epochs)))
     write_section(Path(opts.output), opts.section, report(rows, about, opts, argv))

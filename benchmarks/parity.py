@@ -50,8 +50,14 @@ DEFAULTS = dict(dataset=FASHION, ipc=10, factor=2, depth=3, width=64, outer=5, i
                 max_syn_per_class=128, n_data=500, net_lr=0.01, net_momentum=0.9, net_weight_decay=5e-4, mix_p=0.5, augment="color_crop_cutout", rho_min=0.01,
                 rho_max=0.09, pool_size=2, pool_epochs=1, pool_seed=0, eval_epochs=100, eval_repeats=3, eval_seed=0, device="cpu")  # fmt: skip
 # Everything both sides must share; stored in the results file so a resume cannot mix settings. ``s.net``: the ConvNet of both sides.
-Settings = make_dataclass("Settings", [(name, type(value), field(default=value)) for name, value in DEFAULTS.items()],
-                          namespace={"__module__": __name__, "net": property(lambda s: NetSpec(name="convnet", depth=s.depth, width=s.width))})
+Settings = make_dataclass(
+    "Settings",
+    [(name, type(value), field(default=value)) for name, value in DEFAULTS.items()],
+    namespace={
+        "__module__": __name__,
+        "net": property(lambda s: NetSpec(name="convnet", depth=s.depth, width=s.width)),
+    },
+)
 _WORKER: dict = {}  # per process: our data module and the authors' code, loaded once
 
 
@@ -61,7 +67,9 @@ def task_name(task: dict) -> str:
 
 
 def load_data(dataset: str, data_dir: str) -> RealDataModule:
-    dm = RealDataModule(dataset, data_dir=data_dir, source_options={"debian_dir": data_dir} if dataset == FASHION else {})
+    dm = RealDataModule(
+        dataset, data_dir=data_dir, source_options={"debian_dir": data_dir} if dataset == FASHION else {}
+    )
     dm.setup()
     return dm
 
@@ -81,7 +89,13 @@ def authors_key_pairs(state: dict[str, torch.Tensor]) -> dict[str, str]:
         raise KeyError(f"feature layers {kinds}: not a ConvNet with one norm after every conv")
     pairs = {key: key for key in state if key.startswith("classifier.")}
     for n, i in enumerate(layers):
-        pairs.update({key: f"layers.{kinds[n]}.{n // 2}.{key.split('.', 2)[2]}" for key in state if key.startswith(f"features.{i}.")})
+        pairs.update(
+            {
+                key: f"layers.{kinds[n]}.{n // 2}.{key.split('.', 2)[2]}"
+                for key in state
+                if key.startswith(f"features.{i}.")
+            }
+        )
     if len(pairs) != len(state):
         raise KeyError(f"unexpected ConvNet state key {next(key for key in state if key not in pairs)!r}")
     return pairs
@@ -107,9 +121,12 @@ def run_ours(s: Settings, mode: str, seed: int, dm, init: torch.Tensor, pool) ->
     def outer_loss(trainer, module, *_) -> None:  # after every training step
         if module.finished_outer:
             losses.append(float(trainer.callback_metrics["distill/outer_loss"]) / info.num_classes)
+
     module = our_module(s, mode, seed)
     module.pool = pool  # a pool handed in before fit is used as is (Acc-DD mode; None in IDC mode)
-    module.synthetic = SyntheticSet(info.num_classes, s.ipc, info.channels, info.image_size, s.factor)  # attach_data keeps it
+    module.synthetic = SyntheticSet(
+        info.num_classes, s.ipc, info.channels, info.image_size, s.factor
+    )  # attach_data keeps it
     module.synthetic.images.data.copy_(init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -121,11 +138,33 @@ def run_ours(s: Settings, mode: str, seed: int, dm, init: torch.Tensor, pool) ->
 
 def evaluate_stored(s: Settings, dm, stored: torch.Tensor, name: str) -> list[float]:
     """Both sides' stored images get the same treatment: clamp to [0, 1], our decode, our evaluator."""
-    images, labels = decode(stored.clamp(0, 1), s.factor), decode_labels(torch.arange(dm.info.num_classes).repeat_interleave(s.ipc), s.factor)
-    return evaluate_repeats(name, images, labels, dm.test_data, s.net, TrainSchedule(epochs=s.eval_epochs), s.eval_repeats, s.eval_seed, s.device, progress=False).accuracies
+    images, labels = (
+        decode(stored.clamp(0, 1), s.factor),
+        decode_labels(torch.arange(dm.info.num_classes).repeat_interleave(s.ipc), s.factor),
+    )
+    return evaluate_repeats(
+        name,
+        images,
+        labels,
+        dm.test_data,
+        s.net,
+        TrainSchedule(epochs=s.eval_epochs),
+        s.eval_repeats,
+        s.eval_seed,
+        s.device,
+        progress=False,
+    ).accuracies
 
 
-def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, state: dict[str, torch.Tensor], mode: str, effective_lr_img: float) -> dict:
+def first_step_check(
+    s: Settings,
+    authors: AuthorsCode,
+    dm,
+    init: torch.Tensor,
+    state: dict[str, torch.Tensor],
+    mode: str,
+    effective_lr_img: float,
+) -> dict:
     """One step of their ``matchloss`` and ours on the same images and weights; also their logits, decode and ``mix`` init against ours."""
     info, f2, train = dm.info, s.factor**2, dm.train_data
     args = authors.args_for(s, mode, effective_lr_img, ["unused"])
@@ -141,27 +180,52 @@ def first_step_check(s: Settings, authors: AuthorsCode, dm, init: torch.Tensor, 
         synset = authors.condense.Synthesizer(args, info.num_classes, info.channels, *info.image_size, device="cpu")
         # mix init: their tile k of stored image m is the class sample's image k * ipc + m, ours m * f2 + k.
         draw = torch.Generator().manual_seed(1)
-        samples = {c: train.images[train.class_sample_indices(c, s.ipc * f2, draw)].float().div(255.0) for c in range(info.num_classes)}
-        synset.init(types.SimpleNamespace(class_sample=lambda c, n: (samples[c][:n], torch.full((n,), c))), init_type="mix")
+        samples = {
+            c: train.images[train.class_sample_indices(c, s.ipc * f2, draw)].float().div(255.0)
+            for c in range(info.num_classes)
+        }
+        synset.init(
+            types.SimpleNamespace(class_sample=lambda c, n: (samples[c][:n], torch.full((n,), c))), init_type="mix"
+        )
     order = torch.arange(s.ipc * f2).view(f2, s.ipc).t().flatten()
-    init_diff = float((synset.data.detach().cpu() - torch.cat([assemble_mix(samples[c][order], s.factor, "nearest") for c in samples])).abs().max())
+    init_diff = float(
+        (
+            synset.data.detach().cpu()
+            - torch.cat([assemble_mix(samples[c][order], s.factor, "nearest") for c in samples])
+        )
+        .abs()
+        .max()
+    )
     # Decode: theirs orders tiles tile-major (all images' tile 0, then tile 1 ...), ours image-major.
     synset.data.data.copy_(init)
     order = torch.arange(s.ipc * f2).view(s.ipc, f2).t().flatten()
-    decode_diff = max(float((synset.sample(c, max_size=args.batch_syn_max)[0].detach() - decode(x, s.factor)[order]).abs().max()) for c, x in enumerate(init.split(s.ipc)))
+    decode_diff = max(
+        float((synset.sample(c, max_size=args.batch_syn_max)[0].detach() - decode(x, s.factor)[order]).abs().max())
+        for c, x in enumerate(init.split(s.ipc))
+    )
     result = {"mode": mode, "params_ours": sum(p.numel() for p in template.parameters()), "params_theirs": sum(p.numel() for p in theirs.parameters()),
               "logits_max_abs_diff": logits_diff, "decode_max_abs_diff": decode_diff, "init_max_abs_diff": init_diff}  # fmt: skip
     # Matching loss and its pixel gradient, class by class, in fp32 and (to separate rounding from any real difference) in fp64.
     real = train.class_balanced_batch(s.batch_real, generator)
     for dtype, suffix in ((torch.float32, ""), (torch.float64, "_fp64")):
-        net, their_net = FunctionalNet(template.to(dtype)), theirs.to(dtype)  # converted in place: fp32 first, then fp64
+        net, their_net = (
+            FunctionalNet(template.to(dtype)),
+            theirs.to(dtype),
+        )  # converted in place: fp32 first, then fp64
         weights = net.clone_weights(template.state_dict())
-        matched = [weights[n] for n in matched_parameter_names({n: p.shape for n, p in template.named_parameters()}, head_parameter_names(template))]
+        matched = [
+            weights[n]
+            for n in matched_parameter_names(
+                {n: p.shape for n, p in template.named_parameters()}, head_parameter_names(template)
+            )
+        ]
         loss_theirs = loss_ours = grad_diff = grad_scale = 0.0
         for c, stored in enumerate(init.split(s.ipc)):
             pixels = stored.to(dtype).clone().requires_grad_(True)
             syn, real_c = train.normalizer(decode(pixels, s.factor)).to(dtype), real[c].to(dtype)
-            lt = authors.condense.matchloss(args, real_c, syn, torch.full((len(real_c),), c), torch.full((len(syn),), c), their_net)
+            lt = authors.condense.matchloss(
+                args, real_c, syn, torch.full((len(real_c),), c), torch.full((len(syn),), c), their_net
+            )
             (gt,) = torch.autograd.grad(lt, pixels, retain_graph=True)  # syn's decode graph is reused below
             lo = class_matching_loss(lambda x: net(weights, x), matched, real_c, syn, c, s.metric)
             (go,) = torch.autograd.grad(lo, pixels)
@@ -188,16 +252,29 @@ def run_task(payload: dict) -> dict:
 def _run_task(payload: dict) -> dict:
     s, task, work = Settings(**payload["settings"]), payload["task"], Path(payload["work"])
     if not _WORKER:  # a spawned worker: our data and the authors' modules, loaded once per process
-        _WORKER.update(dm=load_data(s.dataset, payload["data_dir"]), authors=AuthorsCode(payload["authors_dir"], s.device) if payload["authors_dir"] else None)
+        _WORKER.update(
+            dm=load_data(s.dataset, payload["data_dir"]),
+            authors=AuthorsCode(payload["authors_dir"], s.device) if payload["authors_dir"] else None,
+        )
     dm = _WORKER["dm"]
     mode, seed, name = task["mode"], task["seed"], task_name(task).replace("/", "-")
     init = torch.load(work / "init" / f"seed{seed}.pt", weights_only=True)
     seed_everything(seed, verbose=False)
     record, started = {"mode": mode, "side": task["side"], "seed": seed}, time.perf_counter()
     if task["side"] == "ours":
-        stored, losses = run_ours(s, mode, seed, dm, init, EarlyStagePool.load(payload["pool_file"]) if mode == "accdd" else None)
+        stored, losses = run_ours(
+            s, mode, seed, dm, init, EarlyStagePool.load(payload["pool_file"]) if mode == "accdd" else None
+        )
     else:
-        stored, lines, args = _WORKER["authors"].condense_run(s, mode, payload["effective_lr_img"], payload["authors_pool_files"], dm.train_data, init, work / "authors_out" / name)
+        stored, lines, args = _WORKER["authors"].condense_run(
+            s,
+            mode,
+            payload["effective_lr_img"],
+            payload["authors_pool_files"],
+            dm.train_data,
+            init,
+            work / "authors_out" / name,
+        )
         losses = [float(m.group(1)) for m in (re.search(r"loss: ([0-9.eE+-]+)", line) for line in lines) if m]
         record["lr_img"] = args.lr_img
     record.update(distill_s=time.perf_counter() - started, outer_losses=losses)
@@ -213,7 +290,9 @@ def load_results(path: Path, settings: Settings) -> dict:
     results = read_json(path, {"settings": key, "runs": {}, "checks": {}, "sessions": []})
     if results.get("settings") != key:
         changed = sorted(k for k in key if results.get("settings", {}).get(k) != key[k])
-        raise SystemExit(f"{path} holds results for other settings ({', '.join(changed)} differ); pass another --out or the same settings")
+        raise SystemExit(
+            f"{path} holds results for other settings ({', '.join(changed)} differ); pass another --out or the same settings"
+        )
     return results
 
 
@@ -229,9 +308,19 @@ def summarise(results: dict, modes: list[str], seeds: list[int]) -> list[dict]:
         for side in SIDES:
             runs = {seed: run for seed in seeds if (run := results["runs"].get(f"{mode}/{side}/seed{seed}"))}
             means = row["per_seed"][side] = {seed: _mean(run["accuracies"]) for seed, run in runs.items()}
-            row.update({side: mean_std(list(means.values())) if means else None, f"{side}_n": len(means), f"{side}_distill_s": _mean([r["distill_s"] for r in runs.values()]),
-                        f"{side}_last_loss": _mean([r["outer_losses"][-1] for r in runs.values() if r["outer_losses"]])})
-        paired = [row["per_seed"]["ours"][seed] - row["per_seed"]["theirs"][seed] for seed in seeds if all(seed in row["per_seed"][side] for side in SIDES)]
+            row.update(
+                {
+                    side: mean_std(list(means.values())) if means else None,
+                    f"{side}_n": len(means),
+                    f"{side}_distill_s": _mean([r["distill_s"] for r in runs.values()]),
+                    f"{side}_last_loss": _mean([r["outer_losses"][-1] for r in runs.values() if r["outer_losses"]]),
+                }
+            )
+        paired = [
+            row["per_seed"]["ours"][seed] - row["per_seed"]["theirs"][seed]
+            for seed in seeds
+            if all(seed in row["per_seed"][side] for side in SIDES)
+        ]
         rows.append({**row, "paired": [round(d, 2) for d in paired], "diff": mean_std(paired) if paired else None})
     return rows
 
@@ -241,8 +330,16 @@ def init_sentence(results: dict, rows: list[dict], seeds: list[int]) -> str | No
     init = {seed: _mean(acc) for seed in seeds if (acc := results.get("init_runs", {}).get(str(seed)))}
     if not init:
         return None
-    per_mode = {MODE_NAMES[row["mode"]].split(" (")[0]: [_mean([mean - init[seed] for seed, mean in row["per_seed"][side].items() if seed in init]) for side in SIDES] for row in rows}
-    gains = [f"{mode} {' / '.join('-' if g is None else f'{g:+.2f}' for g in per_side)}" for mode, per_side in per_mode.items()]
+    per_mode = {
+        MODE_NAMES[row["mode"]].split(" (")[0]: [
+            _mean([mean - init[seed] for seed, mean in row["per_seed"][side].items() if seed in init]) for side in SIDES
+        ]
+        for row in rows
+    }
+    gains = [
+        f"{mode} {' / '.join('-' if g is None else f'{g:+.2f}' for g in per_side)}"
+        for mode, per_side in per_mode.items()
+    ]
     m, sd = mean_std(list(init.values()))
     return (f"The initial images themselves, evaluated the same way (no distillation): {m:.2f} ± {sd:.2f} % (per seed {', '.join(f'{v:.2f}' for v in init.values())}). "
             f"Gain of the distilled sets over them, mean over seeds, theirs / ours: {'; '.join(gains)} points.")  # fmt: skip
@@ -251,7 +348,9 @@ def init_sentence(results: dict, rows: list[dict], seeds: list[int]) -> str | No
 def format_tables(rows: list[dict], checks: dict, s: Settings) -> str:
     """The accuracy table and, when the authors' side ran, the first-step check table."""
     pm = lambda pair, sign="": "-" if pair is None else f"{pair[0]:{sign}.2f} ± {pair[1]:.2f}"  # noqa: E731
-    both = lambda row, key, spec: " / ".join("-" if row[f"{side}_{key}"] is None else f"{row[f'{side}_{key}']:{spec}}" for side in SIDES)  # noqa: E731
+    both = lambda row, key, spec: " / ".join(
+        "-" if row[f"{side}_{key}"] is None else f"{row[f'{side}_{key}']:{spec}}" for side in SIDES
+    )  # noqa: E731
     header = ["mode", "authors' code (%)", "lightning-dd (%)", "ours − theirs, paired by seed", "per seed", "seeds x eval nets",
               "distillation s/run, theirs / ours", "last outer loss per class, theirs (logged to 0.1) / ours"]  # fmt: skip
     table = [[MODE_NAMES[row["mode"]], pm(row["theirs"]), pm(row["ours"]), pm(row["diff"], "+"), ", ".join(f"{d:+.2f}" for d in row["paired"]) or "-",
@@ -261,52 +360,116 @@ def format_tables(rows: list[dict], checks: dict, s: Settings) -> str:
     mix = any("init_max_abs_diff" in c for c in checks.values())  # results from before that check have no such column
     sentence = ("First-step loss: one matching step (all classes, no augmentation) of their `matchloss` and ours on the same real batch, the same "
                 "synthetic images and the same network weights; their ConvNet loaded with our weights.")  # fmt: skip
-    sentence += " `mix` init: their `Synthesizer.init` and ours (`mix_downsample: nearest`) on the same real images." if mix else ""
+    sentence += (
+        " `mix` init: their `Synthesizer.init` and ours (`mix_downsample: nearest`) on the same real images."
+        if mix
+        else ""
+    )
     check_header = ["network", "loss, theirs", "loss, ours", "relative difference (fp32 / fp64)", "pixel gradient, max rel. difference (fp32 / fp64)",
                     "logits, max abs. difference", "decoded images, max abs. difference", *(["`mix` init, max abs. difference"] if mix else []), "parameters, theirs / ours"]  # fmt: skip
     check_rows = [["fresh network (IDC mode)" if mode == "idc" else "pool member 0 (Acc-DD)", f"{c['loss_theirs']:.6g}", f"{c['loss_ours']:.6g}",
                    f"{c['loss_rel_diff']:.1e} / {c['loss_rel_diff_fp64']:.1e}", f"{c['pixel_grad_rel_diff']:.1e} / {c['pixel_grad_rel_diff_fp64']:.1e}",
                    f"{c['logits_max_abs_diff']:.1e}", f"{c['decode_max_abs_diff']:.1e}", *([f"{c['init_max_abs_diff']:.1e}" if "init_max_abs_diff" in c else "-"] if mix else []),
                    f"{c['params_theirs']} / {c['params_ours']}"] for mode, c in checks.items()]  # fmt: skip
-    checks_table = md_table(check_header, check_rows, right=len(check_header) - 1).replace("---:|\n", "---|\n", 1)  # the parameter counts left-aligned
+    checks_table = md_table(check_header, check_rows, right=len(check_header) - 1).replace(
+        "---:|\n", "---|\n", 1
+    )  # the parameter counts left-aligned
     return "\n".join([md_table(header, table), "", sentence, "", checks_table])
 
 
 def update_images(s: Settings, info: dict) -> str:
     """What the network update trained on, as recorded (DistillModule.update_images; older results: net_whole_batches or n_data)."""
     batch = info.get("net_batch", s.batch_real)
-    images = info.get("update_images", math.ceil(s.n_data / batch) * batch if info.get("net_whole_batches") else s.n_data)
+    images = info.get(
+        "update_images", math.ceil(s.n_data / batch) * batch if info.get("net_whole_batches") else s.n_data
+    )
     return f"{images}" + (f" (n_data {s.n_data} in whole batches of {batch})" if images != s.n_data else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--authors_dir", default=None, help="a checkout of github.com/ncsu-dk-lab/Acc-DD; without it only our side runs")
-    add("--seeds", type=lambda text: [int(v) for v in text.split(",") if v.strip()], default=[0, 1, 2], help="distillation seeds (comma-separated)")
-    for name, text in (("eval_repeats", "evaluation networks per distilled set"), ("outer", "outer iterations (networks drawn)"), ("inner", "inner iterations per network"),
-                       ("width", "ConvNet width, both sides and evaluation"), ("depth", "ConvNet depth"), ("ipc", None), ("factor", None), ("eval_epochs", None), ("batch_real", None),
-                       ("pool_epochs", None), ("n_data", "real images the network trains on after every inner iteration"),
-                       ("lr_img", "our DistillModule's lr_img; their command line gets the value their tune_lr_img turns into the same step size"),
-                       ("mix_p", "CutMix probability of the network update (their code fixes 0.5 for Fashion-MNIST)"), ("pool_size", "Acc-DD pool members (pretrained once, handed to both sides)")):  # Settings, with DEFAULTS' types and values
+    add(
+        "--authors_dir", default=None, help="a checkout of github.com/ncsu-dk-lab/Acc-DD; without it only our side runs"
+    )
+    add(
+        "--seeds",
+        type=lambda text: [int(v) for v in text.split(",") if v.strip()],
+        default=[0, 1, 2],
+        help="distillation seeds (comma-separated)",
+    )
+    for name, text in (
+        ("eval_repeats", "evaluation networks per distilled set"),
+        ("outer", "outer iterations (networks drawn)"),
+        ("inner", "inner iterations per network"),
+        ("width", "ConvNet width, both sides and evaluation"),
+        ("depth", "ConvNet depth"),
+        ("ipc", None),
+        ("factor", None),
+        ("eval_epochs", None),
+        ("batch_real", None),
+        ("pool_epochs", None),
+        ("n_data", "real images the network trains on after every inner iteration"),
+        (
+            "lr_img",
+            "our DistillModule's lr_img; their command line gets the value their tune_lr_img turns into the same step size",
+        ),
+        ("mix_p", "CutMix probability of the network update (their code fixes 0.5 for Fashion-MNIST)"),
+        ("pool_size", "Acc-DD pool members (pretrained once, handed to both sides)"),
+    ):  # Settings, with DEFAULTS' types and values
         add(f"--{name}", type=type(DEFAULTS[name]), default=DEFAULTS[name], help=text)
     add("--metric", default="mse", choices=["mse", "l1"], help="gradient distance, both sides")
-    add("--modes", type=lambda text: [m.strip() for m in text.split(",") if m.strip()], default=["idc", "accdd"], help="comma-separated: idc, accdd")
+    add(
+        "--modes",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        default=["idc", "accdd"],
+        help="comma-separated: idc, accdd",
+    )
     add("--jobs", type=int, default=1, help="parallel worker processes")
     add("--threads", type=int, default=None, help="torch threads per process (default: cores / jobs)")
-    add("--device", choices=("cpu", "cuda"), default="cpu", help="where both sides distil and evaluate (cuda: their code runs without its CPU shims)")
-    add("--section", default=None, help="marker of the docs section (default parity-<dataset>, parity-<dataset>-cuda on CUDA)")
-    add("--dataset", default=FASHION, help="our side's dataset (the authors' side needs fashion_mnist); tests use digits")
+    add(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where both sides distil and evaluate (cuda: their code runs without its CPU shims)",
+    )
+    add(
+        "--section",
+        default=None,
+        help="marker of the docs section (default parity-<dataset>, parity-<dataset>-cuda on CUDA)",
+    )
+    add(
+        "--dataset",
+        default=FASHION,
+        help="our side's dataset (the authors' side needs fashion_mnist); tests use digits",
+    )
     add("--data_dir", default="/usr/share/datasets/fashion-mnist", help="folder with the Fashion-MNIST IDX files")
-    add("--out", default="parity.json", help="results JSON, written as results arrive; rerun the same command to resume")
+    add(
+        "--out", default="parity.json", help="results JSON, written as results arrive; rerun the same command to resume"
+    )
     add("--output", default="docs/benchmarks.md", help="Markdown file whose parity section is (re)written")
-    add("--stack_dump_s", type=float, default=0, help="while a run goes on, append its Python stacks to <out>.work/stacks/ every this many seconds (0: never); shows where a stalled run is")
-    add("--report_only", action="store_true", help="write the table from what --out holds now (e.g. while a run is still going); run nothing")
+    add(
+        "--stack_dump_s",
+        type=float,
+        default=0,
+        help="while a run goes on, append its Python stacks to <out>.work/stacks/ every this many seconds (0: never); shows where a stalled run is",
+    )
+    add(
+        "--report_only",
+        action="store_true",
+        help="write the table from what --out holds now (e.g. while a run is still going); run nothing",
+    )
     return parser
 
 
 def expected_tasks(opts: argparse.Namespace) -> list[dict]:  # our side only without --authors_dir
-    return [{"mode": mode, "seed": seed, "side": side} for seed in opts.seeds for mode in opts.modes for side in SIDES if side == "ours" or opts.authors_dir]
+    return [
+        {"mode": mode, "seed": seed, "side": side}
+        for seed in opts.seeds
+        for mode in opts.modes
+        for side in SIDES
+        if side == "ours" or opts.authors_dir
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -315,9 +478,13 @@ def main(argv: list[str] | None = None) -> dict:
     if opts.jobs < 1 or (opts.threads is not None and opts.threads < 1):
         raise SystemExit("--jobs and --threads must be >= 1")
     if not opts.seeds or not opts.modes or set(opts.modes) - set(MODE_NAMES):
-        raise SystemExit(f"--seeds takes comma-separated integers, --modes a comma-separated subset of {', '.join(MODE_NAMES)}")
+        raise SystemExit(
+            f"--seeds takes comma-separated integers, --modes a comma-separated subset of {', '.join(MODE_NAMES)}"
+        )
     if opts.authors_dir and opts.dataset != FASHION:
-        raise SystemExit(f"the authors' side runs on fashion_mnist only (got --dataset {opts.dataset}); drop --authors_dir or use fashion_mnist")
+        raise SystemExit(
+            f"the authors' side runs on fashion_mnist only (got --dataset {opts.dataset}); drop --authors_dir or use fashion_mnist"
+        )
     threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.jobs)
     os.environ.setdefault("LIGHTNING_DD_QUIET", "1")
     s = Settings(**{f.name: getattr(opts, f.name) for f in fields(Settings) if hasattr(opts, f.name)})
@@ -337,25 +504,52 @@ def main(argv: list[str] | None = None) -> dict:
     def checkpoint() -> None:
         session["wall_s"] = time.perf_counter() - began
         write_json(out, results)
-    torch.set_num_threads(os.cpu_count() or 1)  # the set-up (initial images, pool, first-step checks) runs before any worker
-    _WORKER.update(authors=AuthorsCode(opts.authors_dir, s.device) if opts.authors_dir else None, dm=load_data(s.dataset, opts.data_dir))
-    dm, authors = _WORKER["dm"], _WORKER["authors"]  # for tasks run here; spawned workers (more than one job and task) load their own
+
+    torch.set_num_threads(
+        os.cpu_count() or 1
+    )  # the set-up (initial images, pool, first-step checks) runs before any worker
+    _WORKER.update(
+        authors=AuthorsCode(opts.authors_dir, s.device) if opts.authors_dir else None,
+        dm=load_data(s.dataset, opts.data_dir),
+    )
+    dm, authors = (
+        _WORKER["dm"],
+        _WORKER["authors"],
+    )  # for tasks run here; spawned workers (more than one job and task) load their own
     module = our_module(s, "idc", 0)  # our protocol settings in effect (its defaults), for the record
-    recorded = ("clamp", "image_step", "net_spatial", "net_cutout_with_cutmix", "net_whole_batches", "mix_downsample", "scale_lr_with_ipc")
+    recorded = (
+        "clamp",
+        "image_step",
+        "net_spatial",
+        "net_cutout_with_cutmix",
+        "net_whole_batches",
+        "mix_downsample",
+        "scale_lr_with_ipc",
+    )
     protocol = results["protocol"] = {"effective_lr_img": module.effective_lr_img, "net_batch": module.net_batch, "update_images": module.update_images,
                                       **{k: module.hparams[k] for k in recorded if k in module.hparams}}  # fmt: skip
     for folder in ("init", "sets", "authors_pool"):
         (work / folder).mkdir(parents=True, exist_ok=True)
-    init_file = {seed: work / "init" / f"seed{seed}.pt" for seed in opts.seeds}  # the same initial images for both sides
+    init_file = {
+        seed: work / "init" / f"seed{seed}.pt" for seed in opts.seeds
+    }  # the same initial images for both sides
     for seed, path in init_file.items():  # also evaluated as the sets are: what distillation adds on each side
         if not path.exists():
             torch.save(initial_images(s, dm.train_data, seed), path)
         if str(seed) not in results.setdefault("init_runs", {}):
-            results["init_runs"][str(seed)] = evaluate_stored(s, dm, torch.load(path, weights_only=True), f"init/seed{seed}")
+            results["init_runs"][str(seed)] = evaluate_stored(
+                s, dm, torch.load(path, weights_only=True), f"init/seed{seed}"
+            )
             checkpoint()
-    pool_file, authors_files = None, []  # one pool, handed to both sides: our cache file for ours, their checkpoint layout for theirs
+    pool_file, authors_files = (
+        None,
+        [],
+    )  # one pool, handed to both sides: our cache file for ours, their checkpoint layout for theirs
     if "accdd" in opts.modes:
-        config, started = PoolConfig(size=s.pool_size, epochs=s.pool_epochs, cache_dir=str(work / "pool")), time.perf_counter()
+        config, started = (
+            PoolConfig(size=s.pool_size, epochs=s.pool_epochs, cache_dir=str(work / "pool")),
+            time.perf_counter(),
+        )
         pool = EarlyStagePool.build_or_load(s.net, config, dm.train_data, s.pool_seed, device=s.device, progress=False)
         results.setdefault("pool_s", time.perf_counter() - started)
         pool_file = str(EarlyStagePool.cache_path(config, pool.key))
@@ -363,11 +557,19 @@ def main(argv: list[str] | None = None) -> dict:
             authors_files.append(str(work / "authors_pool" / f"member{m}.pth.tar"))
             torch.save({"state_dict": to_authors_state(member)}, authors_files[-1])
     if authors is not None:
-        protocol["authors_cli_lr_img"] = protocol["effective_lr_img"] / authors.parse_args(authors.cli(s, "idc", 1.0, ["unused"])).lr_img
+        protocol["authors_cli_lr_img"] = (
+            protocol["effective_lr_img"] / authors.parse_args(authors.cli(s, "idc", 1.0, ["unused"])).lr_img
+        )
         for mode in [m for m in opts.modes if m not in results["checks"]]:
-            state = s.net.build_seeded(1234, dm.info.channels, dm.info.num_classes, dm.info.image_size).state_dict() if mode == "idc" else pool.members[0]
+            state = (
+                s.net.build_seeded(1234, dm.info.channels, dm.info.num_classes, dm.info.image_size).state_dict()
+                if mode == "idc"
+                else pool.members[0]
+            )
             init = torch.load(init_file[opts.seeds[0]], weights_only=True)
-            c = results["checks"][mode] = first_step_check(s, authors, dm, init, state, mode, protocol["effective_lr_img"])
+            c = results["checks"][mode] = first_step_check(
+                s, authors, dm, init, state, mode, protocol["effective_lr_img"]
+            )
             print(f"first-step check ({mode}): loss theirs {c['loss_theirs']:.6g}, ours {c['loss_ours']:.6g} (rel. diff {c['loss_rel_diff']:.1e}); "
                   f"pixel gradient rel. diff {c['pixel_grad_rel_diff']:.1e}; mix init diff {c['init_max_abs_diff']:.1e}", flush=True)  # fmt: skip
     checkpoint()
@@ -376,11 +578,19 @@ def main(argv: list[str] | None = None) -> dict:
     todo = [t for t in tasks if task_name(t) not in results["runs"]]
     base = {"settings": asdict(s), "work": str(work), "data_dir": opts.data_dir, "authors_dir": opts.authors_dir, "pool_file": pool_file,
             "authors_pool_files": authors_files, "effective_lr_img": protocol["effective_lr_img"], "stack_dump_s": opts.stack_dump_s}  # fmt: skip
-    print(f"parity: {len(tasks) - len(todo)} of {len(tasks)} runs already in {out}; {len(todo)} to go ({opts.jobs} process(es) x {threads} thread(s))", flush=True)
-    for result in parallel_map(run_task, [{**base, "task": t} for t in todo], opts.jobs, initializer=torch.set_num_threads, initargs=(threads,)):  # a run's record names its task
+    print(
+        f"parity: {len(tasks) - len(todo)} of {len(tasks)} runs already in {out}; {len(todo)} to go ({opts.jobs} process(es) x {threads} thread(s))",
+        flush=True,
+    )
+    for result in parallel_map(
+        run_task, [{**base, "task": t} for t in todo], opts.jobs, initializer=torch.set_num_threads, initargs=(threads,)
+    ):  # a run's record names its task
         results["runs"][task_name(result)] = result
         checkpoint()
-        print(f"{task_name(result)}: {_mean(result['accuracies']):.2f} % (distillation {result['distill_s']:.0f} s, evaluation {result['eval_s']:.0f} s)", flush=True)
+        print(
+            f"{task_name(result)}: {_mean(result['accuracies']):.2f} % (distillation {result['distill_s']:.0f} s, evaluation {result['eval_s']:.0f} s)",
+            flush=True,
+        )
     checkpoint()
     return report(results, opts, s, argv, skipped)
 
@@ -415,7 +625,9 @@ def report(results: dict, opts: argparse.Namespace, s: Settings, argv: list[str]
         f"min in all ({len(sessions)} session(s)); lightning-dd {codes}; {datetime.now(timezone.utc):%Y-%m-%d}.",
         *([f"Partial: {len(missing)} of {len(expected)} runs had not finished when this table was written ({', '.join(missing)}); the command above resumes them."] if missing else [])])  # fmt: skip
     print(body)
-    write_section(Path(opts.output), opts.section or f"parity-{s.dataset}" + ("-cuda" if s.device == "cuda" else ""), body)
+    write_section(
+        Path(opts.output), opts.section or f"parity-{s.dataset}" + ("-cuda" if s.device == "cuda" else ""), body
+    )
     return results
 
 

@@ -30,19 +30,37 @@ from .runner import ResultStore, load_config, parallel_map, trainer
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "paper": ("nothing: the authors' protocol", []),
     "net_batch": ("network update in batches of 128", ["model.net_batch_size=128"]),
-    "net_augment": ("network update: every spatial transform on every batch, cutout kept under CutMix", ["model.net_spatial=all", "model.net_cutout_with_cutmix=true"]),
+    "net_augment": (
+        "network update: every spatial transform on every batch, cutout kept under CutMix",
+        ["model.net_spatial=all", "model.net_cutout_with_cutmix=true"],
+    ),
     "pool": (
         "pool pretraining: batches of 128, colour/crop/cutout/scale/rotate all on every batch",
-        ["model.pool.batch_size=128", "model.pool.augment=color_crop_cutout_scale_rotate", "model.pool.spatial=all", "model.pool.cutout_with_cutmix=true"]),
+        [
+            "model.pool.batch_size=128",
+            "model.pool.augment=color_crop_cutout_scale_rotate",
+            "model.pool.spatial=all",
+            "model.pool.cutout_with_cutmix=true",
+        ],
+    ),
     "clamp": ("pixels clamped after every image step", ["model.clamp=per_step"]),
-    "image_step": ("one image step per inner iteration (sum over classes)", ["model.image_step=per_iteration"])}
+    "image_step": ("one image step per inner iteration (sum over classes)", ["model.image_step=per_iteration"]),
+}
 VARIANTS["previous"] = (
     "all of them: net batch 128, all transforms and cutout in the update, the earlier pool, clamp per step, one image step per iteration",
-    [o for name, (_, overrides) in VARIANTS.items() if name != "paper" for o in overrides])
+    [o for name, (_, overrides) in VARIANTS.items() if name != "paper" for o in overrides],
+)
 # Found later, so not part of ``previous`` (whose recorded runs predate them).
 LATER_VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "mix_downsample": ("mix init: real images shrunk into tiles bilinearly with antialiasing", ["model.mix_downsample=antialias"]),
-    "net_whole_batches": ("network update on exactly n_data images, the last batch smaller", ["model.net_whole_batches=false"])}
+    "mix_downsample": (
+        "mix init: real images shrunk into tiles bilinearly with antialiasing",
+        ["model.mix_downsample=antialias"],
+    ),
+    "net_whole_batches": (
+        "network update on exactly n_data images, the last batch smaller",
+        ["model.net_whole_batches=false"],
+    ),
+}
 VARIANTS.update(LATER_VARIANTS)
 EVAL_SEED = 1000  # the same evaluation networks for every variant and distillation seed
 RANDOM_REAL = "random real"  # not a distillation: random real images of the same storage, same evaluation
@@ -51,7 +69,13 @@ RANDOM_REAL = "random real"  # not a distillation: random real images of the sam
 def run_one(job: dict) -> dict:
     """Distil one (variant, seed) for ``outer`` outer iterations and evaluate the final set."""
     # The variant's own overrides come last, so a candidate may set its own outer iterations.
-    overrides = [f"model.outer_iterations={job['outer']}", f"model.seed={job['seed']}", f"model.pool.cache_dir={job['pool_cache']}", *job["extra"], *job["overrides"]]
+    overrides = [
+        f"model.outer_iterations={job['outer']}",
+        f"model.seed={job['seed']}",
+        f"model.pool.cache_dir={job['pool_cache']}",
+        *job["extra"],
+        *job["overrides"],
+    ]
     cfg = load_config(job["config"], job["eval_epochs"], job["threads"], overrides)
     if job["variant"] == RANDOM_REAL:
         return random_real_row(job, cfg)
@@ -62,29 +86,84 @@ def run_one(job: dict) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     trainer(device, **limit).fit(module, datamodule=cfg.datamodule)  # set up once by load_config
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    if job.get("save_sets"):  # the set itself, for later evaluations (benchmarks.ranking, evaluate --protocol published)
+    if job.get(
+        "save_sets"
+    ):  # the set itself, for later evaluations (benchmarks.ranking, evaluate --protocol published)
         stored, stored_labels = module.distilled()
         config = {"model": to_jsonable(dict(module.hparams)), "data": cfg.data, "evaluation": cfg.evaluation}
-        save_distilled(Path(job["save_sets"]) / f"{job['variant']}-seed{job['seed']}.pt", stored, stored_labels, module.hparams.factor, cfg.datamodule.info, config)
+        save_distilled(
+            Path(job["save_sets"]) / f"{job['variant']}-seed{job['seed']}.pt",
+            stored,
+            stored_labels,
+            module.hparams.factor,
+            cfg.datamodule.info,
+            config,
+        )
     images, labels = module.decoded()
     eval_started = time.process_time()
-    result = evaluate_repeats(job["variant"], images, labels, cfg.datamodule.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED, device, progress=False, val=cfg.datamodule.val_data)
-    row = {"variant": job["variant"], "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": module.outer, "inner_loop": module.hparams.inner_loop, "steps": module.outer * module.hparams.inner_loop + module.inner, "fit_seconds": seconds, "fit_cpu_seconds": cpu_seconds, "eval_cpu_seconds": time.process_time() - eval_started}
+    result = evaluate_repeats(
+        job["variant"],
+        images,
+        labels,
+        cfg.datamodule.test_data,
+        cfg.eval_net or cfg.net,
+        cfg.schedule,
+        job["repeats"],
+        EVAL_SEED,
+        device,
+        progress=False,
+        val=cfg.datamodule.val_data,
+    )
+    row = {
+        "variant": job["variant"],
+        "seed": job["seed"],
+        "device": device,
+        "machine": machine_name(device),
+        "outer": module.outer,
+        "inner_loop": module.hparams.inner_loop,
+        "steps": module.outer * module.hparams.inner_loop + module.inner,
+        "fit_seconds": seconds,
+        "fit_cpu_seconds": cpu_seconds,
+        "eval_cpu_seconds": time.process_time() - eval_started,
+    }
     return {**row, **scores(result)}
 
 
 def scores(result) -> dict:
     """A row's accuracies: test, and validation when the config holds a split out (the one to choose on)."""
     row = {"accuracies": result.accuracies, "mean": result.mean, "epochs": result.epochs}
-    return {**row, "val_accuracies": result.val_accuracies, "val_mean": result.val_mean} if result.val_accuracies else row
+    return (
+        {**row, "val_accuracies": result.val_accuracies, "val_mean": result.val_mean} if result.val_accuracies else row
+    )
 
 
 def random_real_row(job: dict, cfg) -> dict:
     """Random real subsets of the config's ipc under the same evaluation: the bar a set must clear."""
     data, device = cfg.datamodule, job["device"]
     started = time.process_time()
-    result = evaluate_random_subsets(cfg.model["ipc"], data.train_data, data.test_data, cfg.eval_net or cfg.net, cfg.schedule, job["repeats"], EVAL_SEED + 100 * job["seed"], device, progress=False, val=data.val_data)
-    return {"variant": RANDOM_REAL, "seed": job["seed"], "device": device, "machine": machine_name(device), "outer": 0, "inner_loop": 0, "fit_seconds": 0.0, "eval_cpu_seconds": time.process_time() - started, **scores(result)}
+    result = evaluate_random_subsets(
+        cfg.model["ipc"],
+        data.train_data,
+        data.test_data,
+        cfg.eval_net or cfg.net,
+        cfg.schedule,
+        job["repeats"],
+        EVAL_SEED + 100 * job["seed"],
+        device,
+        progress=False,
+        val=data.val_data,
+    )
+    return {
+        "variant": RANDOM_REAL,
+        "seed": job["seed"],
+        "device": device,
+        "machine": machine_name(device),
+        "outer": 0,
+        "inner_loop": 0,
+        "fit_seconds": 0.0,
+        "eval_cpu_seconds": time.process_time() - started,
+        **scores(result),
+    }
 
 
 def parse_candidate(text: str) -> tuple[str, list[str]]:
@@ -92,7 +171,9 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
     name, sep, rest = text.partition("=")
     overrides = [o.strip() for o in rest.split(";") if o.strip()]
     if not sep or not name.strip() or not overrides or name.strip() in VARIANTS:
-        raise argparse.ArgumentTypeError(f"--candidate {text!r} must look like NAME=section.key=value[;section.key=value...] with a new NAME")
+        raise argparse.ArgumentTypeError(
+            f"--candidate {text!r} must look like NAME=section.key=value[;section.key=value...] with a new NAME"
+        )
     return name.strip(), overrides
 
 
@@ -115,7 +196,11 @@ def summarise(rows: list[dict], variants: list[str], described: dict[str, str] |
     variant is marked, and the test column gives the chosen one's test accuracy (the others' are
     marked as read after the choice). Without one the table compares test accuracy and chooses nothing.
     """
-    described = {**{k: v[0] for k, v in VARIANTS.items()}, RANDOM_REAL: "random real images, same storage (the bar)", **(described or {})}
+    described = {
+        **{k: v[0] for k, v in VARIANTS.items()},
+        RANDOM_REAL: "random real images, same storage (the bar)",
+        **(described or {}),
+    }
     chosen = chosen_variant(rows, variants)
     key, split = ("val_mean", "validation") if chosen else ("mean", "test")
     by = {(r["variant"], r["seed"]): r for r in rows}
@@ -129,37 +214,90 @@ def summarise(rows: list[dict], variants: list[str], described: dict[str, str] |
         cells = []
         for other in ("paper", RANDOM_REAL) if bar else ("paper",):
             diffs = [r[key] - by[(other, r["seed"])][key] for r in mine if (other, r["seed"]) in by]
-            cells.append("" if name in (other, RANDOM_REAL) or not diffs else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs)))
+            cells.append(
+                ""
+                if name in (other, RANDOM_REAL) or not diffs
+                else "{:+.2f} +- {:.2f} (n={})".format(*mean_std(diffs), len(diffs))
+            )
         if chosen:
             test = cell([r["mean"] for r in mine], count=False)
             cells.append(f"**{test}** (chosen)" if name == chosen else f"{test} (read after the choice)")
-        steps = "" if name == RANDOM_REAL else "/".join(sorted({str(r.get("steps", r["outer"] * r["inner_loop"])) for r in mine}, key=int))
+        steps = (
+            ""
+            if name == RANDOM_REAL
+            else "/".join(sorted({str(r.get("steps", r["outer"] * r["inner_loop"])) for r in mine}, key=int))
+        )
         seconds = sum(r["fit_seconds"] for r in mine) / len(mine)
-        lines.append(f"| {name} | {described.get(name, '')} | {len(mine)} | {steps} | {cell([r[key] for r in mine], count=False)} | {' | '.join(cells)} | {seconds:.0f} |")
+        lines.append(
+            f"| {name} | {described.get(name, '')} | {len(mine)} | {steps} | {cell([r[key] for r in mine], count=False)} | {' | '.join(cells)} | {seconds:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="a config on the authors' protocol (e.g. configs/fashion_mnist/ipc10_cpu_mix.yaml)")
-    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="built-in variants (default: all, or none when --candidate is given)")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="a config on the authors' protocol (e.g. configs/fashion_mnist/ipc10_cpu_mix.yaml)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        choices=list(VARIANTS),
+        help="built-in variants (default: all, or none when --candidate is given)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--outer", type=int, default=8, help="outer iterations per run (equal for every variant)")
-    parser.add_argument("--max_minutes", type=float, default=None, help="also stop each fit after this many wall-clock minutes of distillation (a CPU budget; pool pretraining comes before the clock)")
+    parser.add_argument(
+        "--max_minutes",
+        type=float,
+        default=None,
+        help="also stop each fit after this many wall-clock minutes of distillation (a CPU budget; pool pretraining comes before the clock)",
+    )
     parser.add_argument("--eval_epochs", type=int, default=None, help="evaluation epochs (default: the config's)")
     parser.add_argument("--repeats", type=int, default=3, help="evaluation networks per set")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where runs distil and evaluate; keep one device per --results file")
-    parser.add_argument("--candidate", action="append", default=[], type=parse_candidate, metavar="NAME=KEY=VALUE[;KEY=VALUE]", help="an ad-hoc variant: a name and its overrides (may set model.outer_iterations); repeatable")
-    parser.add_argument("--random_real", action="store_true", help="also evaluate random real subsets of the same storage (one row per seed, --repeats draws)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override section.key=value for every run")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where runs distil and evaluate; keep one device per --results file",
+    )
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        type=parse_candidate,
+        metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+        help="an ad-hoc variant: a name and its overrides (may set model.outer_iterations); repeatable",
+    )
+    parser.add_argument(
+        "--random_real",
+        action="store_true",
+        help="also evaluate random real subsets of the same storage (one row per seed, --repeats draws)",
+    )
+    parser.add_argument(
+        "--set", dest="extra", action="append", default=[], help="extra override section.key=value for every run"
+    )
     parser.add_argument("--results", default="docs/protocol-runs.jsonl")
-    parser.add_argument("--save_sets", default=None, metavar="DIR", help="also write each distilled set to DIR/<variant>-seed<seed>.pt")
+    parser.add_argument(
+        "--save_sets", default=None, metavar="DIR", help="also write each distilled set to DIR/<variant>-seed<seed>.pt"
+    )
     parser.add_argument("--pool_cache", default=os.path.expanduser("~/.cache/lightning-dd/pools"))
     parser.add_argument("--output", default="docs/benchmarks.md")
-    parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. where the runs ran, what shared the machine)")
-    parser.add_argument("--section", default=None, help="marker of the docs section (default protocol-<config name>, with -cuda on CUDA)")
+    parser.add_argument(
+        "--note",
+        default="",
+        help="a sentence printed under the table (e.g. where the runs ran, what shared the machine)",
+    )
+    parser.add_argument(
+        "--section",
+        default=None,
+        help="marker of the docs section (default protocol-<config name>, with -cuda on CUDA)",
+    )
     parser.add_argument("--no_doc", action="store_true", help="print the table but do not write it to --output")
     args = parser.parse_args(argv)
     candidates = dict(args.candidate)
@@ -167,11 +305,28 @@ def main(argv: list[str] | None = None) -> None:
     described = {k: "; ".join(f"`{o}`" for o in v) for k, v in candidates.items()}
     if candidates:
         described["paper"] = "nothing: the config as written"
-    variants = (args.variants if args.variants is not None else ([] if candidates else list(VARIANTS))) + list(candidates) + ([RANDOM_REAL] if args.random_real else [])
+    variants = (
+        (args.variants if args.variants is not None else ([] if candidates else list(VARIANTS)))
+        + list(candidates)
+        + ([RANDOM_REAL] if args.random_real else [])
+    )
     store = ResultStore(args.results, ("variant", "seed"))
     if other := sorted({r.get("device", "cpu") for r in store.rows()} - {args.device}):
-        parser.error(f"{args.results} holds runs on {', '.join(other)}; pass another --results for --device {args.device}")
-    base = dict(config=args.config, outer=args.outer, max_minutes=args.max_minutes, eval_epochs=args.eval_epochs, repeats=args.repeats, threads=args.threads, pool_cache=args.pool_cache, extra=args.extra, device=args.device, save_sets=args.save_sets)
+        parser.error(
+            f"{args.results} holds runs on {', '.join(other)}; pass another --results for --device {args.device}"
+        )
+    base = dict(
+        config=args.config,
+        outer=args.outer,
+        max_minutes=args.max_minutes,
+        eval_epochs=args.eval_epochs,
+        repeats=args.repeats,
+        threads=args.threads,
+        pool_cache=args.pool_cache,
+        extra=args.extra,
+        device=args.device,
+        save_sets=args.save_sets,
+    )
     # Seed-major order, paper first: paired differences become available as early as possible.
     # Built-in variants are paired with paper, so it always runs with them; candidates run alone unless --variants paper.
     order = (["paper"] if "paper" in variants or not candidates else []) + [v for v in variants if v != "paper"]
@@ -198,7 +353,11 @@ def main(argv: list[str] | None = None) -> None:
             + (f" {args.note}" if args.note else ""),
             provenance("protocol", argv, args.threads, args.device),
         ])  # fmt: skip
-        write_section(Path(args.output), args.section or f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else ""), body)
+        write_section(
+            Path(args.output),
+            args.section or f"protocol-{Path(args.config).stem}" + ("-cuda" if args.device == "cuda" else ""),
+            body,
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ PUBLISHED = {1: (81.0, "IDC"), 10: (86.0, "IDC"), 50: (89.1, "IDC-I")}
 # IDC's schedule: 2 000 outer iterations x 100 inner (matching steps), the budget behind the published figures.
 PAPER_STEPS = 2000 * 100
 # IPC -> (results file, config): the studies behind the lines and the README table.
-STUDIES = {1: ("docs/published-ipc1.jsonl", "configs/fashion_mnist/ipc1_cpu.yaml"), 10: ("docs/published-ipc10.jsonl", "configs/fashion_mnist/ipc10_cpu.yaml")}
+STUDIES = {
+    1: ("docs/published-ipc1.jsonl", "configs/fashion_mnist/ipc1_cpu.yaml"),
+    10: ("docs/published-ipc10.jsonl", "configs/fashion_mnist/ipc10_cpu.yaml"),
+}
 
 
 def summaries(studies: dict[int, tuple[str, str]], ipcs: list[int], root: Path = Path(".")) -> dict[int, dict | None]:
@@ -34,7 +37,9 @@ def summaries(studies: dict[int, tuple[str, str]], ipcs: list[int], root: Path =
     out = {}
     for ipc in ipcs:
         path = root / studies[ipc][0] if ipc in studies else None
-        out[ipc] = study_summary(ResultStore(path, ("variant", "seed")).rows()) if path is not None and path.exists() else None
+        out[ipc] = (
+            study_summary(ResultStore(path, ("variant", "seed")).rows()) if path is not None and path.exists() else None
+        )
     return out
 
 
@@ -63,7 +68,15 @@ def published_line(ipc: int, summary: dict | None) -> str:
         return f"IPC {ipc}: not measured yet{published}."
     s = summary
     bar = f"random real {cell(s['random_real'], count=False)} %" if s["random_real"] else "random real not measured yet"
-    verdict = "" if target is None else (" (reached)" if cell_mean(s["accuracies"]) >= target else f" ({target - cell_mean(s['accuracies']):.1f} points below)")
+    verdict = (
+        ""
+        if target is None
+        else (
+            " (reached)"
+            if cell_mean(s["accuracies"]) >= target
+            else f" ({target - cell_mean(s['accuracies']):.1f} points below)"
+        )
+    )
     paper = s["set_cpu_hours"] / max(s["steps"]) * PAPER_STEPS
     return (f"IPC {ipc}: {cell(s['accuracies'], count=False)} %{published}{verdict}, {bar}, {s['set_cpu_hours']:.2f} CPU-hours per set "
             f"({'/'.join(map(str, s['steps']))} matching steps, pool included; the study {s['study_cpu_hours']:.1f} CPU-hours with its evaluations), "
@@ -77,7 +90,10 @@ def cell_mean(values: list[float]) -> float:
 
 def readme_table(summaries: dict[int, dict | None], studies: dict[int, tuple[str, str]]) -> str:
     """The README's results table: one row per IPC, the same figures as the published-protocol section."""
-    lines = ["| Fashion-MNIST, images per class | config | distilled (%) | random real (%) | published (%) | CPU-hours per set |", "|---|---|---|---|---|---:|"]
+    lines = [
+        "| Fashion-MNIST, images per class | config | distilled (%) | random real (%) | published (%) | CPU-hours per set |",
+        "|---|---|---|---|---|---:|",
+    ]
     for ipc, s in sorted(summaries.items()):
         config = f"`{Path(studies[ipc][1]).relative_to('configs')}`" if ipc in studies else "-"
         target = PUBLISHED.get(ipc, (None, ""))
@@ -86,7 +102,9 @@ def readme_table(summaries: dict[int, dict | None], studies: dict[int, tuple[str
             lines.append(f"| {ipc} | {config} | not measured yet | - | {published} | - |")
             continue
         bar = cell(s["random_real"], count=False) if s["random_real"] else "-"
-        lines.append(f"| {ipc} | {config} | {cell(s['accuracies'], count=False)} | {bar} | {published} | {s['set_cpu_hours']:.2f} |")
+        lines.append(
+            f"| {ipc} | {config} | {cell(s['accuracies'], count=False)} | {bar} | {published} | {s['set_cpu_hours']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -102,10 +120,18 @@ def readme_drift(readme: str, root: Path = Path(".")) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ipcs", type=int, nargs="+", default=[1, 10, 50], help="IPCs with a line (those without a study read 'not measured yet')")
+    parser.add_argument(
+        "--ipcs",
+        type=int,
+        nargs="+",
+        default=[1, 10, 50],
+        help="IPCs with a line (those without a study read 'not measured yet')",
+    )
     parser.add_argument("--output", default="docs/benchmarks.md")
     parser.add_argument("--readme", default="README.md")
-    parser.add_argument("--note", default="", help="a sentence under the lines (what is missing, how the runs shared the machine)")
+    parser.add_argument(
+        "--note", default="", help="a sentence under the lines (what is missing, how the runs shared the machine)"
+    )
     args = parser.parse_args(argv)
     found = summaries(STUDIES, args.ipcs)
     lines = "\n".join(f"- {published_line(ipc, s)}" for ipc, s in found.items())

@@ -52,10 +52,41 @@ def table(reports: dict[str, dict]) -> str:
 
             def score(key: str) -> str:
                 value = scores.get(key)
-                return f"{value:+.3f}" if isinstance(value, (int, float)) and key in ("ior", "hlr", "soft_ior") else (f"{value:.3f}" if isinstance(value, (int, float)) else "-")
+                return (
+                    f"{value:+.3f}"
+                    if isinstance(value, (int, float)) and key in ("ior", "hlr", "soft_ior")
+                    else (f"{value:.3f}" if isinstance(value, (int, float)) else "-")
+                )
 
-            rows.append([name, network["label"], acc("set"), acc("random"), acc("set_soft"), acc("random_soft"), acc("full"), *(score(k) for k in ("ior", "hlr", "lrs", "ars", "soft_ior", "soft_lrs")), f"{network['seconds']:.0f}"])
-    header = ["set", "network", "hard (%)", "random real, hard (%)", "soft (%)", "random real, soft (%)", "full set (%)", "IOR", "HLR", "LRS", "ARS", "soft IOR", "soft LRS", "seconds"]
+            rows.append(
+                [
+                    name,
+                    network["label"],
+                    acc("set"),
+                    acc("random"),
+                    acc("set_soft"),
+                    acc("random_soft"),
+                    acc("full"),
+                    *(score(k) for k in ("ior", "hlr", "lrs", "ars", "soft_ior", "soft_lrs")),
+                    f"{network['seconds']:.0f}",
+                ]
+            )
+    header = [
+        "set",
+        "network",
+        "hard (%)",
+        "random real, hard (%)",
+        "soft (%)",
+        "random real, soft (%)",
+        "full set (%)",
+        "IOR",
+        "HLR",
+        "LRS",
+        "ARS",
+        "soft IOR",
+        "soft LRS",
+        "seconds",
+    ]
     return md_table(header, rows, right=1)
 
 
@@ -68,8 +99,20 @@ def parse_set(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", dest="sets", action="append", type=parse_set, required=True, metavar="NAME=PATH", help="a distilled set file (repeatable)")
-    parser.add_argument("--networks", default="[{depth: 3, width: 128}, {name: resnet_ap, depth: 10, width: 16}]", help="YAML list of NetSpec fields")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        type=parse_set,
+        required=True,
+        metavar="NAME=PATH",
+        help="a distilled set file (repeatable)",
+    )
+    parser.add_argument(
+        "--networks",
+        default="[{depth: 3, width: 128}, {name: resnet_ap, depth: 10, width: 16}]",
+        help="YAML list of NetSpec fields",
+    )
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full_set_epochs", type=int, default=1)
@@ -78,7 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher_cache", default=str(Path.home() / ".cache" / "lightning-dd" / "teachers"))
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--reports", default="docs/ranking", help="folder of the per-set JSON reports (kept: a rerun reuses them)")
+    parser.add_argument(
+        "--reports", default="docs/ranking", help="folder of the per-set JSON reports (kept: a rerun reuses them)"
+    )
     parser.add_argument("--output", default="docs/benchmarks.md")
     parser.add_argument("--note", default="")
     args = parser.parse_args(argv)

@@ -49,7 +49,11 @@ class PlainConvNet(nn.Module):
         height, wide = image_size
         for d in range(depth):
             pad = 3 if (d == 0 and tuple(image_size) == (28, 28)) else 1
-            layers += [nn.Conv2d(channels if d == 0 else width, width, 3, padding=pad), nn.GroupNorm(width, width, affine=True), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels if d == 0 else width, width, 3, padding=pad),
+                nn.GroupNorm(width, width, affine=True),
+                nn.ReLU(inplace=True),
+            ]
             height, wide = height + 2 * pad - 2, wide + 2 * pad - 2
             if min(height, wide) >= 2:
                 layers.append(nn.AvgPool2d(2))
@@ -61,10 +65,14 @@ class PlainConvNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def random_images(n: int, channels: int, height: int, width: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def random_images(
+    n: int, channels: int, height: int, width: int, num_classes: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` uniformly random uint8 images ``[n, C, H, W]`` with balanced labels ``0..num_classes-1``."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, channels, height, width), generator=generator, dtype=torch.uint8), torch.arange(n) % num_classes
+    return torch.randint(0, 256, (n, channels, height, width), generator=generator, dtype=torch.uint8), torch.arange(
+        n
+    ) % num_classes
 
 
 def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
@@ -75,11 +83,15 @@ def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
     if h % factor:
         images = F.pad(images, (0, factor - h % factor, 0, factor - h % factor), value=0.5)
     side = math.ceil(h / factor)
-    crops = [images[:, :, i * side : (i + 1) * side, j * side : (j + 1) * side] for i in range(factor) for j in range(factor)]
+    crops = [
+        images[:, :, i * side : (i + 1) * side, j * side : (j + 1) * side] for i in range(factor) for j in range(factor)
+    ]
     return F.interpolate(torch.cat(crops), size=(h, w), mode="bilinear", align_corners=False)
 
 
-def match_loss(net: nn.Module, img_real: torch.Tensor, img_syn: torch.Tensor, lab_real: torch.Tensor, lab_syn: torch.Tensor) -> torch.Tensor:
+def match_loss(
+    net: nn.Module, img_real: torch.Tensor, img_syn: torch.Tensor, lab_real: torch.Tensor, lab_syn: torch.Tensor
+) -> torch.Tensor:
     """IDC's ``matchloss`` (``grad``, ``mse``): squared gradient differences of the conv weights (no biases, norms or classifier)."""
     criterion, params = nn.CrossEntropyLoss(), list(net.parameters())
     g_real = [g.detach() for g in torch.autograd.grad(criterion(net(img_real), lab_real), params)]
@@ -87,7 +99,17 @@ def match_loss(net: nn.Module, img_real: torch.Tensor, img_syn: torch.Tensor, la
     return sum(torch.sum((gr - gs) ** 2) for gr, gs in zip(g_real, g_syn) if gr.ndim > 2)
 
 
-def class_loss(net: nn.Module, dsa: DSA, real: torch.Tensor, stored: torch.Tensor, c: int, draw: torch.Tensor, factor: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def class_loss(
+    net: nn.Module,
+    dsa: DSA,
+    real: torch.Tensor,
+    stored: torch.Tensor,
+    c: int,
+    draw: torch.Tensor,
+    factor: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> torch.Tensor:
     """The matching loss of class ``c``: ``real`` normalised images, ``stored`` synthetic pixels in [0, 1], one ``[1, 11]`` DSA ``draw`` for both."""
     n = real.shape[0]
     img_aug = dsa.apply(torch.cat([real, (decode(stored, factor) - mean) / std]), draw)
@@ -106,7 +128,9 @@ def rand_bbox(height: int, width: int, lam: float, generator: torch.Generator) -
 class ReferenceDistiller:
     """One outer iteration of IDC-style distillation: the data (uint8 ``images`` ``[N, C, H, W]``, ``labels``), the synthetic images, one network."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, settings: Settings, device: torch.device | str) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, settings: Settings, device: torch.device | str
+    ) -> None:
         s = self.settings = settings
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(s.seed)
@@ -127,7 +151,9 @@ class ReferenceDistiller:
         self.synset = init.to(self.device).requires_grad_(True)
         self.optim_img = torch.optim.SGD([self.synset], lr=s.lr_img * s.ipc / 10.0, momentum=s.momentum_img)
         self.net = PlainConvNet(channels, s.num_classes, (height, width), s.depth, s.width).to(self.device).train()
-        self.optim_net = torch.optim.SGD(self.net.parameters(), lr=s.net_lr, momentum=s.net_momentum, weight_decay=s.net_weight_decay)
+        self.optim_net = torch.optim.SGD(
+            self.net.parameters(), lr=s.net_lr, momentum=s.net_momentum, weight_decay=s.net_weight_decay
+        )
 
     def matching_part(self) -> float:
         """Match every class, one synthetic-image step per class; returns the summed loss."""
@@ -135,9 +161,21 @@ class ReferenceDistiller:
         loss_total = 0.0
         for c in range(s.num_classes):
             pool = self.class_indices[c]
-            real = self.images[pool[torch.randperm(pool.numel(), generator=self.generator)[: s.batch_real].to(self.device)]]
+            real = self.images[
+                pool[torch.randperm(pool.numel(), generator=self.generator)[: s.batch_real].to(self.device)]
+            ]
             draw = self.dsa.sample(1, self.generator)
-            loss = class_loss(self.net, self.dsa, real, self.synset[c * s.ipc : (c + 1) * s.ipc], c, draw, s.factor, self.mean, self.std)
+            loss = class_loss(
+                self.net,
+                self.dsa,
+                real,
+                self.synset[c * s.ipc : (c + 1) * s.ipc],
+                c,
+                draw,
+                s.factor,
+                self.mean,
+                self.std,
+            )
             loss_total += loss.item()
             self.optim_img.zero_grad()
             loss.backward()
@@ -149,7 +187,9 @@ class ReferenceDistiller:
         s, net, criterion, generator = self.settings, self.net, nn.CrossEntropyLoss(), self.generator
         if s.n_data == 0:
             return
-        count = math.ceil(s.n_data / s.net_batch_size) * s.net_batch_size  # their loop stops after the batch that reaches n_data
+        count = (
+            math.ceil(s.n_data / s.net_batch_size) * s.net_batch_size
+        )  # their loop stops after the batch that reaches n_data
         idx = torch.randperm(self.images.shape[0], generator=generator)[:count].to(self.device)
         x_all, y_all = self.images[idx], self.labels[idx]
         for start in range(0, x_all.shape[0], s.net_batch_size):

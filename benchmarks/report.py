@@ -41,7 +41,11 @@ def md_table(header: list[str], rows: list[list], right: int = 0) -> str:
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else the architecture."""
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
     except OSError:
         names = []
     return names[0] if names else platform.processor() or platform.machine()
@@ -49,7 +53,9 @@ def cpu_model() -> str:
 
 def gpu_suffix(device: str) -> str:
     """``", GPU <name>"`` when ``device`` is CUDA and a GPU is present, else nothing."""
-    return f", GPU {torch.cuda.get_device_name()}" if str(device).startswith("cuda") and torch.cuda.is_available() else ""
+    return (
+        f", GPU {torch.cuda.get_device_name()}" if str(device).startswith("cuda") and torch.cuda.is_available() else ""
+    )
 
 
 def machine_name(device: str) -> str:
@@ -65,8 +71,12 @@ def machine_line(threads: int, device: str = "cpu") -> str:
 def code_version() -> str:
     """The lightning-dd commit that ran, naming uncommitted library files (the results measure them)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lightning_dd"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "lightning_dd"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     changed = sorted(line[3:] for line in dirty if line.strip())
@@ -75,7 +85,14 @@ def code_version() -> str:
 
 def command(benchmark: str, argv: list[str] | None) -> str:
     """The command line that reproduces a run: ``python -m benchmarks.<name> ...``, less ``--report_only`` (the command completes the runs)."""
-    return shlex.join(["python", "-m", f"benchmarks.{benchmark}", *(a for a in (sys.argv[1:] if argv is None else argv) if a != "--report_only")])
+    return shlex.join(
+        [
+            "python",
+            "-m",
+            f"benchmarks.{benchmark}",
+            *(a for a in (sys.argv[1:] if argv is None else argv) if a != "--report_only"),
+        ]
+    )
 
 
 def provenance(benchmark: str, argv: list[str] | None, threads: int, device: str = "cpu") -> str:

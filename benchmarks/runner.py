@@ -27,7 +27,10 @@ from lightning_dd.nets import NetSpec
 from .report import machine_name
 
 # Acc-DD: perturbed early-stage pool members; IDC mode: fresh random networks, no perturbation.
-MODES = (("Acc-DD", {"model_source": "pool", "perturb": True}), ("IDC mode", {"model_source": "random", "perturb": False}))
+MODES = (
+    ("Acc-DD", {"model_source": "pool", "perturb": True}),
+    ("IDC mode", {"model_source": "random", "perturb": False}),
+)
 
 
 @dataclass
@@ -55,7 +58,9 @@ def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
         for part in parts[:-1]:
             child = target.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section of the config; override the whole value instead")
+                raise ConfigError(
+                    f"override {item!r}: {part!r} is not a section of the config; override the whole value instead"
+                )
             target = child
         target[parts[-1]] = yaml.safe_load(raw)
     return config
@@ -66,7 +71,9 @@ def evaluation_settings(section: dict, eval_epochs: int | None) -> tuple[TrainSc
     accepted = set(inspect.signature(SyntheticEvaluation).parameters) - {"net", "progress"}
     unknown = sorted(set(section) - accepted - {"net"})
     if unknown:
-        raise ConfigError(f"evaluation.{unknown[0]} is not a setting of the evaluation section; use one of {', '.join(sorted(accepted))}")
+        raise ConfigError(
+            f"evaluation.{unknown[0]} is not a setting of the evaluation section; use one of {', '.join(sorted(accepted))}"
+        )
     kwargs = {k: v for k, v in section.items() if k in accepted}
     if eval_epochs or "protocol" not in section:
         kwargs["epochs"] = eval_epochs or section.get("epochs", 300)
@@ -75,7 +82,9 @@ def evaluation_settings(section: dict, eval_epochs: int | None) -> tuple[TrainSc
     return evaluation.schedule, evaluation.net
 
 
-def load_config(path: str, eval_epochs: int | None, threads: int, overrides: list[str] | None = None) -> BenchmarkConfig:
+def load_config(
+    path: str, eval_epochs: int | None, threads: int, overrides: list[str] | None = None
+) -> BenchmarkConfig:
     """Read ``path`` (with ``overrides``) and set up its data; evaluation epochs default to the config's (300 if absent)."""
     torch.set_num_threads(threads)
     os.environ.setdefault("LIGHTNING_DD_QUIET", "1")
@@ -96,11 +105,27 @@ def trainer(device: str | torch.device = "cpu", **kwargs):
     """A quiet ``lightning.Trainer`` for one distillation: no logger, checkpoints, progress bar or summary; runs until the module stops."""
     import lightning as L
 
-    options = dict(accelerator=accelerator(device), devices=1, max_epochs=-1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    options = dict(
+        accelerator=accelerator(device),
+        devices=1,
+        max_epochs=-1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     return L.Trainer(**{**options, **kwargs})
 
 
-def parallel_map(function: Callable, tasks: Iterable, jobs: int, fresh: bool = False, initializer: Callable | None = None, initargs: tuple = ()) -> Iterator:
+def parallel_map(
+    function: Callable,
+    tasks: Iterable,
+    jobs: int,
+    fresh: bool = False,
+    initializer: Callable | None = None,
+    initargs: tuple = (),
+) -> Iterator:
     """``function(task)`` per task, results as they finish: one job here, more in spawned interpreters with one torch thread each
     (unless ``initializer`` sets its own); ``fresh`` gives every task a new process, its peak memory and torch state its own."""
     tasks = list(tasks)
@@ -110,7 +135,12 @@ def parallel_map(function: Callable, tasks: Iterable, jobs: int, fresh: bool = F
         yield from map(function, tasks)
         return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(max(1, min(jobs, len(tasks))), initializer=initializer or torch.set_num_threads, initargs=initargs if initializer else (1,), maxtasksperchild=1 if fresh else None) as pool:
+    with context.Pool(
+        max(1, min(jobs, len(tasks))),
+        initializer=initializer or torch.set_num_threads,
+        initargs=initargs if initializer else (1,),
+        maxtasksperchild=1 if fresh else None,
+    ) as pool:
         yield from pool.imap_unordered(function, tasks)
 
 
@@ -136,10 +166,14 @@ class ResultStore:
         self.path, self.key_fields = Path(path), key_fields
         self.settings = None if settings is None else digest(settings)
         lines = self.path.read_text().splitlines() if self.path.exists() else []
-        self._rows = list({self.key(row): row for row in map(json.loads, filter(str.strip, lines))}.values())  # a later line replaces an earlier one
+        self._rows = list(
+            {self.key(row): row for row in map(json.loads, filter(str.strip, lines))}.values()
+        )  # a later line replaces an earlier one
         other = {r.get("settings") for r in self._rows} - {self.settings} if self.settings else set()
         if other:
-            raise ConfigError(f"{self.path} holds results of other settings; pass another results file or the same settings")
+            raise ConfigError(
+                f"{self.path} holds results of other settings; pass another results file or the same settings"
+            )
 
     def key(self, row: dict) -> tuple:
         return tuple(row.get(f) for f in self.key_fields)
@@ -152,7 +186,11 @@ class ResultStore:
         return [t for t in tasks if self.key(t) not in done]
 
     def add(self, row: dict, device: str = "cpu") -> dict:
-        row = {**row, "machine": row.get("machine") or machine_name(device), **({"settings": self.settings} if self.settings else {})}
+        row = {
+            **row,
+            "machine": row.get("machine") or machine_name(device),
+            **({"settings": self.settings} if self.settings else {}),
+        }
         self._rows = [r for r in self._rows if self.key(r) != self.key(row)] + [row]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.path, "w") as handle:

@@ -175,7 +175,9 @@ class DSA:
         # drawn from [0, size + 1 - side % 2), clipped at the borders.
         h, w = x.shape[-2:]
         side_h, side_w = int(h * self.cutout_ratio + 0.5), int(w * self.cutout_ratio + 0.5)
-        cx, cy = (torch.floor(u[:, i] * (d + 1 - s % 2)) for i, d, s in zip(_COLUMNS["cutout"], (w, h), (side_w, side_h)))
+        cx, cy = (
+            torch.floor(u[:, i] * (d + 1 - s % 2)) for i, d, s in zip(_COLUMNS["cutout"], (w, h), (side_w, side_h))
+        )
         top, left = (cy - side_h // 2).view(-1, 1, 1), (cx - side_w // 2).view(-1, 1, 1)
         rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
         cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
@@ -184,7 +186,11 @@ class DSA:
 
 
 def training_augmentation(
-    strategy: str, flip_ok: bool = True, spatial: str = "single", cutmix_p: float = 0.0, cutout_with_cutmix: bool = False
+    strategy: str,
+    flip_ok: bool = True,
+    spatial: str = "single",
+    cutmix_p: float = 0.0,
+    cutout_with_cutmix: bool = False,
 ) -> DSA:
     """The per-image DSA of a classifier that trains (pool pretraining, network update, evaluation).
 

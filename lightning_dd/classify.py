@@ -86,7 +86,9 @@ def train_classifier(
     loss_fn = augmented_loss if loss_fn is None else loss_fn
     net.train()
     dsa = schedule.augmentation(flip_ok)
-    optimizer = torch.optim.SGD(net.parameters(), lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay)
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
+    )
     milestones = sorted({max(1, int(round(schedule.epochs * m))) for m in schedule.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=schedule.gamma)
     n = images.shape[0]

@@ -74,7 +74,11 @@ class DistillCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         given = kwargs.get("args")
-        self._argv = [str(a) for a in (sys.argv[1:] if given is None else given)] if not isinstance(given, (dict, Namespace)) else []
+        self._argv = (
+            [str(a) for a in (sys.argv[1:] if given is None else given)]
+            if not isinstance(given, (dict, Namespace))
+            else []
+        )
         self._resume_version: int | str | None = None
         self._resume: _Resume | None = None  # set by parse_arguments when --ckpt_path names a file
         super().__init__(*args, **kwargs)
@@ -88,7 +92,20 @@ class DistillCLI(LightningCLI):
         parser.add_lightning_class_args(DistilledExport, "export")
         parser.add_lightning_class_args(CheckpointOnInterrupt, "interrupt")
         parser.add_lightning_class_args(ProgressLog, "progress")
-        fill_missing_help(parser, {"model": DistillModule, "model.net": NetSpec, "model.pool": PoolConfig, "evaluation": SyntheticEvaluation, "evaluation.net": NetSpec, "export": DistilledExport, "interrupt": CheckpointOnInterrupt, "progress": ProgressLog, "data": RealDataModule})
+        fill_missing_help(
+            parser,
+            {
+                "model": DistillModule,
+                "model.net": NetSpec,
+                "model.pool": PoolConfig,
+                "evaluation": SyntheticEvaluation,
+                "evaluation.net": NetSpec,
+                "export": DistilledExport,
+                "interrupt": CheckpointOnInterrupt,
+                "progress": ProgressLog,
+                "data": RealDataModule,
+            },
+        )
 
     # -------------------------------------------------------------- resume
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -115,7 +132,9 @@ class DistillCLI(LightningCLI):
         assert resume is not None
         self._resume_version = _resume_version(resume.records, resume.path, config.trainer.get("default_root_dir"))
         data = config.get("data")
-        check_same_data(resume.data, data.as_dict() if isinstance(data, Namespace) else dict(data or {}), resume.where)  # settings only: other data may not even load
+        check_same_data(
+            resume.data, data.as_dict() if isinstance(data, Namespace) else dict(data or {}), resume.where
+        )  # settings only: other data may not even load
         saved = resume.records.get("hyper_parameters") or {}
         if saved:  # LightningCLI merged only what the checkpoint holds: the rest ran as it did then
             for key, value in EARLIER_BEHAVIOUR.items():
@@ -123,7 +142,11 @@ class DistillCLI(LightningCLI):
                     config[f"model.{key}"] = value
         for key, (given, before) in check_resume(resume.given, resume.records, resume.where).items():
             config[f"model.{key}"] = given
-            print(f"lightning-dd: resuming with model.{key}={given} instead of the checkpoint's {before} ({RESUME_SAFE[key]})", file=sys.stderr, flush=True)
+            print(
+                f"lightning-dd: resuming with model.{key}={given} instead of the checkpoint's {before} ({RESUME_SAFE[key]})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # ------------------------------------------------------------- trainer
     def before_instantiate_classes(self) -> None:
@@ -145,7 +168,12 @@ class DistillCLI(LightningCLI):
                 check_numbers(_scalars(model.net), "model.net")
         evaluation = config.get("evaluation")
         if isinstance(evaluation, Namespace):
-            check_numbers(_scalars(evaluation), "evaluation", rules={"epochs": COUNT}, defaults=defaults_of(SyntheticEvaluation.__init__))
+            check_numbers(
+                _scalars(evaluation),
+                "evaluation",
+                rules={"epochs": COUNT},
+                defaults=defaults_of(SyntheticEvaluation.__init__),
+            )
         data = config.get("data")
         if isinstance(data, Namespace):
             check_numbers(_scalars(data), "data", defaults=defaults_of(RealDataModule.__init__))
@@ -271,10 +299,14 @@ class _Resume:
     @property
     def data(self) -> dict[str, Any]:
         """The data the checkpoint's run distilled on: the data module's state, else (older checkpoints) its hyper-parameters."""
-        return dict(self.records.get(RealDataModule.__qualname__) or self.records.get("datamodule_hyper_parameters") or {})
+        return dict(
+            self.records.get(RealDataModule.__qualname__) or self.records.get("datamodule_hyper_parameters") or {}
+        )
 
 
-def _check_mergeable(parser: LightningArgumentParser, config: Namespace, subcommand: str, checkpoint: dict, ckpt_path: str) -> None:
+def _check_mergeable(
+    parser: LightningArgumentParser, config: Namespace, subcommand: str, checkpoint: dict, ckpt_path: str
+) -> None:
     """Refuse, in one sentence, a checkpoint whose settings LightningCLI could not merge into the config.
 
     LightningCLI's own merge would print the parser's message and "Parsing of ckpt_path
@@ -283,20 +315,29 @@ def _check_mergeable(parser: LightningArgumentParser, config: Namespace, subcomm
     """
     hparams = {k: v for k, v in dict(checkpoint.get("hyper_parameters") or {}).items() if k != "_instantiator"}
     if "_class_path" in hparams:
-        raise FileFormatError(f"{ckpt_path} names its module by class path (a LightningCLI in subclass mode wrote it), which lightning-dd fit cannot merge; resume it with trainer.fit(module, datamodule=..., ckpt_path=...)")
+        raise FileFormatError(
+            f"{ckpt_path} names its module by class path (a LightningCLI in subclass mode wrote it), which lightning-dd fit cannot merge; resume it with trainer.fit(module, datamodule=..., ckpt_path=...)"
+        )
     if not hparams:
         return
-    previous, parser.exit_on_error = parser.exit_on_error, False  # a failure here is the checkpoint's, not the command line's
+    previous, parser.exit_on_error = (
+        parser.exit_on_error,
+        False,
+    )  # a failure here is the checkpoint's, not the command line's
     try:
         parser.parse_object({subcommand: {"model": hparams}}, config)
     except Exception as err:
         reason = one_sentence(str(err)).split(" (see ")[0]
-        raise FileFormatError(f"{ckpt_path} holds settings this version of lightning-dd cannot read ({reason}); resume it with the version that wrote it") from None
+        raise FileFormatError(
+            f"{ckpt_path} holds settings this version of lightning-dd cannot read ({reason}); resume it with the version that wrote it"
+        ) from None
     finally:
         parser.exit_on_error = previous
 
 
-def _given_settings(parser: LightningArgumentParser, config: Namespace, subcommand: str, argv: list[str]) -> dict[str, Any]:
+def _given_settings(
+    parser: LightningArgumentParser, config: Namespace, subcommand: str, argv: list[str]
+) -> dict[str, Any]:
     """The ``model.*`` settings the user gave, flattened: named on the command line, or unlike the defaults (a config file's).
 
     A setting left at its default is the checkpoint's once LightningCLI merged it, so only these
@@ -306,7 +347,11 @@ def _given_settings(parser: LightningArgumentParser, config: Namespace, subcomma
     defaults = flatten(parser.parse_args([subcommand])[subcommand].get("model"))
     named = {a[len("--model.") :].split("=")[0] for a in argv if a.startswith("--model.")}
     missing = object()
-    return {k: v for k, v in values.items() if v != defaults.get(k, missing) or any(k == n or k.startswith(n + ".") for n in named)}
+    return {
+        k: v
+        for k, v in values.items()
+        if v != defaults.get(k, missing) or any(k == n or k.startswith(n + ".") for n in named)
+    }
 
 
 def _resume_version(checkpoint: dict, ckpt_path: str, default_root_dir: str | None) -> int | str | None:
@@ -338,7 +383,10 @@ def remove_if_empty(log_dir: Path | None) -> None:
     if log_dir is None or not log_dir.is_dir():
         return
     entries = list(log_dir.iterdir())
-    if all(p.is_file() and (p.name in ("config.yaml", "hparams.yaml") or p.name.startswith("events.out.tfevents.")) for p in entries):
+    if all(
+        p.is_file() and (p.name in ("config.yaml", "hparams.yaml") or p.name.startswith("events.out.tfevents."))
+        for p in entries
+    ):
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
@@ -349,7 +397,12 @@ class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
 # max_epochs=-1 here; DistillModule sets it to its outer_iterations (one epoch each) when fit starts.
 # LIGHTNING_DD_QUIET=1 (CI) also hides Lightning's progress bar, and so does output to a file or
 # pipe, where its redraws would pile up: ProgressLog writes plain lines there instead.
-TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "log_every_n_steps": 10, "max_epochs": -1, "enable_progress_bar": not quiet() and interactive()}
+TRAINER_DEFAULTS = {
+    "num_sanity_val_steps": 0,
+    "log_every_n_steps": 10,
+    "max_epochs": -1,
+    "enable_progress_bar": not quiet() and interactive(),
+}
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:
@@ -361,7 +414,11 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> DistillCLI:
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Dataset distillation with Lightning: Acc-DD on IDC gradient matching (`lightning-dd fit --help` lists every setting).", "epilog": summary(), "formatter_class": _HelpFormatter},
+        parser_kwargs={
+            "description": "Dataset distillation with Lightning: Acc-DD on IDC gradient matching (`lightning-dd fit --help` lists every setting).",
+            "epilog": summary(),
+            "formatter_class": _HelpFormatter,
+        },
         parser_class=FitParser,
         auto_configure_optimizers=False,
         args=args,
@@ -400,7 +457,9 @@ def main(args: list[str] | None = None) -> None:
             run_command(argv)
         else:
             cli = run_cli(args)  # None: LightningCLI reads sys.argv itself
-            stoppers = [cb for cb in cli.trainer.callbacks if isinstance(cb, CheckpointOnInterrupt)] if cli.trainer else []
+            stoppers = (
+                [cb for cb in cli.trainer.callbacks if isinstance(cb, CheckpointOnInterrupt)] if cli.trainer else []
+            )
             stopper = stoppers[0] if stoppers else None
             if stopper is not None and stopper.signal_received is not None:
                 sys.exit(128 + int(stopper.signal_received))  # stopped early by a signal, checkpoint saved

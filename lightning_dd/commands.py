@@ -41,12 +41,21 @@ from lightning_dd.evaluation import (
     net_label,
 )
 from lightning_dd.export import export_image_folder
-from lightning_dd.set_format import load_distilled, to_jsonable
+from lightning_dd.set_format import DistilledSet, load_distilled, to_jsonable
 from lightning_dd.nets.spec import NET_NAMES, NetSpec
 from lightning_dd.parsing import CommandParser
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
 from lightning_dd.teacher import TeacherConfig, load_or_train_teacher
-from lightning_dd.validation import COUNT, POSITIVE, check_class_counts, check_net_fits, check_numbers, check_writable_dir, defaults_of, resolve_path
+from lightning_dd.validation import (
+    COUNT,
+    POSITIVE,
+    check_class_counts,
+    check_net_fits,
+    check_numbers,
+    check_writable_dir,
+    defaults_of,
+    resolve_path,
+)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -63,7 +72,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _check_compatible(real: DatasetInfo, exported: DatasetInfo, path: Path) -> None:
-    if (real.num_classes, real.channels, tuple(real.image_size)) != (exported.num_classes, exported.channels, tuple(exported.image_size)):
+    if (real.num_classes, real.channels, tuple(real.image_size)) != (
+        exported.num_classes,
+        exported.channels,
+        tuple(exported.image_size),
+    ):
         raise FileFormatError(
             f"{path} holds {exported.num_classes} classes of {exported.channels}x{exported.image_size[0]}x{exported.image_size[1]} "
             f"but dataset {real.name!r} has {real.num_classes} classes of {real.channels}x{real.image_size[0]}x{real.image_size[1]}"
@@ -208,9 +221,26 @@ def evaluate(
         seed: base seed of the evaluation networks and random subsets.
         progress: show progress bars.
     """
-    numbers = {"epochs": epochs, "repeats": repeats, "batch_size": batch_size, "lr": lr, "cutmix_p": cutmix_p, "full_set_epochs": full_set_epochs, "temperature": temperature}
+    numbers = {
+        "epochs": epochs,
+        "repeats": repeats,
+        "batch_size": batch_size,
+        "lr": lr,
+        "cutmix_p": cutmix_p,
+        "full_set_epochs": full_set_epochs,
+        "temperature": temperature,
+    }
     check_numbers(numbers, "--", rules={"epochs": COUNT, "temperature": POSITIVE}, defaults=defaults_of(evaluate))
-    given = dict(epochs=epochs, net=net, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
+    given = dict(
+        epochs=epochs,
+        net=net,
+        lr=lr,
+        batch_size=batch_size,
+        augment=augment,
+        cutmix_p=cutmix_p,
+        spatial=spatial,
+        cutout_with_cutmix=cutout_with_cutmix,
+    )
     settings = apply_protocol(protocol, given, defaults_of(evaluate), "--")
     if soft_labels is not None:
         choose("--soft_labels mode", soft_labels, SOFT_LABEL_MODES)
@@ -222,18 +252,30 @@ def evaluate(
     nets = _evaluation_networks(settings.pop("net"), net, networks, distilled.config)
     schedule = _schedule(settings)
     dev = resolve_device(device)
-    dm = RealDataModule(info.name, data_dir=data_dir, source_options=source_options, **_validation_of_export(distilled.config))
-    dm.setup()
-    _check_compatible(dm.info, info, path_)
-    for spec, setting in nets:
-        check_net_fits(spec, info.channels, info.num_classes, info.image_size, setting)
     random_rows = baselines or scores or soft_labels is not None
-    check_class_counts(dm.info, dm.train_data, ipc=distilled.ipc if random_rows else None, test=dm.test_data, prefix="the export's")
+    dm = _real_data_for(distilled, path_, nets, data_dir, source_options, random_rows)
     labeler, teacher_line = _soft_labeler(soft_labels, temperature, teacher, nets[0][0], dm, dev, progress)
     plan = EvalPlan(repeats, baselines, full_set_epochs, scores, labeler)
     images, labels = distilled.decoded()
-    name = f"distilled, {distilled.ipc}/class" + (f" (x{distilled.factor ** 2} decoded)" if distilled.factor > 1 else "")
-    evaluations = [evaluate_network(name, images, labels, distilled.ipc, dm.train_data, dm.test_data, spec, schedule, plan, seed, dev, progress, dm.val_data) for spec, _ in nets]
+    name = f"distilled, {distilled.ipc}/class" + (f" (x{distilled.factor**2} decoded)" if distilled.factor > 1 else "")
+    evaluations = [
+        evaluate_network(
+            name,
+            images,
+            labels,
+            distilled.ipc,
+            dm.train_data,
+            dm.test_data,
+            spec,
+            schedule,
+            plan,
+            seed,
+            dev,
+            progress,
+            dm.val_data,
+        )
+        for spec, _ in nets
+    ]
     title = f"## {path_.name}: {describe_info(info)}; {_nets_text([spec for spec, _ in nets])}, {dev.type}"
     print(_report_text(evaluations, title, teacher_line), flush=True)
     if results:
@@ -241,7 +283,32 @@ def evaluate(
     return [row for evaluation in evaluations for row in evaluation.table_rows()]
 
 
-def _evaluation_networks(resolved: Optional[NetSpec], net: Optional[NetSpec], networks: Optional[list[NetSpec]], config: dict) -> list[tuple[NetSpec, str]]:
+def _real_data_for(
+    distilled: DistilledSet,
+    path: Path,
+    nets: list[tuple[NetSpec, str]],
+    data_dir: str,
+    source_options,
+    random_rows: bool,
+) -> RealDataModule:
+    """The set's real data (its validation split too), checked against the set and the networks before any training."""
+    info = distilled.info
+    dm = RealDataModule(
+        info.name, data_dir=data_dir, source_options=source_options, **_validation_of_export(distilled.config)
+    )
+    dm.setup()
+    _check_compatible(dm.info, info, path)
+    for spec, setting in nets:
+        check_net_fits(spec, info.channels, info.num_classes, info.image_size, setting)
+    check_class_counts(
+        dm.info, dm.train_data, ipc=distilled.ipc if random_rows else None, test=dm.test_data, prefix="the export's"
+    )
+    return dm
+
+
+def _evaluation_networks(
+    resolved: Optional[NetSpec], net: Optional[NetSpec], networks: Optional[list[NetSpec]], config: dict
+) -> list[tuple[NetSpec, str]]:
     """The networks to evaluate with the flag that names each (for error messages)."""
     if networks is not None:
         if net is not None:
@@ -255,7 +322,11 @@ def _evaluation_networks(resolved: Optional[NetSpec], net: Optional[NetSpec], ne
 def _nets_text(nets: list[NetSpec]) -> str:
     if len(nets) == 1:
         net = nets[0]
-        return f"net {net.name} depth {net.depth} width {net.width} ({net.norm} norm)" if net.name in NET_NAMES else f"net {net_label(net)}"
+        return (
+            f"net {net.name} depth {net.depth} width {net.width} ({net.norm} norm)"
+            if net.name in NET_NAMES
+            else f"net {net_label(net)}"
+        )
     return "networks " + "; ".join(net_label(net) for net in nets)
 
 
@@ -270,7 +341,15 @@ def _schedule(settings: dict) -> TrainSchedule:
     return schedule
 
 
-def _soft_labeler(mode: Optional[str], temperature: float, config: TeacherConfig, default_net: NetSpec, dm: RealDataModule, device: torch.device, progress: bool) -> tuple[Optional[SoftLabeler], str]:
+def _soft_labeler(
+    mode: Optional[str],
+    temperature: float,
+    config: TeacherConfig,
+    default_net: NetSpec,
+    dm: RealDataModule,
+    device: torch.device,
+    progress: bool,
+) -> tuple[Optional[SoftLabeler], str]:
     """The labeler of the soft-label rows (None when off) and a line that says which teacher it uses."""
     if mode is None:
         return None, ""
@@ -281,7 +360,9 @@ def _soft_labeler(mode: Optional[str], temperature: float, config: TeacherConfig
         check_net_fits(config.net, info.channels, info.num_classes, info.image_size, "--teacher.net")
     teacher = load_or_train_teacher(config, default_net, dm.train_data, device, progress)
     normalize = Normalizer(info.mean, info.std, device).uint8
-    accuracy = 100.0 * test_accuracy(teacher.model, dm.test_data.images.to(device), dm.test_data.labels.to(device), info.num_classes, normalize)
+    accuracy = 100.0 * test_accuracy(
+        teacher.model, dm.test_data.images.to(device), dm.test_data.labels.to(device), info.num_classes, normalize
+    )
     line = f"{teacher.describe()}; test accuracy {accuracy:.2f} %; soft labels {mode.replace('_', ' ')}, temperature {temperature:g}"
     return SoftLabeler(teacher.model, mode, temperature), line
 
@@ -299,7 +380,17 @@ def _report_text(evaluations: list[NetworkEvaluation], title: str, teacher_line:
     return "\n".join(lines)
 
 
-def _write_results(path: str, set_path: Path, info: DatasetInfo, device: torch.device, schedule: TrainSchedule, evaluations: list[NetworkEvaluation], teacher_line: str, repeats: int, seed: int) -> None:
+def _write_results(
+    path: str,
+    set_path: Path,
+    info: DatasetInfo,
+    device: torch.device,
+    schedule: TrainSchedule,
+    evaluations: list[NetworkEvaluation],
+    teacher_line: str,
+    repeats: int,
+    seed: int,
+) -> None:
     """The report as JSON (accuracies in %, scores as fractions, seconds), written atomically."""
     report = {
         "set": str(set_path),
@@ -370,7 +461,18 @@ def pool(
         device: auto, cpu or cuda[:N].
         progress: show progress bars.
     """
-    settings = dict(size=size, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
+    settings = dict(
+        size=size,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        augment=augment,
+        cutmix_p=cutmix_p,
+        spatial=spatial,
+        cutout_with_cutmix=cutout_with_cutmix,
+    )
     check_numbers(settings, "--", defaults=defaults_of(pool))
     config = PoolConfig(**settings, cache_dir=cache_dir)
     dev = resolve_device(device)
@@ -386,7 +488,10 @@ def pool(
     images, labels = test.images.to(dev), test.labels.to(dev)
     normalize = type(test.normalizer)(info.mean, info.std, dev).uint8
     accuracies = []
-    lines = [f"## early-stage pool: {describe_info(info)}; net {net.name} depth {net.depth} width {net.width}; {size} nets x {epochs} epoch(s)", ""]
+    lines = [
+        f"## early-stage pool: {describe_info(info)}; net {net.name} depth {net.depth} width {net.width}; {size} nets x {epochs} epoch(s)",
+        "",
+    ]
     lines += ["| member | seed | test accuracy (%) |", "|---:|---:|---:|"]
     for m, state in enumerate(members.members):
         model = net.build(info.channels, info.num_classes, info.image_size)
@@ -394,7 +499,10 @@ def pool(
         accuracy = 100.0 * test_accuracy(model.to(dev), images, labels, info.num_classes, normalize)
         accuracies.append(accuracy)
         lines.append(f"| {m} | {seed + m} | {accuracy:.2f} |")
-    lines += ["", f"mean {sum(accuracies) / len(accuracies):.2f} %; {'loaded from' if cached else 'pretrained and cached in'} {path}"]
+    lines += [
+        "",
+        f"mean {sum(accuracies) / len(accuracies):.2f} %; {'loaded from' if cached else 'pretrained and cached in'} {path}",
+    ]
     print("\n".join(lines), flush=True)
     return accuracies
 
@@ -432,7 +540,9 @@ def summary() -> str:
 def build_parser(name: str):
     """The jsonargparse parser of command ``name``."""
     fn = COMMANDS[name]
-    parser = CommandParser(prog=f"lightning-dd {name}", description=(fn.__doc__ or "").strip().splitlines()[0], exit_on_error=True)
+    parser = CommandParser(
+        prog=f"lightning-dd {name}", description=(fn.__doc__ or "").strip().splitlines()[0], exit_on_error=True
+    )
     parser.add_function_arguments(fn, fail_untyped=True, as_positional=name in POSITIONAL)
     return parser
 
@@ -476,7 +586,11 @@ def _with_export_defaults(parser, cfg, rest: list[str]):
     recorded = {k: v for k, v in recorded_evaluation(config).items() if k in defaults}
     if recorded:
         shown = ", ".join(f"{k} {net_label(v) if isinstance(v, NetSpec) else v}" for k, v in recorded.items())
-        print(f"lightning-dd: evaluating with the settings recorded with the set ({shown}); flags override them", file=sys.stderr, flush=True)
+        print(
+            f"lightning-dd: evaluating with the settings recorded with the set ({shown}); flags override them",
+            file=sys.stderr,
+            flush=True,
+        )
     return cfg
 
 
@@ -494,4 +608,3 @@ def user_error_in(err: BaseException) -> LightningDDError | None:
 
 def is_command(args: list[str]) -> bool:
     return bool(args) and args[0] in COMMANDS
-

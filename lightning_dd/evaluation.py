@@ -59,7 +59,9 @@ def apply_protocol(protocol: str | None, given: dict, defaults: dict, prefix: st
     fixed = {k: PROTOCOLS[protocol].get(k, schedule_defaults.get(k)) for k in PROTOCOL_FIELDS}
     for key, value in fixed.items():
         if key in given and given[key] != defaults.get(key) and given[key] != value:
-            raise ConfigError(f"{prefix}protocol={protocol} fixes {prefix}{key} to {value!r}, but it is set to {given[key]!r}; drop one of the two")
+            raise ConfigError(
+                f"{prefix}protocol={protocol} fixes {prefix}{key} to {value!r}, but it is set to {given[key]!r}; drop one of the two"
+            )
     return {**given, **fixed}
 
 
@@ -169,7 +171,11 @@ def evaluate_splits(
         targets, loss_fn = soft.to(device).targets(images, labels, transform), soft
     train_classifier(model, images, targets, schedule, generator, info.flip_ok, transform, progress, loss_fn)
     splits = {"test": test} if val is None else {"val": val, "test": test}
-    return {name: 100.0 * test_accuracy(model, split.images.to(device), split.labels.to(device), info.num_classes, normalizer.uint8) for name, split in splits.items()}
+    return {
+        name: 100.0
+        * test_accuracy(model, split.images.to(device), split.labels.to(device), info.num_classes, normalizer.uint8)
+        for name, split in splits.items()
+    }
 
 
 def evaluate_repeats(
@@ -215,12 +221,16 @@ def evaluate_random_subsets(
     The draws depend only on ``seed`` and the repeat, so rows evaluated with other settings
     (no augmentation, soft labels) train on the very same subsets.
     """
-    result = EvalResult(name or f"random real, {ipc}/class", images=ipc * train.info.num_classes, epochs=schedule.epochs)
+    result = EvalResult(
+        name or f"random real, {ipc}/class", images=ipc * train.info.num_classes, epochs=schedule.epochs
+    )
     for r in range(draws):
         idx = train.random_subset_indices(ipc, torch.Generator().manual_seed(10_000 + seed + r)).cpu()
         desc = f"evaluating random subset ({r + 1}/{draws})" if progress else None
         start = time.perf_counter()
-        scores = evaluate_splits(train.images.cpu()[idx], train.labels.cpu()[idx], test, val, net, schedule, seed + r, device, desc, soft)
+        scores = evaluate_splits(
+            train.images.cpu()[idx], train.labels.cpu()[idx], test, val, net, schedule, seed + r, device, desc, soft
+        )
         result.add(scores, time.perf_counter() - start)
     return result
 
@@ -244,7 +254,9 @@ def evaluate_full_set(
     set is tens of thousands of images.
     """
     full = dataclasses.replace(schedule, epochs=epochs)
-    return evaluate_repeats("full training set", train.images, train.labels, test, net, full, repeats, seed, device, progress, val)
+    return evaluate_repeats(
+        "full training set", train.images, train.labels, test, net, full, repeats, seed, device, progress, val
+    )
 
 
 def net_label(net: NetSpec) -> str:
@@ -295,7 +307,13 @@ class NetworkEvaluation:
 
     def to_dict(self, hints: Mapping[str, str] | None = None) -> dict:
         rows = [row.to_dict() for row in self.table_rows()]
-        return {"net": self.net.to_dict(), "label": net_label(self.net), "seconds": self.seconds, "rows": rows, "scores": self.scores(hints).to_dict()}
+        return {
+            "net": self.net.to_dict(),
+            "label": net_label(self.net),
+            "seconds": self.seconds,
+            "rows": rows,
+            "scores": self.scores(hints).to_dict(),
+        }
 
 
 def evaluate_network(
@@ -325,19 +343,40 @@ def evaluate_network(
         set_row: the set's row when already evaluated (the callback's final evaluation).
     """
     common = dict(device=device, progress=progress, val=val)
-    rows = {"set": set_row if set_row is not None else evaluate_repeats(name, images, labels, test, net, schedule, plan.repeats, seed, **common)}
+    rows = {
+        "set": set_row
+        if set_row is not None
+        else evaluate_repeats(name, images, labels, test, net, schedule, plan.repeats, seed, **common)
+    }
     if plan.baselines or plan.scores:
         rows["random"] = evaluate_random_subsets(ipc, train, test, net, schedule, plan.repeats, seed, **common)
     if plan.full_set_epochs > 0:
         rows["full"] = evaluate_full_set(train, test, net, schedule, plan.full_set_epochs, plan.repeats, seed, **common)
     if plan.scores:
         plain, suffix = schedule.without_augmentation(), "no augmentation"
-        rows["set_plain"] = evaluate_repeats(f"{name}, {suffix}", images, labels, test, net, plain, plan.repeats, seed, **common)
-        rows["random_plain"] = evaluate_random_subsets(ipc, train, test, net, plain, plan.repeats, seed, **common, name=f"random real, {ipc}/class, {suffix}")
+        rows["set_plain"] = evaluate_repeats(
+            f"{name}, {suffix}", images, labels, test, net, plain, plan.repeats, seed, **common
+        )
+        rows["random_plain"] = evaluate_random_subsets(
+            ipc, train, test, net, plain, plan.repeats, seed, **common, name=f"random real, {ipc}/class, {suffix}"
+        )
     if plan.soft is not None:
         suffix = f"soft labels ({plan.soft.mode.replace('_', ' ')})"
-        rows["set_soft"] = evaluate_repeats(f"{name}, {suffix}", images, labels, test, net, schedule, plan.repeats, seed, **common, soft=plan.soft)
-        rows["random_soft"] = evaluate_random_subsets(ipc, train, test, net, schedule, plan.repeats, seed, **common, soft=plan.soft, name=f"random real, {ipc}/class, {suffix}")
+        rows["set_soft"] = evaluate_repeats(
+            f"{name}, {suffix}", images, labels, test, net, schedule, plan.repeats, seed, **common, soft=plan.soft
+        )
+        rows["random_soft"] = evaluate_random_subsets(
+            ipc,
+            train,
+            test,
+            net,
+            schedule,
+            plan.repeats,
+            seed,
+            **common,
+            soft=plan.soft,
+            name=f"random real, {ipc}/class, {suffix}",
+        )
     for role, row in rows.items():
         row.role, row.net = role, net_label(net)
     return NetworkEvaluation(net, rows)
@@ -353,8 +392,22 @@ def format_table(rows: list[EvalResult], title: str = "") -> str:
     nets = len({row.net for row in rows}) > 1
     timed = any(row.seconds for row in rows)
     lines = [title, ""] if title else []
-    head = ["training set"] + (["network"] if nets else []) + ["images", "epochs", "nets"] + (["validation accuracy (%)"] if val else []) + ["test accuracy (%)"] + (["seconds/net"] if timed else [])
-    align = ["---"] + (["---"] if nets else []) + ["---:"] * 3 + (["---"] if val else []) + ["---"] + (["---:"] if timed else [])
+    head = (
+        ["training set"]
+        + (["network"] if nets else [])
+        + ["images", "epochs", "nets"]
+        + (["validation accuracy (%)"] if val else [])
+        + ["test accuracy (%)"]
+        + (["seconds/net"] if timed else [])
+    )
+    align = (
+        ["---"]
+        + (["---"] if nets else [])
+        + ["---:"] * 3
+        + (["---"] if val else [])
+        + ["---"]
+        + (["---:"] if timed else [])
+    )
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
         cells = [row.name] + ([row.net] if nets else []) + [str(row.images), str(row.epochs), str(len(row.accuracies))]

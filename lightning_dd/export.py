@@ -42,7 +42,16 @@ from lightning_dd.errors import ConfigError, FileFormatError
 from lightning_dd.validation import check_writable_dir
 
 # The set file lives in lightning_dd.set_format; these names stay importable from here, where they were first.
-__all__ = ["DistilledSet", "load_distilled", "save_distilled", "to_jsonable", "image_grid", "save_grid_png", "export_image_folder", "class_folder_names"]
+__all__ = [
+    "DistilledSet",
+    "load_distilled",
+    "save_distilled",
+    "to_jsonable",
+    "image_grid",
+    "save_grid_png",
+    "export_image_folder",
+    "class_folder_names",
+]
 
 GRID_MIN_SIDE = 64  # small images are upscaled (nearest) until their longer side has this many pixels
 GRID_MAX_SIDE = 4096  # ... unless the grid would grow beyond this many pixels wide or tall
@@ -75,7 +84,10 @@ def image_grid(images: torch.Tensor, ipc: int) -> torch.Tensor:
     columns = grid_columns(n, ipc)
     rows = math.ceil(n / columns)
     scale = max(1, math.ceil(GRID_MIN_SIDE / max(height, width, 1)))
-    while scale > 1 and max(columns * (width * scale + GRID_PADDING), rows * (height * scale + GRID_PADDING)) > GRID_MAX_SIDE:
+    while (
+        scale > 1
+        and max(columns * (width * scale + GRID_PADDING), rows * (height * scale + GRID_PADDING)) > GRID_MAX_SIDE
+    ):
         scale -= 1
     if scale > 1:
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
@@ -110,7 +122,9 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu()
 
 
-def export_image_folder(source: DistilledSet | str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def export_image_folder(
+    source: DistilledSet | str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
+) -> Path:
     """Write the decoded set as ``<out_dir>/<label>_<class>/<index>.png`` (see the module docstring).
 
     Args:
@@ -129,7 +143,9 @@ def export_image_folder(source: DistilledSet | str | os.PathLike, out_dir: str |
     distilled = source if isinstance(source, DistilledSet) else load_distilled(source)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise ConfigError(f"{out_dir} already exists; choose another folder or allow replacing it (overwrite=True, --overwrite true)")
+        raise ConfigError(
+            f"{out_dir} already exists; choose another folder or allow replacing it (overwrite=True, --overwrite true)"
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a folder")
     info = distilled.info

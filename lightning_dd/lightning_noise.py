@@ -14,7 +14,11 @@ import re
 
 NOISY_LOG_RECORDS = re.compile(r"💡 Tip:|`weights_only` was not set")
 # The loggers Lightning emits them on: rank-zero messages (tips) and the checkpoint connector.
-NOISY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector")
+NOISY_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.trainer.connectors.checkpoint_connector",
+)
 
 
 class DropLightningNoise(logging.Filter):

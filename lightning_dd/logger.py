@@ -30,7 +30,9 @@ class DistillTensorBoardLogger(TensorBoardLogger):
         >>> logger = DistillTensorBoardLogger("runs", version=3)   # runs/lightning_logs/version_3
     """
 
-    def __init__(self, save_dir: str, name: str | None = "lightning_logs", version: int | str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, save_dir: str, name: str | None = "lightning_logs", version: int | str | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(save_dir, name=name, version=version, **kwargs)
         self._settings: dict[str, Any] = {}
@@ -43,7 +45,9 @@ class DistillTensorBoardLogger(TensorBoardLogger):
         super().log_metrics(metrics, step)
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, metrics: dict[str, Any] | None = None, step: int | None = None
+    ) -> None:
         params = dict(_convert_params(params) or {})
         # "_instantiator" and similar private entries are LightningCLI's bookkeeping, not settings.
         self._settings.update({k: v for k, v in params.items() if not str(k).startswith("_")})

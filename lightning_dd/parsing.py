@@ -37,7 +37,9 @@ def _flat(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def one_sentence(message: str, options: list[str] | None = None, prog: str = "lightning-dd", key_prefix: str = "") -> str:
+def one_sentence(
+    message: str, options: list[str] | None = None, prog: str = "lightning-dd", key_prefix: str = ""
+) -> str:
     """jsonargparse's (possibly multi-line) error message as one sentence with a fix.
 
     Args:

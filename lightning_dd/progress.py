@@ -132,7 +132,15 @@ class LineReporter:
         stream: where lines go (stdout by default).
     """
 
-    def __init__(self, total: int, desc: str, unit: str = "it", interval: float = DEFAULT_INTERVAL, clock: Callable[[], float] = time.monotonic, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str = "it",
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        stream: TextIO | None = None,
+    ) -> None:
         self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
         self.throttle = Throttle(interval, clock)
         self.done, self.postfix = 0, ""
@@ -154,7 +162,10 @@ class LineReporter:
     def _write(self) -> None:
         elapsed = self.throttle.elapsed()
         extra = f", {self.postfix}" if self.postfix else ""
-        emit(f"{self.desc}: {self.unit} {self.done}/{self.total}, elapsed {format_duration(elapsed)}, remaining {remaining(elapsed, self.done, self.total)}{extra}", self.stream)
+        emit(
+            f"{self.desc}: {self.unit} {self.done}/{self.total}, elapsed {format_duration(elapsed)}, remaining {remaining(elapsed, self.done, self.total)}{extra}",
+            self.stream,
+        )
         self._written_at = self.done
 
 
@@ -172,7 +183,11 @@ def progress_bar(total: int, desc: str | None, unit: str = "it", leave: bool = F
     if desc is None or quiet():
         yield _NoBar()
         return
-    bar = tqdm(total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True) if interactive() else LineReporter(total, desc, unit, progress_interval())
+    bar = (
+        tqdm(total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True)
+        if interactive()
+        else LineReporter(total, desc, unit, progress_interval())
+    )
     try:
         yield bar
     finally:

@@ -110,14 +110,19 @@ class ScoreReport:
 
     def line(self, label: str = "") -> str:
         """One line for a report: the scores, then the ones not computed and what they need."""
-        shown = ", ".join(f"{NAMES[k]} {v:+.4f}" if k in ("ior", "hlr", "soft_ior") else f"{NAMES[k]} {v:.4f}" for k, v in self.values.items())
+        shown = ", ".join(
+            f"{NAMES[k]} {v:+.4f}" if k in ("ior", "hlr", "soft_ior") else f"{NAMES[k]} {v:.4f}"
+            for k, v in self.values.items()
+        )
         head = f"DD-Ranking scores{f' ({label})' if label else ''}, from {self.split} accuracy as fractions: {shown or 'none'}"
         if not self.missing:
             return head
         reasons: dict[str, list[str]] = {}
         for key, reason in self.missing.items():
             reasons.setdefault(reason, []).append(NAMES[key])
-        return head + "; not computed: " + "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items())
+        return (
+            head + "; not computed: " + "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items())
+        )
 
 
 def row_accuracy(row: Row, use_validation: bool) -> float:
@@ -126,7 +131,9 @@ def row_accuracy(row: Row, use_validation: bool) -> float:
     return sum(values) / len(values) / 100.0
 
 
-def dd_scores(rows: Mapping[str, Row], hints: Mapping[str, str] | None = None, scores: Sequence[str] = tuple(INPUTS)) -> ScoreReport:
+def dd_scores(
+    rows: Mapping[str, Row], hints: Mapping[str, str] | None = None, scores: Sequence[str] = tuple(INPUTS)
+) -> ScoreReport:
     """The DD-Ranking scores that ``rows`` (role -> row) allow; the others listed with what they need.
 
     Args:
@@ -153,7 +160,9 @@ def _needs(roles: Sequence[str], hints: Mapping[str, str] | None) -> str:
     groups: dict[str, list[str]] = {}
     for role in roles:
         groups.setdefault((hints or {}).get(role, ""), []).append(ROLE_TEXT[role])
-    return "needs " + " and ".join(" and ".join(texts) + (f" ({hint})" if hint else "") for hint, texts in groups.items())
+    return "needs " + " and ".join(
+        " and ".join(texts) + (f" ({hint})" if hint else "") for hint, texts in groups.items()
+    )
 
 
 def _score(key: str, acc: Mapping[str, float]) -> float:
@@ -163,12 +172,16 @@ def _score(key: str, acc: Mapping[str, float]) -> float:
     if key == "hlr":
         return hard_label_recovery(acc["full"], acc["set"])
     if key == "lrs":
-        return label_robust_score(improvement_over_random(acc["set"], acc["random"]), hard_label_recovery(acc["full"], acc["set"]))
+        return label_robust_score(
+            improvement_over_random(acc["set"], acc["random"]), hard_label_recovery(acc["full"], acc["set"])
+        )
     if key == "ars":
         gain_augmented = improvement_over_random(acc["set"], acc["random"])
         return augmentation_robust_score(gain_augmented, improvement_over_random(acc["set_plain"], acc["random_plain"]))
     if key == "soft_ior":
         return improvement_over_random(acc["set_soft"], acc["random_soft"])
     if key == "soft_lrs":  # DD-Ranking's LRS of a soft-label method: IOR under its own labels, HLR with hard ones
-        return label_robust_score(improvement_over_random(acc["set_soft"], acc["random_soft"]), hard_label_recovery(acc["full"], acc["set"]))
+        return label_robust_score(
+            improvement_over_random(acc["set_soft"], acc["random_soft"]), hard_label_recovery(acc["full"], acc["set"])
+        )
     raise KeyError(key)

@@ -41,7 +41,6 @@ MIN_TILE = 2
 PAD_VALUE = 0.5  # grey, in [0, 1] pixels: what the authors' decode pads a non-divisible image with
 
 
-
 def tile_size(size: int, factor: int) -> int:
     """Side of one multi-formation tile: ``ceil(size / factor)``, as the authors' ``decode_zoom``."""
     return -(-size // factor)
@@ -129,7 +128,14 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
-def save_distilled(path: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor, factor: int, info: DatasetInfo, config: dict | None = None) -> Path:
+def save_distilled(
+    path: str | os.PathLike,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    factor: int,
+    info: DatasetInfo,
+    config: dict | None = None,
+) -> Path:
     """Write a distilled set atomically (a crash leaves any previous file intact)."""
     path = Path(path)
     blob = {
@@ -159,7 +165,9 @@ def load_distilled(path: str | os.PathLike) -> DistilledSet:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise FileFormatError(f"{path} is not a readable lightning-dd distilled set (truncated or foreign file: {type(err).__name__})") from None
+        raise FileFormatError(
+            f"{path} is not a readable lightning-dd distilled set (truncated or foreign file: {type(err).__name__})"
+        ) from None
     return check_distilled(blob, path)
 
 
@@ -228,10 +236,21 @@ def _checked_info(record: Any) -> DatasetInfo:
         "name": (isinstance(record["name"], str) and bool(record["name"]), "a non-empty name"),
         "num_classes": (_is_int(classes), "an integer >= 1"),
         "channels": (_is_int(channels), "an integer >= 1"),
-        "image_size": (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size), "two integers >= 1"),
+        "image_size": (
+            isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size),
+            "two integers >= 1",
+        ),
         "mean": (_is_numbers(record["mean"], channels), "one finite number per channel"),
-        "std": (_is_numbers(record["std"], channels) and all(v > 0 for v in record["std"]), "one finite number > 0 per channel"),
-        "class_names": (isinstance(record["class_names"], (list, tuple)) and len(record["class_names"]) == classes and all(isinstance(n, str) for n in record["class_names"]), "one name per class"),
+        "std": (
+            _is_numbers(record["std"], channels) and all(v > 0 for v in record["std"]),
+            "one finite number > 0 per channel",
+        ),
+        "class_names": (
+            isinstance(record["class_names"], (list, tuple))
+            and len(record["class_names"]) == classes
+            and all(isinstance(n, str) for n in record["class_names"]),
+            "one name per class",
+        ),
         "flip_ok": (isinstance(record["flip_ok"], bool), "true or false"),
     }
     for key, (ok, want) in rules.items():
@@ -265,7 +284,9 @@ def _checked_images(images: Any, info: DatasetInfo) -> torch.Tensor:
         raise _Defect(f"stores its images as {images.dtype}; the format stores float32 pixels in [0, 1]")
     expected = (info.channels, *info.image_size)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise _Defect(f"holds images of shape {_shape(images.shape[1:]) if images.ndim == 4 else _shape(images.shape)} but its dataset record says {_shape(expected)}")
+        raise _Defect(
+            f"holds images of shape {_shape(images.shape[1:]) if images.ndim == 4 else _shape(images.shape)} but its dataset record says {_shape(expected)}"
+        )
     if images.shape[0] == 0:
         raise _Defect("holds no images")
     not_finite = int((~torch.isfinite(images)).sum())
@@ -274,7 +295,9 @@ def _checked_images(images: Any, info: DatasetInfo) -> torch.Tensor:
     outside = (images < -PIXEL_TOLERANCE) | (images > 1 + PIXEL_TOLERANCE)
     if bool(outside.any()):
         low, high = float(images.min()), float(images.max())
-        raise _Defect(f"holds {int(outside.sum())} pixel(s) outside [0, 1] (from {low:.4g} to {high:.4g}); the format stores pixels in [0, 1], not normalised ones")
+        raise _Defect(
+            f"holds {int(outside.sum())} pixel(s) outside [0, 1] (from {low:.4g} to {high:.4g}); the format stores pixels in [0, 1], not normalised ones"
+        )
     return images
 
 
@@ -285,11 +308,15 @@ def _checked_labels(labels: Any, count: int, info: DatasetInfo) -> torch.Tensor:
     if labels.dtype != torch.int64:
         raise _Defect(f"stores its labels as {labels.dtype}; the format stores int64 class indices")
     if labels.ndim != 1 or labels.shape[0] != count:
-        raise _Defect(f"holds {count} images but {labels.numel()} labels of shape {tuple(labels.shape)}; the format stores one label per image")
+        raise _Defect(
+            f"holds {count} images but {labels.numel()} labels of shape {tuple(labels.shape)}; the format stores one label per image"
+        )
     classes = info.num_classes
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= classes:
-        raise _Defect(f"has label {low if low < 0 else high}, outside the {classes} classes 0..{classes - 1} of its dataset record")
+        raise _Defect(
+            f"has label {low if low < 0 else high}, outside the {classes} classes 0..{classes - 1} of its dataset record"
+        )
     per_class = torch.bincount(labels, minlength=classes)
     fewest, most = int(per_class.argmin()), int(per_class.argmax())
     if per_class[fewest] != per_class[most]:
@@ -316,7 +343,9 @@ def _checked_config(text: Any, ipc: int, factor: int) -> dict:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as err:
-        raise _Defect(f"has a config that is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+        raise _Defect(
+            f"has a config that is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+        ) from None
     if not isinstance(config, dict):
         raise _Defect(f"has a config that is a JSON {type(config).__name__}, not an object")
     model = config.get("model")

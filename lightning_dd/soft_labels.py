@@ -82,10 +82,18 @@ class SoftLabeler:
     def probabilities(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """The teacher's ``softmax(logits / T)`` of normalised images, in batches."""
         self.teacher.eval()
-        parts = [F.softmax(self.teacher(x[i : i + batch_size]) / self.temperature, dim=1) for i in range(0, x.shape[0], batch_size)]
+        parts = [
+            F.softmax(self.teacher(x[i : i + batch_size]) / self.temperature, dim=1)
+            for i in range(0, x.shape[0], batch_size)
+        ]
         return torch.cat(parts)
 
-    def targets(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    def targets(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """What the training loop indexes per minibatch: ``per_image`` soft labels ``[N, C]``, or the labels themselves.
 
         Args:
@@ -94,10 +102,16 @@ class SoftLabeler:
         """
         if self.mode == "per_view":
             return labels
-        x = images if transform is None else torch.cat([transform(images[i : i + 1024]) for i in range(0, images.shape[0], 1024)])
+        x = (
+            images
+            if transform is None
+            else torch.cat([transform(images[i : i + 1024]) for i in range(0, images.shape[0], 1024)])
+        )
         return self.probabilities(x)
 
-    def __call__(self, logits_fn, x: torch.Tensor, y: torch.Tensor, dsa: DSA, generator: torch.Generator, cutmix_p: float) -> torch.Tensor:
+    def __call__(
+        self, logits_fn, x: torch.Tensor, y: torch.Tensor, dsa: DSA, generator: torch.Generator, cutmix_p: float
+    ) -> torch.Tensor:
         """The distillation loss of ``logits_fn`` on a DSA-augmented, CutMix-ed batch."""
         x = dsa(x, generator)
         x, y_a, y_b, lam = cutmix(x, y, generator, cutmix_p)
@@ -112,7 +126,9 @@ class SoftLabeler:
 SOFT_LABELS_KEY = "soft_labels"
 
 
-def attach_soft_labels(path: str | os.PathLike, soft_labels: torch.Tensor, temperature: float, teacher: dict | None = None) -> Path:
+def attach_soft_labels(
+    path: str | os.PathLike, soft_labels: torch.Tensor, temperature: float, teacher: dict | None = None
+) -> Path:
     """Add per-image soft labels to an exported set file (written atomically).
 
     The entry is optional and ignored by :func:`~lightning_dd.set_format.load_distilled`, so the
@@ -127,8 +143,14 @@ def attach_soft_labels(path: str | os.PathLike, soft_labels: torch.Tensor, tempe
     blob = _read_blob(path)
     decoded = blob["images"].shape[0] * int(blob["factor"]) ** 2
     if soft_labels.ndim != 2 or soft_labels.shape[0] != decoded:
-        raise FileFormatError(f"soft labels of shape {tuple(soft_labels.shape)} do not fit the {decoded} decoded images of {path}")
-    blob[SOFT_LABELS_KEY] = {"probabilities": soft_labels.detach().float().cpu().contiguous(), "temperature": float(temperature), "teacher": json.dumps(teacher or {}, sort_keys=True, default=str)}
+        raise FileFormatError(
+            f"soft labels of shape {tuple(soft_labels.shape)} do not fit the {decoded} decoded images of {path}"
+        )
+    blob[SOFT_LABELS_KEY] = {
+        "probabilities": soft_labels.detach().float().cpu().contiguous(),
+        "temperature": float(temperature),
+        "teacher": json.dumps(teacher or {}, sort_keys=True, default=str),
+    }
     atomic_torch_save(blob, path)
     return Path(path)
 

@@ -69,7 +69,9 @@ class TeacherConfig:
         check_strategy("teacher.augment", self.augment)
 
     def schedule(self) -> TrainSchedule:
-        return TrainSchedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, augment=self.augment, cutmix_p=self.cutmix_p)
+        return TrainSchedule(
+            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, augment=self.augment, cutmix_p=self.cutmix_p
+        )
 
 
 @dataclass
@@ -83,7 +85,9 @@ class Teacher:
     key: str = ""
 
     def describe(self) -> str:
-        where = {"trained": "trained and cached in", "cached": "loaded from the cache", "checkpoint": "read from"}[self.source]
+        where = {"trained": "trained and cached in", "cached": "loaded from the cache", "checkpoint": "read from"}[
+            self.source
+        ]
         return f"teacher {self.net.describe()}, {where} {self.path}"
 
 
@@ -105,7 +109,13 @@ def teacher_cache_path(config: TeacherConfig, key: str) -> Path:
     return Path(os.path.expandvars(config.cache_dir)).expanduser() / f"teacher-{key}.pt"
 
 
-def load_or_train_teacher(config: TeacherConfig, default_net: NetSpec, train: RealData, device: torch.device | str = "cpu", progress: bool = True) -> Teacher:
+def load_or_train_teacher(
+    config: TeacherConfig,
+    default_net: NetSpec,
+    train: RealData,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> Teacher:
     """The teacher of ``config``: read from ``config.checkpoint``, loaded from the cache, or trained and cached.
 
     A cache file whose stored key fields differ from the requested ones is ignored and rebuilt.
@@ -113,7 +123,14 @@ def load_or_train_teacher(config: TeacherConfig, default_net: NetSpec, train: Re
     net = config.net or default_net
     info = train.info
     if config.checkpoint:
-        model, net = read_teacher(config.checkpoint, net, info.channels, info.num_classes, info.image_size, explicit_net=config.net is not None)
+        model, net = read_teacher(
+            config.checkpoint,
+            net,
+            info.channels,
+            info.num_classes,
+            info.image_size,
+            explicit_net=config.net is not None,
+        )
         return Teacher(model.to(device), net, "checkpoint", Path(config.checkpoint))
     fields = teacher_key_fields(net, config, train)
     key = pool_key(fields)
@@ -126,22 +143,51 @@ def load_or_train_teacher(config: TeacherConfig, default_net: NetSpec, train: Re
             print(f"lightning-dd: retraining the teacher: {err}", flush=True)
     model = train_teacher(net, config, train, device, progress)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    atomic_torch_save({"format": TEACHER_FORMAT, "version": TEACHER_VERSION, "key": key, "fields": fields, "net": net.to_dict(), "state_dict": state}, path)
+    atomic_torch_save(
+        {
+            "format": TEACHER_FORMAT,
+            "version": TEACHER_VERSION,
+            "key": key,
+            "fields": fields,
+            "net": net.to_dict(),
+            "state_dict": state,
+        },
+        path,
+    )
     return Teacher(model, net, "trained", path, key)
 
 
-def train_teacher(net: NetSpec, config: TeacherConfig, train: RealData, device: torch.device | str = "cpu", progress: bool = True) -> nn.Module:
+def train_teacher(
+    net: NetSpec, config: TeacherConfig, train: RealData, device: torch.device | str = "cpu", progress: bool = True
+) -> nn.Module:
     """Train the teacher on the whole training split with :meth:`TeacherConfig.schedule`."""
     info = train.info
     model = net.build_seeded(config.seed, info.channels, info.num_classes, info.image_size).to(device)
     normalizer = Normalizer(info.mean, info.std, device)
     generator = torch.Generator().manual_seed(config.seed)
     desc = f"training the teacher ({config.epochs} epochs)" if progress else None
-    train_classifier(model, train.images.to(device), train.labels.to(device), config.schedule(), generator, info.flip_ok, normalizer.uint8, desc)
+    train_classifier(
+        model,
+        train.images.to(device),
+        train.labels.to(device),
+        config.schedule(),
+        generator,
+        info.flip_ok,
+        normalizer.uint8,
+        desc,
+    )
     return model.eval()
 
 
-def read_teacher(path: str | os.PathLike, net: NetSpec, channels: int, num_classes: int, image_size, expected_fields: dict | None = None, explicit_net: bool = True) -> tuple[nn.Module, NetSpec]:
+def read_teacher(
+    path: str | os.PathLike,
+    net: NetSpec,
+    channels: int,
+    num_classes: int,
+    image_size,
+    expected_fields: dict | None = None,
+    explicit_net: bool = True,
+) -> tuple[nn.Module, NetSpec]:
     """A teacher network (and its NetSpec) from a teacher cache file or a plain state dict, with one-sentence errors.
 
     A teacher file names its own network, used unless ``explicit_net`` insists on ``net``.
@@ -152,7 +198,9 @@ def read_teacher(path: str | os.PathLike, net: NetSpec, channels: int, num_class
         raise FileFormatError(f"{path} is not a readable teacher file or state dict ({type(err).__name__})") from None
     if isinstance(blob, dict) and blob.get("format") == TEACHER_FORMAT:
         if blob.get("version") != TEACHER_VERSION:
-            raise FileFormatError(f"{path} has teacher format version {blob.get('version')}, this version reads {TEACHER_VERSION}")
+            raise FileFormatError(
+                f"{path} has teacher format version {blob.get('version')}, this version reads {TEACHER_VERSION}"
+            )
         if expected_fields is not None and blob.get("fields") != expected_fields:
             raise FileFormatError(f"{path} was trained for other settings than requested")
         net = net if explicit_net else NetSpec(**blob["net"])
@@ -163,5 +211,7 @@ def read_teacher(path: str | os.PathLike, net: NetSpec, channels: int, num_class
     try:
         model.load_state_dict(blob)
     except RuntimeError:
-        raise FileFormatError(f"{path} does not hold weights of {net.describe()} for {num_classes} classes; set teacher.net to the network it was trained as") from None
+        raise FileFormatError(
+            f"{path} does not hold weights of {net.describe()} for {num_classes} classes; set teacher.net to the network it was trained as"
+        ) from None
     return model.eval(), net

@@ -125,7 +125,12 @@ RULES: dict[str, Rule] = {
 }
 
 
-def check_numbers(values: Mapping[str, Any], prefix: str, rules: Mapping[str, Rule] | None = None, defaults: Mapping[str, Any] | None = None) -> None:
+def check_numbers(
+    values: Mapping[str, Any],
+    prefix: str,
+    rules: Mapping[str, Rule] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
     """Refuse a numeric setting outside its range (or NaN / infinite), naming it as ``prefix.name``.
 
     Args:
@@ -157,7 +162,9 @@ def check_numbers(values: Mapping[str, Any], prefix: str, rules: Mapping[str, Ru
 def check_rho(rho_min: Any, rho_max: Any) -> None:
     """The perturbation range must not be empty."""
     if isinstance(rho_min, (int, float)) and isinstance(rho_max, (int, float)) and rho_min > rho_max:
-        raise ConfigError(f"model.rho_min={rho_min} is larger than model.rho_max={rho_max}; use rho_min <= rho_max (the defaults are 0.01 and 0.09)")
+        raise ConfigError(
+            f"model.rho_min={rho_min} is larger than model.rho_max={rho_max}; use rho_min <= rho_max (the defaults are 0.01 and 0.09)"
+        )
 
 
 def defaults_of(fn: Callable) -> dict[str, Any]:
@@ -201,7 +208,9 @@ def check_writable_dir(path: str | os.PathLike, setting: str) -> Path:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         where = "" if probe == target else f" (its nearest existing folder {probe} is not writable)"
-        raise ConfigError(f"{setting}={path} is not writable{where}: {reason}; choose a writable folder or fix its permissions") from None
+        raise ConfigError(
+            f"{setting}={path} is not writable{where}: {reason}; choose a writable folder or fix its permissions"
+        ) from None
     return target
 
 
@@ -218,11 +227,17 @@ def _dead_maps(spec, channels: int, num_classes: int, image_size: tuple[int, int
     Raises what building or running the network raises (too small for its pooling, ...), and a
     ConfigError when its output is not one score per class.
     """
-    probe = dataclasses.replace(spec, width=min(spec.width, 4))  # same shapes, cheap to run (ignored by imported networks)
+    probe = dataclasses.replace(
+        spec, width=min(spec.width, 4)
+    )  # same shapes, cheap to run (ignored by imported networks)
     with torch.random.fork_rng(devices=[]):
         net = probe.build(channels, num_classes, tuple(image_size)).eval()
     seen: list[tuple[int, int]] = []
-    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:]))) for m in net.modules() if _is_instance_norm(m)]
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+        for m in net.modules()
+        if _is_instance_norm(m)
+    ]
     try:
         with torch.no_grad():
             out = net(torch.zeros(2, channels, *image_size))
@@ -260,20 +275,36 @@ def check_net_fits(spec, channels: int, num_classes: int, image_size: tuple[int,
     except Exception as err:  # e.g. a pooling layer that gets a feature map smaller than its window
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if spec.imported:
-            raise ConfigError(f"{setting} ({spec.describe()}) cannot run on {channels}x{size} images ({reason}); check its kwargs or use larger images") from None
-        raise ConfigError(f"{setting} ({spec.name}, depth {spec.depth}) cannot run on {size} images ({reason}); use a shallower network or larger images") from None
+            raise ConfigError(
+                f"{setting} ({spec.describe()}) cannot run on {channels}x{size} images ({reason}); check its kwargs or use larger images"
+            ) from None
+        raise ConfigError(
+            f"{setting} ({spec.name}, depth {spec.depth}) cannot run on {size} images ({reason}); use a shallower network or larger images"
+        ) from None
     if dead is None:
         return
     if spec.imported:
-        raise ConfigError(f"{setting} ({spec.describe()}) shrinks {size} images to 1x1 feature maps before an instance norm, which then outputs a constant and the network stays at chance accuracy; use larger images or a network that downsamples less")
-    fits = [d for d in range(spec.depth - 1, 0, -1) if spec.name == "convnet" and _fits(dataclasses.replace(spec, depth=d), channels, num_classes, image_size)]
-    fix = f"use {setting}.depth <= {fits[0]}" if fits else f"use a ConvNet with fewer blocks or {setting}.norm batch or none"
+        raise ConfigError(
+            f"{setting} ({spec.describe()}) shrinks {size} images to 1x1 feature maps before an instance norm, which then outputs a constant and the network stays at chance accuracy; use larger images or a network that downsamples less"
+        )
+    fits = [
+        d
+        for d in range(spec.depth - 1, 0, -1)
+        if spec.name == "convnet" and _fits(dataclasses.replace(spec, depth=d), channels, num_classes, image_size)
+    ]
+    fix = (
+        f"use {setting}.depth <= {fits[0]}"
+        if fits
+        else f"use a ConvNet with fewer blocks or {setting}.norm batch or none"
+    )
     raise ConfigError(
         f"{setting}.depth={spec.depth} shrinks {size} images to 1x1 feature maps, where instance norm outputs a constant and the network stays at chance accuracy; {fix}"
     )
 
 
-def check_net_trains(spec, channels: int, num_classes: int, image_size: tuple[int, int], batch: int, setting: str, fix: str) -> None:
+def check_net_trains(
+    spec, channels: int, num_classes: int, image_size: tuple[int, int], batch: int, setting: str, fix: str
+) -> None:
     """Refuse a network that cannot train on batches of ``batch`` images (batch norm on 1x1 maps of one image).
 
     Batch norm in training mode needs more than one value per channel; a single image whose
@@ -290,7 +321,9 @@ def check_net_trains(spec, channels: int, num_classes: int, image_size: tuple[in
             net(torch.zeros(batch, channels, *image_size))
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{setting} ({spec.describe()}) cannot train on {batch} image(s) of {image_size[0]}x{image_size[1]} at a time ({reason}); {fix}") from None
+        raise ConfigError(
+            f"{setting} ({spec.describe()}) cannot train on {batch} image(s) of {image_size[0]}x{image_size[1]} at a time ({reason}); {fix}"
+        ) from None
 
 
 def _fits(spec, channels, num_classes, image_size) -> bool:
@@ -301,7 +334,9 @@ def _fits(spec, channels, num_classes, image_size) -> bool:
 
 
 # --------------------------------------------------------------------------------- data
-def check_class_counts(info, train, ipc: int | None = None, batch_real: int | None = None, test=None, prefix: str = "model") -> None:
+def check_class_counts(
+    info, train, ipc: int | None = None, batch_real: int | None = None, test=None, prefix: str = "model"
+) -> None:
     """Refuse data that distillation and evaluation cannot use.
 
     Args:
@@ -323,7 +358,9 @@ def check_class_counts(info, train, ipc: int | None = None, batch_real: int | No
     smallest = min(counts)
     name = info.class_names[counts.index(smallest)]
     if ipc is not None and ipc > smallest:
-        raise ConfigError(f"{prefix}.ipc={ipc} asks for more synthetic images per class than class {name!r} of {info.name!r} has training images ({smallest}); use {prefix}.ipc <= {smallest} or add images")
+        raise ConfigError(
+            f"{prefix}.ipc={ipc} asks for more synthetic images per class than class {name!r} of {info.name!r} has training images ({smallest}); use {prefix}.ipc <= {smallest} or add images"
+        )
     if batch_real is not None and batch_real > smallest:
         # Every class's real batch is cut to the smallest class (classes are matched alike). A
         # small cut is the usual "all images of each class" (DM's 256 on digits); a large one is a
@@ -333,7 +370,9 @@ def check_class_counts(info, train, ipc: int | None = None, batch_real: int | No
             raise ConfigError(f"{shrink}; use {prefix}.batch_real <= {smallest} or add images")
         print(f"lightning-dd: note: {shrink}", file=sys.stderr, flush=True)
     if test is not None and len(test) == 0:
-        raise DataError(f"the test split of {info.name!r} is empty, so accuracy cannot be measured; add a test/ folder or raise data.source_options.test_fraction")
+        raise DataError(
+            f"the test split of {info.name!r} is empty, so accuracy cannot be measured; add a test/ folder or raise data.source_options.test_fraction"
+        )
 
 
 def check_source_options(dataset: str, options: Mapping[str, Any], source: Callable) -> None:
@@ -345,7 +384,11 @@ def check_source_options(dataset: str, options: Mapping[str, Any], source: Calla
     params = inspect.signature(source).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    accepted = sorted(n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in ("data_dir", "download"))
+    accepted = sorted(
+        n
+        for n, p in params.items()
+        if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in ("data_dir", "download")
+    )
     unknown = sorted(set(options) - set(accepted))
     reserved = sorted(set(options) & {"data_dir", "download"})
     if reserved:
@@ -356,4 +399,6 @@ def check_source_options(dataset: str, options: Mapping[str, Any], source: Calla
         close = difflib.get_close_matches(unknown[0], accepted, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         takes = f"it accepts {', '.join(accepted)}" if accepted else "it takes none"
-        raise ConfigError(f"unknown data.source_options key(s) {', '.join(unknown)}{hint} for dataset {dataset!r}; {takes}")
+        raise ConfigError(
+            f"unknown data.source_options key(s) {', '.join(unknown)}{hint} for dataset {dataset!r}; {takes}"
+        )

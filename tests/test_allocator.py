@@ -10,7 +10,7 @@ import pytest
 
 import lightning_dd.distill.module as module_file
 
-from conftest import fit, tiny_module
+from helpers import fit, tiny_module
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 

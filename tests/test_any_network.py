@@ -26,14 +26,21 @@ from lightning_dd.nets import NetSpec, head_parameter_names
 from lightning_dd.nets.imported import RepeatGrey
 from lightning_dd.validation import check_net_fits
 
-from conftest import CLI_TINY, fit, tiny_distill
+from helpers import CLI_TINY, fit, tiny_distill
+
 
 class TinyNet(nn.Module):
     """A user's network: two convolutions, global pooling, a linear head named ``head``."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 8) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +63,13 @@ TINY = NetSpec(name="test_any_network.TinyNet", kwargs={"width": 4})
 def test_built_in_specs_record_what_they_always_did():
     """Pool and teacher cache keys hash to_dict(): a built-in network's must not change."""
     assert NetSpec().to_dict() == {"name": "convnet", "depth": 3, "width": 128, "norm": "instance", "pooling": "avg"}
-    assert NetSpec(name="resnet_ap", depth=10, width=8, norm="batch", kwargs={}).to_dict() == {"name": "resnet_ap", "depth": 10, "width": 8, "norm": "batch", "pooling": "avg"}
+    assert NetSpec(name="resnet_ap", depth=10, width=8, norm="batch", kwargs={}).to_dict() == {
+        "name": "resnet_ap",
+        "depth": 10,
+        "width": 8,
+        "norm": "batch",
+        "pooling": "avg",
+    }
     with pytest.raises(ConfigError, match="is built in and takes depth"):
         NetSpec(kwargs={"width": 4})
 
@@ -111,10 +124,16 @@ def test_batch_norm_statistics_move_under_functional_matching(digits):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (NetSpec(name="torch.nn.Conv2d", kwargs={"in_channels": 2, "out_channels": 10, "kernel_size": 8}), "takes 2-channel images but the data has 1"),
+        (
+            NetSpec(name="torch.nn.Conv2d", kwargs={"in_channels": 2, "out_channels": 10, "kernel_size": 8}),
+            "takes 2-channel images but the data has 1",
+        ),
         (NetSpec(name="torch.nn.Flatten"), r"gives \(2, 64\) for a batch of 2 images"),
         (NetSpec(name="test_any_network.not_a_network"), "returned a int, not an nn.Module"),
-        (NetSpec(name="test_any_network.TinyNet", kwargs={"depth": 2}), "could not be built with .*unexpected keyword argument 'depth'"),
+        (
+            NetSpec(name="test_any_network.TinyNet", kwargs={"depth": 2}),
+            "could not be built with .*unexpected keyword argument 'depth'",
+        ),
     ],
 )
 def test_networks_that_cannot_run_on_the_data_are_refused_in_one_sentence(digits, spec, message):
@@ -170,7 +189,9 @@ def test_matching_by_embedding_uses_the_head_input(pool_dir):
 
 
 def test_several_classes_per_pass_are_refused_for_an_imported_network(pool_dir):
-    with pytest.raises(ConfigError, match="classes_per_pass=2 needs gradient matching on a ConvNet.*net='test_any_network.TinyNet'"):
+    with pytest.raises(
+        ConfigError, match="classes_per_pass=2 needs gradient matching on a ConvNet.*net='test_any_network.TinyNet'"
+    ):
         fit(any_net_module(pool_dir, TINY, classes_per_pass=2))
 
 
@@ -191,16 +212,47 @@ def test_networks_are_refused_beside_net_or_a_protocol_or_empty():
 
 def test_cli_evaluates_two_architectures_from_one_config(tmp_path, capsys):
     config = tmp_path / "two.yaml"
-    config.write_text("evaluation:\n  networks:\n  - {name: convnet, depth: 2, width: 8}\n  - {name: torchvision.models.resnet18, kwargs: {num_classes: 10}}\n")
-    quick = ["--model.ipc=2", "--model.pool.size=1", "--model.pool.epochs=0", "--model.outer_iterations=1", "--model.inner_loop=1", "--model.n_data=0"]
-    quick += ["--evaluation.epochs=1", "--evaluation.repeats=1", "--evaluation.every_n_outer=0", "--evaluation.baselines=false", "--evaluation.progress=false"]
-    run_cli(["fit", "--config", str(config), f"--trainer.default_root_dir={tmp_path}", f"--model.pool.cache_dir={tmp_path / 'pools'}", *CLI_TINY, *quick])
+    config.write_text(
+        "evaluation:\n  networks:\n  - {name: convnet, depth: 2, width: 8}\n  - {name: torchvision.models.resnet18, kwargs: {num_classes: 10}}\n"
+    )
+    quick = [
+        "--model.ipc=2",
+        "--model.pool.size=1",
+        "--model.pool.epochs=0",
+        "--model.outer_iterations=1",
+        "--model.inner_loop=1",
+        "--model.n_data=0",
+    ]
+    quick += [
+        "--evaluation.epochs=1",
+        "--evaluation.repeats=1",
+        "--evaluation.every_n_outer=0",
+        "--evaluation.baselines=false",
+        "--evaluation.progress=false",
+    ]
+    run_cli(
+        [
+            "fit",
+            "--config",
+            str(config),
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--model.pool.cache_dir={tmp_path / 'pools'}",
+            *CLI_TINY,
+            *quick,
+        ]
+    )
     out = capsys.readouterr().out
     assert "| convnet depth 2 width 8 |" in out and "| torchvision.models.resnet18(num_classes=10) |" in out
     assert "DD-Ranking scores (torchvision.models.resnet18(num_classes=10))" in out
     results = json.loads((tmp_path / "lightning_logs" / "version_0" / "results.json").read_text())
-    assert [n["net"] for n in results["networks"]] == [{"name": "convnet", "depth": 2, "width": 8, "norm": "instance", "pooling": "avg"}, {"name": "torchvision.models.resnet18", "kwargs": {"num_classes": 10}}]
-    assert [(r["net"], r["role"]) for r in results["rows"]] == [("convnet depth 2 width 8", "set"), ("torchvision.models.resnet18(num_classes=10)", "set")]
+    assert [n["net"] for n in results["networks"]] == [
+        {"name": "convnet", "depth": 2, "width": 8, "norm": "instance", "pooling": "avg"},
+        {"name": "torchvision.models.resnet18", "kwargs": {"num_classes": 10}},
+    ]
+    assert [(r["net"], r["role"]) for r in results["rows"]] == [
+        ("convnet depth 2 width 8", "set"),
+        ("torchvision.models.resnet18(num_classes=10)", "set"),
+    ]
 
 
 def test_cli_bad_import_path_is_one_sentence_and_exit_2(capsys):
@@ -208,12 +260,24 @@ def test_cli_bad_import_path_is_one_sentence_and_exit_2(capsys):
         main(["fit", "--model.net.name=torchvision.models.resnet99", "--trainer.accelerator=cpu"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err == "lightning-dd: error: net 'torchvision.models.resnet99' cannot be imported: torchvision.models has no attribute 'resnet99'"
+    assert (
+        err
+        == "lightning-dd: error: net 'torchvision.models.resnet99' cannot be imported: torchvision.models has no attribute 'resnet99'"
+    )
 
 
 def test_class_path_syntax_gets_the_supported_form(capsys):
     """jsonargparse reserves class_path/init_args; a user who writes them is told the form that works."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--model.net={class_path: torchvision.models.resnet18, init_args: {num_classes: 10}}", "--trainer.accelerator=cpu"])
+        main(
+            [
+                "fit",
+                "--model.net={class_path: torchvision.models.resnet18, init_args: {num_classes: 10}}",
+                "--trainer.accelerator=cpu",
+            ]
+        )
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip() == "lightning-dd: error: a network is given as {name: <import path>, kwargs: {...}} (e.g. {name: torchvision.models.resnet18}), not with class_path/init_args"
+    assert (
+        capsys.readouterr().err.strip()
+        == "lightning-dd: error: a network is given as {name: <import path>, kwargs: {...}} (e.g. {name: torchvision.models.resnet18}), not with class_path/init_args"
+    )

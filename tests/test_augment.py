@@ -92,6 +92,8 @@ def test_cutmix_mixes_labels_by_area():
 
 def test_augmented_loss_is_finite_and_differentiable():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
-    loss = augmented_loss(net, torch.randn(8, 1, 8, 8), torch.randint(3, (8,)), DSA(ALL), torch.Generator().manual_seed(0), 0.5)
+    loss = augmented_loss(
+        net, torch.randn(8, 1, 8, 8), torch.randint(3, (8,)), DSA(ALL), torch.Generator().manual_seed(0), 0.5
+    )
     loss.backward()
     assert torch.isfinite(loss) and net[1].weight.grad is not None

@@ -17,7 +17,19 @@ from lightning_dd.augment import DSA, augmented_loss, cutmix
 
 def draws(**columns) -> torch.Tensor:
     """A single ``[1, 11]`` draw with named columns set (everything else 0.5)."""
-    index = {"bright": 0, "sat": 1, "contrast": 2, "crop_x": 3, "crop_y": 4, "cut_x": 5, "cut_y": 6, "flip": 7, "scale_x": 8, "scale_y": 9, "rotate": 10}
+    index = {
+        "bright": 0,
+        "sat": 1,
+        "contrast": 2,
+        "crop_x": 3,
+        "crop_y": 4,
+        "cut_x": 5,
+        "cut_y": 6,
+        "flip": 7,
+        "scale_x": 8,
+        "scale_y": 9,
+        "rotate": 10,
+    }
     u = torch.full((1, 11), 0.5)
     for name, value in columns.items():
         u[0, index[name]] = value
@@ -119,7 +131,9 @@ def test_rotation_turns_the_image_by_up_to_15_degrees_each_way():
         angles[u] = math.degrees(math.atan2(dy, dx))
     assert angles[0.5] == pytest.approx(0.0, abs=0.5)
     assert abs(angles[1.0]) == pytest.approx(15.0, abs=0.3) and abs(angles[0.0]) == pytest.approx(15.0, abs=0.3)
-    assert angles[1.0] > 0 > angles[0.0]  # DSA's matrix [[cos, sin], [-sin, cos]]: the top draw turns content downwards (clockwise on screen)
+    assert (
+        angles[1.0] > 0 > angles[0.0]
+    )  # DSA's matrix [[cos, sin], [-sin, cos]]: the top draw turns content downwards (clockwise on screen)
 
 
 def test_scale_zooms_each_axis_independently_between_1_over_1_2_and_1_2():
@@ -147,7 +161,9 @@ def test_cutout_square_is_fully_zero_inside_and_untouched_outside(size):
     # the cut moves with its draw
     moved = dsa.apply(torch.ones(1, 1, size, size), draws(cut_x=0.05, cut_y=0.95))[0, 0] == 0
     r2, c2 = torch.nonzero(moved, as_tuple=True)
-    assert float(r2.float().mean()) > float(rows.float().mean()) and float(c2.float().mean()) < float(cols.float().mean())
+    assert float(r2.float().mean()) > float(rows.float().mean()) and float(c2.float().mean()) < float(
+        cols.float().mean()
+    )
 
 
 @pytest.mark.parametrize("size", [8, 16, 32])

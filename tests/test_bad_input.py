@@ -27,7 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import CLI_TINY
+from helpers import CLI_TINY
 
 # Tiny settings on the bundled digits: a row that is wrongly accepted finishes in seconds.
 TINY = [*CLI_TINY, "--model.pool.size=1", "--model.outer_iterations=1", "--model.inner_loop=1", "--model.batch_real=2", "--model.n_data=16",
@@ -41,7 +41,12 @@ def fit(*extra: str) -> list[str]:
 
 
 def folder(name: str, *extra: str) -> list[str]:
-    return fit("--data.dataset=image_folder", f"--data.data_dir={{data}}/{name}", "--data.source_options={{image_size: 8}}", *extra)
+    return fit(
+        "--data.dataset=image_folder",
+        f"--data.data_dir={{data}}/{name}",
+        "--data.source_options={{image_size: 8}}",
+        *extra,
+    )
 
 
 # (row id, command line, text the final sentence must contain)
@@ -68,7 +73,11 @@ ROWS = [
     ("lr-img-negative", fit("--model.lr_img=-1"), "model.lr_img must be a finite number > 0"),
     ("lr-img-nan-in-yaml", fit("--config", "{data}/nan.yaml"), "model.lr_img must be a finite number > 0, got nan"),
     ("pool-lr-inf-in-yaml", fit("--config", "{data}/inf.yaml"), "model.pool.lr must be a finite number > 0, got inf"),
-    ("every-n-outer-negative", fit("--evaluation.every_n_outer=-1"), "evaluation.every_n_outer must be an integer >= 0, got -1"),
+    (
+        "every-n-outer-negative",
+        fit("--evaluation.every_n_outer=-1"),
+        "evaluation.every_n_outer must be an integer >= 0, got -1",
+    ),
     ("evaluation-epochs-zero", fit("--evaluation.epochs=0"), "evaluation.epochs must be an integer >= 1"),
     ("evaluation-repeats-zero", fit("--evaluation.repeats=0"), "evaluation.repeats must be an integer >= 1"),
     ("cutmix-probability", fit("--model.net_cutmix_p=1.5"), "model.net_cutmix_p must be a finite number >= 0 and <= 1"),
@@ -80,13 +89,29 @@ ROWS = [
     ("depth-5-on-8x8", fit("--model.net.depth=5"), "model.net.depth=5 shrinks 8x8 images to 1x1 feature maps"),
     ("depth-4-on-8x8", fit("--model.net.depth=4"), "use model.net.depth <= 3"),
     ("evaluation-resnet-on-8x8", fit("--evaluation.net={{name: resnet_ap, depth: 10}}"), "evaluation.net"),
-    ("ipc-above-class-size", fit("--model.ipc=500"), "model.ipc=500 asks for more synthetic images per class than class"),
-    ("batch-real-above-class-size", fit("--model.batch_real=500"), "model.batch_real=500 is more than class '8' of 'digits' has training images (139)"),
-    ("batch-real-above-tiny-class", folder("two_classes", "--model.batch_real=64"), "so every class's real batch would have 5; use model.batch_real <= 5"),
+    (
+        "ipc-above-class-size",
+        fit("--model.ipc=500"),
+        "model.ipc=500 asks for more synthetic images per class than class",
+    ),
+    (
+        "batch-real-above-class-size",
+        fit("--model.batch_real=500"),
+        "model.batch_real=500 is more than class '8' of 'digits' has training images (139)",
+    ),
+    (
+        "batch-real-above-tiny-class",
+        folder("two_classes", "--model.batch_real=64"),
+        "so every class's real batch would have 5; use model.batch_real <= 5",
+    ),
     ("eval-batch-size-zero", fit("--data.eval_batch_size=0"), "data.eval_batch_size must be an integer >= 1"),
     ("augment-typo", fit("--model.augment=color_crop_cutot"), "model.augment: unknown augmentation 'cutot'"),
     ("pool-augment-typo", fit("--model.pool.augment=color_crap"), "model.pool.augment: unknown augmentation 'crap'"),
-    ("evaluation-augment-typo", fit("--evaluation.augment=color_crap"), "evaluation.augment: unknown augmentation 'crap'"),
+    (
+        "evaluation-augment-typo",
+        fit("--evaluation.augment=color_crap"),
+        "evaluation.augment: unknown augmentation 'crap'",
+    ),
     ("trainer-precision", fit("--trainer.precision=99"), "trainer.precision expects one of"),
     ("trainer-devices-zero", fit("--trainer.devices=0"), "check the trainer.* settings"),
     ("evaluate-epochs-zero", ["evaluate", "{data}/set.pt", "--epochs", "0"], "--epochs must be an integer >= 1"),
@@ -99,18 +124,38 @@ ROWS = [
     ("corrupt-image", folder("corrupt"), "cannot read image"),
     ("class-smaller-than-ipc", folder("tiny", "--model.ipc=3"), "model.ipc=3 asks for more synthetic images per class"),
     ("empty-test-split", folder("tiny"), "test split"),
-    ("unknown-source-option", fit("--data.dataset=image_folder", "--data.data_dir={data}/two_classes", "--data.source_options={{imagesize: 8}}"), "imagesize (did you mean image_size?)"),
-    ("source-option-on-digits", fit("--data.source_options={{image_size: 8}}"), "unknown data.source_options key(s) image_size for dataset 'digits'"),
+    (
+        "unknown-source-option",
+        fit(
+            "--data.dataset=image_folder",
+            "--data.data_dir={data}/two_classes",
+            "--data.source_options={{imagesize: 8}}",
+        ),
+        "imagesize (did you mean image_size?)",
+    ),
+    (
+        "source-option-on-digits",
+        fit("--data.source_options={{image_size: 8}}"),
+        "unknown data.source_options key(s) image_size for dataset 'digits'",
+    ),
     ("source-options-not-a-mapping", fit("--data.source_options=abc"), "data.source_options expects a mapping"),
     ("unknown-dataset", fit("--data.dataset=imagenet-22k"), "unknown dataset 'imagenet-22k'"),
     ("mnist-files-missing", fit("--data.dataset=mnist", "--data.data_dir={tmp}/mnist"), "MNIST files not found"),
     # ---- paths
     ("pool-cache-unwritable", fit(f"--model.pool.cache_dir={UNWRITABLE}/pools"), "model.pool.cache_dir"),
     ("pool-cache-is-a-file", fit("--model.pool.cache_dir={data}/garbage.ckpt"), "is a file"),
-    ("pool-cache-inside-a-file", fit("--model.pool.cache_dir={data}/garbage.ckpt/pools"), "cannot be created inside the file"),
+    (
+        "pool-cache-inside-a-file",
+        fit("--model.pool.cache_dir={data}/garbage.ckpt/pools"),
+        "cannot be created inside the file",
+    ),
     ("export-dir-is-a-file", fit("--export.dirpath={data}/garbage.ckpt"), "export.dirpath"),
     ("interrupt-dir-unwritable", fit(f"--interrupt.dirpath={UNWRITABLE}"), "interrupt.dirpath"),
-    ("log-root-unwritable", ["fit", *TINY, f"--trainer.default_root_dir={UNWRITABLE}", "--model.pool.cache_dir={tmp}/pools"], "trainer.default_root_dir"),
+    (
+        "log-root-unwritable",
+        ["fit", *TINY, f"--trainer.default_root_dir={UNWRITABLE}", "--model.pool.cache_dir={tmp}/pools"],
+        "trainer.default_root_dir",
+    ),
     ("export-folder-unwritable", ["export-folder", "{data}/set.pt", f"{UNWRITABLE}/png"], "is not writable"),
     ("export-folder-exists", ["export-folder", "{data}/set.pt", "{data}"], "already exists"),
     ("pool-command-cache-is-a-file", ["pool", "--cache_dir", "{data}/garbage.ckpt"], "--cache_dir"),
@@ -119,13 +164,37 @@ ROWS = [
     ("checkpoint-is-a-folder", fit("--ckpt_path={data}"), "is a folder"),
     ("checkpoint-garbage", fit("--ckpt_path={data}/garbage.ckpt"), "not a readable checkpoint"),
     ("checkpoint-foreign", fit("--ckpt_path={data}/set.pt"), "not a checkpoint written by lightning-dd"),
-    ("resume-with-other-ipc", fit("--ckpt_path={data}/ipc1.ckpt", "--model.ipc=3"), "model.ipc=3 differs from 1 in the checkpoint"),
-    ("resume-with-default-ipc", fit("--ckpt_path={data}/ipc1.ckpt", "--model.ipc=10"), "model.ipc=10 differs from 1 in the checkpoint"),
-    ("resume-with-other-metric", fit("--ckpt_path={data}/ipc1.ckpt", "--model.metric=l1"), "model.metric=l1 differs from mse"),
+    (
+        "resume-with-other-ipc",
+        fit("--ckpt_path={data}/ipc1.ckpt", "--model.ipc=3"),
+        "model.ipc=3 differs from 1 in the checkpoint",
+    ),
+    (
+        "resume-with-default-ipc",
+        fit("--ckpt_path={data}/ipc1.ckpt", "--model.ipc=10"),
+        "model.ipc=10 differs from 1 in the checkpoint",
+    ),
+    (
+        "resume-with-other-metric",
+        fit("--ckpt_path={data}/ipc1.ckpt", "--model.metric=l1"),
+        "model.metric=l1 differs from mse",
+    ),
     # A checkpoint from before net_whole_batches existed ran with exactly n_data images: it resumes so.
-    ("resume-older-with-whole-batches", fit("--ckpt_path={data}/older.ckpt", "--model.net_whole_batches=true"), "model.net_whole_batches=True differs from False in the checkpoint"),
-    ("checkpoint-of-another-version", fit("--ckpt_path={data}/future.ckpt"), "holds settings this version of lightning-dd cannot read (unknown setting model.setting_of_the_future)"),
-    ("resume-with-other-dataset", fit("--ckpt_path={data}/ipc1.ckpt", "--data.dataset=mnist"), "data.dataset=mnist differs from digits"),
+    (
+        "resume-older-with-whole-batches",
+        fit("--ckpt_path={data}/older.ckpt", "--model.net_whole_batches=true"),
+        "model.net_whole_batches=True differs from False in the checkpoint",
+    ),
+    (
+        "checkpoint-of-another-version",
+        fit("--ckpt_path={data}/future.ckpt"),
+        "holds settings this version of lightning-dd cannot read (unknown setting model.setting_of_the_future)",
+    ),
+    (
+        "resume-with-other-dataset",
+        fit("--ckpt_path={data}/ipc1.ckpt", "--data.dataset=mnist"),
+        "data.dataset=mnist differs from digits",
+    ),
     # ---- trainer
     ("accelerator-without-package", fit("--trainer.accelerator=tpu"), "not installed"),
 ]
@@ -198,7 +267,11 @@ def make_data(data: Path) -> None:
     from lightning_dd import DistillModule, NetSpec, PoolConfig, RealDataModule
     from lightning_dd.export import save_distilled
 
-    for name, classes, per_class in (("one_class", ["cat"], 6), ("two_classes", ["cat", "dog"], 6), ("tiny", ["cat", "dog"], 2)):
+    for name, classes, per_class in (
+        ("one_class", ["cat"], 6),
+        ("two_classes", ["cat", "dog"], 6),
+        ("tiny", ["cat", "dog"], 2),
+    ):
         for c in classes:
             (data / name / c).mkdir(parents=True)
             for i in range(per_class):
@@ -219,7 +292,15 @@ def make_data(data: Path) -> None:
     save_distilled(data / "set.pt", train.images[idx].float() / 255, train.labels[idx], 1, digits.info, {})
     # A checkpoint of an IPC-1 run as Lightning writes it (hyper-parameters of both classes).
     module = DistillModule(
-        ipc=1, factor=1, init="real", net=NetSpec(width=8, depth=2), pool=PoolConfig(size=1, epochs=1), outer_iterations=1, inner_loop=1, batch_real=2, n_data=16
+        ipc=1,
+        factor=1,
+        init="real",
+        net=NetSpec(width=8, depth=2),
+        pool=PoolConfig(size=1, epochs=1),
+        outer_iterations=1,
+        inner_loop=1,
+        batch_real=2,
+        n_data=16,
     )  # the settings of TINY
     checkpoint = {
         "lightning_dd": {"outer": 1, "inner": 0},
@@ -228,7 +309,9 @@ def make_data(data: Path) -> None:
         "state_dict": {},
     }
     torch.save(checkpoint, data / "ipc1.ckpt")
-    older = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in ("net_whole_batches", "mix_downsample")}
+    older = {
+        k: v for k, v in checkpoint["hyper_parameters"].items() if k not in ("net_whole_batches", "mix_downsample")
+    }
     torch.save({**checkpoint, "hyper_parameters": older}, data / "older.ckpt")  # written before those settings existed
     checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "setting_of_the_future": 1}
     torch.save(checkpoint, data / "future.ckpt")
@@ -238,7 +321,14 @@ def _row_spec(row_id: str, argv: list[str], base: Path, data: Path) -> dict:
     tmp = base / "rows" / row_id
     tmp.mkdir(parents=True)
     argv = [a.format(tmp=tmp, data=data) for a in argv]
-    return {"id": row_id, "argv": argv, "cwd": str(tmp), "stdout": str(base / "out" / f"{row_id}.out"), "stderr": str(base / "out" / f"{row_id}.err"), "timeout": 90}
+    return {
+        "id": row_id,
+        "argv": argv,
+        "cwd": str(tmp),
+        "stdout": str(base / "out" / f"{row_id}.out"),
+        "stderr": str(base / "out" / f"{row_id}.err"),
+        "timeout": 90,
+    }
 
 
 def run_rows(tmp_path_factory, row_ids: set[str]) -> tuple[dict, Path]:
@@ -252,10 +342,15 @@ def run_rows(tmp_path_factory, row_ids: set[str]) -> tuple[dict, Path]:
     spec = {"rows": rows, "results": str(base / "results.json")}
     (base / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "LIGHTNING_DD_QUIET": "1"}
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(base / "spec.json")], capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(base / "spec.json")], capture_output=True, text=True, timeout=900, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     codes = json.loads((base / "results.json").read_text())
-    return {r["id"]: (codes[r["id"]], Path(r["stdout"]).read_text(), Path(r["stderr"]).read_text(), Path(r["cwd"])) for r in rows}, data
+    return {
+        r["id"]: (codes[r["id"]], Path(r["stdout"]).read_text(), Path(r["stderr"]).read_text(), Path(r["cwd"]))
+        for r in rows
+    }, data
 
 
 @pytest.fixture(scope="module")
@@ -312,5 +407,12 @@ def test_console_script_gives_the_same_answer(outcomes, tmp_path, row_id):
     script = shutil.which("lightning-dd") or str(Path(sys.executable).with_name("lightning-dd"))
     argv, expected = next((a, e) for r, a, e in ROWS if r == row_id)
     argv = [a.format(tmp=tmp_path, data=data) for a in argv]
-    proc = subprocess.run([script, *argv], capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "LIGHTNING_DD_QUIET": "1"})
+    proc = subprocess.run(
+        [script, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "LIGHTNING_DD_QUIET": "1"},
+    )
     check_refused(proc.returncode, proc.stdout, proc.stderr, tmp_path, expected)

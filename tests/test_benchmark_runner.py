@@ -37,7 +37,11 @@ def test_parallel_map_returns_every_result_from_processes():
 
 
 def test_cells_tables_and_sections():
-    assert cell([1.0, 3.0]) == "2.00 +- 1.41 (2)" and cell([]) == "-" and cell([2.0], count=False, signed=True) == "+2.00 +- 0.00"
+    assert (
+        cell([1.0, 3.0]) == "2.00 +- 1.41 (2)"
+        and cell([]) == "-"
+        and cell([2.0], count=False, signed=True) == "+2.00 +- 0.00"
+    )
     assert md_table(["a", "b"], [[1, 2]], right=1) == "| a | b |\n|---|---:|\n| 1 | 2 |"
 
 

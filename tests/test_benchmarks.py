@@ -61,8 +61,23 @@ def test_precision_modes_parse_and_auto_follows_the_hardware(throughput):
 @pytest.mark.slow
 def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     output = tmp_path / "bench.md"
-    output.write_text("# Bench\n\nintro stays\n\n<!-- throughput:start -->\nstale numbers\n<!-- throughput:end -->\n\ntrailer stays\n")
-    command = [sys.executable, "-m", "benchmarks.throughput", "--quick", "--shapes", "8x8x1", "--output", str(output), "--threads", "1", "--precision", "32,bf16"]
+    output.write_text(
+        "# Bench\n\nintro stays\n\n<!-- throughput:start -->\nstale numbers\n<!-- throughput:end -->\n\ntrailer stays\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.throughput",
+        "--quick",
+        "--shapes",
+        "8x8x1",
+        "--output",
+        str(output),
+        "--threads",
+        "1",
+        "--precision",
+        "32,bf16",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -72,13 +87,18 @@ def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     assert sum(line.startswith("speed-up vs reference:") for line in lines) == 1
 
     # Both paths computed the same matching loss.
-    check = re.search(r"^loss check 8x8x1: reference (\S+), library (\S+), relative difference (\S+) ", proc.stdout, re.M)
+    check = re.search(
+        r"^loss check 8x8x1: reference (\S+), library (\S+), relative difference (\S+) ", proc.stdout, re.M
+    )
     assert check, proc.stdout
     assert float(check.group(3)) < 1e-4
     assert float(check.group(1)) == pytest.approx(float(check.group(2)), rel=1e-4)
 
     # The table: one row per path with positive numbers; the library row's ratio is the closing line's.
-    assert "| shape | path | s / inner iteration (median) | images matched / s | peak memory MB | speed-up vs reference |" in lines
+    assert (
+        "| shape | path | s / inner iteration (median) | images matched / s | peak memory MB | speed-up vs reference |"
+        in lines
+    )
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| 8x8x1 |")]
     assert [row[1] for row in rows] == ["reference", "reference + tuned allocator", "library (fp32)", "library (bf16)"]
     for row in rows:
@@ -88,7 +108,11 @@ def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     best = max(ratios, key=ratios.get)
     assert lines[-2].endswith(f"best mode: {best}"), lines[-2]
     assert lines[-1] == f"speed-up vs reference: {ratios[best]:.2f}x"
-    assert re.search(r"^- bf16 autocast \(numerics change\): matching loss relative difference to the fp32 reference \S+", output.read_text(), re.M)
+    assert re.search(
+        r"^- bf16 autocast \(numerics change\): matching loss relative difference to the fp32 reference \S+",
+        output.read_text(),
+        re.M,
+    )
 
     # The file: the section was replaced, everything around it kept.
     text = output.read_text()
@@ -100,7 +124,9 @@ def test_quick_run_prints_the_table_and_rewrites_only_its_section(tmp_path):
     assert "torch " in section and " cores, " in section and "Date: " in section
     assert all("| 8x8x1 | " + row[1] + " |" in section for row in rows)
     assert "relative difference" in section and "GFLOP/s" in section and lines[-1] in section
-    assert re.search(r"^- FLOPs of one matching class-step .*: reference \d+\.\d{3} GFLOP, library \d+\.\d{3} GFLOP$", section, re.M)
+    assert re.search(
+        r"^- FLOPs of one matching class-step .*: reference \d+\.\d{3} GFLOP, library \d+\.\d{3} GFLOP$", section, re.M
+    )
 
 
 @pytest.mark.parametrize("side, factor", [(8, 2), (10, 3), (28, 2)])
@@ -115,5 +141,7 @@ def test_the_reference_decode_follows_the_library_and_the_authors_padding(throug
     images = torch.rand(3, 2, side, side, generator=torch.Generator().manual_seed(side))
     tiles = factor * factor
     # the reference is tile-major (every image's first tile, then the second...); the library image-major
-    tile_major = decode(images, factor).reshape(3, tiles, 2, side, side).transpose(0, 1).reshape(3 * tiles, 2, side, side)
+    tile_major = (
+        decode(images, factor).reshape(3, tiles, 2, side, side).transpose(0, 1).reshape(3 * tiles, 2, side, side)
+    )
     assert torch.allclose(reference_loop.decode(images, factor), tile_major, atol=1e-6)

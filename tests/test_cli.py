@@ -10,7 +10,7 @@ import pytest
 from lightning_dd.cli import main, run_cli
 from lightning_dd.export import load_distilled
 
-from conftest import CLI_TINY
+from helpers import CLI_TINY, hparams_summaries
 
 TINY = CLI_TINY
 
@@ -37,8 +37,6 @@ def test_fit_end_to_end(tmp_path, capsys):
     with Image.open(log_dir / "distilled.png") as grid:
         assert grid.size == (3 * 66 + 2, 4 * 66 + 2)
     # TensorBoard's HPARAMS tab: one session, with the dataset and the final accuracy as its metric.
-    from test_cli_frictions import hparams_summaries
-
     (summary,) = hparams_summaries(log_dir)
     assert summary.session_start_info.hparams["dataset"].string_value == "digits"
     assert summary.session_start_info.hparams["ipc"].number_value == 1
@@ -63,7 +61,14 @@ def test_bad_value_is_one_sentence_and_exit_2(capsys):
 
 def test_bad_dataset_from_the_shell_has_no_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_dd.cli", "fit", "--data.dataset=imagenet-22k", f"--trainer.default_root_dir={tmp_path}"],
+        [
+            sys.executable,
+            "-m",
+            "lightning_dd.cli",
+            "fit",
+            "--data.dataset=imagenet-22k",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,8 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_dd.callbacks.interrupt import LOG_LOCATION_KEY, CheckpointOnInterrupt
 from lightning_dd.cli import _resume_version, main, run_cli, silence_lightning_noise
@@ -21,7 +19,7 @@ from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
 from lightning_dd.logger import DistillTensorBoardLogger
 from lightning_dd.nets import NetSpec
 
-from conftest import scalars
+from helpers import CLI_TINY, hparams_summaries, scalars
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -29,35 +27,37 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_pool_cache_follows_the_umask(tmp_path, digits):
     previous = os.umask(0o022)
     try:
-        EarlyStagePool.build_or_load(NetSpec(width=4, depth=1), PoolConfig(size=1, epochs=0, cache_dir=str(tmp_path)), digits.train_data, seed=0)
+        EarlyStagePool.build_or_load(
+            NetSpec(width=4, depth=1), PoolConfig(size=1, epochs=0, cache_dir=str(tmp_path)), digits.train_data, seed=0
+        )
     finally:
         os.umask(previous)
     (cache,) = tmp_path.glob("pool-*.pt")
     assert stat.S_IMODE(cache.stat().st_mode) == 0o644  # readable by the team sharing the cache
 
 
-def hparams_summaries(log_dir: Path) -> list[plugin_data_pb2.HParamsPluginData]:
-    """Every session-start hparams summary in the folder's event files (TensorBoard's own reader)."""
-    found = []
-    for events in sorted(log_dir.glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                if value.tag == "_hparams_/session_start_info":
-                    found.append(plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content))
-    return found
-
-
 def test_one_hparams_summary_with_dataset_settings_and_final_accuracy(tmp_path):
     """Lightning's calls in the order a run makes them: settings at the start, the result at the end."""
     logger = DistillTensorBoardLogger(str(tmp_path), version=0)
-    logger.log_hyperparams({"ipc": 1, "net": {"depth": 2}, "dataset": "digits", "_instantiator": "lightning.pytorch.cli.instantiate_module"})
+    logger.log_hyperparams(
+        {
+            "ipc": 1,
+            "net": {"depth": 2},
+            "dataset": "digits",
+            "_instantiator": "lightning.pytorch.cli.instantiate_module",
+        }
+    )
     logger.log_metrics({"distill/outer_loss": 1.5}, step=7)
     logger.log_hyperparams({"ipc": 1, "net": {"depth": 2}}, {"eval/final_acc_mean": 61.5, "eval/final_acc_std": 1.25})
     logger.finalize("success")
     summaries = hparams_summaries(Path(logger.log_dir))
     assert len(summaries) == 1, "one summary per run, not a placeholder plus the result"
     settings = summaries[0].session_start_info.hparams
-    assert settings["dataset"].string_value == "digits" and settings["ipc"].number_value == 1 and settings["net/depth"].number_value == 2
+    assert (
+        settings["dataset"].string_value == "digits"
+        and settings["ipc"].number_value == 1
+        and settings["net/depth"].number_value == 2
+    )
     assert "_instantiator" not in settings
     assert scalars(Path(logger.log_dir), "eval/final_acc_mean") == [(7, 61.5)]  # at the run's last step
     assert scalars(Path(logger.log_dir), "hp_metric") == []  # no -1 placeholder
@@ -79,10 +79,16 @@ def test_resume_finds_the_version_folder(tmp_path):
     version = root / "lightning_logs" / "version_3"
     (version / "checkpoints").mkdir(parents=True)
     record = {LOG_LOCATION_KEY: {"log_dir": str(version), "name": "lightning_logs", "version": 3}}
-    assert _resume_version(record, str(tmp_path / "elsewhere" / "interrupted.ckpt"), str(root)) == 3  # moved checkpoint, recorded folder
-    assert _resume_version({}, str(version / "checkpoints" / "epoch=1-step=4.ckpt"), str(root)) == 3  # older checkpoint: its location
+    assert (
+        _resume_version(record, str(tmp_path / "elsewhere" / "interrupted.ckpt"), str(root)) == 3
+    )  # moved checkpoint, recorded folder
+    assert (
+        _resume_version({}, str(version / "checkpoints" / "epoch=1-step=4.ckpt"), str(root)) == 3
+    )  # older checkpoint: its location
     assert _resume_version({}, str(version / "interrupted.ckpt"), str(root)) == 3
-    assert _resume_version(record, str(version / "interrupted.ckpt"), str(tmp_path / "other_root")) is None  # another log root: a new folder
+    assert (
+        _resume_version(record, str(version / "interrupted.ckpt"), str(tmp_path / "other_root")) is None
+    )  # another log root: a new folder
     assert _resume_version({}, str(tmp_path / "x.ckpt"), str(root)) is None
 
 
@@ -91,7 +97,12 @@ def test_checkpoints_record_the_log_folder_and_save_the_full_state(tmp_path):
     saved = {}
     logger = SimpleNamespace(log_dir=str(tmp_path / "lightning_logs" / "version_2"), name="lightning_logs", version=2)
     trainer = SimpleNamespace(
-        world_size=1, log_dir=logger.log_dir, default_root_dir=str(tmp_path), logger=logger, should_stop=False, save_checkpoint=lambda path, **kwargs: saved.update(path=path, **kwargs)
+        world_size=1,
+        log_dir=logger.log_dir,
+        default_root_dir=str(tmp_path),
+        logger=logger,
+        should_stop=False,
+        save_checkpoint=lambda path, **kwargs: saved.update(path=path, **kwargs),
     )
     callback = CheckpointOnInterrupt()
     callback.signal_received = 15
@@ -100,7 +111,9 @@ def test_checkpoints_record_the_log_folder_and_save_the_full_state(tmp_path):
     assert saved["weights_only"] is False and module.interrupted and trainer.should_stop
     checkpoint = {}
     callback.on_save_checkpoint(trainer, module, checkpoint)
-    assert checkpoint[LOG_LOCATION_KEY]["version"] == 2 and checkpoint[LOG_LOCATION_KEY]["log_dir"] == str(Path(logger.log_dir).resolve())
+    assert checkpoint[LOG_LOCATION_KEY]["version"] == 2 and checkpoint[LOG_LOCATION_KEY]["log_dir"] == str(
+        Path(logger.log_dir).resolve()
+    )
 
 
 def test_lightning_noise_is_silenced_and_nothing_else():
@@ -112,8 +125,14 @@ def test_lightning_noise_is_silenced_and_nothing_else():
 
     tip = "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger](https://pypi.org/project/litlogger/)"
     assert not passes("lightning.pytorch.utilities.rank_zero", tip)
-    assert not passes("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud uploads and versioning, try installing [litmodels]")
-    assert not passes("lightning.pytorch.trainer.connectors.checkpoint_connector", "`weights_only` was not set, defaulting to `False`.")
+    assert not passes(
+        "lightning.pytorch.utilities.rank_zero",
+        "💡 Tip: For seamless cloud uploads and versioning, try installing [litmodels]",
+    )
+    assert not passes(
+        "lightning.pytorch.trainer.connectors.checkpoint_connector",
+        "`weights_only` was not set, defaulting to `False`.",
+    )
     assert passes("lightning.pytorch.utilities.rank_zero", "GPU available: False, used: False")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -139,11 +158,17 @@ def test_every_fit_option_has_help(capsys, monkeypatch):
         stripped = line.strip()
         if line.startswith("  --") and not line.startswith("    "):
             current = stripped.split()[0]
-            blocks[current] = stripped[len(current) :].strip().split("  ", 1)[-1] if "  " in stripped[len(current) :].strip() else ""
+            blocks[current] = (
+                stripped[len(current) :].strip().split("  ", 1)[-1] if "  " in stripped[len(current) :].strip() else ""
+            )
         elif current and stripped:
             blocks[current] += " " + stripped
     sections = ("--model.", "--evaluation.", "--data.", "--export.", "--interrupt.")
-    missing = [name for name, help_ in blocks.items() if name.startswith(sections) and not name.endswith(".help") and help_.lstrip().startswith("(type:")]
+    missing = [
+        name
+        for name, help_ in blocks.items()
+        if name.startswith(sections) and not name.endswith(".help") and help_.lstrip().startswith("(type:")
+    ]
     assert not missing, f"options without a help text: {missing}"
     assert "--model.rho_min" in blocks and "--optimizer" not in text and "{fit,validate" not in text
 
@@ -161,7 +186,10 @@ def test_digits_configs_pass_the_start_up_checks(tmp_path, monkeypatch):
     configs = sorted((Path(__file__).resolve().parents[1] / "configs" / "digits").glob("*.yaml"))
     assert configs
     for config in configs:
-        cli = run_cli(["--config", str(config), f"--model.pool.cache_dir={tmp_path / 'pools'}", "--trainer.accelerator=cpu"], run=False)
+        cli = run_cli(
+            ["--config", str(config), f"--model.pool.cache_dir={tmp_path / 'pools'}", "--trainer.accelerator=cpu"],
+            run=False,
+        )
         preflight_fit(cli.trainer, cli.model, cli.datamodule)
     assert not list(tmp_path.rglob("version_*")) and not list(tmp_path.rglob("pool-*.pt"))
 
@@ -175,10 +203,10 @@ def test_a_run_that_fails_inside_fit_leaves_no_empty_version_folder(tmp_path, mo
         raise ConfigError("a setting that only the module itself can judge is wrong")
 
     monkeypatch.setattr(DistillModule, "setup", failing_setup)
-    from test_cli import TINY
-
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", f"--trainer.default_root_dir={tmp_path}", f"--model.pool.cache_dir={tmp_path / 'pools'}", *TINY])
+        main(
+            ["fit", f"--trainer.default_root_dir={tmp_path}", f"--model.pool.cache_dir={tmp_path / 'pools'}", *CLI_TINY]
+        )
     assert exit_info.value.code == 2
     assert "a setting that only the module itself can judge is wrong" in capsys.readouterr().err
     assert not (tmp_path / "lightning_logs").exists()  # neither the version folder nor the root it made

@@ -17,15 +17,40 @@ def export(tmp_path, digits):
     train = digits.train_data
     idx = train.random_subset_indices(2, torch.Generator().manual_seed(0))
     config = {"model": {"net": {"name": "convnet", "depth": 2, "width": 8, "norm": "instance", "pooling": "avg"}}}
-    return save_distilled(tmp_path / "set.pt", train.images[idx].float() / 255, train.labels[idx], 1, digits.info, config)
+    return save_distilled(
+        tmp_path / "set.pt", train.images[idx].float() / 255, train.labels[idx], 1, digits.info, config
+    )
 
 
 def table_rows(out: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ][1:]
 
 
 def test_evaluate_prints_the_table(export, capsys):
-    main(["evaluate", str(export), "--net.width", "8", "--net.depth", "2", "--epochs", "5", "--repeats", "2", "--device", "cpu", "--baselines", "true", "--progress", "false"])
+    main(
+        [
+            "evaluate",
+            str(export),
+            "--net.width",
+            "8",
+            "--net.depth",
+            "2",
+            "--epochs",
+            "5",
+            "--repeats",
+            "2",
+            "--device",
+            "cpu",
+            "--baselines",
+            "true",
+            "--progress",
+            "false",
+        ]
+    )
     out = capsys.readouterr().out
     assert "digits (10 classes, 1x8x8)" in out and "width 8" in out
     rows = table_rows(out)
@@ -35,7 +60,22 @@ def test_evaluate_prints_the_table(export, capsys):
 
 
 def test_evaluate_defaults_to_the_export_net(export, capsys):
-    main(["evaluate", str(export), "--epochs", "5", "--repeats", "1", "--device", "auto", "--augment", "none", "--progress", "false"])
+    main(
+        [
+            "evaluate",
+            str(export),
+            "--epochs",
+            "5",
+            "--repeats",
+            "1",
+            "--device",
+            "auto",
+            "--augment",
+            "none",
+            "--progress",
+            "false",
+        ]
+    )
     out = capsys.readouterr().out
     assert "net convnet depth 2 width 8" in out and len(table_rows(out)) == 1
     main(["evaluate", str(export), "--net.width", "4", "--epochs", "1", "--repeats", "1", "--progress", "false"])
@@ -43,7 +83,27 @@ def test_evaluate_defaults_to_the_export_net(export, capsys):
 
 
 def test_pool_trains_then_loads_from_cache(tmp_path, capsys):
-    args = ["pool", "--dataset", "digits", "--net.width", "8", "--net.depth", "2", "--size", "2", "--epochs", "1", "--batch_size", "256", "--cache_dir", str(tmp_path / "pools"), "--device", "cpu", "--progress", "false"]
+    args = [
+        "pool",
+        "--dataset",
+        "digits",
+        "--net.width",
+        "8",
+        "--net.depth",
+        "2",
+        "--size",
+        "2",
+        "--epochs",
+        "1",
+        "--batch_size",
+        "256",
+        "--cache_dir",
+        str(tmp_path / "pools"),
+        "--device",
+        "cpu",
+        "--progress",
+        "false",
+    ]
     main(args)
     first = capsys.readouterr().out
     assert "pretrained and cached in" in first and str(tmp_path / "pools") in first
@@ -71,7 +131,17 @@ def test_export_folder(export, tmp_path, capsys):
         (["evaluate", "{export}", "--epochs", "0"], "--epochs must be an integer >= 1, got 0; the default is 300"),
         (["evaluate", "{export}", "--cutmix_p", "1.5"], "--cutmix_p must be a finite number >= 0 and <= 1, got 1.5"),
         (["evaluate", "{export}", "--net.depth", "4"], "--net.depth=4 shrinks 8x8 images to 1x1 feature maps"),
-        (["evaluate", "{export}", "--baselines", "true", "--source_options", "{{split_seed: 1, test_fraction: 0.995}}"], "asks for more synthetic images per class"),
+        (
+            [
+                "evaluate",
+                "{export}",
+                "--baselines",
+                "true",
+                "--source_options",
+                "{{split_seed: 1, test_fraction: 0.995}}",
+            ],
+            "asks for more synthetic images per class",
+        ),
         (["evaluate", "{export}", "--device", "tpu9"], "unknown device 'tpu9'"),
         (["pool", "--dataset", "imagenet-22k"], "unknown dataset 'imagenet-22k'"),
         (["pool", "--size", "0"], "--size must be an integer >= 1, got 0"),

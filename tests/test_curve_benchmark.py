@@ -145,7 +145,9 @@ def test_cpu_clock_places_checkpoints_and_the_budget_in_cpu_seconds(tmp_path, mo
     clock.setup(trainer, module, "fit")
     fake.now = 25.0  # setup: 25 s wall, 12.5 s CPU
     clock.on_train_start(trainer, module)
-    module.step(fake, 3.0)  # CPU 14 s: only the 10 s checkpoint has passed (the wall clock, at 28 s, would have passed both)
+    module.step(
+        fake, 3.0
+    )  # CPU 14 s: only the 10 s checkpoint has passed (the wall clock, at 28 s, would have passed both)
     clock.on_train_batch_end(trainer, module, None, None, 0)
     module.step(fake, 11.0)  # CPU 19.5 s
     clock.on_train_batch_end(trainer, module, None, None, 1)
@@ -173,10 +175,17 @@ def test_cpu_clock_study_reports_and_draws_cpu_seconds(tmp_path):
         curve.write_json(Path(task[-1]), {"accuracy": accuracy, "wall_s": 1.0, "cpu_s": 1.0})
     curve.write_outputs(study, cfg, settings, keys, 1, 3, ["--config", "x"], tmp_path / "curves", None)
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
-    assert md.startswith("## Accuracy vs CPU time:") and "| 100 s | 70.00 +- 0.00 (10, 120 s) |" in md and "of CPU time (" in md
+    assert (
+        md.startswith("## Accuracy vs CPU time:")
+        and "| 100 s | 70.00 +- 0.00 (10, 120 s) |" in md
+        and "of CPU time (" in md
+    )
     assert "| setup incl. pool (wall s) | matching (wall s) |" in md  # the time breakdown stays wall-clock, and says so
     # Both modes go from 50 % (CPU 20 s, 0 steps) to 70 % (CPU 120 s, 10 steps): random real's 60 % at 70 s and 5 steps; +20 points in 10 steps.
-    assert "Random real images (60.00 %) reached by the mean curve: Acc-DD at 70 s (5 steps); IDC mode at 70 s (5 steps)." in md
+    assert (
+        "Random real images (60.00 %) reached by the mean curve: Acc-DD at 70 s (5 steps); IDC mode at 70 s (5 steps)."
+        in md
+    )
     assert "| 100 s | +2000.00 (0-10) | +2000.00 (0-10) |" in md
     figure = figure_from_csv(tmp_path / "curves" / "digits-ipc1.csv")
     assert figure["series"][0]["points"][-1][0] == pytest.approx(120.0) and figure["xlabel"].startswith("CPU seconds")
@@ -203,13 +212,19 @@ def test_speedup_sentence_on_hand_made_curves():
     idc = [(0.0, 50.0), (100.0, 60.0), (200.0, 70.0)]
     # 70 %: IDC mode between its snapshots at 100 and 200 s (interpolated 200 s), Acc-DD between 50 and 100 s (interpolated 100 s):
     # the ratio lies between 100 / 100 and 200 / 50, and the interpolation gives 200 / 100
-    assert curve.speedup_sentence([(50.0, 50.0), (100.0, 70.0)], idc).startswith("**Measured speed-up: between 1.00x and 4.00x** (straight-line interpolation between snapshots: 2.00x).")
+    assert curve.speedup_sentence([(50.0, 50.0), (100.0, 70.0)], idc).startswith(
+        "**Measured speed-up: between 1.00x and 4.00x** (straight-line interpolation between snapshots: 2.00x)."
+    )
     # Acc-DD's snapshot before the level is its start at 0 s: no upper bound
-    assert curve.speedup_sentence([(0.0, 50.0), (100.0, 70.0)], idc).startswith("**Measured speed-up: between 1.00x and unbounded (Acc-DD's snapshot before it is at 0 s)** (straight-line interpolation between snapshots: 2.00x).")
+    assert curve.speedup_sentence([(0.0, 50.0), (100.0, 70.0)], idc).startswith(
+        "**Measured speed-up: between 1.00x and unbounded (Acc-DD's snapshot before it is at 0 s)** (straight-line interpolation between snapshots: 2.00x)."
+    )
     assert curve.speedup_sentence([(50.0, 50.0), (100.0, 65.0)], idc).startswith("**Measured speed-up: none.**")
     assert curve.speedup_sentence([(0.0, 75.0), (100.0, 80.0)], idc).startswith("**Measured speed-up: not defined.**")
     # IDC mode's best is its starting set: no time to compare against (not 0.00x)
-    assert curve.speedup_sentence([(130.0, 77.0)], [(0.05, 77.4), (240.0, 77.0)]).startswith("**Measured speed-up: not defined yet.** IDC mode has not improved")
+    assert curve.speedup_sentence([(130.0, 77.0)], [(0.05, 77.4), (240.0, 77.0)]).startswith(
+        "**Measured speed-up: not defined yet.** IDC mode has not improved"
+    )
 
 
 def test_crossings_on_hand_made_curves():
@@ -240,20 +255,49 @@ def test_gains_per_1000_steps_skip_snapshots_a_handful_of_steps_apart():
 def test_crossing_sentence_names_the_leader_or_level_curves():
     a = [(0.0, 50.0), (100.0, 70.0), (200.0, 72.0)]
     b = [(0.0, 60.0), (100.0, 65.0), (200.0, 80.0)]
-    assert curve.crossing_sentence(a, b) == "The mean curves cross at 67 s (63.33 %), Acc-DD ahead after; at 138 s (70.77 %), IDC mode ahead after."
+    assert (
+        curve.crossing_sentence(a, b)
+        == "The mean curves cross at 67 s (63.33 %), Acc-DD ahead after; at 138 s (70.77 %), IDC mode ahead after."
+    )
     ahead = [(0.0, 61.0), (100.0, 71.0), (200.0, 82.0)]
-    assert curve.crossing_sentence(ahead, b) == "The mean curves do not cross between 0 s and 200 s: Acc-DD is ahead throughout."
+    assert (
+        curve.crossing_sentence(ahead, b)
+        == "The mean curves do not cross between 0 s and 200 s: Acc-DD is ahead throughout."
+    )
     # level at the end (75 % both), Acc-DD ahead before: not "IDC mode ahead" (the end decides nothing), not "throughout"
-    assert curve.crossing_sentence([(0.0, 60.0), (200.0, 75.0)], [(0.0, 50.0), (200.0, 75.0)]).endswith(": Acc-DD is ahead wherever they differ.")
-    assert curve.crossing_sentence([(0.0, 50.0), (200.0, 75.0)], [(0.0, 60.0), (200.0, 75.0)]).endswith(": IDC mode is ahead wherever they differ.")
-    assert curve.crossing_sentence([(0.0, 50.0), (200.0, 75.0)], [(0.0, 50.0), (100.0, 62.5), (200.0, 75.0)]).endswith(": they are level throughout.")
-    assert curve.crossing_sentence([(0.0, 50.0), (10.0, 60.0)], [(20.0, 40.0), (30.0, 45.0)]) == "The curves share no time range, so they cannot cross."
+    assert curve.crossing_sentence([(0.0, 60.0), (200.0, 75.0)], [(0.0, 50.0), (200.0, 75.0)]).endswith(
+        ": Acc-DD is ahead wherever they differ."
+    )
+    assert curve.crossing_sentence([(0.0, 50.0), (200.0, 75.0)], [(0.0, 60.0), (200.0, 75.0)]).endswith(
+        ": IDC mode is ahead wherever they differ."
+    )
+    assert curve.crossing_sentence([(0.0, 50.0), (200.0, 75.0)], [(0.0, 50.0), (100.0, 62.5), (200.0, 75.0)]).endswith(
+        ": they are level throughout."
+    )
+    assert (
+        curve.crossing_sentence([(0.0, 50.0), (10.0, 60.0)], [(20.0, 40.0), (30.0, 45.0)])
+        == "The curves share no time range, so they cannot cross."
+    )
 
 
 # ------------------------------------------------------------------------- resume and result files
 def study_args(config: Path, tmp_path: Path, *extra: str) -> argparse.Namespace:
     return curve.parse_args(
-        ["--config", str(config), "--study_dir", str(tmp_path / "study"), "--results_dir", str(tmp_path / "curves"), "--output", str(tmp_path / "bench.md"), "--budget_minutes", "0.05", "--first_checkpoint", "1", *extra]
+        [
+            "--config",
+            str(config),
+            "--study_dir",
+            str(tmp_path / "study"),
+            "--results_dir",
+            str(tmp_path / "curves"),
+            "--output",
+            str(tmp_path / "bench.md"),
+            "--budget_minutes",
+            "0.05",
+            "--first_checkpoint",
+            "1",
+            *extra,
+        ]
     )
 
 
@@ -263,7 +307,11 @@ def test_distil_phase_skips_finished_runs_and_reruns_the_rest(tmp_path, monkeypa
     curve.write_json(Path(study["dir"]) / "runs" / "accdd" / "seed0" / "progress.json", {"snapshots": {}, "done": True})
     curve.write_json(Path(study["dir"]) / "runs" / "idc" / "seed0" / "progress.json", {"snapshots": {}})  # interrupted
     calls = []
-    monkeypatch.setattr(curve, "distil_run", lambda task: calls.append(task[1:3]) or {"mode": task[1], "seed": task[2], "status": "done"})
+    monkeypatch.setattr(
+        curve,
+        "distil_run",
+        lambda task: calls.append(task[1:3]) or {"mode": task[1], "seed": task[2], "status": "done"},
+    )
     curve.distil_phase(study, args)
     assert calls == [("idc", 0), ("accdd", 1), ("idc", 1)]
     other = study_args(tiny_config(tmp_path), tmp_path, "--budget_minutes", "0.1")
@@ -278,7 +326,10 @@ def fabricate(study_dir: Path, mode: str, seed: int, points: list[tuple[int, flo
     for index, nominal, wall in points:
         images = torch.full((10, 1, 8, 8), (index + 3 * seed + 10 * (mode == "accdd")) / 20)
         name = f"snapshot-{index:02d}.pt"
-        curve.atomic_torch_save({"decoded": images, "labels": torch.arange(10), "stored": images, "stored_labels": torch.arange(10)}, run / name)
+        curve.atomic_torch_save(
+            {"decoded": images, "labels": torch.arange(10), "stored": images, "stored_labels": torch.arange(10)},
+            run / name,
+        )
         snapshots[str(index)] = {
             "index": index, "nominal_s": nominal, "wall_s": wall, "cpu_s": wall / 2, "setup_wall_s": 10.0 if mode == "accdd" else 0.0,
             "setup_cpu_s": 5.0, "matching_s": wall / 2, "network_s": wall / 4, "steps": index * 10, "outer": index, "file": name,
@@ -291,7 +342,9 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
     pytest.importorskip("matplotlib")
     drawn = []
     real_plot = curve_plot.plot_curves
-    monkeypatch.setattr(curve_plot, "plot_curves", lambda path, **kwargs: drawn.append(kwargs) or real_plot(path, **kwargs))
+    monkeypatch.setattr(
+        curve_plot, "plot_curves", lambda path, **kwargs: drawn.append(kwargs) or real_plot(path, **kwargs)
+    )
     args = study_args(tiny_config(tmp_path), tmp_path, "--repeats", "1", "--full_epochs", "0")
     study = curve.open_study(args)
     study_dir = Path(study["dir"])
@@ -303,37 +356,61 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
     }  # fmt: skip
     walls = {"idc": [0.0, 100.0, 200.0], "accdd": [50.0, 100.0, 200.0]}
     for (mode, seed), values in accs.items():
-        fabricate(study_dir, mode, seed, [(0, 0.0, walls[mode][0]), (1, 100.0, walls[mode][1]), (2, 200.0, walls[mode][2])])
+        fabricate(
+            study_dir, mode, seed, [(0, 0.0, walls[mode][0]), (1, 100.0, walls[mode][1]), (2, 200.0, walls[mode][2])]
+        )
     settings, keys, tasks = curve.evaluation_plan(study, cfg, args, 1)
-    assert sorted(t[2] for t in tasks) == sorted([f"{m}-{s}-{i}" for m, s in accs for i in range(3)] + ["random-real-ipc1"])
+    assert sorted(t[2] for t in tasks) == sorted(
+        [f"{m}-{s}-{i}" for m, s in accs for i in range(3)] + ["random-real-ipc1"]
+    )
     for (mode, seed), values in accs.items():
         for index, acc in enumerate(values):
-            curve.write_json(study_dir / "evals" / keys["curve"] / f"{mode}-{seed}-{index}" / "0.json", {"accuracy": acc, "wall_s": 3.0, "cpu_s": 3.0})
-    curve.write_json(study_dir / "evals" / keys["curve"] / "random-real-ipc1" / "0.json", {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0})
+            curve.write_json(
+                study_dir / "evals" / keys["curve"] / f"{mode}-{seed}-{index}" / "0.json",
+                {"accuracy": acc, "wall_s": 3.0, "cpu_s": 3.0},
+            )
+    curve.write_json(
+        study_dir / "evals" / keys["curve"] / "random-real-ipc1" / "0.json",
+        {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0},
+    )
     _, _, left = curve.evaluation_plan(study, cfg, args, 1)
     assert left == []  # everything evaluated: a rerun trains no network
 
-    summary = curve.write_outputs(study, cfg, settings, keys, 1, 3, ["--config", "x"], tmp_path / "curves", tmp_path / "bench.md")
+    summary = curve.write_outputs(
+        study, cfg, settings, keys, 1, 3, ["--config", "x"], tmp_path / "curves", tmp_path / "bench.md"
+    )
     # Means over seeds: IDC 50, 61, 71 at 0/100/200 s; Acc-DD 55, 65, 73 at 50/100/200 s.
     assert [p["mean"] for p in summary["modes"]["idc"]["points"]] == pytest.approx([50.0, 61.0, 71.0])
     assert summary["modes"]["idc"]["points"][1]["std"] == pytest.approx(2**0.5)  # stdev(60, 62)
     rows = list(csv.DictReader((tmp_path / "curves" / "digits-ipc1.csv").open()))
     assert len(rows) == 12 + 1 and rows[-1]["mode"] == "random real" and rows[-1]["acc_mean"] == "40.00"
-    assert {(r["mode"], r["seed"], r["checkpoint"], r["acc_mean"]) for r in rows[:12]} >= {("accdd", "1", "1", "64.00"), ("idc", "0", "2", "70.00")}
+    assert {(r["mode"], r["seed"], r["checkpoint"], r["acc_mean"]) for r in rows[:12]} >= {
+        ("accdd", "1", "1", "64.00"),
+        ("idc", "0", "2", "70.00"),
+    }
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
     # IDC's best 71 %; Acc-DD reaches it between (100, 65) and (200, 73): 100 + 100 * 6/8 = 175 s -> 200/175 = 1.14x
     # the snapshots bracket the ratio: IDC mode between 100 and 200 s, Acc-DD between 100 and 200 s -> 0.50x to 2.00x
-    assert "**Measured speed-up: between 0.50x and 2.00x** (straight-line interpolation between snapshots: 1.14x)." in md
+    assert (
+        "**Measured speed-up: between 0.50x and 2.00x** (straight-line interpolation between snapshots: 1.14x)." in md
+    )
     # 61 %: IDC at 100 s, Acc-DD at 50 + 50 * 6/10 = 80 s -> 1.25x
     # Pool cached: Acc-DD's setup (10 s) less IDC mode's (0 s) off its clock: 61 % at 40 + 50 * 6/10 = 70 s -> 1.43x; 71 % at 90 + 100 * 6/8 = 165 s -> 1.21x
-    assert "| 61.00 | 100 s | 80 s | 1.25x | 70 s | 1.43x |" in md and "| 71.00 | 200 s | 175 s | 1.14x | 165 s | 1.21x |" in md
+    assert (
+        "| 61.00 | 100 s | 80 s | 1.25x | 70 s | 1.43x |" in md
+        and "| 71.00 | 200 s | 175 s | 1.14x | 165 s | 1.21x |" in md
+    )
     assert "Pool cached: Acc-DD's times less its pool pretraining (10 s: its setup minus IDC mode's)" in md
     # Acc-DD - IDC: 55 - 55.5 at 50 s, 65 - 61 at 100 s -> crossing at 50 + 50 * 0.5/4.5 = 55.6 s
     assert "The mean curves cross at 56 s" in md and "Acc-DD ahead after" in md
     assert "| 100 s | 65.00 +- 1.41 (10, 100 s) | 61.00 +- 1.41 (10, 100 s) |" in md
     assert "](digits-ipc1.png)" in md
     section = (tmp_path / "bench.md").read_text()
-    assert "<!-- curve-digits-ipc1:start -->" in section and "](curves/digits-ipc1.png)" in section and "Command: `python -m benchmarks.curve --config x`" in section
+    assert (
+        "<!-- curve-digits-ipc1:start -->" in section
+        and "](curves/digits-ipc1.png)" in section
+        and "Command: `python -m benchmarks.curve --config x`" in section
+    )
     with Image.open(tmp_path / "curves" / "digits-ipc1.png") as image:
         assert image.format == "PNG" and image.size == (1100, 640)
         colours = {c for _, c in image.convert("RGB").getcolors(2**20)}
@@ -342,10 +419,19 @@ def test_results_csv_markdown_png_and_section_from_a_hand_made_study(tmp_path, m
     # off the log axis, Acc-DD's at 50 s is kept.
     (figure,) = drawn
     assert figure == figure_from_csv(tmp_path / "curves" / "digits-ipc1.csv")
-    assert [(s["label"], s["color"]) for s in figure["series"]] == [("Acc-DD (2 seeds)", curve.COLORS["accdd"]), ("IDC mode (2 seeds)", curve.COLORS["idc"])]
-    assert [v for p in figure["series"][0]["points"] for v in p] == pytest.approx([50.0, 55.0, 0.0, 100.0, 65.0, 2**0.5, 200.0, 73.0, 2**0.5], abs=0.01)
-    assert figure["lines"] == [{"label": "random real (ours, 1 nets)", "value": 40.0, "color": (90, 90, 90), "dashed": False}]
-    assert [v for p in figure["series"][1]["points"] for v in p] == pytest.approx([100.0, 61.0, 2**0.5, 200.0, 71.0, 2**0.5], abs=0.01)
+    assert [(s["label"], s["color"]) for s in figure["series"]] == [
+        ("Acc-DD (2 seeds)", curve.COLORS["accdd"]),
+        ("IDC mode (2 seeds)", curve.COLORS["idc"]),
+    ]
+    assert [v for p in figure["series"][0]["points"] for v in p] == pytest.approx(
+        [50.0, 55.0, 0.0, 100.0, 65.0, 2**0.5, 200.0, 73.0, 2**0.5], abs=0.01
+    )
+    assert figure["lines"] == [
+        {"label": "random real (ours, 1 nets)", "value": 40.0, "color": (90, 90, 90), "dashed": False}
+    ]
+    assert [v for p in figure["series"][1]["points"] for v in p] == pytest.approx(
+        [100.0, 61.0, 2**0.5, 200.0, 71.0, 2**0.5], abs=0.01
+    )
     assert plot_csv(tmp_path / "curves" / "digits-ipc1.csv", tmp_path / "again.png") == tmp_path / "again.png"
     with Image.open(tmp_path / "again.png") as image:
         assert image.size == (1100, 640)
@@ -355,7 +441,22 @@ def test_paper_protocol_trains_the_final_set_chosen_on_validation_on_its_own_dev
     pytest.importorskip("matplotlib")  # the result files include the figure
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG.replace("  dataset: digits\n", "  dataset: digits\n  val_per_class: 20\n"))
-    args = study_args(config, tmp_path, "--repeats", "1", "--full_epochs", "0", "--paper_epochs", "7", "--paper_repeats", "2", "--paper_device", "cuda", "--paper_width", "32")
+    args = study_args(
+        config,
+        tmp_path,
+        "--repeats",
+        "1",
+        "--full_epochs",
+        "0",
+        "--paper_epochs",
+        "7",
+        "--paper_repeats",
+        "2",
+        "--paper_device",
+        "cuda",
+        "--paper_width",
+        "32",
+    )
     study = curve.open_study(args)
     study_dir = Path(study["dir"])
     cfg = curve.load_config(args.config, None, torch.get_num_threads(), [])
@@ -363,14 +464,31 @@ def test_paper_protocol_trains_the_final_set_chosen_on_validation_on_its_own_dev
     finals = {("idc", 0): (70.0, 71.0), ("accdd", 0): (74.0, 69.0), ("accdd", 1): (73.0, 72.0)}
     for (mode, seed), (final, val) in finals.items():
         fabricate(study_dir, mode, seed, [(0, 0.0, 0.0), (1, 100.0, 100.0)])
-        for index, (acc, v) in enumerate(((90.0, 95.0), (final, val))):  # a better early snapshot must not be chosen: only final sets count
-            curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / f"{mode}-{seed}-{index}" / "0.json", {"accuracy": acc, "val_accuracy": v, "wall_s": 1.0, "cpu_s": 1.0})
-    curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / "random-real-ipc1" / "0.json", {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0})
+        for index, (acc, v) in enumerate(
+            ((90.0, 95.0), (final, val))
+        ):  # a better early snapshot must not be chosen: only final sets count
+            curve.write_json(
+                study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / f"{mode}-{seed}-{index}" / "0.json",
+                {"accuracy": acc, "val_accuracy": v, "wall_s": 1.0, "cpu_s": 1.0},
+            )
+    curve.write_json(
+        study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / "random-real-ipc1" / "0.json",
+        {"accuracy": 40.0, "wall_s": 1.0, "cpu_s": 1.0},
+    )
     settings, keys, tasks = curve.evaluation_plan(study, cfg, args, 1)
     assert [(t[1], t[2], t[4]) for t in tasks] == [("snapshot", "accdd-1-1", 0), ("snapshot", "accdd-1-1", 1)]
     paper = tasks[0][5]
-    assert paper["device"] == "cuda" and paper["net"]["width"] == 32 and paper["net"]["depth"] == 3 and paper["schedule"]["epochs"] == 7
-    assert keys["paper"] != keys["curve"] and settings["paper"]["chosen"] == {"mode": "accdd", "seed": 1, "digest": "accdd-1-1"}
+    assert (
+        paper["device"] == "cuda"
+        and paper["net"]["width"] == 32
+        and paper["net"]["depth"] == 3
+        and paper["schedule"]["epochs"] == 7
+    )
+    assert keys["paper"] != keys["curve"] and settings["paper"]["chosen"] == {
+        "mode": "accdd",
+        "seed": 1,
+        "digest": "accdd-1-1",
+    }
     seen = []
 
     def fake_splits(images, labels, test, val, net, schedule, seed, device, progress=None, soft=None):
@@ -380,13 +498,21 @@ def test_paper_protocol_trains_the_final_set_chosen_on_validation_on_its_own_dev
     monkeypatch.setattr("lightning_dd.evaluation.evaluate_splits", fake_splits)
     for task in tasks:
         curve.evaluate_task(task)
-    assert seen == [(32, 7, 0, "cuda", True), (32, 7, 1, "cuda", True)]  # the study distilled on the CPU; its paper networks train on the GPU
+    assert seen == [
+        (32, 7, 0, "cuda", True),
+        (32, 7, 1, "cuda", True),
+    ]  # the study distilled on the CPU; its paper networks train on the GPU
     written = json.loads((study_dir / "evals" / keys["paper"] / "accdd-1-1" / "1.json").read_text())
     assert written["device"] == "cuda" and written["val_accuracy"] == 80.0
     curve.write_outputs(study, cfg, settings, keys, 1, 2, ["--config", "x"], tmp_path / "curves", None)
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
-    assert "**Measured speed-up: not defined yet.**" in md  # IDC mode's best (90 %) is its start snapshot: no time to compare against
-    assert "Evaluation off the paper's width and epochs: the best final set (Acc-DD, seed 1, chosen on validation accuracy) trained on ConvNet-3 width 32 for 7 epochs (on the GPU): 81.50 +- 0.71 % (2 nets)" in md
+    assert (
+        "**Measured speed-up: not defined yet.**" in md
+    )  # IDC mode's best (90 %) is its start snapshot: no time to compare against
+    assert (
+        "Evaluation off the paper's width and epochs: the best final set (Acc-DD, seed 1, chosen on validation accuracy) trained on ConvNet-3 width 32 for 7 epochs (on the GPU): 81.50 +- 0.71 % (2 nets)"
+        in md
+    )
     rows = list(csv.DictReader((tmp_path / "curves" / "digits-ipc1.csv").open()))
     assert rows[-1]["mode"] == "paper protocol: accdd" and rows[-1]["acc_mean"] == "81.50"
 
@@ -397,7 +523,10 @@ def test_without_a_validation_split_no_final_set_is_chosen_for_the_paper_protoco
     study_dir, cfg = Path(study["dir"]), curve.load_config(args.config, None, torch.get_num_threads(), [])
     fabricate(study_dir, "accdd", 0, [(0, 0.0, 0.0), (1, 100.0, 100.0)])
     for index in range(2):
-        curve.write_json(study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / f"accdd-0-{index}" / "0.json", {"accuracy": 70.0, "wall_s": 1.0, "cpu_s": 1.0})
+        curve.write_json(
+            study_dir / "evals" / curve.digest(curve.eval_settings(cfg)) / f"accdd-0-{index}" / "0.json",
+            {"accuracy": 70.0, "wall_s": 1.0, "cpu_s": 1.0},
+        )
     settings, _, tasks = curve.evaluation_plan(study, cfg, args, 1)
     assert settings["paper"] is None and all(t[1] != "snapshot" or t[5] == settings["curve"] for t in tasks)
     assert "no final set is chosen; nothing is chosen on test" in capsys.readouterr().out
@@ -406,20 +535,30 @@ def test_without_a_validation_split_no_final_set_is_chosen_for_the_paper_protoco
 def test_benchmarks_name_lightnings_accelerator_for_a_torch_device():
     from benchmarks.runner import accelerator
 
-    assert [accelerator(d) for d in ("cuda", "cuda:1", torch.device("cuda", 0), "cpu", torch.device("cpu"))] == ["gpu", "gpu", "gpu", "cpu", "cpu"]
+    assert [accelerator(d) for d in ("cuda", "cuda:1", torch.device("cuda", 0), "cpu", torch.device("cpu"))] == [
+        "gpu",
+        "gpu",
+        "gpu",
+        "cpu",
+        "cpu",
+    ]
 
 
 def test_plot_draws_every_series_and_dashed_line(tmp_path):
     pytest.importorskip("matplotlib")
     red, blue, green, grey = (214, 39, 40), (31, 119, 180), (44, 160, 44), (90, 90, 90)
     series = [{"label": "a", "color": red, "points": [(30, 60, 2), (60, 70, 1), (120, 75, 1)]}]
-    lines = [{"label": "published", "value": 80.0, "color": green, "dashed": True}, {"label": "ours", "value": 50.0, "color": grey, "dashed": False}]
+    lines = [
+        {"label": "published", "value": 80.0, "color": green, "dashed": True},
+        {"label": "ours", "value": 50.0, "color": grey, "dashed": False},
+    ]
     plot_curves(tmp_path / "p.png", series, lines, "t", "x", "y", size=(600, 400))
     with Image.open(tmp_path / "p.png") as image:
         assert image.format == "PNG" and image.size == (600, 400)
         pixels = image.convert("RGB")
     counts = {c: n for n, c in pixels.getcolors(2**20)}
     assert counts.get(red, 0) > 50 and blue not in counts
+
     # The dashed line: along its row, runs of its colour alternate with gaps inside the axes.
     def near(pixel, colour, tolerance=40):
         return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour))
@@ -434,12 +573,16 @@ def test_plot_draws_every_series_and_dashed_line(tmp_path):
     assert axes.get_xscale() == "log" and list(axes.get_xticks()) == [30, 60, 120]
     assert [t.get_text() for t in axes.get_xticklabels()] == ["30 s", "1 min", "2 min"]
     # A long study (2 min to 4 h): round times an eighth of the log span apart, not 15 and 20 min side by side
-    long = draw_curves([{**series[0], "points": [(137, 77, 1), (960, 80, 1), (14400, 83, 1)]}], [], "t", "x", "y", size=(600, 400)).axes[0]
+    long = draw_curves(
+        [{**series[0], "points": [(137, 77, 1), (960, 80, 1), (14400, 83, 1)]}], [], "t", "x", "y", size=(600, 400)
+    ).axes[0]
     assert list(long.get_xticks()) == [120, 300, 600, 1200, 3600, 7200, 14400]  # span 105..18720 s: ratio >= 1.91
     (band,) = axes.collections
     outline = {(round(float(x)), round(float(y), 6)) for x, y in band.get_paths()[0].vertices}
     assert {(30, 58), (30, 62), (60, 69), (60, 71), (120, 74), (120, 76)} <= outline
-    assert band.get_facecolor()[0][:3] == pytest.approx([c / 255 for c in red]) and band.get_alpha() == pytest.approx(0.22)
+    assert band.get_facecolor()[0][:3] == pytest.approx([c / 255 for c in red]) and band.get_alpha() == pytest.approx(
+        0.22
+    )
     mean, published, ours = axes.get_lines()
     assert list(mean.get_xdata()) == [30, 60, 120] and list(mean.get_ydata()) == [60, 70, 75]
     assert (published.get_linestyle(), list(published.get_ydata())) == ("--", [80.0, 80.0])
@@ -459,17 +602,56 @@ def test_figure_from_a_hand_written_csv(tmp_path):
         writer = csv.DictWriter(handle, fieldnames=curve.CSV_FIELDS)
         writer.writeheader()
         for mode, seed, index, nominal, wall, mean, std, nets in rows:
-            writer.writerow({"study": "s", "dataset": "mnist", "ipc": 1, "mode": mode, "seed": seed, "checkpoint": index, "nominal_s": nominal, "wall_s": wall, "eval_net": "ConvNet-3 width 8", "eval_epochs": 5, "nets": nets, "acc_mean": mean, "acc_std": std})
-        writer.writerow({"study": "s", "dataset": "mnist", "ipc": 1, "mode": "random real", "eval_net": "ConvNet-3 width 8", "eval_epochs": 5, "nets": 3, "acc_mean": "40.00", "acc_std": "1.00"})
+            writer.writerow(
+                {
+                    "study": "s",
+                    "dataset": "mnist",
+                    "ipc": 1,
+                    "mode": mode,
+                    "seed": seed,
+                    "checkpoint": index,
+                    "nominal_s": nominal,
+                    "wall_s": wall,
+                    "eval_net": "ConvNet-3 width 8",
+                    "eval_epochs": 5,
+                    "nets": nets,
+                    "acc_mean": mean,
+                    "acc_std": std,
+                }
+            )
+        writer.writerow(
+            {
+                "study": "s",
+                "dataset": "mnist",
+                "ipc": 1,
+                "mode": "random real",
+                "eval_net": "ConvNet-3 width 8",
+                "eval_epochs": 5,
+                "nets": 3,
+                "acc_mean": "40.00",
+                "acc_std": "1.00",
+            }
+        )
     figure = figure_from_csv(tmp_path / "s.csv")
     idc, accdd = figure["series"]
     assert idc["label"] == "IDC mode (2 seeds)" and len(idc["points"]) == 1  # checkpoint 2 waits for seed 1
     assert idc["points"][0] == pytest.approx((32.0, 52.0, 8**0.5))
     # Acc-DD's start at 20 s comes after half the first checkpoint (15 s): drawn, with its one seed's spread.
-    assert accdd["label"] == "Acc-DD (1 seed)" and [v for p in accdd["points"] for v in p] == pytest.approx([20.0, 30.0, 1.5, 40.0, 65.0, 2.5])
-    assert figure["lines"][0] == {"label": "random real (ours, 3 nets)", "value": 40.0, "color": (90, 90, 90), "dashed": False}
-    assert [(line["label"], line["value"], line["dashed"]) for line in figure["lines"][1:]] == [(f"{k} (published)", v, True) for k, v in curve.PUBLISHED[("mnist", 1)].items()]
-    assert figure["ylabel"] == "test accuracy (%), ConvNet-3 width 8, 5 epochs" and figure["title"].startswith("mnist, IPC 1:")
+    assert accdd["label"] == "Acc-DD (1 seed)" and [v for p in accdd["points"] for v in p] == pytest.approx(
+        [20.0, 30.0, 1.5, 40.0, 65.0, 2.5]
+    )
+    assert figure["lines"][0] == {
+        "label": "random real (ours, 3 nets)",
+        "value": 40.0,
+        "color": (90, 90, 90),
+        "dashed": False,
+    }
+    assert [(line["label"], line["value"], line["dashed"]) for line in figure["lines"][1:]] == [
+        (f"{k} (published)", v, True) for k, v in curve.PUBLISHED[("mnist", 1)].items()
+    ]
+    assert figure["ylabel"] == "test accuracy (%), ConvNet-3 width 8, 5 epochs" and figure["title"].startswith(
+        "mnist, IPC 1:"
+    )
 
 
 # ------------------------------------------------------------------------------- end to end
@@ -494,12 +676,20 @@ def test_study_end_to_end_interrupted_run_resumes_and_finished_work_is_skipped(t
     assert max(int(k) for k in done["snapshots"]) == len(study["checkpoints"])  # the last snapshot is at the budget
     assert done["snapshots"][str(len(study["checkpoints"]))]["wall_s"] >= study["budget_s"]
     rows = list(csv.DictReader((tmp_path / "curves" / "digits-ipc1.csv").open()))
-    assert {r["mode"] for r in rows} == {"accdd", "idc", "random real", "full training set"} and all(r["acc_mean"] for r in rows)
-    assert "full training set (1 epoch): " in (tmp_path / "curves" / "digits-ipc1.md").read_text()  # its schedule differs from the curve's
+    assert {r["mode"] for r in rows} == {"accdd", "idc", "random real", "full training set"} and all(
+        r["acc_mean"] for r in rows
+    )
+    assert (
+        "full training set (1 epoch): " in (tmp_path / "curves" / "digits-ipc1.md").read_text()
+    )  # its schedule differs from the curve's
     mtimes = {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("*.pt")}
     curve.main(argv)
     out = capsys.readouterr().out
-    assert "accdd seed 0: done earlier, skipped" in out and "idc seed 0: done earlier, skipped" in out and "0 network(s) to train" in out
+    assert (
+        "accdd seed 0: done earlier, skipped" in out
+        and "idc seed 0: done earlier, skipped" in out
+        and "0 network(s) to train" in out
+    )
     assert {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("*.pt")} == mtimes
 
 
@@ -515,7 +705,11 @@ def test_image_folder_configs_parse(config, capsys):
         run_cli(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert "dataset: image_folder" in printed and "data_dir: ../shared/data/tiny-imagenet-10" in printed and "name: resnet_ap" in printed
+    assert (
+        "dataset: image_folder" in printed
+        and "data_dir: ../shared/data/tiny-imagenet-10" in printed
+        and "name: resnet_ap" in printed
+    )
 
 
 def test_image_folder_configs_cover_the_paper_setting_and_a_cpu_variant():
@@ -523,12 +717,20 @@ def test_image_folder_configs_cover_the_paper_setting_and_a_cpu_variant():
 
     configs = {p.name: yaml.safe_load(p.read_text()) for p in IMAGE_FOLDER_CONFIGS}
     paper = configs["ipc10.yaml"]["model"]
-    assert (paper["net"]["name"], paper["net"]["depth"], paper["factor"], paper["pool"]["epochs"]) == ("resnet_ap", 10, 3, 10)
+    assert (paper["net"]["name"], paper["net"]["depth"], paper["factor"], paper["pool"]["epochs"]) == (
+        "resnet_ap",
+        10,
+        3,
+        10,
+    )
     assert "ipc1_cpu.yaml" in configs
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not TINY_IMAGENET.is_dir(), reason="the Tiny ImageNet-10 folder (../shared/data/tiny-imagenet-10) is not on this machine")
+@pytest.mark.skipif(
+    not TINY_IMAGENET.is_dir(),
+    reason="the Tiny ImageNet-10 folder (../shared/data/tiny-imagenet-10) is not on this machine",
+)
 def test_cpu_image_folder_config_runs_on_a_handful_of_real_images(tmp_path, capsys):
     from lightning_dd.cli import run_cli
 
@@ -539,10 +741,25 @@ def test_cpu_image_folder_config_runs_on_a_handful_of_real_images(tmp_path, caps
             for image in sorted(folder.iterdir())[:count]:
                 shutil.copy(image, data / split / folder.name / image.name)
     run_cli(
-        ["fit", "--config", str(ROOT / "configs" / "image_folder" / "ipc1_cpu.yaml"), f"--data.data_dir={data}", f"--trainer.default_root_dir={tmp_path}",
-         "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", f"--model.pool.cache_dir={tmp_path / 'pools'}", "--model.pool.size=1",
-         "--model.pool.epochs=1", "--model.outer_iterations=1", "--model.inner_loop=1", "--model.batch_real=2", "--model.n_data=4",
-         "--evaluation.epochs=1", "--evaluation.repeats=1", "--data.val_per_class=1"]  # fmt: skip
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "image_folder" / "ipc1_cpu.yaml"),
+            f"--data.data_dir={data}",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false",
+            f"--model.pool.cache_dir={tmp_path / 'pools'}",
+            "--model.pool.size=1",
+            "--model.pool.epochs=1",
+            "--model.outer_iterations=1",
+            "--model.inner_loop=1",
+            "--model.batch_real=2",
+            "--model.n_data=4",
+            "--evaluation.epochs=1",
+            "--evaluation.repeats=1",
+            "--data.val_per_class=1",
+        ]  # fmt: skip
     )
     out = capsys.readouterr().out
     assert "| distilled, 1/class (x4 decoded) | 40 |" in out and "| random real, 1/class | 10 |" in out
@@ -574,16 +791,31 @@ def test_report_gives_the_speed_up_on_each_evaluation_networks_curves(tmp_path):
     for mode, walls in {"idc": [0.0, 100.0, 200.0], "accdd": [50.0, 100.0, 200.0]}.items():
         fabricate(study_dir, mode, 0, [(i, 100.0 * i, wall) for i, wall in enumerate(walls)])
     # (mode, network seed) -> accuracy per snapshot, the networks' files written last first (workers finish out of order).
-    accs = {("idc", 1): [50.0, 62.0, 66.0], ("idc", 0): [50.0, 60.0, 70.0], ("accdd", 1): [50.0, 58.0, 70.0], ("accdd", 0): [50.0, 70.0, 75.0]}
+    accs = {
+        ("idc", 1): [50.0, 62.0, 66.0],
+        ("idc", 0): [50.0, 60.0, 70.0],
+        ("accdd", 1): [50.0, 58.0, 70.0],
+        ("accdd", 0): [50.0, 70.0, 75.0],
+    }
     settings, keys, _ = curve.evaluation_plan(study, cfg, args, 2)
     for (mode, net), values in accs.items():
         for index, acc in enumerate(values):
-            curve.write_json(study_dir / "evals" / keys["curve"] / f"{mode}-0-{index}" / f"{net}.json", {"accuracy": acc, "wall_s": 1.0, "cpu_s": 1.0})
+            curve.write_json(
+                study_dir / "evals" / keys["curve"] / f"{mode}-0-{index}" / f"{net}.json",
+                {"accuracy": acc, "wall_s": 1.0, "cpu_s": 1.0},
+            )
     curve.write_outputs(study, cfg, settings, keys, 2, 3, ["--config", "x"], tmp_path / "curves", None)
     md = (tmp_path / "curves" / "digits-ipc1.md").read_text()
     # Mean curves: IDC 50, 61, 68; Acc-DD 50, 64, 72.5 -> 68 % at 100 + 100 * 4/8.5 = 147 s: 1.36x. Per network: 2.00x and 1.20x.
-    assert "**Measured speed-up: between 0.50x and 2.00x** (straight-line interpolation between snapshots: 1.36x)." in md and "On each evaluation network's own curves (paired network seeds): 2.00x, 1.20x." in md
-    (study_dir / "evals" / keys["curve"] / "idc-0-1" / "0.json").unlink()  # network 0 missing at one snapshot: only network 1 is at every point
-    assert curve.scored(study_dir / "evals" / keys["curve"] / "idc-0-1", 2)["by_net"] == {1: 62.0}  # by network seed, not by position
+    assert (
+        "**Measured speed-up: between 0.50x and 2.00x** (straight-line interpolation between snapshots: 1.36x)." in md
+        and "On each evaluation network's own curves (paired network seeds): 2.00x, 1.20x." in md
+    )
+    (
+        study_dir / "evals" / keys["curve"] / "idc-0-1" / "0.json"
+    ).unlink()  # network 0 missing at one snapshot: only network 1 is at every point
+    assert curve.scored(study_dir / "evals" / keys["curve"] / "idc-0-1", 2)["by_net"] == {
+        1: 62.0
+    }  # by network seed, not by position
     curve.write_outputs(study, cfg, settings, keys, 2, 3, ["--config", "x"], tmp_path / "curves", None)
     assert "On each evaluation network's own curves" not in (tmp_path / "curves" / "digits-ipc1.md").read_text()

@@ -7,7 +7,13 @@ from lightning_dd.errors import ConfigError
 
 def test_digits_split_is_fixed_and_stratified(digits):
     info = digits.info
-    assert (info.name, info.num_classes, info.channels, info.image_size, info.flip_ok) == ("digits", 10, 1, (8, 8), False)
+    assert (info.name, info.num_classes, info.channels, info.image_size, info.flip_ok) == (
+        "digits",
+        10,
+        1,
+        (8, 8),
+        False,
+    )
     train, test = digits.train_data, digits.test_data
     assert len(train) + len(test) == 1797 and 340 < len(test) < 380
     assert min(train.class_counts()) > 130 and min(test.class_counts()) > 30

@@ -23,10 +23,15 @@ from lightning_dd.distill.state import DistillState
 from lightning_dd.distill.synthetic import SyntheticSet
 from lightning_dd.errors import ConfigError, DivergenceError
 
-from conftest import fit, tiny_distill
-from test_import_graph import PACKAGE, import_graph, module_name
+from helpers import PACKAGE, fit, import_graph, module_name, tiny_distill
 
-PURE = ["lightning_dd.distill.distiller", "lightning_dd.distill.image_step", "lightning_dd.distill.settings", "lightning_dd.distill.state", "lightning_dd.distill.network"]
+PURE = [
+    "lightning_dd.distill.distiller",
+    "lightning_dd.distill.image_step",
+    "lightning_dd.distill.settings",
+    "lightning_dd.distill.state",
+    "lightning_dd.distill.network",
+]
 
 
 def external_imports(path) -> set[str]:
@@ -56,7 +61,12 @@ def test_the_distiller_and_what_it_imports_reach_no_lightning():
 # ------------------------------------------------------------------ the strategies: chosen once, each with its limits
 @pytest.mark.parametrize(
     "image_step, per_class_impl, expected",
-    [("per_iteration", "replay", PerIteration), ("per_iteration", "loop", PerIteration), ("per_class", "loop", PerClassLoop), ("per_class", "replay", PerClassReplay)],
+    [
+        ("per_iteration", "replay", PerIteration),
+        ("per_iteration", "loop", PerIteration),
+        ("per_class", "loop", PerClassLoop),
+        ("per_class", "replay", PerClassReplay),
+    ],
 )
 def test_the_settings_choose_the_image_step(image_step, per_class_impl, expected):
     step = image_step_for(image_step, per_class_impl, clamp_each_step=True)
@@ -73,7 +83,11 @@ def test_unknown_image_step_settings_are_refused_by_name():
 def test_each_image_step_owns_its_limits():
     loop, replay, summed = PerClassLoop(False), PerClassReplay(False), PerIteration(False)
     assert (loop.several_processes, replay.several_processes, summed.several_processes) == (False, True, True)
-    assert (loop.several_classes_per_pass, replay.several_classes_per_pass, summed.several_classes_per_pass) == (False, True, True)
+    assert (loop.several_classes_per_pass, replay.several_classes_per_pass, summed.several_classes_per_pass) == (
+        False,
+        True,
+        True,
+    )
     with pytest.raises(ConfigError, match="classes_per_pass must be 1"):
         loop.check_classes_per_pass(2)
     for step, allowed in ((loop, 1), (replay, 4), (summed, 4)):
@@ -112,7 +126,17 @@ def bare_distiller(digits, inner_loop: int = 2) -> Distiller:
         inner_loop=inner_loop,
         draw=NetworkDraw(source="random", perturb=True, rho_min=0.01, rho_max=0.05),
         matching=Matching(batch_real=8, max_syn_per_class=128, match="grad", metric="mse", augment="color_crop_cutout"),
-        update=NetworkUpdate(images=32, batch=16, lr=0.01, momentum=0.9, weight_decay=5e-4, cutmix_p=0.5, augment="color_crop_cutout", spatial="single", cutout_with_cutmix=False),
+        update=NetworkUpdate(
+            images=32,
+            batch=16,
+            lr=0.01,
+            momentum=0.9,
+            weight_decay=5e-4,
+            cutmix_p=0.5,
+            augment="color_crop_cutout",
+            spatial="single",
+            cutout_with_cutmix=False,
+        ),
         bf16=False,
     )
     state = DistillState(generator=torch.Generator().manual_seed(0))
@@ -120,7 +144,9 @@ def bare_distiller(digits, inner_loop: int = 2) -> Distiller:
     synthetic.initialize("real", real, state.generator)
     network = MatchNetwork.build(NetSpec(width=8, depth=2), info, 0, match_bias=False, match_head=False)
     placement = Placement(torch.device("cpu"), range(info.num_classes))
-    return Distiller(settings, state, synthetic, real, info, network, None, PerIteration(clamp_each_step=False), placement)
+    return Distiller(
+        settings, state, synthetic, real, info, network, None, PerIteration(clamp_each_step=False), placement
+    )
 
 
 def sgd_for(distiller: Distiller) -> SimpleNamespace:
@@ -164,9 +190,25 @@ def test_a_diverged_outer_iteration_rolls_the_images_back(digits):
 
 def test_a_pool_distiller_needs_its_pool(digits):
     distiller = bare_distiller(digits)
-    pool_settings = DistillSettings(distiller.settings.inner_loop, NetworkDraw("pool", False, 0.01, 0.09), distiller.settings.matching, distiller.settings.update, False)
+    pool_settings = DistillSettings(
+        distiller.settings.inner_loop,
+        NetworkDraw("pool", False, 0.01, 0.09),
+        distiller.settings.matching,
+        distiller.settings.update,
+        False,
+    )
     with pytest.raises(ValueError, match="pool"):
-        Distiller(pool_settings, distiller.state, distiller.synthetic, distiller.real, distiller.info, distiller.network, None, distiller.image_step, distiller.placement)
+        Distiller(
+            pool_settings,
+            distiller.state,
+            distiller.synthetic,
+            distiller.real,
+            distiller.info,
+            distiller.network,
+            None,
+            distiller.image_step,
+            distiller.placement,
+        )
 
 
 # ------------------------------------------------------------------ what the module derives from it
@@ -174,7 +216,9 @@ def test_finished_outer_is_true_right_after_the_step_that_ended_an_outer_iterati
     import lightning as L
 
     seen = []
-    record = L.pytorch.callbacks.LambdaCallback(on_train_batch_end=lambda trainer, module, *_: seen.append((module.outer, module.inner, module.finished_outer)))
+    record = L.pytorch.callbacks.LambdaCallback(
+        on_train_batch_end=lambda trainer, module, *_: seen.append((module.outer, module.inner, module.finished_outer))
+    )
     fit(tiny_distill(pool_dir, model_source="random", outer_iterations=2, inner_loop=3), callbacks=[record])
     assert seen == [(0, 1, False), (0, 2, False), (1, 0, True), (1, 1, False), (1, 2, False), (2, 0, True)]
 
@@ -182,7 +226,16 @@ def test_finished_outer_is_true_right_after_the_step_that_ended_an_outer_iterati
 def test_the_checkpoint_entry_keeps_the_keys_older_checkpoints_have():
     state = DistillState(generator=torch.Generator().manual_seed(0), outer=3, inner=1, member=2)
     entry = state.checkpoint()
-    assert set(entry) == {"outer", "inner", "member", "generator", "weights", "net_optimizer", "loss_sum", "good_images"}
+    assert set(entry) == {
+        "outer",
+        "inner",
+        "member",
+        "generator",
+        "weights",
+        "net_optimizer",
+        "loss_sum",
+        "good_images",
+    }
     again = DistillState()
     again.restore(entry)
     assert (again.outer, again.inner, again.member, again.restored) == (3, 1, 2, None)

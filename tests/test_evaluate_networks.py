@@ -24,7 +24,7 @@ from lightning_dd.export import save_distilled
 from lightning_dd.nets import NetSpec
 from lightning_dd.soft_labels import SoftLabeler
 
-from conftest import fit, tiny_distill
+from helpers import fit, tiny_distill
 
 NET = NetSpec(width=8, depth=2)
 NETWORKS = "[{name: convnet, depth: 2, width: 8}, {name: resnet_ap, depth: 10, width: 8, norm: batch}]"
@@ -40,31 +40,81 @@ def export(tmp_path, digits):
     """A random real subset (2/class) of digits in the distilled-set format."""
     train = digits.train_data
     idx = train.random_subset_indices(2, torch.Generator().manual_seed(0))
-    return save_distilled(tmp_path / "set.pt", train.images[idx].float() / 255, train.labels[idx], 1, digits.info, {"model": {"net": NET.to_dict()}})
+    return save_distilled(
+        tmp_path / "set.pt",
+        train.images[idx].float() / 255,
+        train.labels[idx],
+        1,
+        digits.info,
+        {"model": {"net": NET.to_dict()}},
+    )
 
 
 def table_rows(out: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ][1:]
 
 
 # ------------------------------------------------------------------------ end to end
 def test_evaluate_several_networks_with_soft_labels_end_to_end(export, tmp_path, capsys):
     results = tmp_path / "out" / "results.json"
     teachers = tmp_path / "teachers"
-    args = ["evaluate", str(export), "--networks", NETWORKS, "--soft_labels", "per_view", "--baselines", "true", "--scores", "true", "--full_set_epochs", "1"]
-    args += ["--teacher.epochs", "1", "--teacher.batch_size", "256", "--teacher.cache_dir", str(teachers), "--results", str(results), *QUICK]
+    args = [
+        "evaluate",
+        str(export),
+        "--networks",
+        NETWORKS,
+        "--soft_labels",
+        "per_view",
+        "--baselines",
+        "true",
+        "--scores",
+        "true",
+        "--full_set_epochs",
+        "1",
+    ]
+    args += [
+        "--teacher.epochs",
+        "1",
+        "--teacher.batch_size",
+        "256",
+        "--teacher.cache_dir",
+        str(teachers),
+        "--results",
+        str(results),
+        *QUICK,
+    ]
     main(args)
     out = capsys.readouterr().out
     rows = table_rows(out)
-    roles = ["distilled, 2/class", "random real, 2/class", "full training set", "distilled, 2/class, no augmentation", "random real, 2/class, no augmentation"]
+    roles = [
+        "distilled, 2/class",
+        "random real, 2/class",
+        "full training set",
+        "distilled, 2/class, no augmentation",
+        "random real, 2/class, no augmentation",
+    ]
     roles += ["distilled, 2/class, soft labels (per view)", "random real, 2/class, soft labels (per view)"]
     assert [r[0] for r in rows] == roles * 2
     assert [r[1] for r in rows] == ["convnet depth 2 width 8"] * 7 + ["resnet_ap depth 10 width 8 (batch norm)"] * 7
     assert all(float(r[-1]) >= 0 for r in rows)  # seconds per network
-    assert "teacher convnet depth 2 width 8, trained and cached in" in out and len(list(teachers.glob("teacher-*.pt"))) == 1
-    assert out.count("DD-Ranking scores (") == 2 and "not computed" not in out and "evaluation time: convnet depth 2 width 8" in out
+    assert (
+        "teacher convnet depth 2 width 8, trained and cached in" in out
+        and len(list(teachers.glob("teacher-*.pt"))) == 1
+    )
+    assert (
+        out.count("DD-Ranking scores (") == 2
+        and "not computed" not in out
+        and "evaluation time: convnet depth 2 width 8" in out
+    )
     report = json.loads(results.read_text())
-    assert [n["label"] for n in report["networks"]] == ["convnet depth 2 width 8", "resnet_ap depth 10 width 8 (batch norm)"]
+    assert [n["label"] for n in report["networks"]] == [
+        "convnet depth 2 width 8",
+        "resnet_ap depth 10 width 8 (batch norm)",
+    ]
     for network in report["networks"]:
         acc = {row["role"]: row["mean"] / 100 for row in network["rows"]}
         values = network["scores"]["values"]
@@ -72,7 +122,9 @@ def test_evaluate_several_networks_with_soft_labels_end_to_end(export, tmp_path,
         assert values["ior"] == pytest.approx(acc["set"] - acc["random"])
         assert values["hlr"] == pytest.approx(acc["full"] - acc["set"])
         assert values["lrs"] == pytest.approx(squash(0.5 * values["ior"] - 0.5 * values["hlr"]))
-        assert values["ars"] == pytest.approx(squash(0.5 * (acc["set"] - acc["random"]) + 0.5 * (acc["set_plain"] - acc["random_plain"])))
+        assert values["ars"] == pytest.approx(
+            squash(0.5 * (acc["set"] - acc["random"]) + 0.5 * (acc["set_plain"] - acc["random_plain"]))
+        )
         assert values["soft_ior"] == pytest.approx(acc["set_soft"] - acc["random_soft"])
         assert network["seconds"] == pytest.approx(sum(sum(row["seconds"]) for row in network["rows"]))
 
@@ -81,7 +133,19 @@ def test_a_second_evaluation_loads_the_teacher_instead_of_training_it(export, tm
     trained = []
     original = teacher_module.train_teacher
     monkeypatch.setattr(teacher_module, "train_teacher", lambda *a, **k: trained.append(1) or original(*a, **k))
-    args = ["evaluate", str(export), "--soft_labels", "per_image", "--teacher.epochs", "1", "--teacher.batch_size", "256", "--teacher.cache_dir", str(tmp_path / "t"), *QUICK]
+    args = [
+        "evaluate",
+        str(export),
+        "--soft_labels",
+        "per_image",
+        "--teacher.epochs",
+        "1",
+        "--teacher.batch_size",
+        "256",
+        "--teacher.cache_dir",
+        str(tmp_path / "t"),
+        *QUICK,
+    ]
     main(args)
     assert "trained and cached in" in capsys.readouterr().out
     (cached,) = (tmp_path / "t").glob("teacher-*.pt")
@@ -89,13 +153,28 @@ def test_a_second_evaluation_loads_the_teacher_instead_of_training_it(export, tm
     main(args)
     out = capsys.readouterr().out
     assert "loaded from the cache" in out and len(trained) == 1 and cached.stat().st_mtime_ns == written
-    assert [r[0] for r in table_rows(out)] == ["distilled, 2/class", "distilled, 2/class, soft labels (per image)", "random real, 2/class, soft labels (per image)"]
-    assert "soft IOR +" in out and "not computed: IOR: needs the random-real row (set --baselines true or --scores true)" in out
+    assert [r[0] for r in table_rows(out)] == [
+        "distilled, 2/class",
+        "distilled, 2/class, soft labels (per image)",
+        "random real, 2/class, soft labels (per image)",
+    ]
+    assert (
+        "soft IOR +" in out
+        and "not computed: IOR: needs the random-real row (set --baselines true or --scores true)" in out
+    )
 
 
 # --------------------------------------------------------------------- the rows' protocol
 # Accuracies (%) by kind of row: what a stand-in for training returns, so the scores are known.
-ACCURACY = {("set", True, False): 80.0, ("set", False, False): 60.0, ("random", True, False): 50.0, ("random", False, False): 40.0, ("full", True, False): 90.0, ("set", True, True): 85.0, ("random", True, True): 70.0}
+ACCURACY = {
+    ("set", True, False): 80.0,
+    ("set", False, False): 60.0,
+    ("random", True, False): 50.0,
+    ("random", False, False): 40.0,
+    ("full", True, False): 90.0,
+    ("set", True, True): 85.0,
+    ("random", True, True): 70.0,
+}
 
 
 def fake_splits(seen):
@@ -120,12 +199,24 @@ def test_scores_of_a_network_from_rows_trained_under_one_protocol(digits, monkey
     labels = torch.arange(10).repeat(2)
     schedule = TrainSchedule(epochs=2, augment="color_crop", cutmix_p=0.5)
     plan = EvalPlan(repeats=2, full_set_epochs=1, scores=True, soft=SoftLabeler(torch.nn.Flatten(), "per_view"))
-    report = evaluate_network("set", images, labels, 2, digits.train_data, digits.test_data, NET, schedule, plan, seed=0, progress=False)
-    assert [row.role for row in report.table_rows()] == ["set", "random", "full", "set_plain", "random_plain", "set_soft", "random_soft"]
+    report = evaluate_network(
+        "set", images, labels, 2, digits.train_data, digits.test_data, NET, schedule, plan, seed=0, progress=False
+    )
+    assert [row.role for row in report.table_rows()] == [
+        "set",
+        "random",
+        "full",
+        "set_plain",
+        "random_plain",
+        "set_soft",
+        "random_soft",
+    ]
     assert len(seen) == 14 and {s[4] for s in seen} == {NET}
     plain = [s for s in seen if s[1] == "none"]
     assert len(plain) == 4 and all(s[2] == 0.0 and not s[3] for s in plain)  # set and random, two networks each
-    assert all(s[1:3] == ("color_crop", 0.5) for s in seen if s[1] != "none")  # every other row: the evaluation's schedule
+    assert all(
+        s[1:3] == ("color_crop", 0.5) for s in seen if s[1] != "none"
+    )  # every other row: the evaluation's schedule
     values = report.scores().values
     assert values["ior"] == pytest.approx(0.30) and values["hlr"] == pytest.approx(0.10)
     assert values["lrs"] == pytest.approx(0.313687, abs=1e-6)
@@ -146,7 +237,9 @@ def test_soft_labels_train_on_the_teachers_outputs(digits):
     try:
         NetSpec.build_seeded = lambda self, *a, **k: built.append(original(self, *a, **k)) or built[-1]
         hard = evaluation.evaluate_splits(images, labels, digits.test_data, None, NET, schedule, 0)
-        soft = evaluation.evaluate_splits(images, labels, digits.test_data, None, NET, schedule, 0, soft=SoftLabeler(teacher, "per_view", 4.0))
+        soft = evaluation.evaluate_splits(
+            images, labels, digits.test_data, None, NET, schedule, 0, soft=SoftLabeler(teacher, "per_view", 4.0)
+        )
     finally:
         NetSpec.build_seeded = original
     assert calls == [8, 8, 4] * 2  # one teacher pass per minibatch of each of 2 epochs
@@ -163,12 +256,28 @@ def test_callback_reports_scores_only_when_asked_and_logs_them(pool_dir, tmp_pat
     seen = []
     monkeypatch.setattr(evaluation, "evaluate_splits", fake_splits(seen))
     default = SyntheticEvaluation(every_n_outer=0, repeats=1, epochs=2, augment="color", progress=False)
-    fit(tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), callbacks=[default], default_root_dir=tmp_path / "default")  # results files go there
+    fit(
+        tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False),
+        callbacks=[default],
+        default_root_dir=tmp_path / "default",
+    )  # results files go there
     assert [r.role for r in default.final_rows] == ["set", "random"]  # no slower by default: no plain rows
-    cb = SyntheticEvaluation(every_n_outer=0, repeats=1, epochs=2, augment="color", full_set_epochs=1, scores=True, progress=False)
+    cb = SyntheticEvaluation(
+        every_n_outer=0, repeats=1, epochs=2, augment="color", full_set_epochs=1, scores=True, progress=False
+    )
     logger = L.pytorch.loggers.CSVLogger(tmp_path)
-    trainer = L.Trainer(default_root_dir=tmp_path, logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", callbacks=[cb])
-    trainer.fit(tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), datamodule=RealDataModule("digits"))
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[cb],
+    )
+    trainer.fit(
+        tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), datamodule=RealDataModule("digits")
+    )
     assert [r.role for r in cb.final_rows] == ["set", "random", "full", "set_plain", "random_plain"]
     results = json.loads((tmp_path / "lightning_logs" / "version_0" / "results.json").read_text())
     assert results["scores"]["values"]["ars"] == pytest.approx(squash(0.5 * 0.30 + 0.5 * 0.20))
@@ -179,7 +288,10 @@ def test_callback_reports_scores_only_when_asked_and_logs_them(pool_dir, tmp_pat
 
 # ------------------------------------------------------------------------------ report
 def test_the_table_has_a_network_column_for_several_networks_and_seconds_per_network():
-    rows = [EvalResult("distilled", [60.0, 70.0], images=10, epochs=5, seconds=[1.0, 3.0], net="convnet"), EvalResult("distilled", [50.0], images=10, epochs=5, seconds=[4.5], net="resnet_ap")]
+    rows = [
+        EvalResult("distilled", [60.0, 70.0], images=10, epochs=5, seconds=[1.0, 3.0], net="convnet"),
+        EvalResult("distilled", [50.0], images=10, epochs=5, seconds=[4.5], net="resnet_ap"),
+    ]
     assert format_table(rows).splitlines() == [
         "| training set | network | images | epochs | nets | test accuracy (%) | seconds/net |",
         "|---|---|---:|---:|---:|---|---:|",
@@ -193,9 +305,22 @@ def test_the_table_has_a_network_column_for_several_networks_and_seconds_per_net
 def test_evaluate_uses_the_evaluation_recorded_with_the_set(tmp_path, digits, capsys):
     train = digits.train_data
     idx = train.random_subset_indices(1, torch.Generator().manual_seed(0))
-    recorded = {"protocol": None, "net": NET.to_dict(), "epochs": 2, "repeats": 1, "batch_size": 16, "lr": 0.02, "augment": "none", "cutmix_p": 0.0, "spatial": "single", "cutout_with_cutmix": False}
+    recorded = {
+        "protocol": None,
+        "net": NET.to_dict(),
+        "epochs": 2,
+        "repeats": 1,
+        "batch_size": 16,
+        "lr": 0.02,
+        "augment": "none",
+        "cutmix_p": 0.0,
+        "spatial": "single",
+        "cutout_with_cutmix": False,
+    }
     config = {"model": {"net": NetSpec(width=16).to_dict()}, "evaluation": recorded}
-    path = save_distilled(tmp_path / "set.pt", train.images[idx].float() / 255, train.labels[idx], 1, digits.info, config)
+    path = save_distilled(
+        tmp_path / "set.pt", train.images[idx].float() / 255, train.labels[idx], 1, digits.info, config
+    )
     main(["evaluate", str(path), "--device", "cpu", "--progress", "false"])
     captured = capsys.readouterr()
     assert "net convnet depth 2 width 8" in captured.out and table_rows(captured.out)[0][1:4] == ["10", "2", "1"]
@@ -207,7 +332,9 @@ def test_evaluate_uses_the_evaluation_recorded_with_the_set(tmp_path, digits, ca
 
 def test_recorded_evaluation_falls_back_and_skips_bad_values():
     assert recorded_evaluation({"model": {"net": {"width": 8}}}) == {}
-    published = recorded_evaluation({"evaluation": {"protocol": "published", "repeats": 5, "lr": "fast", "epochs": True}})
+    published = recorded_evaluation(
+        {"evaluation": {"protocol": "published", "repeats": 5, "lr": "fast", "epochs": True}}
+    )
     assert published == {"epochs": 1000, "net": NetSpec(depth=3, width=128, norm="instance"), "repeats": 5}
 
 
@@ -219,7 +346,10 @@ def test_recorded_evaluation_falls_back_and_skips_bad_values():
         (["--networks", "[{{width: 8, depth: 4}}]"], "--networks[0].depth=4 shrinks 8x8 images"),
         (["--temperature", "0"], "--temperature must be a finite number > 0, got 0"),
         (["--teacher.epochs", "0"], "teacher.epochs must be an integer >= 1, got 0"),
-        (["--soft_labels", "per_view", "--teacher.checkpoint", "{tmp}/missing.pt"], "missing.pt is not a readable teacher file"),
+        (
+            ["--soft_labels", "per_view", "--teacher.checkpoint", "{tmp}/missing.pt"],
+            "missing.pt is not a readable teacher file",
+        ),
         (["--results", "{tmp}"], "is a folder; give a file path"),
     ],
 )

@@ -15,7 +15,7 @@ from lightning_dd.classify import TrainSchedule, test_accuracy as measure_accura
 from lightning_dd.evaluation import EvalResult, evaluate_random_subsets, evaluate_repeats, evaluate_set
 from lightning_dd.nets import NetSpec
 
-from conftest import fit, normalise, tiny_distill
+from helpers import fit, normalise, tiny_distill
 
 NET = NetSpec(width=8, depth=2)
 
@@ -78,7 +78,9 @@ def test_repeats_train_distinct_networks_from_consecutive_seeds(digits, monkeypa
     monkeypatch.setattr(NetSpec, "build_seeded", recording_build)
     monkeypatch.setattr(evaluation, "train_classifier", recording_train)
     images, labels = small_real_set(digits)
-    result = evaluate_repeats("x", images, labels, digits.test_data, NET, plain_schedule(epochs=1), repeats=3, seed=5, progress=False)
+    result = evaluate_repeats(
+        "x", images, labels, digits.test_data, NET, plain_schedule(epochs=1), repeats=3, seed=5, progress=False
+    )
     assert built == [5, 6, 7] and len(result.accuracies) == 3
     for seed, state in zip(built, generators):  # training randomness seeded by the same seed
         assert torch.equal(state, torch.Generator().manual_seed(seed).get_state())
@@ -94,7 +96,11 @@ def test_flip_follows_the_dataset(digits, monkeypatch, flip_ok):
     from lightning_dd.data.sources import ImageSplit
 
     seen = []
-    monkeypatch.setattr(evaluation, "train_classifier", lambda model, images, labels, schedule, generator, flip, *a, **k: seen.append(flip))
+    monkeypatch.setattr(
+        evaluation,
+        "train_classifier",
+        lambda model, images, labels, schedule, generator, flip, *a, **k: seen.append(flip),
+    )
     test = digits.test_data
     test = RealData(ImageSplit(test.images, test.labels), dataclasses.replace(test.info, flip_ok=flip_ok))
     images, labels = small_real_set(digits, per_class=1)
@@ -124,7 +130,9 @@ def test_training_and_test_inputs_are_normalised_with_the_dataset_statistics(dig
 
     def hooked_build(self, *args, **kwargs):
         model = original_build(self, *args, **kwargs)
-        model.register_forward_pre_hook(lambda m, inputs: seen["train" if m.training else "eval"].append(inputs[0].detach().clone()))
+        model.register_forward_pre_hook(
+            lambda m, inputs: seen["train" if m.training else "eval"].append(inputs[0].detach().clone())
+        )
         return model
 
     monkeypatch.setattr(NetSpec, "build_seeded", hooked_build)
@@ -147,7 +155,9 @@ def test_random_subsets_are_new_class_balanced_draws_with_new_seeds(digits, monk
         return {"test": 50.0 + seed}
 
     monkeypatch.setattr(evaluation, "evaluate_splits", recording)
-    result = evaluate_random_subsets(3, digits.train_data, digits.test_data, NET, plain_schedule(), draws=3, seed=2, progress=False)
+    result = evaluate_random_subsets(
+        3, digits.train_data, digits.test_data, NET, plain_schedule(), draws=3, seed=2, progress=False
+    )
     assert [c[2] for c in calls] == [2, 3, 4] and result.accuracies == [52.0, 53.0, 54.0]
     for images, labels, _ in calls:
         assert torch.equal(torch.bincount(labels, minlength=10), torch.full((10,), 3))
@@ -164,7 +174,10 @@ def test_mean_and_sample_std_of_a_row():
 def test_results_table_is_markdown_with_mean_and_std():
     from lightning_dd.evaluation import format_table
 
-    rows = [EvalResult("distilled", [60.0, 70.0, 80.0], images=10, epochs=300), EvalResult("random", [50.0], images=10, epochs=300)]
+    rows = [
+        EvalResult("distilled", [60.0, 70.0, 80.0], images=10, epochs=300),
+        EvalResult("random", [50.0], images=10, epochs=300),
+    ]
     assert format_table(rows, "## digits").splitlines() == [
         "## digits",
         "",
@@ -192,7 +205,9 @@ def test_classifier_schedule_sgd_settings_and_epochs(monkeypatch):
     seen = []
     net.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].shape[0]))
     x, y = torch.randn(10, 1, 2, 2), torch.tensor([0, 1] * 5)
-    schedule = TrainSchedule(epochs=6, lr=0.1, momentum=0.7, weight_decay=1e-3, batch_size=4, augment="none", cutmix_p=0.0)
+    schedule = TrainSchedule(
+        epochs=6, lr=0.1, momentum=0.7, weight_decay=1e-3, batch_size=4, augment="none", cutmix_p=0.0
+    )
     train_classifier(net, x, y, schedule, torch.Generator().manual_seed(0))
     steps = 3  # ceil(10 / 4)
     assert seen == [4, 4, 2] * 6
@@ -219,7 +234,9 @@ def test_test_accuracy_counts_correct_argmax_in_batches():
         def forward(self, x):
             return x.flatten(1)[:, :3]
 
-    images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 5.0, 1.0], [0.0, 0.0, 2.0], [3.0, 4.0, 0.0], [0.0, 1.0, 0.5]]).view(5, 1, 1, 3)
+    images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 5.0, 1.0], [0.0, 0.0, 2.0], [3.0, 4.0, 0.0], [0.0, 1.0, 0.5]]).view(
+        5, 1, 1, 3
+    )
     labels = torch.tensor([0, 1, 2, 0, 2])  # correct, correct, correct, wrong, wrong
     assert measure_accuracy(Fixed(), images, labels, 3, batch_size=2) == pytest.approx(0.6)
     doubled = measure_accuracy(Fixed(), images, labels, 3, transform=lambda t: -t, batch_size=4)
@@ -233,17 +250,40 @@ def test_callback_reports_the_final_evaluation_not_the_best(pool_dir, tmp_path, 
     calls = []
 
     def fake_repeats(name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True, val=None):
-        calls.append(dict(images=images.clone(), labels=labels.clone(), repeats=repeats, seed=seed, schedule=schedule, net=net))
+        calls.append(
+            dict(images=images.clone(), labels=labels.clone(), repeats=repeats, seed=seed, schedule=schedule, net=net)
+        )
         value = next(scores)
         return EvalResult(name, [value, value], images=images.shape[0], epochs=schedule.epochs)
 
     monkeypatch.setattr(callback_module, "evaluate_repeats", fake_repeats)
-    evaluation_cb = SyntheticEvaluation(every_n_outer=1, repeats=2, epochs=7, batch_size=32, lr=0.02, augment="color", cutmix_p=0.25, baselines=False, seed=11, progress=False)
-    module = tiny_distill(pool_dir, ipc=1, factor=2, init="mix", model_source="random", perturb=False, outer_iterations=3)
+    evaluation_cb = SyntheticEvaluation(
+        every_n_outer=1,
+        repeats=2,
+        epochs=7,
+        batch_size=32,
+        lr=0.02,
+        augment="color",
+        cutmix_p=0.25,
+        baselines=False,
+        seed=11,
+        progress=False,
+    )
+    module = tiny_distill(
+        pool_dir, ipc=1, factor=2, init="mix", model_source="random", perturb=False, outer_iterations=3
+    )
     import lightning as L
     from lightning_dd import RealDataModule
 
-    trainer = L.Trainer(default_root_dir=tmp_path, logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", callbacks=[evaluation_cb])
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[evaluation_cb],
+    )
     trainer.fit(module, datamodule=RealDataModule("digits"))
     assert len(calls) == 3  # after outer 1 and 2, then at the end (not twice for outer 3)
     assert [o for o, _ in evaluation_cb.history] == [1, 2, 3]
@@ -256,7 +296,12 @@ def test_callback_reports_the_final_evaluation_not_the_best(pool_dir, tmp_path, 
     assert final_images.shape[0] == 40 and not torch.equal(calls[0]["images"], final_images)
     s = calls[-1]["schedule"]
     assert (s.epochs, s.batch_size, s.lr, s.augment, s.cutmix_p) == (7, 32, 0.02, "color", 0.25)
-    assert tuple(s.milestones) == pytest.approx((2 / 3, 5 / 6)) and s.gamma == 0.2 and s.momentum == 0.9 and s.weight_decay == 5e-4
+    assert (
+        tuple(s.milestones) == pytest.approx((2 / 3, 5 / 6))
+        and s.gamma == 0.2
+        and s.momentum == 0.9
+        and s.weight_decay == 5e-4
+    )
     assert calls[-1]["repeats"] == 2 and calls[-1]["seed"] == 11 and calls[-1]["net"] == module.net_spec
 
 
@@ -264,19 +309,27 @@ def test_callback_evaluates_the_real_set_with_the_same_protocol(pool_dir, monkey
     """At the end: the distilled row, then random real subsets of the same ipc, then the full set."""
     calls = []
 
-    def fake_repeats(name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True, val=None, soft=None):
+    def fake_repeats(
+        name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True, val=None, soft=None
+    ):
         calls.append((name, images.shape[0], schedule.epochs, repeats, seed))
         return EvalResult(name, [1.0])
 
-    def fake_subsets(ipc, train, test, net, schedule, draws, seed, device="cpu", progress=True, val=None, soft=None, name=None):
+    def fake_subsets(
+        ipc, train, test, net, schedule, draws, seed, device="cpu", progress=True, val=None, soft=None, name=None
+    ):
         calls.append(("random", ipc, schedule.epochs, draws, seed))
         return EvalResult("random", [2.0])
 
     monkeypatch.setattr(callback_module, "evaluate_repeats", fake_repeats)
     monkeypatch.setattr(evaluation, "evaluate_repeats", fake_repeats)  # the full-set row goes through evaluate_full_set
     monkeypatch.setattr(evaluation, "evaluate_random_subsets", fake_subsets)
-    cb = SyntheticEvaluation(every_n_outer=0, repeats=2, epochs=3, baselines=True, full_set_epochs=4, seed=9, progress=False)
-    fit(tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), callbacks=[cb], default_root_dir=tmp_path)  # results files go there
+    cb = SyntheticEvaluation(
+        every_n_outer=0, repeats=2, epochs=3, baselines=True, full_set_epochs=4, seed=9, progress=False
+    )
+    fit(
+        tiny_distill(pool_dir, ipc=2, model_source="random", perturb=False), callbacks=[cb], default_root_dir=tmp_path
+    )  # results files go there
     assert calls[0][1:] == (20, 3, 2, 9)
     assert calls[1] == ("random", 2, 3, 2, 9)
     assert calls[2][0] == "full training set" and calls[2][2:] == (4, 2, 9)
@@ -291,15 +344,26 @@ def test_interrupted_run_is_not_evaluated(pool_dir, monkeypatch):
         def on_train_batch_end(self, trainer, pl_module, *args):
             pl_module.interrupted = True
 
-    fit(tiny_distill(pool_dir, model_source="random", perturb=False), callbacks=[Interrupt(), SyntheticEvaluation(every_n_outer=0, baselines=False, progress=False)])
+    fit(
+        tiny_distill(pool_dir, model_source="random", perturb=False),
+        callbacks=[Interrupt(), SyntheticEvaluation(every_n_outer=0, baselines=False, progress=False)],
+    )
     assert calls == []
 
 
 def test_the_full_set_row_is_the_evaluation_schedule_with_its_own_epochs(monkeypatch):
     """One protocol for the ceiling row (callback, evaluate command, benchmarks): only the epochs change."""
     seen = []
-    monkeypatch.setattr(evaluation, "evaluate_repeats", lambda name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True, val=None: seen.append((name, images.shape[0], schedule, repeats, seed)) or EvalResult(name, [3.0]))
-    train = argparse.Namespace(images=torch.zeros(50, 1, 8, 8, dtype=torch.uint8), labels=torch.zeros(50, dtype=torch.long))
+    monkeypatch.setattr(
+        evaluation,
+        "evaluate_repeats",
+        lambda name, images, labels, test, net, schedule, repeats, seed, device="cpu", progress=True, val=None: (
+            seen.append((name, images.shape[0], schedule, repeats, seed)) or EvalResult(name, [3.0])
+        ),
+    )
+    train = argparse.Namespace(
+        images=torch.zeros(50, 1, 8, 8, dtype=torch.uint8), labels=torch.zeros(50, dtype=torch.long)
+    )
     schedule = TrainSchedule(epochs=300, lr=0.02, batch_size=32, augment="color", cutmix_p=0.25)
     row = evaluation.evaluate_full_set(train, None, None, schedule, 5, 2, 7, progress=False)
     ((name, count, used, repeats, seed),) = seen

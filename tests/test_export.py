@@ -13,7 +13,12 @@ def test_round_trip(tmp_path):
     path = save_distilled(tmp_path / "out" / "set.pt", images, labels, 2, INFO, {"ipc": 2, "net": {"width": 8}})
     loaded = load_distilled(path)
     assert torch.equal(loaded.images, images) and torch.equal(loaded.labels, labels)
-    assert loaded.factor == 2 and loaded.info == INFO and loaded.config == {"ipc": 2, "net": {"width": 8}} and loaded.ipc == 2
+    assert (
+        loaded.factor == 2
+        and loaded.info == INFO
+        and loaded.config == {"ipc": 2, "net": {"width": 8}}
+        and loaded.ipc == 2
+    )
     decoded, decoded_labels = loaded.decoded()
     assert decoded.shape == (80, 1, 8, 8) and decoded_labels.shape == (80,)
     assert not list(tmp_path.glob("out/.*tmp"))  # no temporary files left behind

@@ -9,7 +9,7 @@ from lightning_dd.callbacks.export import DistilledExport
 from lightning_dd.errors import DivergenceError
 from lightning_dd.export import load_distilled
 
-from conftest import fit, tiny_distill
+from helpers import fit, tiny_distill
 
 
 class FailAt(L.Callback):
@@ -82,11 +82,15 @@ def test_the_set_records_its_validation_split_and_evaluation(pool_dir, tmp_path)
     from lightning_dd import RealDataModule
     from lightning_dd.callbacks import SyntheticEvaluation
     from lightning_dd.commands import _validation_of_export
-    from conftest import make_trainer
+    from helpers import make_trainer
 
     evaluation = SyntheticEvaluation(epochs=2, repeats=1, baselines=False, progress=False)
     module = tiny_distill(pool_dir, model_source="random", perturb=False)
-    make_trainer([evaluation, DistilledExport(dirpath=str(tmp_path), name="set")], default_root_dir=tmp_path).fit(module, datamodule=RealDataModule("digits", val_per_class=15, val_seed=3))
+    make_trainer([evaluation, DistilledExport(dirpath=str(tmp_path), name="set")], default_root_dir=tmp_path).fit(
+        module, datamodule=RealDataModule("digits", val_per_class=15, val_seed=3)
+    )
     config = load_distilled(tmp_path / "set.pt").config
     assert _validation_of_export(config) == {"val_per_class": 15, "val_seed": 3}
-    assert config["evaluation"]["epochs"] == 2 and config["evaluation"]["net"]["width"] == 8  # the distillation network: no evaluation net was given
+    assert (
+        config["evaluation"]["epochs"] == 2 and config["evaluation"]["net"]["width"] == 8
+    )  # the distillation network: no evaluation net was given

@@ -36,7 +36,9 @@ def test_folder_names_sort_in_label_order():
 def test_grey_round_trip_through_image_folder(tmp_path, factor):
     generator = torch.Generator().manual_seed(factor)
     labels = torch.arange(12).repeat_interleave(2)[torch.randperm(24, generator=generator)]  # unsorted labels
-    path = save_distilled(tmp_path / "set.pt", torch.rand(24, 1, 8, 8, generator=generator), labels, factor, GREY, {"ipc": 2})
+    path = save_distilled(
+        tmp_path / "set.pt", torch.rand(24, 1, 8, 8, generator=generator), labels, factor, GREY, {"ipc": 2}
+    )
     out = export_image_folder(path, tmp_path / "png")
     expected_images, expected_labels = load_distilled(path).decoded()
     order = torch.sort(expected_labels, stable=True).indices  # ImageFolder order: by class, then file name

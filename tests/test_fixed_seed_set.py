@@ -27,19 +27,42 @@ import torch
 from lightning_dd import PoolConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import fit, tiny_distill  # noqa: E402
+from helpers import fit, tiny_distill  # noqa: E402
 
 REFERENCE = Path(__file__).parent / "data" / "fixed_seed_sets.pt"
 # Shared by every case: two outer iterations of two inner ones, the network trained between
 # matching steps (n_data > 0), a real early-stage pool where the case draws from one.
 COMMON = dict(outer_iterations=2, inner_loop=2, batch_real=8, n_data=24, net_batch_size=16, lr_img=0.5, seed=3)
 CASES = {
-    "per_iteration_pool": dict(image_step="per_iteration", model_source="pool", factor=2, init="mix", max_syn_per_class=3),
-    "per_class_loop_pool": dict(image_step="per_class", per_class_impl="loop", model_source="pool", clamp="per_step", momentum_img=0.9),
-    "per_class_replay_random": dict(image_step="per_class", per_class_impl="replay", model_source="random", ipc=2, momentum_img=0.9, metric="cos"),
-    "per_class_replay_grouped_pool": dict(image_step="per_class", per_class_impl="replay", model_source="pool", classes_per_pass=4, factor=2, init="mix", clamp="per_step"),
-    "per_class_loop_random_embed": dict(image_step="per_class", per_class_impl="loop", model_source="random", perturb=False, match="embed", net_whole_batches=False),
-    "per_iteration_random_grouped": dict(image_step="per_iteration", model_source="random", classes_per_pass=3, metric="l1"),
+    "per_iteration_pool": dict(
+        image_step="per_iteration", model_source="pool", factor=2, init="mix", max_syn_per_class=3
+    ),
+    "per_class_loop_pool": dict(
+        image_step="per_class", per_class_impl="loop", model_source="pool", clamp="per_step", momentum_img=0.9
+    ),
+    "per_class_replay_random": dict(
+        image_step="per_class", per_class_impl="replay", model_source="random", ipc=2, momentum_img=0.9, metric="cos"
+    ),
+    "per_class_replay_grouped_pool": dict(
+        image_step="per_class",
+        per_class_impl="replay",
+        model_source="pool",
+        classes_per_pass=4,
+        factor=2,
+        init="mix",
+        clamp="per_step",
+    ),
+    "per_class_loop_random_embed": dict(
+        image_step="per_class",
+        per_class_impl="loop",
+        model_source="random",
+        perturb=False,
+        match="embed",
+        net_whole_batches=False,
+    ),
+    "per_iteration_random_grouped": dict(
+        image_step="per_iteration", model_source="random", classes_per_pass=3, metric="l1"
+    ),
 }
 
 
@@ -62,7 +85,9 @@ def distilled(case: str, pool_dir: str) -> dict:
 def test_fixed_seed_fit_gives_the_recorded_set(case, pool_dir):
     expected = torch.load(REFERENCE, weights_only=True)[case]
     got = distilled(case, pool_dir)
-    assert torch.equal(got["images"], expected["images"]), f"{case}: images differ by up to {float((got['images'] - expected['images']).abs().max())}"
+    assert torch.equal(got["images"], expected["images"]), (
+        f"{case}: images differ by up to {float((got['images'] - expected['images']).abs().max())}"
+    )
     assert got["momentum"] == expected["momentum"], f"{case}: momentum buffers differ"
 
 

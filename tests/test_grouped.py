@@ -12,7 +12,7 @@ from lightning_dd.distill.matching import class_matching_loss, matched_parameter
 from lightning_dd.errors import ConfigError
 from lightning_dd.nets import ConvNet, ResNetAP, head_parameter_names
 
-from conftest import fit, tiny_module
+from helpers import fit, tiny_module
 
 
 @pytest.mark.parametrize("metric", ["mse", "l1", "cos"])
@@ -22,13 +22,18 @@ def test_loss_and_pixel_gradient_equal_the_per_class_loop(metric, everything):
     template = ConvNet(3, 5, (12, 12), depth=2, width=6).double()
     fnet = FunctionalNet(template)
     weights = fnet.clone_weights(fnet.initial_state())
-    names = matched_parameter_names({n: p.shape for n, p in template.named_parameters()}, head_parameter_names(template), everything, everything)
+    names = matched_parameter_names(
+        {n: p.shape for n, p in template.named_parameters()}, head_parameter_names(template), everything, everything
+    )
     classes = [4, 1, 3]
     real = torch.randn(3, 7, 3, 12, 12, dtype=torch.double)
     pixels = torch.randn(3, 4, 3, 12, 12, dtype=torch.double, requires_grad=True)
     syn = pixels * 1.5  # something between the leaf and the network, as decoding is
 
-    loop = sum(class_matching_loss(lambda x: fnet(weights, x), [weights[n] for n in names], real[i], syn[i], c, metric) for i, c in enumerate(classes))
+    loop = sum(
+        class_matching_loss(lambda x: fnet(weights, x), [weights[n] for n in names], real[i], syn[i], c, metric)
+        for i, c in enumerate(classes)
+    )
     syn = pixels * 1.5  # the loop's backward freed the first graph
     (loop_grad,) = torch.autograd.grad(loop, pixels)
     grouped = grouped_matching_loss(GroupedConvNet(template), weights, names, real, syn, torch.tensor(classes), metric)
@@ -52,7 +57,14 @@ def test_distillation_with_class_chunks_matches_the_loop(pool_dir):
     """10 digit classes in chunks of 4, 4 and 2: same images as one class at a time, to float rounding."""
     results = []
     for chunk in (1, 4):
-        module = tiny_module(pool_dir, model_source="random", outer_iterations=1, inner_loop=2, classes_per_pass=chunk, image_step="per_iteration")
+        module = tiny_module(
+            pool_dir,
+            model_source="random",
+            outer_iterations=1,
+            inner_loop=2,
+            classes_per_pass=chunk,
+            image_step="per_iteration",
+        )
         fit(module)
         results.append(module.distilled()[0])
         initial = module.state.good_images.cpu()  # the images when the (only) outer iteration began
@@ -63,6 +75,14 @@ def test_distillation_with_class_chunks_matches_the_loop(pool_dir):
 def test_bad_classes_per_pass_is_a_config_error(pool_dir):
     with pytest.raises(ConfigError, match="classes_per_pass"):
         tiny_module(pool_dir, classes_per_pass=0)
-    module = tiny_module(pool_dir, classes_per_pass=2, image_step="per_iteration", net=NetSpec(depth=2, width=8, norm="batch"), model_source="random", outer_iterations=1, inner_loop=1)  # batch norm: no grouped pass
+    module = tiny_module(
+        pool_dir,
+        classes_per_pass=2,
+        image_step="per_iteration",
+        net=NetSpec(depth=2, width=8, norm="batch"),
+        model_source="random",
+        outer_iterations=1,
+        inner_loop=1,
+    )  # batch norm: no grouped pass
     with pytest.raises(ConfigError, match="classes_per_pass"):
         fit(module)

@@ -27,7 +27,11 @@ def test_a_val_class_missing_from_train_is_refused_in_one_sentence_naming_it(tmp
     with pytest.raises(DataError) as err:
         load_source("image_folder", data_dir=str(tmp_path), image_size=8)
     message = str(err.value)
-    assert message.startswith("class 'eel' is in ") and str(tmp_path / "val") in message and str(tmp_path / "train") in message
+    assert (
+        message.startswith("class 'eel' is in ")
+        and str(tmp_path / "val") in message
+        and str(tmp_path / "train") in message
+    )
     assert "'cat'" not in message and "'dog'" not in message
     assert "\n" not in message and ". " not in message  # one sentence
     # Through the data module as a fit builds it, and with a class subset chosen from train.
@@ -49,7 +53,9 @@ def test_matching_splits_and_a_val_split_with_fewer_classes_still_load(tmp_path)
     write_class_folders(tmp_path / "train", ["cat", "dog"], per_class=3)
     write_class_folders(tmp_path / "val", ["cat", "dog"])
     data = load_source("image_folder", data_dir=str(tmp_path), image_size=8)
-    assert data.info.class_names == ("cat", "dog") and len(data.train) == 6 and data.test.labels.tolist() == [0, 0, 1, 1]
+    assert (
+        data.info.class_names == ("cat", "dog") and len(data.train) == 6 and data.test.labels.tolist() == [0, 0, 1, 1]
+    )
     # A val split may hold only the chosen classes: a subset of train is read from it.
     write_class_folders(tmp_path / "train", ["eel"], per_class=3)
     subset = load_source("image_folder", data_dir=str(tmp_path), image_size=8, classes=["cat", "dog"])

@@ -10,33 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "lightning_dd"
-
-
-def module_name(path: Path, root: Path = PACKAGE) -> str:
-    parts = list(path.relative_to(root.parent).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
-    """Module -> the modules of the package it imports (``from a import b`` names ``a`` and, if it is one, ``a.b``)."""
-    files = {module_name(p, root): p for p in root.rglob("*.py")}
-    graph: dict[str, set[str]] = {name: set() for name in files}
-    for name, path in files.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([node.module] if node.module else []))
-                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            graph[name].update(t for t in targets if t in files and t != name)
-    return graph
+from helpers import import_graph
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -85,9 +59,39 @@ def test_the_cycle_finder_sees_a_planted_cycle_through_a_function_level_import(t
 # The package's layers, lowest first: a module may import its own layer and those below, never one above.
 # Every module must match a pattern (the first that matches places it), so a new module is placed on purpose.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("utilities", ("errors", "atomic", "allocator", "hardware", "lightning_noise", "logger", "parsing", "progress", "validation", "scores")),
-    ("data sources, networks, augmentation", ("data.sources", "data.idx", "data.image_folder", "data.torchvision_sources", "data.real", "data.ticker", "nets", "nets.*", "augment")),
-    ("the set format, classifiers, data modules", ("set_format", "classify", "data.datamodule", "data.synthetic_datamodule", "data")),
+    (
+        "utilities",
+        (
+            "errors",
+            "atomic",
+            "allocator",
+            "hardware",
+            "lightning_noise",
+            "logger",
+            "parsing",
+            "progress",
+            "validation",
+            "scores",
+        ),
+    ),
+    (
+        "data sources, networks, augmentation",
+        (
+            "data.sources",
+            "data.idx",
+            "data.image_folder",
+            "data.torchvision_sources",
+            "data.real",
+            "data.ticker",
+            "nets",
+            "nets.*",
+            "augment",
+        ),
+    ),
+    (
+        "the set format, classifiers, data modules",
+        ("set_format", "classify", "data.datamodule", "data.synthetic_datamodule", "data"),
+    ),
     ("distillation parts, evaluation, exports", ("evaluation", "soft_labels", "teacher", "export", "distill.*")),
     ("Lightning glue", ("distill.module", "distill.strategy", "distill", "callbacks", "callbacks.*", "preflight")),
     ("commands and the command line", ("commands", "cli", "")),
@@ -115,7 +119,9 @@ def upward_imports(graph: dict[str, set[str]], package: str, layers=LAYERS) -> l
     for source, targets in sorted(graph.items()):
         for target in sorted(targets):
             if layer_of(short(target), layers) > layer_of(short(source), layers):
-                found.append(f"{short(source) or package} ({layers[layer_of(short(source), layers)][0]}) -> {short(target) or package} ({layers[layer_of(short(target), layers)][0]})")
+                found.append(
+                    f"{short(source) or package} ({layers[layer_of(short(source), layers)][0]}) -> {short(target) or package} ({layers[layer_of(short(target), layers)][0]})"
+                )
     return found
 
 
@@ -130,5 +136,49 @@ def test_the_layer_check_sees_a_planted_upward_import(tmp_path):
     (package / "low.py").write_text("def late():\n    from pkg import high\n")  # a function-level import reaches up
     (package / "high.py").write_text("from pkg import low\n")
     layers = [("low", ("low",)), ("high", ("high", ""))]
-    assert upward_imports(import_graph(package), "pkg", layers) == ["low (low) -> pkg (high)", "low (low) -> high (high)"]
+    assert upward_imports(import_graph(package), "pkg", layers) == [
+        "low (low) -> pkg (high)",
+        "low (low) -> high (high)",
+    ]
     assert upward_imports({"pkg.high": {"pkg.low"}, "pkg.low": set()}, "pkg", layers) == []
+
+
+def test_no_test_file_imports_another():
+    """Shared test code lives in helpers.py (and fixtures in conftest.py), so test files stay independent."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [f"{path.name} imports {n}" for n in names if n.startswith("test_")]
+    assert found == []
+
+
+def long_functions(root: Path, limit: int = 60) -> list[str]:
+    """``file:function (lines)`` for every function whose body, docstring aside, is over ``limit`` lines."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+            lines = body[-1].end_lineno - body[0].lineno + 1 if body else 0
+            if lines > limit:
+                found.append(f"{path.relative_to(root.parent)}:{node.name} ({lines})")
+    return found
+
+
+def test_no_function_body_is_over_60_lines(tmp_path):
+    """Short functions, measured after the formatter (a line budget is not met by joining lines)."""
+    assert long_functions(Path(__file__).resolve().parents[1] / "lightning_dd") == []
+    package = tmp_path / "pkg"
+    package.mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(61))
+    (package / "big.py").write_text(f'def big():\n    """Doc."""\n{body}\n\n\ndef small():\n    return 1\n')
+    assert long_functions(package) == ["pkg/big.py:big (61)"]

@@ -34,7 +34,10 @@ def test_second_derivatives_equal_group_norm(use):
         gx, gw, gb = torch.autograd.grad((norm(x, weight, bias) * v).sum(), (x, weight, bias), create_graph=True)
         terms = {"all": [gx, gw, gb], "weight_grads_only": [gw, gb], "input_grad_only": [gx]}[use]
         loss = sum((t**2).sum() * (k + 1) for k, t in enumerate(terms))
-        return [g if g is not None else torch.zeros(()) for g in torch.autograd.grad(loss, (x, weight, v), allow_unused=True)], (gx, gw, gb)
+        return [
+            g if g is not None else torch.zeros(())
+            for g in torch.autograd.grad(loss, (x, weight, v), allow_unused=True)
+        ], (gx, gw, gb)
 
     fast, fast_first = second(lambda x, w, b: instance_norm(x, w, b))
     ref, ref_first = second(lambda x, w, b: F.group_norm(x, x.shape[1], w, b))
@@ -45,7 +48,9 @@ def test_second_derivatives_equal_group_norm(use):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("builder", [lambda: ConvNet(1, 3, (28, 28), depth=2, width=8), lambda: ResNetAP(3, 3, (16, 16), depth=10, width=8)])
+@pytest.mark.parametrize(
+    "builder", [lambda: ConvNet(1, 3, (28, 28), depth=2, width=8), lambda: ResNetAP(3, 3, (16, 16), depth=10, width=8)]
+)
 def test_matching_gradient_equals_stock_group_norm(builder):
     """A network with InstanceNorm vs the same network with nn.GroupNorm: equal image gradient of a matching loss."""
     torch.manual_seed(0)

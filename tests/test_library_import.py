@@ -63,7 +63,15 @@ print("imported; matplotlib modules:", sorted(m for m in sys.modules if m.split(
 def run_python(code: str, *args: str) -> str:
     """stdout and stderr of ``python -c code args`` as one stream, in the order they were written."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LIGHTNING_DD_QUIET": "1"}
-    proc = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout
     return proc.stdout
 
@@ -71,7 +79,9 @@ def run_python(code: str, *args: str) -> str:
 def test_a_python_api_fit_prints_no_lightning_tip(tmp_path):
     out = run_python(FIT_TWICE, str(tmp_path))
     api, unfiltered = out.split("=== filter removed ===")
-    assert "fit done: outer=1" in api and "fit done: outer=1" in unfiltered and "GPU available" in api  # Lightning's other messages stay
+    assert (
+        "fit done: outer=1" in api and "fit done: outer=1" in unfiltered and "GPU available" in api
+    )  # Lightning's other messages stay
     assert "💡" not in api and "Tip:" not in api, api
     assert "💡 Tip: For seamless cloud" in unfiltered  # this Lightning does print them
 

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from lightning_dd.distill.functional_net import FunctionalNet
-from lightning_dd.distill.matching import class_matching_loss, gradient_distance, layer_distance, matched_parameter_names
+from lightning_dd.distill.matching import (
+    class_matching_loss,
+    gradient_distance,
+    layer_distance,
+    matched_parameter_names,
+)
 from lightning_dd.errors import ConfigError
 from lightning_dd.nets import ConvNet, head_parameter_names
 
@@ -58,7 +63,9 @@ def test_embedding_loss_zero_for_identical_batches_and_reaches_pixels():
 
     net, weights, _ = _setup()
     real = torch.randn(6, 1, 8, 8)
-    assert float(class_embedding_loss(lambda x: net.embed(weights, x), real, real.clone())) == pytest.approx(0.0, abs=1e-8)
+    assert float(class_embedding_loss(lambda x: net.embed(weights, x), real, real.clone())) == pytest.approx(
+        0.0, abs=1e-8
+    )
     syn = torch.randn(3, 1, 8, 8, requires_grad=True)
     loss = class_embedding_loss(lambda x: net.embed(weights, x), real, syn)
     expected = torch.sum((net.module.embed(real).mean(0) - net.module.embed(syn).mean(0)) ** 2)
@@ -95,7 +102,9 @@ def test_matching_loss_of_a_linear_model_by_hand():
         loss = class_matching_loss(logits, [W], real, syn, 1, metric)
         assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     # the label matters: class 0 gives other gradients
-    assert float(class_matching_loss(logits, [W], real, syn, 0, "l1")) != pytest.approx(float((g_real - g_syn).abs().sum()), rel=1e-3)
+    assert float(class_matching_loss(logits, [W], real, syn, 0, "l1")) != pytest.approx(
+        float((g_real - g_syn).abs().sum()), rel=1e-3
+    )
     loss = class_matching_loss(logits, [W], real, syn, 1, "cos")
     cos = torch.nn.functional.cosine_similarity(g_real, g_syn, dim=1)
     assert float(loss) == pytest.approx(float((1 - cos).sum()), abs=1e-5)

@@ -7,7 +7,7 @@ import torch
 from lightning_dd import RealDataModule
 from lightning_dd.errors import ConfigError
 
-from conftest import fit, tiny_module
+from helpers import fit, tiny_module
 
 
 @pytest.mark.parametrize("model_source,perturb", [("pool", True), ("random", False), ("pool", False), ("random", True)])
@@ -33,7 +33,13 @@ class ImageStepSpy(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         images = pl_module.synthetic.images
-        self.seen.append((images.detach().clone(), images.grad.detach().clone(), {k: v.detach().clone() for k, v in pl_module.state.weights.items()}))
+        self.seen.append(
+            (
+                images.detach().clone(),
+                images.grad.detach().clone(),
+                {k: v.detach().clone() for k, v in pl_module.state.weights.items()},
+            )
+        )
 
 
 def test_distribution_matching_mode_steps_on_the_mean_embedding_gap(pool_dir, tmp_path):
@@ -51,9 +57,29 @@ def test_distribution_matching_mode_steps_on_the_mean_embedding_gap(pool_dir, tm
         for i in range(4):
             Image.new("RGB", (8, 8), colour).save(tmp_path / "data" / f"c{k}" / f"{i}.png")
     datamodule = RealDataModule("image_folder", data_dir=str(tmp_path / "data"), source_options={"image_size": 8})
-    module = tiny_module(pool_dir, match="embed", init="noise", model_source="random", perturb=False, outer_iterations=2, inner_loop=1, batch_real=4, n_data=0, lr_img=1.0, augment="none", image_step="per_iteration")
+    module = tiny_module(
+        pool_dir,
+        match="embed",
+        init="noise",
+        model_source="random",
+        perturb=False,
+        outer_iterations=2,
+        inner_loop=1,
+        batch_real=4,
+        n_data=0,
+        lr_img=1.0,
+        augment="none",
+        image_step="per_iteration",
+    )
     spy = ImageStepSpy()
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", callbacks=[spy])
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[spy],
+    )
     trainer.fit(module, datamodule=datamodule)
     assert module.outer == 2 and len(spy.seen) == 2
 
@@ -63,7 +89,10 @@ def test_distribution_matching_mode_steps_on_the_mean_embedding_gap(pool_dir, tm
     mean, std = torch.tensor(datamodule.info.mean).view(1, 3, 1, 1), torch.tensor(datamodule.info.std).view(1, 3, 1, 1)
     real = (torch.tensor(colours, dtype=torch.float32).view(3, 3, 1, 1).expand(3, 3, 8, 8) / 255 - mean) / std
     syn = images.clone().requires_grad_(True)
-    loss = sum(torch.sum((net.embed(real[c : c + 1]).mean(0) - net.embed((syn[c : c + 1] - mean) / std).mean(0)) ** 2) for c in range(3))
+    loss = sum(
+        torch.sum((net.embed(real[c : c + 1]).mean(0) - net.embed((syn[c : c + 1] - mean) / std).mean(0)) ** 2)
+        for c in range(3)
+    )
     loss.backward()
     assert float(loss.detach()) > 0 and float(grad.abs().sum()) > 0
     torch.testing.assert_close(grad, syn.grad, rtol=1e-4, atol=1e-6)
@@ -137,7 +166,9 @@ def test_the_module_reports_its_matched_parameters_update_size_and_times_its_par
     from benchmarks.parts import PartSeconds
 
     whole = tiny_module(pool_dir, model_source="random", perturb=False, n_data=70, net_batch_size=32)
-    exact = tiny_module(pool_dir, model_source="random", perturb=False, n_data=70, net_batch_size=32, net_whole_batches=False)
+    exact = tiny_module(
+        pool_dir, model_source="random", perturb=False, n_data=70, net_batch_size=32, net_whole_batches=False
+    )
     assert (whole.update_images, exact.update_images) == (96, 70)  # 70 images in whole batches of 32: 3 x 32
     assert whole.matched_names == ()
     parts = PartSeconds()

@@ -21,7 +21,7 @@ from lightning_dd.augment import DSA
 from lightning_dd.distill.distiller import Distiller
 from lightning_dd.distill.synthetic import decode
 
-from conftest import clone, fit, hand_sgd, normalise, reference_perturb, tiny_distill
+from helpers import clone, fit, hand_sgd, normalise, reference_perturb, tiny_distill
 
 
 def template_of(module):
@@ -55,7 +55,12 @@ def spy_distiller(monkeypatch, name: str, before=None, after=None) -> list:
 
 def record_outer_starts(monkeypatch) -> list:
     """Generator state before each outer iteration begins, and the network weights it produced."""
-    return spy_distiller(monkeypatch, "begin_outer", before=lambda d: d.state.generator.get_state(), after=lambda d, _: clone(d.state.weights))
+    return spy_distiller(
+        monkeypatch,
+        "begin_outer",
+        before=lambda d: d.state.generator.get_state(),
+        after=lambda d, _: clone(d.state.weights),
+    )
 
 
 # ----------------------------------------------------------------------------- networks
@@ -142,8 +147,12 @@ def replay_matching(module, state, images_before, weights, *, augment, batch_rea
         syn = normalise(decode(pixels[c * ipc : (c + 1) * ipc], factor), info.mean, info.std)
         both = dsa.apply(torch.cat([real[c], syn]), draws[c : c + 1])  # ONE draw for both batches
         real_c, syn_c = both[: real.shape[1]], both[real.shape[1] :]
-        g_real = torch.autograd.grad(F.cross_entropy(logits(real_c), torch.full((real_c.shape[0],), c)), [w[n] for n in names])
-        g_syn = torch.autograd.grad(F.cross_entropy(logits(syn_c), torch.full((syn_c.shape[0],), c)), [w[n] for n in names], create_graph=True)
+        g_real = torch.autograd.grad(
+            F.cross_entropy(logits(real_c), torch.full((real_c.shape[0],), c)), [w[n] for n in names]
+        )
+        g_syn = torch.autograd.grad(
+            F.cross_entropy(logits(syn_c), torch.full((syn_c.shape[0],), c)), [w[n] for n in names], create_graph=True
+        )
         if metric == "l1":
             loss = sum((a.detach() - b).abs().sum() for a, b in zip(g_real, g_syn))
         else:
@@ -167,14 +176,27 @@ def record_matching(monkeypatch) -> list:
 def test_matching_step_per_iteration_is_one_sgd_step_on_the_siamese_augmented_loss(pool_dir, metric, monkeypatch):
     ipc, factor, lr = 2, 2, 0.5
     module = tiny_distill(
-        pool_dir, ipc=ipc, factor=factor, init="mix", model_source="random", perturb=False, metric=metric,
-        augment="color_crop_cutout", batch_real=6, max_syn_per_class=ipc * factor**2, lr_img=lr, momentum_img=0.5,
-        image_step="per_iteration", clamp="per_step",
+        pool_dir,
+        ipc=ipc,
+        factor=factor,
+        init="mix",
+        model_source="random",
+        perturb=False,
+        metric=metric,
+        augment="color_crop_cutout",
+        batch_real=6,
+        max_syn_per_class=ipc * factor**2,
+        lr_img=lr,
+        momentum_img=0.5,
+        image_step="per_iteration",
+        clamp="per_step",
     )
     steps = record_matching(monkeypatch)
     fit(module)
     (state, before, weights), (loss, after) = steps[0]["before"], steps[0]["after"]
-    grads, expected_loss = replay_matching(module, state, before, weights, augment="color_crop_cutout", batch_real=6, metric=metric, ipc=ipc, factor=factor)
+    grads, expected_loss = replay_matching(
+        module, state, before, weights, augment="color_crop_cutout", batch_real=6, metric=metric, ipc=ipc, factor=factor
+    )
     assert loss == pytest.approx(expected_loss, rel=1e-4)
     # one step with lr_img scaled by ipc / 10 (momentum has no history at the first step), then clamped
     expected = (before - lr * ipc / 10 * sum(grads)).clamp(0, 1)
@@ -185,13 +207,25 @@ def test_matching_step_per_iteration_is_one_sgd_step_on_the_siamese_augmented_lo
 def test_matching_step_per_class_steps_after_every_class_with_momentum(pool_dir, monkeypatch):
     ipc, lr, momentum = 1, 2.0, 0.5
     module = tiny_distill(
-        pool_dir, ipc=ipc, factor=1, model_source="random", perturb=False, metric="mse", augment="color_crop",
-        batch_real=6, lr_img=lr, momentum_img=momentum, image_step="per_class", clamp="per_outer",
+        pool_dir,
+        ipc=ipc,
+        factor=1,
+        model_source="random",
+        perturb=False,
+        metric="mse",
+        augment="color_crop",
+        batch_real=6,
+        lr_img=lr,
+        momentum_img=momentum,
+        image_step="per_class",
+        clamp="per_outer",
     )
     steps = record_matching(monkeypatch)
     fit(module)
     (state, before, weights), (loss, after) = steps[0]["before"], steps[0]["after"]
-    grads, expected_loss = replay_matching(module, state, before, weights, augment="color_crop", batch_real=6, metric="mse", ipc=ipc, factor=1)
+    grads, expected_loss = replay_matching(
+        module, state, before, weights, augment="color_crop", batch_real=6, metric="mse", ipc=ipc, factor=1
+    )
     assert loss == pytest.approx(expected_loss, rel=1e-4)
     # Class c's loss only sees class c's images, which earlier classes' steps leave alone (their
     # gradients are zero there), so each class's gradient is taken at the starting images.
@@ -214,7 +248,18 @@ def test_image_optimiser_uses_the_ipc_scaled_learning_rate_and_momentum(pool_dir
 
 def test_matching_subsamples_decoded_images_per_class_when_over_the_cap(pool_dir, monkeypatch):
     """With more decoded images than ``max_syn_per_class``, each class matches a random subset of them."""
-    module = tiny_distill(pool_dir, ipc=2, factor=2, model_source="random", perturb=False, max_syn_per_class=3, augment="none", batch_real=4, image_step="per_iteration", clamp="per_step")
+    module = tiny_distill(
+        pool_dir,
+        ipc=2,
+        factor=2,
+        model_source="random",
+        perturb=False,
+        max_syn_per_class=3,
+        augment="none",
+        batch_real=4,
+        image_step="per_iteration",
+        clamp="per_step",
+    )
     seen = []
     original = DSA.apply
 
@@ -232,10 +277,24 @@ def test_network_update_is_sgd_on_the_drawn_real_batch_with_its_own_labels(pool_
     lr, momentum, wd, n_data, batch = 0.05, 0.9, 5e-4, 40, 16
     drawn = 48  # the authors' loop runs whole batches until n_data images are seen: 3 x 16
     module = tiny_distill(
-        pool_dir, model_source="random", perturb=False, augment="none", net_cutmix_p=0.0, n_data=n_data,
-        net_batch_size=batch, net_lr=lr, net_momentum=momentum, net_weight_decay=wd, inner_loop=2,
+        pool_dir,
+        model_source="random",
+        perturb=False,
+        augment="none",
+        net_cutmix_p=0.0,
+        n_data=n_data,
+        net_batch_size=batch,
+        net_lr=lr,
+        net_momentum=momentum,
+        net_weight_decay=wd,
+        inner_loop=2,
     )
-    updates = spy_distiller(monkeypatch, "network_step", before=lambda d: (d.state.generator.get_state(), clone(d.state.weights)), after=lambda d, _: clone(d.state.weights))
+    updates = spy_distiller(
+        monkeypatch,
+        "network_step",
+        before=lambda d: (d.state.generator.get_state(), clone(d.state.weights)),
+        after=lambda d, _: clone(d.state.weights),
+    )
     trainer = fit(module)
     train = trainer.datamodule.train_data
     template = template_of(module)
@@ -258,7 +317,9 @@ def test_network_update_is_sgd_on_the_drawn_real_batch_with_its_own_labels(pool_
 
             return grads
 
-        expected, buffers = hand_sgd({n: weights[n] for n in names}, [batch_grads(k) for k in range(0, drawn, batch)], lr, momentum, wd, buffers)
+        expected, buffers = hand_sgd(
+            {n: weights[n] for n in names}, [batch_grads(k) for k in range(0, drawn, batch)], lr, momentum, wd, buffers
+        )
         for n in names:
             torch.testing.assert_close(record["after"][n], expected[n], rtol=1e-4, atol=1e-6, msg=n)
         assert not torch.allclose(record["after"]["classifier.weight"], weights["classifier.weight"])
@@ -268,7 +329,15 @@ def test_network_update_is_sgd_on_the_drawn_real_batch_with_its_own_labels(pool_
 
 def test_network_update_trains_on_augmented_images(pool_dir, monkeypatch):
     """With augmentation on, the update's inputs are not the plain normalised real images."""
-    module = tiny_distill(pool_dir, model_source="random", perturb=False, augment="color_crop", net_cutmix_p=0.0, n_data=16, net_batch_size=16)
+    module = tiny_distill(
+        pool_dir,
+        model_source="random",
+        perturb=False,
+        augment="color_crop",
+        net_cutmix_p=0.0,
+        n_data=16,
+        net_batch_size=16,
+    )
     inputs = []
     updates = spy_distiller(monkeypatch, "network_step", before=lambda d: d.state.generator.get_state())
     import lightning_dd.distill.functional_net as fn
@@ -304,7 +373,8 @@ def test_matched_tensors_follow_the_bias_and_head_switches(pool_dir, digits, mat
     module.attach_data(digits.info, digits.train_data)
     template = template_of(module)
     expected = [
-        n for n, p in template.named_parameters()
+        n
+        for n, p in template.named_parameters()
         if (match_head or not n.startswith("classifier.")) and (match_bias or p.ndim > 1)
     ]
     assert list(module.matched_names) == expected

@@ -14,9 +14,20 @@ def test_published_is_idcs_evaluation():
     schedule = evaluation.schedule
     # IDC (argument.py, train.py): 1000 epochs for 28-32 px data, SGD 0.01 / 0.9 / 5e-4, batch 64, decay x0.2 at 2/3 and 5/6,
     # DSA color_crop_flip_scale_rotate with one spatial transform per batch, CutMix 0.5; ConvNet-3 width 128, instance norm.
-    assert (schedule.epochs, schedule.lr, schedule.momentum, schedule.weight_decay, schedule.batch_size) == (1000, 0.01, 0.9, 5e-4, 64)
+    assert (schedule.epochs, schedule.lr, schedule.momentum, schedule.weight_decay, schedule.batch_size) == (
+        1000,
+        0.01,
+        0.9,
+        5e-4,
+        64,
+    )
     assert schedule.milestones == (2 / 3, 5 / 6) and schedule.gamma == 0.2
-    assert (schedule.augment, schedule.spatial, schedule.cutmix_p, schedule.cutout_with_cutmix) == ("color_crop_flip_scale_rotate", "single", 0.5, False)
+    assert (schedule.augment, schedule.spatial, schedule.cutmix_p, schedule.cutout_with_cutmix) == (
+        "color_crop_flip_scale_rotate",
+        "single",
+        0.5,
+        False,
+    )
     assert evaluation.net == NetSpec(name="convnet", depth=3, width=128, norm="instance", pooling="avg")
 
 
@@ -27,12 +38,19 @@ def test_long_is_the_300_epoch_evaluation_and_no_protocol_keeps_the_fields():
 
 
 def test_a_field_that_contradicts_the_protocol_is_refused():
-    with pytest.raises(ConfigError, match=r"evaluation.protocol=published fixes evaluation.epochs to 1000, but it is set to 300"):
+    with pytest.raises(
+        ConfigError, match=r"evaluation.protocol=published fixes evaluation.epochs to 1000, but it is set to 300"
+    ):
         SyntheticEvaluation(protocol="published", epochs=300, progress=False)
     with pytest.raises(ConfigError, match=r"fixes evaluation.net"):
         SyntheticEvaluation(protocol="published", net=NetSpec(width=64), progress=False)
     # restating the protocol's own value is fine
-    assert SyntheticEvaluation(protocol="published", epochs=1000, net=NetSpec(depth=3, width=128), progress=False).schedule.epochs == 1000
+    assert (
+        SyntheticEvaluation(
+            protocol="published", epochs=1000, net=NetSpec(depth=3, width=128), progress=False
+        ).schedule.epochs
+        == 1000
+    )
 
 
 def test_an_unknown_protocol_is_named():

@@ -32,7 +32,9 @@ def test_quickstart_runs(tmp_path, monkeypatch, kernel_of_this_python):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")  # stored without outputs
-    client = nbclient.NotebookClient(nb, kernel_name=kernel_of_this_python, timeout=300, resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, kernel_name=kernel_of_this_python, timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
 
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]

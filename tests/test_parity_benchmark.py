@@ -110,7 +110,10 @@ def test_summary_pairs_accuracies_by_seed(parity):
 def test_the_update_size_is_reported_as_recorded(parity):
     """Runs recorded before whole batches (no ``net_whole_batches`` key) trained on n_data images exactly."""
     s = parity.Settings(n_data=500)
-    assert parity.update_images(s, {"net_batch": 64, "net_whole_batches": True}) == "512 (n_data 500 in whole batches of 64)"  # 8 x 64
+    assert (
+        parity.update_images(s, {"net_batch": 64, "net_whole_batches": True})
+        == "512 (n_data 500 in whole batches of 64)"
+    )  # 8 x 64
     assert parity.update_images(s, {"net_batch": 64, "net_whole_batches": False}) == "500"
     assert parity.update_images(s, {"net_batch": 64}) == "500"
 
@@ -119,13 +122,20 @@ def test_the_initial_images_and_each_sides_gain_over_them(parity):
     acc = lambda *values: {"accuracies": list(values), "distill_s": 1.0, "outer_losses": []}  # noqa: E731
     results = {
         "init_runs": {"0": [70.0, 72.0], "1": [60.0]},
-        "runs": {"idc/theirs/seed0": acc(72.0), "idc/ours/seed0": acc(73.0), "idc/theirs/seed1": acc(61.0), "idc/ours/seed1": acc(63.0)},
+        "runs": {
+            "idc/theirs/seed0": acc(72.0),
+            "idc/ours/seed0": acc(73.0),
+            "idc/theirs/seed1": acc(61.0),
+            "idc/ours/seed1": acc(63.0),
+        },
     }
     text = parity.init_sentence(results, parity.summarise(results, ["idc"], [0, 1]), [0, 1])
     # init per seed 71 and 60: mean 65.5, std sqrt(((5.5)^2 * 2) / 1) = 7.78; gains theirs (1 + 1) / 2, ours (2 + 3) / 2.
     assert "no distillation): 65.50 ± 7.78 % (per seed 71.00, 60.00)" in text
     assert "theirs / ours: IDC mode +1.00 / +2.50 points" in text
-    assert parity.init_sentence({"runs": {}}, parity.summarise({"runs": {}}, ["idc"], [0]), [0]) is None  # results from before the initial images were evaluated
+    assert (
+        parity.init_sentence({"runs": {}}, parity.summarise({"runs": {}}, ["idc"], [0]), [0]) is None
+    )  # results from before the initial images were evaluated
 
 
 def test_a_results_file_never_mixes_devices(parity, tmp_path):
@@ -139,9 +149,24 @@ def test_a_results_file_never_mixes_devices(parity, tmp_path):
 def test_cuda_sections_get_their_own_marker(parity, tmp_path):
     """A CUDA run must not overwrite the CPU table (and names the GPU it ran on)."""
     doc = tmp_path / "bench.md"
-    session = {"wall_s": 1.0, "machine": "CPU X, GPU Test-GPU", "jobs": 1, "threads": 1, "cores_used": 1, "cores": 96, "torch": "9.9.9+cu999", "python": "3.99.1"}
-    results = {"runs": {"idc/ours/seed0": {"accuracies": [50.0], "distill_s": 1.0, "outer_losses": [1.0]}}, "checks": {}, "sessions": [session]}
-    opts = parity.build_parser().parse_args(["--device", "cuda", "--modes", "idc", "--seeds", "0", "--output", str(doc)])
+    session = {
+        "wall_s": 1.0,
+        "machine": "CPU X, GPU Test-GPU",
+        "jobs": 1,
+        "threads": 1,
+        "cores_used": 1,
+        "cores": 96,
+        "torch": "9.9.9+cu999",
+        "python": "3.99.1",
+    }
+    results = {
+        "runs": {"idc/ours/seed0": {"accuracies": [50.0], "distill_s": 1.0, "outer_losses": [1.0]}},
+        "checks": {},
+        "sessions": [session],
+    }
+    opts = parity.build_parser().parse_args(
+        ["--device", "cuda", "--modes", "idc", "--seeds", "0", "--output", str(doc)]
+    )
     parity.report(results, opts, parity.Settings(device="cuda"), ["--device", "cuda"], "no --authors_dir")
     text = doc.read_text()
     assert "<!-- parity-fashion_mnist-cuda:start -->" in text and "<!-- parity-fashion_mnist:start -->" not in text
@@ -212,7 +237,19 @@ def test_our_side_starts_from_the_handed_images_and_uses_the_handed_pool(parity)
     from lightning_dd.distill.pool import EarlyStagePool
 
     dm = parity.load_data("digits", "unused")
-    s = parity.Settings(dataset="digits", ipc=2, factor=1, width=4, outer=1, inner=1, lr_img=1e-9, n_data=8, batch_real=8, pool_size=1, pool_epochs=0)
+    s = parity.Settings(
+        dataset="digits",
+        ipc=2,
+        factor=1,
+        width=4,
+        outer=1,
+        inner=1,
+        lr_img=1e-9,
+        n_data=8,
+        batch_real=8,
+        pool_size=1,
+        pool_epochs=0,
+    )
     init = parity.initial_images(s, dm.train_data, seed=3)
     stored, losses = parity.run_ours(s, "idc", 0, dm, init, None)
     assert torch.allclose(stored, init.clamp(0, 1), atol=1e-6)  # a negligible step from the handed images
@@ -226,21 +263,31 @@ def test_our_side_starts_from_the_handed_images_and_uses_the_handed_pool(parity)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not ACC_DD_DIR, reason="set ACC_DD_DIR to a checkout of github.com/ncsu-dk-lab/Acc-DD to run the authors' side")
-@pytest.mark.skipif(not FASHION.is_dir(), reason="the authors' side reads Fashion-MNIST from the Debian package dataset-fashion-mnist")
+@pytest.mark.skipif(
+    not ACC_DD_DIR, reason="set ACC_DD_DIR to a checkout of github.com/ncsu-dk-lab/Acc-DD to run the authors' side"
+)
+@pytest.mark.skipif(
+    not FASHION.is_dir(), reason="the authors' side reads Fashion-MNIST from the Debian package dataset-fashion-mnist"
+)
 def test_authors_side_runs_and_matches_ours_on_the_first_step(tmp_path):
     # A subprocess: their modules have generic top-level names (data, train, test, misc).
     out = tmp_path / "parity.json"
     command = [sys.executable, "-m", "benchmarks.parity", "--authors_dir", ACC_DD_DIR, "--seeds", "0", "--eval_repeats", "1", "--outer", "1",
                "--inner", "1", "--width", "8", "--eval_epochs", "1", "--pool_size", "2", "--pool_epochs", "0", "--n_data", "64",
                "--out", str(out), "--output", str(tmp_path / "bench.md")]  # fmt: skip
-    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "LIGHTNING_DD_QUIET": "1"}, timeout=3600)  # minutes on an idle CPU; far longer on a shared one
+    subprocess.run(
+        command, check=True, cwd=ROOT, env={**os.environ, "LIGHTNING_DD_QUIET": "1"}, timeout=3600
+    )  # minutes on an idle CPU; far longer on a shared one
     results = json.loads(out.read_text())
     assert sorted(results["runs"]) == ["accdd/ours/seed0", "accdd/theirs/seed0", "idc/ours/seed0", "idc/theirs/seed0"]
     for mode in ("idc", "accdd"):
         check = results["checks"][mode]
         assert check["params_theirs"] == check["params_ours"]
-        assert check["logits_max_abs_diff"] < 1e-4 and check["decode_max_abs_diff"] == 0.0 and check["init_max_abs_diff"] == 0.0
+        assert (
+            check["logits_max_abs_diff"] < 1e-4
+            and check["decode_max_abs_diff"] == 0.0
+            and check["init_max_abs_diff"] == 0.0
+        )
         assert check["loss_rel_diff"] < 1e-5 and check["pixel_grad_rel_diff"] < 1e-4
     assert results["runs"]["idc/theirs/seed0"]["lr_img"] == pytest.approx(results["protocol"]["effective_lr_img"])
     assert len(results["runs"]["accdd/theirs/seed0"]["outer_losses"]) == 1

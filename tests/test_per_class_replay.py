@@ -20,7 +20,7 @@ from torch import nn
 from lightning_dd import DistillModule, NetSpec, RealDataModule
 from lightning_dd.distill.replay import SGDRule, moments, replay
 
-from conftest import fit, tiny_distill
+from helpers import fit, tiny_distill
 
 RTOL = 1e-5
 
@@ -100,7 +100,18 @@ def test_the_rule_is_read_from_the_optimiser():
 # ------------------------------------------------------------------ DistillModule: replay vs loop
 def attached(digits, **overrides) -> DistillModule:
     """A module with data attached and an outer iteration begun (IDC mode: no pool)."""
-    settings = dict(ipc=2, factor=1, init="mix", net=NetSpec(width=8, depth=2), model_source="random", batch_real=8, n_data=32, net_batch_size=16, lr_img=1.0, tune_cpu_allocator=False)
+    settings = dict(
+        ipc=2,
+        factor=1,
+        init="mix",
+        net=NetSpec(width=8, depth=2),
+        model_source="random",
+        batch_real=8,
+        n_data=32,
+        net_batch_size=16,
+        lr_img=1.0,
+        tune_cpu_allocator=False,
+    )
     settings.update(overrides)
     module = DistillModule(**settings)
     module.attach_data(digits.info, digits.train_data)
@@ -127,7 +138,9 @@ def resumed_state(module: DistillModule) -> dict:
     """An image optimiser's state as a checkpoint holds it mid-run: a momentum buffer already there."""
     optimizer = module.configure_optimizers()
     images = module.synthetic.images
-    optimizer.state[images]["momentum_buffer"] = 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
+    optimizer.state[images]["momentum_buffer"] = 0.3 * torch.randn(
+        images.shape, generator=torch.Generator().manual_seed(1)
+    )
     return optimizer.state_dict()
 
 
@@ -138,7 +151,12 @@ def loop_and_replay(digits, steps: int, resumed: bool, **settings):
         module = attached(digits, per_class_impl=impl, **settings)
         optimizer, losses = drive(module, steps, resumed_state(module) if resumed else None)
         images = module.synthetic.images
-        results[impl] = (images.detach().clone(), optimizer.state[images]["momentum_buffer"].clone(), losses, module.state.good_images)
+        results[impl] = (
+            images.detach().clone(),
+            optimizer.state[images]["momentum_buffer"].clone(),
+            losses,
+            module.state.good_images,
+        )
     return results["loop"], results["replay"]
 
 
@@ -168,10 +186,16 @@ def test_replay_with_grouped_passes_equals_the_loop(digits):
     """Chunks of 4, 4 and 2 classes (the CUDA default groups all 10), against one class per step."""
     results = {}
     for impl, chunk in (("loop", 1), ("replay", 4)):
-        module = attached(digits, per_class_impl=impl, classes_per_pass=chunk, factor=2, max_syn_per_class=6, clamp="per_step")
+        module = attached(
+            digits, per_class_impl=impl, classes_per_pass=chunk, factor=2, max_syn_per_class=6, clamp="per_step"
+        )
         optimizer, losses = drive(module, 3)
         assert module.distiller.placement.classes_per_pass == chunk
-        results[impl] = (module.synthetic.images.detach().clone(), optimizer.state[module.synthetic.images]["momentum_buffer"], losses)
+        results[impl] = (
+            module.synthetic.images.detach().clone(),
+            optimizer.state[module.synthetic.images]["momentum_buffer"],
+            losses,
+        )
     for got, expected in zip(results["replay"], results["loop"]):
         assert_equal(got, expected)
 
@@ -193,7 +217,19 @@ def test_a_fit_with_the_replay_equals_a_fit_with_the_loop(pool_dir):
     """Under a Trainer: one global step per inner iteration, and the optimiser state the loop leaves."""
     ends = {}
     for impl in ("loop", "replay"):
-        module = tiny_distill(pool_dir, model_source="random", ipc=2, factor=2, init="mix", outer_iterations=2, inner_loop=2, n_data=16, lr_img=1.0, momentum_img=0.9, per_class_impl=impl)
+        module = tiny_distill(
+            pool_dir,
+            model_source="random",
+            ipc=2,
+            factor=2,
+            init="mix",
+            outer_iterations=2,
+            inner_loop=2,
+            n_data=16,
+            lr_img=1.0,
+            momentum_img=0.9,
+            per_class_impl=impl,
+        )
         trainer = fit(module)
         assert trainer.global_step == 4
         images = module.synthetic.images
@@ -205,11 +241,27 @@ def test_a_fit_with_the_replay_equals_a_fit_with_the_loop(pool_dir):
 @pytest.mark.slow
 def test_two_processes_replay_the_per_class_step_of_one_process(tmp_path, pool_dir):
     """Each process takes its classes' gradients, one all-reduce, and every process replays the same steps."""
-    from test_reliability import module, trainer
+    from helpers import mix_module as module, trainer_at as trainer
 
-    single = module(pool_dir, outer_iterations=2, inner_loop=2, image_step="per_class", per_class_impl="loop", momentum_img=0.9, clamp="per_step")
+    single = module(
+        pool_dir,
+        outer_iterations=2,
+        inner_loop=2,
+        image_step="per_class",
+        per_class_impl="loop",
+        momentum_img=0.9,
+        clamp="per_step",
+    )
     trainer(tmp_path / "one").fit(single, datamodule=RealDataModule("digits"))
-    double = module(pool_dir, outer_iterations=2, inner_loop=2, image_step="per_class", per_class_impl="replay", momentum_img=0.9, clamp="per_step")
+    double = module(
+        pool_dir,
+        outer_iterations=2,
+        inner_loop=2,
+        image_step="per_class",
+        per_class_impl="replay",
+        momentum_img=0.9,
+        clamp="per_step",
+    )
     trainer(tmp_path / "two", strategy="ddp_distill_spawn", devices=2).fit(double, datamodule=RealDataModule("digits"))
     assert_equal(double.synthetic.images.detach(), single.synthetic.images.detach())
     dm = RealDataModule("digits")

@@ -15,7 +15,7 @@ from lightning_dd.distill.pool import filter_normalized_direction, perturb
 from lightning_dd.errors import ConfigError
 from lightning_dd.nets import ConvNet
 
-from conftest import reference_perturb
+from helpers import reference_perturb
 
 
 def varied_filters(shape=(24, 16, 3, 3), seed=0) -> torch.Tensor:

@@ -15,7 +15,7 @@ def test_filter_normalised_direction_norms():
 
 
 def test_perturbation_moves_only_multi_dimensional_tensors_within_range():
-    from conftest import reference_perturb  # written from the paper, not from pool.py
+    from helpers import reference_perturb  # written from the paper, not from pool.py
 
     net = ConvNet(1, 10, (8, 8), depth=2, width=8)
     params = {n: p.detach() for n, p in net.named_parameters()}
@@ -56,7 +56,9 @@ def test_pool_cache_is_reused_and_keyed(digits, pool_dir, monkeypatch):
     with pytest.raises(AssertionError, match="cached pool"):
         EarlyStagePool.build_or_load(NetSpec(width=16, depth=2), config, digits.train_data, seed=0, progress=False)
     with pytest.raises(AssertionError, match="cached pool"):
-        EarlyStagePool.build_or_load(net, PoolConfig(size=2, epochs=2, cache_dir=pool_dir), digits.train_data, seed=0, progress=False)
+        EarlyStagePool.build_or_load(
+            net, PoolConfig(size=2, epochs=2, cache_dir=pool_dir), digits.train_data, seed=0, progress=False
+        )
 
 
 def test_foreign_or_mismatched_cache_is_refused(tmp_path, digits):
@@ -64,6 +66,8 @@ def test_foreign_or_mismatched_cache_is_refused(tmp_path, digits):
     bad.write_bytes(b"not a pool")
     with pytest.raises(FileFormatError, match="not a readable lightning-dd pool file"):
         EarlyStagePool.load(bad)
-    torch.save({"format": "lightning-dd/pool", "version": 1, "key": "k", "fields": {"net": "other"}, "members": []}, bad)
+    torch.save(
+        {"format": "lightning-dd/pool", "version": 1, "key": "k", "fields": {"net": "other"}, "members": []}, bad
+    )
     with pytest.raises(FileFormatError, match="built for other settings"):
         EarlyStagePool.load(bad, expected_fields={"net": "mine"})

@@ -20,7 +20,9 @@ NET = NetSpec(width=8, depth=2)
 
 
 def copy_of(real: RealData, images=None, labels=None) -> RealData:
-    split = ImageSplit(real.images.clone() if images is None else images, real.labels.clone() if labels is None else labels)
+    split = ImageSplit(
+        real.images.clone() if images is None else images, real.labels.clone() if labels is None else labels
+    )
     return RealData(split, real.info)
 
 
@@ -83,7 +85,9 @@ def test_a_changed_dataset_is_pretrained_again_not_loaded_from_the_cache(digits,
     ],
 )
 def test_every_training_setting_is_in_the_key(digits, change):
-    config = PoolConfig(size=2, epochs=0, lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64, augment="color_crop", cutmix_p=0.5)
+    config = PoolConfig(
+        size=2, epochs=0, lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64, augment="color_crop", cutmix_p=0.5
+    )
     assert key(digits.train_data, dataclasses.replace(config, **change)) != key(digits.train_data, config)
 
 
@@ -101,7 +105,13 @@ def test_cache_file_for_other_settings_under_the_same_name_is_rebuilt_and_replac
     fields = pool_key_fields(NET, config, train, 0)
     path = EarlyStagePool.cache_path(config, pool_key(fields))
     path.parent.mkdir(parents=True)
-    stale = {"format": "lightning-dd/pool", "version": 1, "key": pool_key(fields), "fields": {**fields, "data": "stale"}, "members": [{"x": torch.zeros(1)}]}
+    stale = {
+        "format": "lightning-dd/pool",
+        "version": 1,
+        "key": pool_key(fields),
+        "fields": {**fields, "data": "stale"},
+        "members": [{"x": torch.zeros(1)}],
+    }
     torch.save(stale, path)
     pool = EarlyStagePool.build_or_load(NET, config, train, seed=0, progress=False)
     assert len(count_pretraining) == 1 and "features.0.weight" in pool.members[0]
@@ -120,7 +130,9 @@ def test_loaded_pool_equals_the_one_written(digits, pool_dir, count_pretraining)
 
 def test_member_m_starts_from_seed_plus_m(digits, pool_dir):
     """With zero epochs the members are the seeded initial networks, one seed per member."""
-    pool = EarlyStagePool.build_or_load(NET, PoolConfig(size=3, epochs=0, cache_dir=pool_dir), digits.train_data, seed=5, progress=False)
+    pool = EarlyStagePool.build_or_load(
+        NET, PoolConfig(size=3, epochs=0, cache_dir=pool_dir), digits.train_data, seed=5, progress=False
+    )
     for m in range(3):
         expected = NET.build_seeded(5 + m, 1, 10, (8, 8)).state_dict()
         assert all(torch.equal(pool.members[m][k], expected[k]) for k in expected)
@@ -132,19 +144,47 @@ def test_members_are_trained_with_the_configured_schedule_and_their_own_generato
 
     def recording(model, images, labels, schedule, generator, flip_ok, transform, progress):
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        calls.append(dict(initial=initial, schedule=copy.deepcopy(schedule), generator_state=generator.get_state(), flip_ok=flip_ok, n=images.shape[0]))
+        calls.append(
+            dict(
+                initial=initial,
+                schedule=copy.deepcopy(schedule),
+                generator_state=generator.get_state(),
+                flip_ok=flip_ok,
+                n=images.shape[0],
+            )
+        )
         return original(model, images, labels, schedule, generator, flip_ok, transform, progress)
 
     monkeypatch.setattr(pool_module, "train_classifier", recording)
-    config = PoolConfig(size=2, epochs=1, lr=0.03, momentum=0.8, weight_decay=1e-3, batch_size=200, augment="color_crop", cutmix_p=0.25, cache_dir=pool_dir)
+    config = PoolConfig(
+        size=2,
+        epochs=1,
+        lr=0.03,
+        momentum=0.8,
+        weight_decay=1e-3,
+        batch_size=200,
+        augment="color_crop",
+        cutmix_p=0.25,
+        cache_dir=pool_dir,
+    )
     pool = EarlyStagePool.build_or_load(NET, config, digits.train_data, seed=7, progress=False)
     assert len(calls) == 2
     for m, call in enumerate(calls):
         s = call["schedule"]
         assert isinstance(s, TrainSchedule)
-        assert (s.epochs, s.lr, s.momentum, s.weight_decay, s.batch_size, s.augment, s.cutmix_p) == (1, 0.03, 0.8, 1e-3, 200, "color_crop", 0.25)
+        assert (s.epochs, s.lr, s.momentum, s.weight_decay, s.batch_size, s.augment, s.cutmix_p) == (
+            1,
+            0.03,
+            0.8,
+            1e-3,
+            200,
+            "color_crop",
+            0.25,
+        )
         assert tuple(s.milestones) == ()  # no learning-rate decay in pretraining
-        assert call["flip_ok"] is False and call["n"] == len(digits.train_data)  # every training image; digits never flip
+        assert call["flip_ok"] is False and call["n"] == len(
+            digits.train_data
+        )  # every training image; digits never flip
         assert torch.equal(call["generator_state"], torch.Generator().manual_seed(7 + m).get_state())
         expected_init = NET.build_seeded(7 + m, 1, 10, (8, 8)).state_dict()
         assert all(torch.equal(call["initial"][k], expected_init[k]) for k in expected_init)

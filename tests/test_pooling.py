@@ -39,7 +39,9 @@ def test_convnet_matching_gradient_equals_stock_pooling():
     net = ConvNet(1, 3, (28, 28), depth=2, width=8).double()
     stock = ConvNet(1, 3, (28, 28), depth=2, width=8).double()
     stock.load_state_dict(net.state_dict())
-    stock.features = torch.nn.Sequential(*[torch.nn.AvgPool2d(2) if isinstance(m, AvgPool2x2) else m for m in stock.features])
+    stock.features = torch.nn.Sequential(
+        *[torch.nn.AvgPool2d(2) if isinstance(m, AvgPool2x2) else m for m in stock.features]
+    )
     assert any(isinstance(m, AvgPool2x2) for m in net.features)
     x = torch.rand(4, 1, 28, 28, dtype=torch.double, requires_grad=True)
     y = torch.tensor([0, 1, 2, 0])

@@ -22,7 +22,7 @@ from lightning_dd.callbacks import ProgressLog
 from lightning_dd.errors import ConfigError
 from lightning_dd.progress import LineReporter, format_duration, progress_bar
 
-from conftest import fit, tiny_distill
+from helpers import fit, tiny_distill
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,12 +46,21 @@ def loud(monkeypatch):
 
 
 def test_durations_read_at_a_glance():
-    assert [format_duration(s) for s in (0, 45.4, 60, 185, 3600, 7440)] == ["0s", "45s", "1m00s", "3m05s", "1h00m", "2h04m"]
+    assert [format_duration(s) for s in (0, 45.4, 60, 185, 3600, 7440)] == [
+        "0s",
+        "45s",
+        "1m00s",
+        "3m05s",
+        "1h00m",
+        "2h04m",
+    ]
 
 
 def test_line_reporter_writes_at_the_interval_and_at_the_end():
     clock, out = FakeClock(), io.StringIO()
-    reporter = LineReporter(total=10, desc="pretraining pool net 2/5", unit="epoch", interval=30, clock=clock, stream=out)
+    reporter = LineReporter(
+        total=10, desc="pretraining pool net 2/5", unit="epoch", interval=30, clock=clock, stream=out
+    )
     for _ in range(4):  # 4 epochs of 10 s: the 30-second mark is passed at epoch 3
         clock.now += 10
         reporter.update(1)
@@ -70,7 +79,9 @@ def test_progress_bar_is_a_line_reporter_off_a_terminal_and_silent_when_quiet(lo
         for _ in range(3):
             bar.update(1)
     lines = capsys.readouterr().out.splitlines()
-    assert [re.sub(r"elapsed .*", "", line) for line in lines] == [f"lightning-dd: evaluating distilled (1/2): epoch {i}/3, " for i in (1, 2, 3)]
+    assert [re.sub(r"elapsed .*", "", line) for line in lines] == [
+        f"lightning-dd: evaluating distilled (1/2): epoch {i}/3, " for i in (1, 2, 3)
+    ]
     monkeypatch.setenv("LIGHTNING_DD_QUIET", "1")
     with progress_bar(total=3, desc="evaluating", unit="epoch") as bar:
         bar.update(3)
@@ -94,7 +105,10 @@ class Stream(io.StringIO):
         return self.tty
 
 
-@pytest.mark.parametrize("stdout_tty, stderr_tty, expected", [(True, True, True), (False, True, False), (True, False, False), (False, False, False)])
+@pytest.mark.parametrize(
+    "stdout_tty, stderr_tty, expected",
+    [(True, True, True), (False, True, False), (True, False, False), (False, False, False)],
+)
 def test_interactive_only_when_both_streams_are_terminals(monkeypatch, stdout_tty, stderr_tty, expected):
     """``> run.log`` (stdout redirected) and ``2> err.log`` both turn bars into lines: either stream would collect redraws."""
     monkeypatch.setattr(sys, "stdout", Stream(stdout_tty))
@@ -111,7 +125,9 @@ def test_a_notebook_keeps_its_widget_bars(monkeypatch):
 
 def test_interval_setting_is_checked(monkeypatch):
     monkeypatch.setenv(progress.INTERVAL_ENV, "soon")
-    with pytest.raises(ConfigError, match="LIGHTNING_DD_PROGRESS_INTERVAL must be a finite number of seconds >= 0, got 'soon'"):
+    with pytest.raises(
+        ConfigError, match="LIGHTNING_DD_PROGRESS_INTERVAL must be a finite number of seconds >= 0, got 'soon'"
+    ):
         progress.progress_interval()
     with pytest.raises(ConfigError, match="LIGHTNING_DD_PROGRESS_INTERVAL must be"):
         ProgressLog().check_settings()  # refused at start-up, not after pool pretraining
@@ -123,7 +139,9 @@ def test_interval_setting_is_checked(monkeypatch):
 
 def fake_run(outer_iterations: int = 4, inner_loop: int = 5):
     """A module and trainer with the attributes ProgressLog reads (DistillModule's counters, the logged loss)."""
-    module = SimpleNamespace(outer=0, inner=0, hparams=SimpleNamespace(outer_iterations=outer_iterations, inner_loop=inner_loop))
+    module = SimpleNamespace(
+        outer=0, inner=0, hparams=SimpleNamespace(outer_iterations=outer_iterations, inner_loop=inner_loop)
+    )
     trainer = SimpleNamespace(is_global_zero=True, callback_metrics={})
     return module, trainer
 
@@ -145,7 +163,9 @@ def drive(callback: ProgressLog, clock: FakeClock, seconds_per_step: float = 2.0
 
 
 def test_distillation_lines_at_the_interval(loud):
-    lines = drive(ProgressLog(interval=15), FakeClock())  # 20 steps of 2 s: a line at 16 s and 32 s, then the end at 40 s
+    lines = drive(
+        ProgressLog(interval=15), FakeClock()
+    )  # 20 steps of 2 s: a line at 16 s and 32 s, then the end at 40 s
     assert lines == [
         "lightning-dd: distillation: outer iterations 1/4, matching steps 8/20, elapsed 16s, remaining ~24s, loss 0.125",
         "lightning-dd: distillation: outer iterations 3/4, matching steps 16/20, elapsed 32s, remaining ~8s, loss 0.0625",
@@ -184,7 +204,12 @@ def test_a_real_fit_writes_a_line_per_step_with_interval_zero(loud, pool_dir):
     fit(tiny_distill(pool_dir, outer_iterations=2, inner_loop=2), callbacks=[callback])
     lines = callback.stream.getvalue().splitlines()
     pattern = r"lightning-dd: distillation: outer iterations (\d)/2, matching steps (\d)/4, elapsed \d+s, remaining (~\d+s|\?), loss [0-9.e+-]+"
-    assert [re.fullmatch(pattern, line).group(1, 2) for line in lines] == [("0", "1"), ("1", "2"), ("1", "3"), ("2", "4")], lines
+    assert [re.fullmatch(pattern, line).group(1, 2) for line in lines] == [
+        ("0", "1"),
+        ("1", "2"),
+        ("1", "3"),
+        ("2", "4"),
+    ], lines
     assert progress.progress_interval() == progress.DEFAULT_INTERVAL  # the run's interval ends with the run
 
 
@@ -194,16 +219,43 @@ def test_fit_redirected_to_a_file_logs_progress_lines(tmp_path):
     script = Path(sys.executable).with_name("lightning-dd")
     tiny = ["--model.net.width=8", "--model.pool.size=1", "--model.pool.epochs=1", "--model.outer_iterations=2", "--model.inner_loop=2", "--model.n_data=32",
             "--evaluation.epochs=1", "--evaluation.repeats=1", "--evaluation.every_n_outer=0", "--evaluation.baselines=false", "--evaluation.full_set_epochs=0"]  # fmt: skip
-    args = ["fit", "--config", str(ROOT / "configs" / "digits" / "ipc1.yaml"), "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}", f"--model.pool.cache_dir={tmp_path / 'pools'}", *tiny, "--progress.interval=0"]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "digits" / "ipc1.yaml"),
+        "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--model.pool.cache_dir={tmp_path / 'pools'}",
+        *tiny,
+        "--progress.interval=0",
+    ]
     env = {**os.environ, "LIGHTNING_DD_QUIET": "0", "OMP_NUM_THREADS": "1"}
     env.pop(progress.INTERVAL_ENV, None)
     log = tmp_path / "run.log"
     with open(log, "w") as handle:
-        proc = subprocess.run([str(script), *args], stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path, env=env, timeout=600)
+        proc = subprocess.run(
+            [str(script), *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            env=env,
+            timeout=600,
+        )
     text = log.read_text()
     assert proc.returncode == 0, text[-3000:]
-    assert re.search(r"^lightning-dd: distillation: outer iterations 1/2, matching steps 2/4, elapsed \d+s, remaining ~\d+s, loss \S+$", text, re.M), text[-3000:]
-    assert re.search(r"^lightning-dd: distillation: outer iterations 2/2, matching steps 4/4, elapsed \d+s, remaining ~0s, loss \S+$", text, re.M), text[-3000:]
-    assert re.search(r"^lightning-dd: pretraining pool net 1/1: epoch 1/1, elapsed \d+s, remaining ~0s$", text, re.M), text[-3000:]
+    assert re.search(
+        r"^lightning-dd: distillation: outer iterations 1/2, matching steps 2/4, elapsed \d+s, remaining ~\d+s, loss \S+$",
+        text,
+        re.M,
+    ), text[-3000:]
+    assert re.search(
+        r"^lightning-dd: distillation: outer iterations 2/2, matching steps 4/4, elapsed \d+s, remaining ~0s, loss \S+$",
+        text,
+        re.M,
+    ), text[-3000:]
+    assert re.search(r"^lightning-dd: pretraining pool net 1/1: epoch 1/1, elapsed \d+s, remaining ~0s$", text, re.M), (
+        text[-3000:]
+    )
     assert re.search(r"^lightning-dd: evaluating .*: epoch 1/1, elapsed \d+s, remaining ~0s$", text, re.M), text[-3000:]
     assert "\r" not in text  # no progress-bar redraws in the log

@@ -23,12 +23,14 @@ from lightning_dd.distill.image_step import image_step_for
 from lightning_dd.distill.strategy import DistillDDPStrategy, check_processes
 from lightning_dd.errors import ConfigError
 
-from conftest import fit, tiny_module
+from helpers import fit, tiny_module
 
 
 def attached(digits, **overrides) -> DistillModule:
     """A module with data attached, its Distiller built and an outer iteration begun, without a Trainer (IDC mode: no pool)."""
-    settings = dict(ipc=1, factor=1, init="real", net=NetSpec(width=8, depth=2), model_source="random", batch_real=16, n_data=150)
+    settings = dict(
+        ipc=1, factor=1, init="real", net=NetSpec(width=8, depth=2), model_source="random", batch_real=16, n_data=150
+    )
     settings.update(overrides)
     module = DistillModule(**settings)
     module.attach_data(digits.info, digits.train_data)
@@ -91,7 +93,9 @@ def spy_batches(monkeypatch, target) -> list[int]:
     "net_batch_size, whole, expected",
     [(None, True, [16] * 10), (64, True, [64] * 3), (None, False, [16] * 9 + [6]), (64, False, [64, 64, 22])],
 )
-def test_network_update_runs_whole_batches_of_batch_real_by_default(digits, monkeypatch, net_batch_size, whole, expected):
+def test_network_update_runs_whole_batches_of_batch_real_by_default(
+    digits, monkeypatch, net_batch_size, whole, expected
+):
     module = attached(digits, net_batch_size=net_batch_size, net_whole_batches=whole)
     sizes = spy_batches(monkeypatch, distiller_file)
     steps = []
@@ -105,7 +109,9 @@ def test_pool_pretraining_batches_are_64_by_default(digits, monkeypatch, tmp_pat
     from lightning_dd.distill.pool import EarlyStagePool
 
     sizes = spy_batches(monkeypatch, classify)
-    EarlyStagePool.pretrain(NetSpec(width=4, depth=1), PoolConfig(size=1, epochs=1, cache_dir=str(tmp_path)), digits.train_data, seed=0)
+    EarlyStagePool.pretrain(
+        NetSpec(width=4, depth=1), PoolConfig(size=1, epochs=1, cache_dir=str(tmp_path)), digits.train_data, seed=0
+    )
     n = digits.train_data.images.shape[0]
     assert PoolConfig().batch_size == 64
     assert sizes == [64] * (n // 64) + ([n % 64] if n % 64 else [])
@@ -153,10 +159,21 @@ def one_spatial_each(calls) -> bool:
 
 @pytest.mark.parametrize("spatial", ["single", "all"])
 def test_evaluation_training_follows_the_spatial_rule(digits, applied, spatial):
-    schedule = TrainSchedule(epochs=3, batch_size=64, augment="color_crop_cutout_flip_scale_rotate", cutmix_p=0.5, spatial=spatial)
+    schedule = TrainSchedule(
+        epochs=3, batch_size=64, augment="color_crop_cutout_flip_scale_rotate", cutmix_p=0.5, spatial=spatial
+    )
     images, labels = digits.train_data.images[:256].float() / 255, digits.train_data.labels[:256]
-    train_classifier(NetSpec(width=4, depth=1).build_seeded(0, 1, 10, (8, 8)), images, labels, schedule, torch.Generator().manual_seed(0), flip_ok=False)
-    assert len(applied) == 12 and all("cutout" not in names and "flip" not in names and "color" in names for names in applied)
+    train_classifier(
+        NetSpec(width=4, depth=1).build_seeded(0, 1, 10, (8, 8)),
+        images,
+        labels,
+        schedule,
+        torch.Generator().manual_seed(0),
+        flip_ok=False,
+    )
+    assert len(applied) == 12 and all(
+        "cutout" not in names and "flip" not in names and "color" in names for names in applied
+    )
     if spatial == "single":
         assert one_spatial_each(applied) and len({names for names in applied}) > 1
     else:
@@ -164,7 +181,9 @@ def test_evaluation_training_follows_the_spatial_rule(digits, applied, spatial):
 
 
 def test_evaluation_callback_passes_its_protocol_on():
-    schedule = SyntheticEvaluation(augment="color_crop_cutout_scale_rotate", spatial="all", cutout_with_cutmix=True).schedule
+    schedule = SyntheticEvaluation(
+        augment="color_crop_cutout_scale_rotate", spatial="all", cutout_with_cutmix=True
+    ).schedule
     assert (schedule.spatial, schedule.cutout_with_cutmix) == ("all", True)
     assert "cutout" in schedule.augmentation().names and SyntheticEvaluation().schedule.spatial == "single"
 
@@ -189,7 +208,14 @@ def test_network_update_keeps_the_old_augmentation_one_setting_away(digits, appl
 def test_pool_pretraining_follows_its_settings(digits, applied, tmp_path, spatial, cutout_with_cutmix):
     from lightning_dd.distill.pool import EarlyStagePool
 
-    config = PoolConfig(size=1, epochs=1, augment="color_crop_cutout_scale_rotate", spatial=spatial, cutout_with_cutmix=cutout_with_cutmix, cache_dir=str(tmp_path))
+    config = PoolConfig(
+        size=1,
+        epochs=1,
+        augment="color_crop_cutout_scale_rotate",
+        spatial=spatial,
+        cutout_with_cutmix=cutout_with_cutmix,
+        cache_dir=str(tmp_path),
+    )
     EarlyStagePool.pretrain(NetSpec(width=4, depth=1), config, digits.train_data, seed=0)
     if spatial == "single":
         assert applied and one_spatial_each(applied) and all("cutout" not in n for n in applied)
@@ -212,7 +238,9 @@ def test_the_per_class_replay_writes_the_steps_and_calls_the_optimiser_once_for_
 
 @pytest.mark.parametrize("image_step", ["per_class", "per_iteration"])
 def test_one_global_step_per_inner_iteration(pool_dir, image_step):
-    trainer = fit(tiny_module(pool_dir, model_source="random", outer_iterations=1, inner_loop=2, n_data=0, image_step=image_step))
+    trainer = fit(
+        tiny_module(pool_dir, model_source="random", outer_iterations=1, inner_loop=2, n_data=0, image_step=image_step)
+    )
     assert trainer.global_step == 2
 
 
@@ -269,7 +297,13 @@ def test_mix_downsample_reaches_the_initial_images(digits, mode):
 def test_defaults_are_the_authors_protocol():
     hp = DistillModule().hparams
     assert hp.mix_downsample == "nearest" and hp.net_whole_batches is True
-    assert (hp.net_batch_size, hp.net_spatial, hp.net_cutout_with_cutmix, hp.clamp, hp.image_step) == (None, "single", False, "per_outer", "per_class")
+    assert (hp.net_batch_size, hp.net_spatial, hp.net_cutout_with_cutmix, hp.clamp, hp.image_step) == (
+        None,
+        "single",
+        False,
+        "per_outer",
+        "per_class",
+    )
     pool = PoolConfig()
     assert (pool.batch_size, pool.spatial, pool.cutout_with_cutmix) == (64, "single", False)
     assert pool.schedule().augmentation().names == ("color", "crop")  # the matching strategy minus cutout

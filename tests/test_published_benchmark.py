@@ -54,7 +54,10 @@ def test_readme_table_is_generated_from_the_results_files():
     row = table.splitlines()[2]
     edited = re.sub(r"\d+\.\d+", lambda m: f"{float(m.group()) + 0.1:.2f}", row, count=1)
     assert edited != row
-    assert published.readme_drift(readme.replace(row, edited), ROOT) == "the README's results table differs from the results files"
+    assert (
+        published.readme_drift(readme.replace(row, edited), ROOT)
+        == "the README's results table differs from the results files"
+    )
     assert published.readme_drift("no table", ROOT) == "the README has no generated results table"
 
 

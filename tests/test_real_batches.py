@@ -104,4 +104,7 @@ def test_normaliser_by_hand():
     norm = Normalizer((0.5, 0.25, 0.0), (0.5, 0.25, 2.0))
     x = torch.tensor([[[[1.0]], [[0.5]], [[1.0]]]])
     torch.testing.assert_close(norm(x), torch.tensor([[[[1.0]], [[1.0]], [[0.5]]]]))
-    torch.testing.assert_close(norm.uint8(torch.tensor([[[[255]], [[0]], [[51]]]], dtype=torch.uint8)), torch.tensor([[[[1.0]], [[-1.0]], [[0.1]]]]))
+    torch.testing.assert_close(
+        norm.uint8(torch.tensor([[[[255]], [[0]], [[51]]]], dtype=torch.uint8)),
+        torch.tensor([[[[1.0]], [[-1.0]], [[0.1]]]]),
+    )

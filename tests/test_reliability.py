@@ -13,16 +13,7 @@ import torch
 from lightning_dd import RealDataModule
 from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
 
-from conftest import make_trainer, tiny_module
-
-
-def module(pool_dir, **overrides):
-    """The tiny module with factor 2 and the mix init, three outer iterations: resume in the middle of one."""
-    return tiny_module(pool_dir, **{"ipc": 2, "factor": 2, "init": "mix", "outer_iterations": 3, "lr_img": 0.05, **overrides})
-
-
-def trainer(tmp_path, callbacks=(), **kwargs):
-    return make_trainer(callbacks, default_root_dir=tmp_path, **kwargs)
+from helpers import mix_module as module, trainer_at as trainer
 
 
 class InterruptAt(CheckpointOnInterrupt):
@@ -170,11 +161,21 @@ def test_cli_sigterm_then_resume_gives_the_same_export(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "LIGHTNING_DD_QUIET": "1"}
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "lightning_dd.cli", "fit", *tiny, *args], env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "lightning_dd.cli", "fit", *tiny, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     full = cli(f"--trainer.default_root_dir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = cli(f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.callbacks+=signal_helpers.SendSigterm", "--trainer.callbacks.at_step=4")
+    killed = cli(
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+        "--trainer.callbacks+=signal_helpers.SendSigterm",
+        "--trainer.callbacks.at_step=4",
+    )
     assert killed.returncode == 128 + signal.SIGTERM, killed.stderr[-2000:]
     ckpt = tmp_path / "run" / "lightning_logs" / "version_0" / "interrupted.ckpt"
     assert ckpt.exists() and "SIGTERM received" in killed.stderr + killed.stdout
@@ -194,7 +195,11 @@ def test_bad_ckpt_path_is_one_sentence(tmp_path, capsys):
     truncated.write_bytes(b"PK\x03\x04 not really a checkpoint")
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
-    for path, message in ((tmp_path / "missing.ckpt", "no checkpoint at"), (truncated, "truncated or foreign"), (foreign, "not a checkpoint written by lightning-dd")):
+    for path, message in (
+        (tmp_path / "missing.ckpt", "no checkpoint at"),
+        (truncated, "truncated or foreign"),
+        (foreign, "not a checkpoint written by lightning-dd"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={path}"])
         assert exit_info.value.code == 2

@@ -21,7 +21,7 @@ from lightning_dd import RealDataModule
 from lightning_dd.cli import DistillCLI, main
 from lightning_dd.errors import ConfigError
 
-from conftest import make_trainer, tiny_distill
+from helpers import make_trainer, tiny_distill
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lightning_dd"
 OTHER_IMAGES = r"the training images of data\.dataset=digits differ from those the checkpoint"
@@ -42,7 +42,12 @@ def changed_images(dm: RealDataModule) -> RealDataModule:
 # ------------------------------------------------------------------ the data module alone
 def test_the_data_module_state_round_trips_through_a_checkpoint_file(tmp_path, digits):
     state = digits.state_dict()
-    assert {k: v for k, v in state.items() if k != "train_digest"} == {"dataset": "digits", "source_options": {}, "val_per_class": 0, "val_seed": 0}
+    assert {k: v for k, v in state.items() if k != "train_digest"} == {
+        "dataset": "digits",
+        "source_options": {},
+        "val_per_class": 0,
+        "val_seed": 0,
+    }
     assert len(state["train_digest"]) == 16
     torch.save({"RealDataModule": state}, tmp_path / "x.ckpt")
     loaded = torch.load(tmp_path / "x.ckpt", weights_only=True)["RealDataModule"]  # plain values: no pickled objects
@@ -56,8 +61,16 @@ def test_the_data_module_state_round_trips_through_a_checkpoint_file(tmp_path, d
     "recorded, other, message",
     [
         ({}, {"val_per_class": 2}, r"data\.val_per_class=2 differs from 0 in the checkpoint"),
-        ({"val_per_class": 2}, {"val_per_class": 2, "val_seed": 1}, r"data\.val_seed=1 differs from 0 in the checkpoint"),
-        ({}, {"dataset": "mnist"}, r"data\.dataset=mnist differs from digits in the checkpoint"),  # refused before mnist is read
+        (
+            {"val_per_class": 2},
+            {"val_per_class": 2, "val_seed": 1},
+            r"data\.val_seed=1 differs from 0 in the checkpoint",
+        ),
+        (
+            {},
+            {"dataset": "mnist"},
+            r"data\.dataset=mnist differs from digits in the checkpoint",
+        ),  # refused before mnist is read
         ({}, {"source_options": {"split_seed": 1}}, r"data\.source_options=\{'split_seed': 1\} differs from \{\}"),
     ],
 )
@@ -80,7 +93,9 @@ def test_changed_images_are_refused_and_an_older_record_is_compared_by_its_setti
 @pytest.fixture
 def python_checkpoint(tmp_path, pool_dir) -> Path:
     """A one-step run on digits, checkpointed by Lightning's ModelCheckpoint."""
-    make_trainer(default_root_dir=tmp_path / "run", enable_checkpointing=True).fit(tiny_distill(pool_dir, model_source="random", perturb=False), datamodule=RealDataModule("digits"))
+    make_trainer(default_root_dir=tmp_path / "run", enable_checkpointing=True).fit(
+        tiny_distill(pool_dir, model_source="random", perturb=False), datamodule=RealDataModule("digits")
+    )
     (path,) = (tmp_path / "run").rglob("*.ckpt")
     return path
 
@@ -113,7 +128,14 @@ def test_an_old_checkpoint_without_the_data_state_still_resumes(python_checkpoin
 
 
 # ------------------------------------------------------------------ lightning-dd fit --ckpt_path
-RUN = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--evaluation.every_n_outer=0", "--evaluation.full_set_epochs=0", "--evaluation.baselines=false"]
+RUN = [
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--evaluation.every_n_outer=0",
+    "--evaluation.full_set_epochs=0",
+    "--evaluation.baselines=false",
+]
 TINY = ["--model.ipc=1", "--model.factor=1", "--model.init=real", "--model.net.width=8", "--model.net.depth=2", "--model.model_source=random", "--model.perturb=false",
         "--model.outer_iterations=1", "--model.inner_loop=1", "--model.batch_real=8", "--model.n_data=0", "--model.tune_cpu_allocator=false", "--evaluation.epochs=1", "--evaluation.repeats=1"]  # fmt: skip
 
@@ -131,7 +153,10 @@ def cli_checkpoint(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--data.val_per_class=2"], r"data\.val_per_class=2 differs from 0 in the checkpoint .*\.ckpt; a resumed run must use the data it started on"),
+        (
+            ["--data.val_per_class=2"],
+            r"data\.val_per_class=2 differs from 0 in the checkpoint .*\.ckpt; a resumed run must use the data it started on",
+        ),
         (["--data.dataset=mnist"], r"data\.dataset=mnist differs from digits in the checkpoint"),
         (["changed-images"], OTHER_IMAGES + r" .*\.ckpt was distilled on"),
     ],
@@ -160,6 +185,10 @@ def test_cli_resume_refuses_other_data_in_one_sentence(cli_checkpoint, tmp_path,
 
 
 def test_the_cli_overrides_no_private_lightningcli_method():
-    overridden = [name for name in vars(DistillCLI) if name.startswith("_") and not name.startswith("__") and hasattr(LightningCLI, name)]
+    overridden = [
+        name
+        for name in vars(DistillCLI)
+        if name.startswith("_") and not name.startswith("__") and hasattr(LightningCLI, name)
+    ]
     assert overridden == []
     assert not [p for p in PACKAGE.rglob("*.py") if "def _parse_" in p.read_text()]

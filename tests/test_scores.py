@@ -54,7 +54,9 @@ def test_ars_weights_the_augmented_gain_by_g():
 
 def test_scores_span_zero_to_one_on_fractions():
     """alpha = -1 (set 0, random 1, full 1) gives 0; alpha = 1 (set 1, random 0, full 0) gives 1; 0 gives 1/(1 + e)."""
-    assert label_robust_score(improvement_over_random(0.0, 1.0), hard_label_recovery(1.0, 0.0)) == pytest.approx(0.0, abs=1e-12)
+    assert label_robust_score(improvement_over_random(0.0, 1.0), hard_label_recovery(1.0, 0.0)) == pytest.approx(
+        0.0, abs=1e-12
+    )
     assert label_robust_score(improvement_over_random(1.0, 0.0), hard_label_recovery(0.0, 1.0)) == pytest.approx(1.0)
     assert squash(0.0) == pytest.approx(0.268941, abs=1e-6)  # (1 - 1/e) / (e - 1/e) = 1 / (1 + e)
 
@@ -73,7 +75,9 @@ def rows(**percent) -> dict[str, EvalResult]:
 def test_dd_scores_from_rows_in_percent():
     """set 80, random 50, full 90, plain set 60, plain random 40 (%):
     IOR 0.30, HLR 0.10, alpha 0.15 - 0.05 = 0.10; beta = 0.5 * 0.30 + 0.5 * 0.20 = 0.25."""
-    report = dd_scores(rows(set=80.0, random=50.0, full=90.0, set_plain=60.0, random_plain=40.0), scores=("ior", "hlr", "lrs", "ars"))
+    report = dd_scores(
+        rows(set=80.0, random=50.0, full=90.0, set_plain=60.0, random_plain=40.0), scores=("ior", "hlr", "lrs", "ars")
+    )
     assert report.split == "test" and report.missing == {}
     assert report.values["ior"] == pytest.approx(0.30) and report.values["hlr"] == pytest.approx(0.10)
     assert report.values["lrs"] == pytest.approx(0.313687, abs=1e-6)
@@ -89,7 +93,9 @@ def test_ars_reads_the_rows_without_augmentation():
 
 def test_soft_label_scores_use_the_soft_rows_for_ior_and_hard_labels_for_hlr():
     """soft set 85, soft random 70: soft IOR 0.15; soft LRS = squash(0.075 - 0.05) with HLR 0.10 (full 90, hard set 80)."""
-    report = dd_scores(rows(set=80.0, random=50.0, full=90.0, set_soft=85.0, random_soft=70.0), scores=("soft_ior", "soft_lrs"))
+    report = dd_scores(
+        rows(set=80.0, random=50.0, full=90.0, set_soft=85.0, random_soft=70.0), scores=("soft_ior", "soft_lrs")
+    )
     assert report.values["soft_ior"] == pytest.approx(0.15)
     assert report.values["soft_lrs"] == pytest.approx(0.279712, abs=1e-6)
 
@@ -111,7 +117,12 @@ def test_a_score_whose_rows_are_missing_is_not_reported_and_says_what_it_needs()
     report = dd_scores(rows(set=80.0, random=50.0), hints, scores=("ior", "hlr", "lrs", "ars"))
     assert set(report.values) == {"ior"}
     assert report.missing["hlr"] == "needs the full-training-set row (set --full_set_epochs > 0)"
-    assert report.missing["ars"] == "needs the distilled set without augmentation and random real without augmentation (set --scores true)"
+    assert (
+        report.missing["ars"]
+        == "needs the distilled set without augmentation and random real without augmentation (set --scores true)"
+    )
     line = report.line("convnet")
-    assert line.startswith("DD-Ranking scores (convnet), from test accuracy as fractions: IOR +0.3000; not computed: HLR, LRS: needs the full-training-set row")
+    assert line.startswith(
+        "DD-Ranking scores (convnet), from test accuracy as fractions: IOR +0.3000; not computed: HLR, LRS: needs the full-training-set row"
+    )
     assert "\n" not in line

@@ -82,32 +82,96 @@ DEFECTS = [
     ("label-too-large", set_label(19, 10), "has label 10, outside the 10 classes 0..9"),
     ("fewer-labels", set_field("labels", lambda y: y[:-1]), "holds 20 images but 19 labels"),
     ("more-labels", set_field("labels", lambda y: torch.cat([y, y[:2]])), "holds 20 images but 22 labels"),
-    ("image-width", set_field("images", lambda x: x[..., :7].contiguous()), "holds images of shape 1x8x7 but its dataset record says 1x8x8"),
-    ("image-channels", set_field("images", lambda x: x.repeat(1, 3, 1, 1)), "holds images of shape 3x8x8 but its dataset record says 1x8x8"),
-    ("images-3d", set_field("images", lambda x: x[:, 0]), "holds images of shape 20x8x8 but its dataset record says 1x8x8"),
-    ("uneven-classes", set_label(0, 1), "holds 1 image(s) of class 0 but 3 of class 1; a distilled set stores the same number (ipc) for every class"),
-    ("config-ipc", set_field("config", json.dumps({"model": {"ipc": 3, "factor": 2}})), "holds 2 image(s) per class with factor 2 but its config says model.ipc=3"),
-    ("config-factor", set_field("config", json.dumps({"model": {"ipc": 2, "factor": 1}})), "but its config says model.factor=1"),
-    ("images-float64", set_field("images", lambda x: x.double()), "stores its images as torch.float64; the format stores float32 pixels"),
+    (
+        "image-width",
+        set_field("images", lambda x: x[..., :7].contiguous()),
+        "holds images of shape 1x8x7 but its dataset record says 1x8x8",
+    ),
+    (
+        "image-channels",
+        set_field("images", lambda x: x.repeat(1, 3, 1, 1)),
+        "holds images of shape 3x8x8 but its dataset record says 1x8x8",
+    ),
+    (
+        "images-3d",
+        set_field("images", lambda x: x[:, 0]),
+        "holds images of shape 20x8x8 but its dataset record says 1x8x8",
+    ),
+    (
+        "uneven-classes",
+        set_label(0, 1),
+        "holds 1 image(s) of class 0 but 3 of class 1; a distilled set stores the same number (ipc) for every class",
+    ),
+    (
+        "config-ipc",
+        set_field("config", json.dumps({"model": {"ipc": 3, "factor": 2}})),
+        "holds 2 image(s) per class with factor 2 but its config says model.ipc=3",
+    ),
+    (
+        "config-factor",
+        set_field("config", json.dumps({"model": {"ipc": 2, "factor": 1}})),
+        "but its config says model.factor=1",
+    ),
+    (
+        "images-float64",
+        set_field("images", lambda x: x.double()),
+        "stores its images as torch.float64; the format stores float32 pixels",
+    ),
     ("images-uint8", set_field("images", lambda x: (x * 255).to(torch.uint8)), "stores its images as torch.uint8"),
     ("images-not-tensor", set_field("images", lambda x: x.tolist()), "stores its images as list, not a tensor"),
-    ("labels-int32", set_field("labels", lambda y: y.int()), "stores its labels as torch.int32; the format stores int64 class indices"),
+    (
+        "labels-int32",
+        set_field("labels", lambda y: y.int()),
+        "stores its labels as torch.int32; the format stores int64 class indices",
+    ),
     ("labels-float", set_field("labels", lambda y: y.float()), "stores its labels as torch.float32"),
     ("factor-zero", set_field("factor", 0), "records multi-formation factor 0; it must be an integer >= 1"),
     ("factor-float", set_field("factor", 2.0), "records multi-formation factor 2.0; it must be an integer >= 1"),
-    ("factor-too-large", set_field("factor", 5), "records multi-formation factor 5, which cuts 8x8 images into 1-pixel tiles"),
-    ("factor-empty-tile", nine_by_nine_factor_4, "records multi-formation factor 4, which cuts 9x9 images into tiles of which the last holds no pixel"),
-    ("config-not-json", set_field("config", "{model: ipc=2"), "has a config that is not valid JSON (Expecting property name"),
+    (
+        "factor-too-large",
+        set_field("factor", 5),
+        "records multi-formation factor 5, which cuts 8x8 images into 1-pixel tiles",
+    ),
+    (
+        "factor-empty-tile",
+        nine_by_nine_factor_4,
+        "records multi-formation factor 4, which cuts 9x9 images into tiles of which the last holds no pixel",
+    ),
+    (
+        "config-not-json",
+        set_field("config", "{model: ipc=2"),
+        "has a config that is not valid JSON (Expecting property name",
+    ),
     ("config-json-list", set_field("config", "[1, 2]"), "has a config that is a JSON list, not an object"),
     ("config-not-string", set_field("config", {"model": {}}), "stores its config as dict, not a JSON string"),
     ("missing-images", lambda blob: blob.pop("images"), "lacks the field(s) images of a distilled set"),
     ("dataset-not-dict", set_field("dataset", "digits"), "has a dataset record of type str, not a dictionary"),
     ("dataset-no-classes", lambda blob: blob["dataset"].pop("num_classes"), "has a dataset record without num_classes"),
-    ("dataset-zero-classes", set_dataset("num_classes", 0), "has an invalid dataset record: num_classes must be an integer >= 1, got 0"),
-    ("dataset-image-size", set_dataset("image_size", [8]), "has an invalid dataset record: image_size must be two integers >= 1, got [8]"),
-    ("dataset-std-zero", set_dataset("std", [0.0]), "has an invalid dataset record: std must be one finite number > 0 per channel"),
-    ("dataset-mean-nan", set_dataset("mean", [math.nan]), "has an invalid dataset record: mean must be one finite number per channel"),
-    ("dataset-class-names", set_dataset("class_names", ["0", "1"]), "has an invalid dataset record: class_names must be one name per class"),
+    (
+        "dataset-zero-classes",
+        set_dataset("num_classes", 0),
+        "has an invalid dataset record: num_classes must be an integer >= 1, got 0",
+    ),
+    (
+        "dataset-image-size",
+        set_dataset("image_size", [8]),
+        "has an invalid dataset record: image_size must be two integers >= 1, got [8]",
+    ),
+    (
+        "dataset-std-zero",
+        set_dataset("std", [0.0]),
+        "has an invalid dataset record: std must be one finite number > 0 per channel",
+    ),
+    (
+        "dataset-mean-nan",
+        set_dataset("mean", [math.nan]),
+        "has an invalid dataset record: mean must be one finite number per channel",
+    ),
+    (
+        "dataset-class-names",
+        set_dataset("class_names", ["0", "1"]),
+        "has an invalid dataset record: class_names must be one name per class",
+    ),
     ("version", set_field("version", 2), "has format version 2; this lightning-dd reads version 1"),
 ]
 
@@ -125,7 +189,9 @@ def test_each_defect_is_one_sentence_naming_the_file(valid, tmp_path, edit, defe
 def test_truncated_file(valid, tmp_path):
     path = tmp_path / "truncated.pt"
     path.write_bytes(valid.read_bytes()[: valid.stat().st_size // 2])
-    with pytest.raises(FileFormatError, match=r"truncated\.pt is not a readable lightning-dd distilled set \(truncated or foreign file"):
+    with pytest.raises(
+        FileFormatError, match=r"truncated\.pt is not a readable lightning-dd distilled set \(truncated or foreign file"
+    ):
         load_distilled(path)
 
 
@@ -158,10 +224,16 @@ def test_commands_refuse_a_damaged_file_before_training(valid, tmp_path, capsys,
 
     monkeypatch.setattr(lightning_dd.evaluation, "train_classifier", no_training)
     path = edited(valid, tmp_path, set_pixel(math.nan))
-    args = ["evaluate", str(path), "--device", "cpu", "--progress", "false"] if command == "evaluate" else ["export-folder", str(path), str(tmp_path / "png")]
+    args = (
+        ["evaluate", str(path), "--device", "cpu", "--progress", "false"]
+        if command == "evaluate"
+        else ["export-folder", str(path), str(tmp_path / "png")]
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err == f"lightning-dd: error: {path} holds 1 pixel value(s) that are not finite numbers (NaN or infinite)\n", err
+    assert (
+        err == f"lightning-dd: error: {path} holds 1 pixel value(s) that are not finite numbers (NaN or infinite)\n"
+    ), err
     assert not (tmp_path / "png").exists()

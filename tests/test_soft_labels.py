@@ -35,8 +35,14 @@ def hand_loss() -> float:
     KL_1 = 0.576117 ln(0.576117/0.383652) + 2 * 0.211942 ln(0.211942/...) ..., giving 1.005849 in all.
     """
     e = math.e
-    p = [[e / (e + 2), 1 / (e + 2), 1 / (e + 2)], [1 / (1 + e**0.5 + e**1.5), e**0.5 / (1 + e**0.5 + e**1.5), e**1.5 / (1 + e**0.5 + e**1.5)]]
-    q = [[e**0.5 / (2 * e**0.5 + 1), e**0.5 / (2 * e**0.5 + 1), 1 / (2 * e**0.5 + 1)], [1 / (e + 2), e / (e + 2), 1 / (e + 2)]]
+    p = [
+        [e / (e + 2), 1 / (e + 2), 1 / (e + 2)],
+        [1 / (1 + e**0.5 + e**1.5), e**0.5 / (1 + e**0.5 + e**1.5), e**1.5 / (1 + e**0.5 + e**1.5)],
+    ]
+    q = [
+        [e**0.5 / (2 * e**0.5 + 1), e**0.5 / (2 * e**0.5 + 1), 1 / (2 * e**0.5 + 1)],
+        [1 / (e + 2), e / (e + 2), 1 / (e + 2)],
+    ]
     kl = [sum(pc * (math.log(pc) - math.log(qc)) for pc, qc in zip(pi, qi)) for pi, qi in zip(p, q)]
     return T**2 * sum(kl) / 2
 
@@ -86,7 +92,9 @@ def test_per_image_labels_of_a_cutmixed_view_are_mixed_by_area():
     assert 0.0 < lam < 1.0 and torch.equal(seen[0], mixed)
     expected = lam * y_a + (1 - lam) * y_b
     zeros = torch.zeros(4, 3)  # student logits 0: q uniform, so the loss is KL(expected || uniform)
-    assert float(labeler(lambda v: zeros, x, probs, DSA("none"), torch.Generator().manual_seed(3), 1.0)) == pytest.approx(float((expected * (expected.log() + math.log(3))).sum(1).mean()), abs=1e-6)
+    assert float(
+        labeler(lambda v: zeros, x, probs, DSA("none"), torch.Generator().manual_seed(3), 1.0)
+    ) == pytest.approx(float((expected * (expected.log() + math.log(3))).sum(1).mean()), abs=1e-6)
 
 
 def test_per_view_labels_come_from_the_teacher_on_each_augmented_view():
@@ -104,7 +112,9 @@ def test_per_view_labels_come_from_the_teacher_on_each_augmented_view():
 
 # ------------------------------------------------------------------------------ teacher
 def tiny_teacher(tmp_path, **changes) -> TeacherConfig:
-    return TeacherConfig(**{"net": NET, "epochs": 1, "batch_size": 256, "cache_dir": str(tmp_path / "teachers"), **changes})
+    return TeacherConfig(
+        **{"net": NET, "epochs": 1, "batch_size": 256, "cache_dir": str(tmp_path / "teachers"), **changes}
+    )
 
 
 def test_the_teacher_is_trained_once_then_loaded_from_the_cache(digits, tmp_path, monkeypatch):
@@ -141,7 +151,9 @@ def test_a_damaged_cache_file_is_retrained(digits, tmp_path):
     first = load_or_train_teacher(tiny_teacher(tmp_path), NetSpec(), digits.train_data, progress=False)
     first.path.write_bytes(b"not a teacher")
     again = load_or_train_teacher(tiny_teacher(tmp_path), NetSpec(), digits.train_data, progress=False)
-    assert again.source == "trained" and again.path == first.path == teacher_cache_path(tiny_teacher(tmp_path), first.key)
+    assert again.source == "trained" and again.path == first.path == teacher_cache_path(
+        tiny_teacher(tmp_path), first.key
+    )
 
 
 # ------------------------------------------------------------------------------- export

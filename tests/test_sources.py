@@ -54,7 +54,9 @@ def write_idx_folder(folder: Path, arrays: dict, gz: bool) -> None:
 
 
 def test_sources_are_registered():
-    assert {"mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "image_folder", "digits"} <= set(available_sources())
+    assert {"mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "image_folder", "digits"} <= set(
+        available_sources()
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
@@ -73,13 +75,21 @@ def test_idx_matches_torchvision_reader(tmp_path):
     write_idx_folder(tmp_path, arrays, gz=False)
     images = read_idx(tmp_path / "train-images-idx3-ubyte")
     assert np.array_equal(images, read_image_file(str(tmp_path / "train-images-idx3-ubyte")).numpy())
-    assert np.array_equal(read_idx(tmp_path / "train-labels-idx1-ubyte"), read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).numpy())
+    assert np.array_equal(
+        read_idx(tmp_path / "train-labels-idx1-ubyte"),
+        read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).numpy(),
+    )
     assert images.flags.writeable  # torch.from_numpy without warnings
 
 
 def test_damaged_idx_is_one_sentence(tmp_path):
     good = encode_idx(np.zeros((2, 3), np.uint8))
-    cases = {"trunc": good[:-1], "magic": b"\x01\x02" + good[2:], "type": b"\x00\x00\x07\x02" + good[4:], "head": good[:6]}
+    cases = {
+        "trunc": good[:-1],
+        "magic": b"\x01\x02" + good[2:],
+        "type": b"\x00\x00\x07\x02" + good[4:],
+        "head": good[:6],
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DataError) as err:
@@ -103,7 +113,13 @@ def test_mnist_like_torchvision_layout(name, folder, tmp_path):
     data = load_source(name, data_dir=str(tmp_path))
     info = data.info
     # Mirrored clothes keep their label (the authors' code keeps flip for Fashion-MNIST); digits do not.
-    assert (info.name, info.num_classes, info.channels, info.image_size, info.flip_ok) == (name, 10, 1, (28, 28), name == "fashion_mnist")
+    assert (info.name, info.num_classes, info.channels, info.image_size, info.flip_ok) == (
+        name,
+        10,
+        1,
+        (28, 28),
+        name == "fashion_mnist",
+    )
     assert info.mean == torchvision_sources.STATS[name][0] and info.std == torchvision_sources.STATS[name][1]
     assert data.train.images.shape == (20, 1, 28, 28) and data.test.images.shape == (10, 1, 28, 28)
     assert data.train.images.dtype == torch.uint8 and data.train.labels.dtype == torch.int64
@@ -136,10 +152,18 @@ def test_fashion_mnist_falls_back_to_debian_package_only_without_torchvision_fil
     with pytest.raises(DataError) as err:
         load_source("fashion_mnist", data_dir=str(tmp_path / "empty"))
     message = str(err.value)
-    assert one_sentence(message) and "data.download=true" in message and "dataset-fashion-mnist" in message and "FashionMNIST/raw" in message
+    assert (
+        one_sentence(message)
+        and "data.download=true" in message
+        and "dataset-fashion-mnist" in message
+        and "FashionMNIST/raw" in message
+    )
 
 
-@pytest.mark.skipif(not os.path.isdir(torchvision_sources.DEBIAN_FASHION_MNIST), reason="Debian package dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not os.path.isdir(torchvision_sources.DEBIAN_FASHION_MNIST),
+    reason="Debian package dataset-fashion-mnist is not installed",
+)
 def test_real_debian_fashion_mnist(tmp_path):
     data = load_source("fashion_mnist", data_dir=str(tmp_path))
     assert data.train.images.shape == (60000, 1, 28, 28) and data.test.images.shape == (10000, 1, 28, 28)
@@ -180,9 +204,14 @@ def write_cifar(root: Path, hundred: bool, per_file: int = 6) -> dict:
             pickle.dump({"data": data, labels_key: labels, "batch_label": name}, f)
         written[name] = (data, labels)
     if hundred:
-        meta = {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]}
+        meta = {
+            "fine_label_names": [f"fine{i}" for i in range(100)],
+            "coarse_label_names": [f"c{i}" for i in range(20)],
+        }
     else:
-        meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+        meta = {
+            "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        }
     with open(folder / ("meta" if hundred else "batches.meta"), "wb") as f:
         pickle.dump(meta, f)
     return written
@@ -193,8 +222,16 @@ def test_cifar10(tmp_path, no_md5):
     data = load_source("cifar10", data_dir=str(tmp_path))
     info = data.info
     assert (info.num_classes, info.channels, info.image_size, info.flip_ok) == (10, 3, (32, 32), True)
-    assert info.mean == (0.4914, 0.4822, 0.4465) and info.std == (0.2023, 0.1994, 0.2010) and info.class_names[1] == "automobile"
-    assert data.train.images.shape == (30, 3, 32, 32) and data.test.images.shape == (6, 3, 32, 32) and data.train.images.dtype == torch.uint8
+    assert (
+        info.mean == (0.4914, 0.4822, 0.4465)
+        and info.std == (0.2023, 0.1994, 0.2010)
+        and info.class_names[1] == "automobile"
+    )
+    assert (
+        data.train.images.shape == (30, 3, 32, 32)
+        and data.test.images.shape == (6, 3, 32, 32)
+        and data.train.images.dtype == torch.uint8
+    )
     first, labels = written["data_batch_1"]
     assert torch.equal(data.train.images[0], torch.from_numpy(first[0].reshape(3, 32, 32)))  # channels-first again
     assert data.train.labels[:6].tolist() == labels and data.test.labels.tolist() == written["test_batch"][1]
@@ -226,12 +263,22 @@ def test_svhn(tmp_path, no_md5):
     assert torch.equal(data.train.images[4], torch.from_numpy(images["train"][:, :, :, 4]).permute(2, 0, 1))
 
 
-@pytest.mark.parametrize("name, expected", [("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"), ("svhn", "train_32x32.mat")])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("mnist", "MNIST/raw"),
+        ("cifar10", "cifar-10-batches-py"),
+        ("cifar100", "cifar-100-python"),
+        ("svhn", "train_32x32.mat"),
+    ],
+)
 def test_missing_files_are_one_sentence(name, expected, tmp_path):
     with pytest.raises(DataError) as err:
         RealDataModule(name, data_dir=str(tmp_path)).setup()
     message = str(err.value)
-    assert one_sentence(message) and expected in message and "data.download=true" in message and str(tmp_path) in message
+    assert (
+        one_sentence(message) and expected in message and "data.download=true" in message and str(tmp_path) in message
+    )
 
 
 def test_checksum_failure_and_download_failure_are_one_sentence(tmp_path, monkeypatch):
@@ -278,11 +325,23 @@ def test_image_folder_split_resize_and_stats(tmp_path):
     (tmp_path / "cat" / "notes.txt").write_text("not an image")
     data = load_source("image_folder", data_dir=str(tmp_path), image_size=16, test_fraction=0.2)
     info = data.info
-    assert (info.name, info.class_names, info.channels, info.image_size, info.flip_ok) == ("image_folder", ("cat", "dog", "eel"), 3, (16, 16), True)
-    assert data.train.images.shape == (12, 3, 16, 16) and data.test.images.shape == (3, 3, 16, 16) and data.train.images.dtype == torch.uint8
+    assert (info.name, info.class_names, info.channels, info.image_size, info.flip_ok) == (
+        "image_folder",
+        ("cat", "dog", "eel"),
+        3,
+        (16, 16),
+        True,
+    )
+    assert (
+        data.train.images.shape == (12, 3, 16, 16)
+        and data.test.images.shape == (3, 3, 16, 16)
+        and data.train.images.dtype == torch.uint8
+    )
     assert data.train.labels.bincount().tolist() == [4, 4, 4] and data.test.labels.tolist() == [0, 1, 2]
     assert data.train.images[data.train.labels == 1][:, :, 5, 5].unique(dim=0).tolist() == [[0, 255, 0]]
-    assert info.mean == pytest.approx(pixel_stats(data.train.images)[0]) and info.mean == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert info.mean == pytest.approx(pixel_stats(data.train.images)[0]) and info.mean == pytest.approx(
+        (1 / 3, 1 / 3, 1 / 3)
+    )
     again = load_source("image_folder", data_dir=str(tmp_path), image_size=16)
     assert torch.equal(again.train.images, data.train.images)
     stretched = load_source("image_folder", data_dir=str(tmp_path), image_size=[8, 12], channels=1, center_crop=False)
@@ -294,7 +353,9 @@ def test_image_folder_class_subsets_and_cap(tmp_path):
     write_images(tmp_path, {name: 6 for name in ["a", "b", "c", "d", "e"]})
     assert load_source("image_folder", data_dir=str(tmp_path), classes=["d", "b"]).info.class_names == ("d", "b")
     assert load_source("image_folder", data_dir=str(tmp_path), classes=2).info.class_names == ("a", "b")
-    seeded = [load_source("image_folder", data_dir=str(tmp_path), classes=3, class_seed=s).info.class_names for s in (1, 1, 2)]
+    seeded = [
+        load_source("image_folder", data_dir=str(tmp_path), classes=3, class_seed=s).info.class_names for s in (1, 1, 2)
+    ]
     assert seeded[0] == seeded[1] and len(seeded[0]) == 3 and list(seeded[0]) == sorted(seeded[0])
     capped = load_source("image_folder", data_dir=str(tmp_path), classes=2, max_per_class=4, test_fraction=0.25)
     assert len(capped.train) == 6 and len(capped.test) == 2

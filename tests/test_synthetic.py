@@ -113,7 +113,9 @@ def nearest_half(images: torch.Tensor) -> torch.Tensor:
 
 
 def antialiased_half(images: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.interpolate(images.float() / 255, size=(4, 4), mode="bilinear", antialias=True, align_corners=False)
+    return torch.nn.functional.interpolate(
+        images.float() / 255, size=(4, 4), mode="bilinear", antialias=True, align_corners=False
+    )
 
 
 @pytest.mark.parametrize("mode, shrink", [("nearest", nearest_half), ("antialias", antialiased_half)])
@@ -191,7 +193,12 @@ def test_bad_sizes_are_one_sentence():
         SyntheticSet(10, ipc=0, channels=1, image_size=(8, 8))
     with pytest.raises(ConfigError, match="factor 5 cuts 8x8 images into 1-pixel tiles"):
         SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8), factor=5)
-    with pytest.raises(ConfigError, match="factor 5 cuts 12x12 images into tiles of which the last holds no pixel of the image; use a factor of at most 4"):
-        SyntheticSet(10, ipc=1, channels=1, image_size=(12, 12), factor=5)  # tiles of 3 px at 0..12: the fifth starts past the image
+    with pytest.raises(
+        ConfigError,
+        match="factor 5 cuts 12x12 images into tiles of which the last holds no pixel of the image; use a factor of at most 4",
+    ):
+        SyntheticSet(
+            10, ipc=1, channels=1, image_size=(12, 12), factor=5
+        )  # tiles of 3 px at 0..12: the fifth starts past the image
     with pytest.raises(ConfigError, match="unknown init"):
         SyntheticSet(10, ipc=1, channels=1, image_size=(8, 8)).initialize("zeros", None, torch.Generator())

@@ -22,7 +22,14 @@ INFO = DatasetInfo("digits", 10, 1, (8, 8), (0.3,), (0.4,), tuple(str(i) for i i
 class UserClassifier(L.LightningModule):
     """What a user would write: their own LightningModule around a network, plain SGD."""
 
-    def __init__(self, net: torch.nn.Module, num_classes: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        num_classes: int,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+    ) -> None:
         super().__init__()
         self.net, self.lr, self.momentum, self.weight_decay = net, lr, momentum, weight_decay
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -52,7 +59,14 @@ class UserClassifier(L.LightningModule):
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
-    defaults = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     return L.Trainer(**{**defaults, **kwargs})
 
 
@@ -97,7 +111,12 @@ def test_shuffling_and_augmentation_are_seeded(export):
 def test_augmentation_in_worker_processes(export):
     dm = SyntheticDataModule(export, batch_size=40, augment="crop_cutout", num_workers=2, seed=3)
     a = [x for x, _ in dm.train_dataloader()]
-    b = [x for x, _ in SyntheticDataModule(export, batch_size=40, augment="crop_cutout", num_workers=2, seed=3).train_dataloader()]
+    b = [
+        x
+        for x, _ in SyntheticDataModule(
+            export, batch_size=40, augment="crop_cutout", num_workers=2, seed=3
+        ).train_dataloader()
+    ]
     assert len(a) == 2 and all(torch.equal(p, q) for p, q in zip(a, b))  # reproducible across runs
 
 
@@ -149,16 +168,27 @@ def test_user_module_matches_lightning_dd_evaluation(tmp_path, digits):
     """
     train = digits.train_data
     idx = train.random_subset_indices(10, torch.Generator().manual_seed(0))
-    path = save_distilled(tmp_path / "subset.pt", train.images[idx].float() / 255, train.labels[idx], 1, digits.info, {"note": "random real subset"})
+    path = save_distilled(
+        tmp_path / "subset.pt",
+        train.images[idx].float() / 255,
+        train.labels[idx],
+        1,
+        digits.info,
+        {"note": "random real subset"},
+    )
 
     net, epochs, batch, repeats = NetSpec(width=16, depth=2), 40, 32, 3
     schedule = TrainSchedule(epochs=epochs, lr=0.01, batch_size=batch, milestones=(), augment="none", cutmix_p=0.0)
-    reference = evaluate_repeats("subset", train.images[idx], train.labels[idx], digits.test_data, net, schedule, repeats, seed=0, progress=False)
+    reference = evaluate_repeats(
+        "subset", train.images[idx], train.labels[idx], digits.test_data, net, schedule, repeats, seed=0, progress=False
+    )
 
     accuracies = []
     for seed in range(repeats):
         dm = SyntheticDataModule(path, batch_size=batch, real_test=digits, seed=100 + seed)
-        model = UserClassifier(net.build_seeded(100 + seed, dm.info.channels, dm.num_classes, dm.info.image_size), dm.num_classes)
+        model = UserClassifier(
+            net.build_seeded(100 + seed, dm.info.channels, dm.num_classes, dm.info.image_size), dm.num_classes
+        )
         trainer = quiet_trainer(max_epochs=epochs, limit_val_batches=0)
         trainer.fit(model, datamodule=dm)
         accuracies.append(100.0 * trainer.test(model, datamodule=dm, verbose=False)[0]["test_acc"])

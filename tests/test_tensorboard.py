@@ -7,7 +7,7 @@ import torch
 from lightning_dd.cli import run_cli
 from lightning_dd.export import image_grid
 
-from conftest import CLI_TINY as TINY  # the tiny configuration of the CLI tests
+from helpers import CLI_TINY as TINY  # the tiny configuration of the CLI tests
 
 SCALARS = [
     "distill/match_loss",
@@ -21,11 +21,20 @@ SCALARS = [
 
 
 def test_fit_writes_scalars_images_and_hparams(tmp_path):
-    args = ["fit", f"--trainer.default_root_dir={tmp_path}", f"--model.pool.cache_dir={tmp_path / 'pools'}", "--trainer.log_every_n_steps=1", *TINY]
+    args = [
+        "fit",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--model.pool.cache_dir={tmp_path / 'pools'}",
+        "--trainer.log_every_n_steps=1",
+        *TINY,
+    ]
     run_cli(args)
     log_dir = tmp_path / "lightning_logs" / "version_0"
     assert list(log_dir.glob("events.out.tfevents.*"))
-    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0, "histograms": 0, "audio": 0, "compressedHistograms": 0})
+    events = EventAccumulator(
+        str(log_dir),
+        size_guidance={"scalars": 0, "images": 0, "tensors": 0, "histograms": 0, "audio": 0, "compressedHistograms": 0},
+    )
     events.Reload()
     tags = events.Tags()
 

@@ -14,12 +14,30 @@ from lightning_dd.atomic import atomic_open
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule
 from lightning_dd.errors import ConfigError, choose
-from lightning_dd.evaluation import EvalPlan, EvalResult, NetworkEvaluation, apply_protocol, evaluate_network, evaluate_repeats, format_table, net_label
+from lightning_dd.evaluation import (
+    EvalPlan,
+    EvalResult,
+    NetworkEvaluation,
+    apply_protocol,
+    evaluate_network,
+    evaluate_repeats,
+    format_table,
+    net_label,
+)
 from lightning_dd.export import image_grid
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
 from lightning_dd.teacher import TeacherConfig, load_or_train_teacher
-from lightning_dd.validation import COUNT, POSITIVE, check_net_fits, check_numbers, check_writable_dir, defaults_of, fields_of, resolve_path
+from lightning_dd.validation import (
+    COUNT,
+    POSITIVE,
+    check_net_fits,
+    check_numbers,
+    check_writable_dir,
+    defaults_of,
+    fields_of,
+    resolve_path,
+)
 
 # What adds each row of the scores, as a fit's config says it.
 SCORE_HINTS = {
@@ -106,7 +124,16 @@ class SyntheticEvaluation(Callback):
         temperature: float = 4.0,
         teacher: TeacherConfig = TeacherConfig(),
     ) -> None:
-        given = dict(epochs=epochs, net=net, lr=lr, batch_size=batch_size, augment=augment, cutmix_p=cutmix_p, spatial=spatial, cutout_with_cutmix=cutout_with_cutmix)
+        given = dict(
+            epochs=epochs,
+            net=net,
+            lr=lr,
+            batch_size=batch_size,
+            augment=augment,
+            cutmix_p=cutmix_p,
+            spatial=spatial,
+            cutout_with_cutmix=cutout_with_cutmix,
+        )
         settings = apply_protocol(protocol, given, defaults_of(type(self).__init__), "evaluation.")
         self.protocol, net, epochs = protocol, settings.pop("net"), settings["epochs"]
         self.every_n_outer, self.repeats, self.epochs, self.net = every_n_outer, repeats, epochs, net
@@ -127,14 +154,26 @@ class SyntheticEvaluation(Callback):
 
     def check_settings(self) -> None:
         """Start-up check of the numbers (asked by :func:`~lightning_dd.preflight.preflight_fit`)."""
-        values = {"every_n_outer": self.every_n_outer, "repeats": self.repeats, "full_set_epochs": self.full_set_epochs, "temperature": self.temperature}
+        values = {
+            "every_n_outer": self.every_n_outer,
+            "repeats": self.repeats,
+            "full_set_epochs": self.full_set_epochs,
+            "temperature": self.temperature,
+        }
         values.update({k: v for k, v in fields_of(self.schedule).items() if k != "milestones"})
-        check_numbers(values, "evaluation", rules={"epochs": COUNT, "temperature": POSITIVE}, defaults=defaults_of(type(self).__init__))
+        check_numbers(
+            values,
+            "evaluation",
+            rules={"epochs": COUNT, "temperature": POSITIVE},
+            defaults=defaults_of(type(self).__init__),
+        )
         if self.soft_labels is not None:  # the teacher is needed only at the end: refuse a bad one before the run
             if self.teacher.checkpoint is None:
                 check_writable_dir(self.teacher.cache_dir, "evaluation.teacher.cache_dir")
             elif not resolve_path(self.teacher.checkpoint).is_file():
-                raise ConfigError(f"evaluation.teacher.checkpoint={self.teacher.checkpoint} is not a file; give the path of a teacher file or state dict")
+                raise ConfigError(
+                    f"evaluation.teacher.checkpoint={self.teacher.checkpoint} is not a file; give the path of a teacher file or state dict"
+                )
 
     def check_data(self, info) -> None:
         """Start-up check that the evaluation (and teacher) network fits the data's images."""
@@ -150,13 +189,19 @@ class SyntheticEvaluation(Callback):
 
         Plain JSON values: the protocol's name (or None), the network and the training recipe.
         """
-        recipe = {k: v for k, v in fields_of(self.schedule).items() if k in ("epochs", "batch_size", "lr", "augment", "cutmix_p", "spatial", "cutout_with_cutmix")}
+        recipe = {
+            k: v
+            for k, v in fields_of(self.schedule).items()
+            if k in ("epochs", "batch_size", "lr", "augment", "cutmix_p", "spatial", "cutout_with_cutmix")
+        }
         recorded = {"protocol": self.protocol, "net": self._net(pl_module).to_dict(), "repeats": self.repeats, **recipe}
         if self.networks is not None and len(self.networks) > 1:
             recorded["networks"] = [spec.to_dict() for spec in self.networks]
         return recorded
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if trainer.sanity_checking or not getattr(pl_module, "finished_outer", False) or self.every_n_outer <= 0:
             return
         outer = pl_module.outer
@@ -171,11 +216,28 @@ class SyntheticEvaluation(Callback):
             return
         dm, nets, device = trainer.datamodule, self._nets(pl_module), pl_module.device
         images, labels = pl_module.decoded()
-        full_set_epochs = self.full_set_epochs if self.baselines or self.scores else 0  # without baselines, no full-set row (as before)
-        plan = EvalPlan(self.repeats, self.baselines, full_set_epochs, self.scores, self._soft_labeler(dm, nets[0], device))
+        full_set_epochs = (
+            self.full_set_epochs if self.baselines or self.scores else 0
+        )  # without baselines, no full-set row (as before)
+        plan = EvalPlan(
+            self.repeats, self.baselines, full_set_epochs, self.scores, self._soft_labeler(dm, nets[0], device)
+        )
         common = (pl_module.hparams.ipc, dm.train_data, dm.test_data)
         evaluations = [
-            evaluate_network(result.name, images, labels, *common, net, self.schedule, plan, self.seed, device, self.progress, _val_split(dm), set_row=result if i == 0 else None)
+            evaluate_network(
+                result.name,
+                images,
+                labels,
+                *common,
+                net,
+                self.schedule,
+                plan,
+                self.seed,
+                device,
+                self.progress,
+                _val_split(dm),
+                set_row=result if i == 0 else None,
+            )
             for i, net in enumerate(nets)
         ]
         self.final_evaluation, self.final_evaluations = evaluations[0], evaluations
@@ -187,7 +249,9 @@ class SyntheticEvaluation(Callback):
         if self.soft_labels is None:
             return None
         teacher = load_or_train_teacher(self.teacher, net, datamodule.train_data, device, self.progress)
-        rank_zero_info(f"lightning-dd: soft labels ({self.soft_labels}, temperature {self.temperature:g}) from {teacher.describe()}")
+        rank_zero_info(
+            f"lightning-dd: soft labels ({self.soft_labels}, temperature {self.temperature:g}) from {teacher.describe()}"
+        )
         return SoftLabeler(teacher.model, self.soft_labels, self.temperature)
 
     def _nets(self, pl_module: pl.LightningModule) -> list[NetSpec]:
@@ -198,28 +262,50 @@ class SyntheticEvaluation(Callback):
         """The network of the evaluations during the run (and of the teacher by default): the first one."""
         return self._nets(pl_module)[0]
 
-    def _evaluate_synthetic(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool = False) -> EvalResult:
+    def _evaluate_synthetic(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool = False
+    ) -> EvalResult:
         """Train ``repeats`` networks on the set; during the run score on validation only when it exists (the test split is for the end)."""
         images, labels = pl_module.decoded()
-        name = f"distilled, {pl_module.hparams.ipc}/class (x{pl_module.hparams.factor ** 2} decoded)"
+        name = f"distilled, {pl_module.hparams.ipc}/class (x{pl_module.hparams.factor**2} decoded)"
         result = EvalResult(name)
         if trainer.is_global_zero:
             dm = trainer.datamodule
             val = _val_split(dm)
             score_on = dm.test_data if final or val is None else val
-            result = evaluate_repeats(name, images, labels, score_on, self._net(pl_module), self.schedule, self.repeats, self.seed, pl_module.device, self.progress, val if final else None)
+            result = evaluate_repeats(
+                name,
+                images,
+                labels,
+                score_on,
+                self._net(pl_module),
+                self.schedule,
+                self.repeats,
+                self.seed,
+                pl_module.device,
+                self.progress,
+                val if final else None,
+            )
             if final or val is None:
                 metrics = {"eval/acc_mean": result.mean, "eval/acc_std": result.std}
                 if result.val_accuracies:
                     metrics["eval/val_acc_mean"] = result.val_mean
             else:  # scored on validation: the result's "test" column holds validation accuracy
-                result = EvalResult(name, images=result.images, epochs=result.epochs, val_accuracies=result.accuracies, seconds=result.seconds)
+                result = EvalResult(
+                    name,
+                    images=result.images,
+                    epochs=result.epochs,
+                    val_accuracies=result.accuracies,
+                    seconds=result.seconds,
+                )
                 metrics = {"eval/val_acc_mean": result.val_mean}
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
                 if isinstance(logger, TensorBoardLogger):
                     stored, _ = pl_module.distilled()
-                    logger.experiment.add_image("synthetic/images", image_grid(stored, pl_module.hparams.ipc), trainer.global_step)
+                    logger.experiment.add_image(
+                        "synthetic/images", image_grid(stored, pl_module.hparams.ipc), trainer.global_step
+                    )
             self.history.append((pl_module.outer, result))
             split, score = ("test", result.mean) if result.accuracies else ("validation", result.val_mean)
             rank_zero_info(f"lightning-dd: outer {pl_module.outer}: synthetic-set {split} accuracy {score:.2f} %")
@@ -250,7 +336,12 @@ class SyntheticEvaluation(Callback):
         if trainer.log_dir:
             out = Path(trainer.log_dir)
             history = [{"outer": o, **r.to_dict()} for o, r in self.history]
-            report = {"rows": [r.to_dict() for r in rows], "history": history, "scores": first.scores(SCORE_HINTS).to_dict(), "seconds": seconds}
+            report = {
+                "rows": [r.to_dict() for r in rows],
+                "history": history,
+                "scores": first.scores(SCORE_HINTS).to_dict(),
+                "seconds": seconds,
+            }
             if several:
                 report["networks"] = [evaluation.to_dict(SCORE_HINTS) for evaluation in evaluations]
             with atomic_open(out / "results.json", "w") as handle:
@@ -271,9 +362,13 @@ def _networks(networks: list[NetSpec] | None, net: NetSpec | None, protocol: str
     if networks is None:
         return None
     if net is not None:
-        raise ConfigError("evaluation.net and evaluation.networks were both given; use evaluation.networks alone to evaluate with several networks")
+        raise ConfigError(
+            "evaluation.net and evaluation.networks were both given; use evaluation.networks alone to evaluate with several networks"
+        )
     if protocol is not None:
-        raise ConfigError(f"evaluation.protocol={protocol} fixes the evaluation network, so it cannot be combined with evaluation.networks; drop one of the two")
+        raise ConfigError(
+            f"evaluation.protocol={protocol} fixes the evaluation network, so it cannot be combined with evaluation.networks; drop one of the two"
+        )
     if not networks:
         raise ConfigError("evaluation.networks is empty; give at least one network, e.g. [{name: convnet}]")
     return [NetSpec(**spec) if isinstance(spec, dict) else spec for spec in networks]

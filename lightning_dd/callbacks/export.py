@@ -36,8 +36,14 @@ class DistilledExport(Callback):
         if self.dirpath:
             check_writable_dir(self.dirpath, "export.dirpath")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self.every_n_outer > 0 and getattr(pl_module, "finished_outer", False) and pl_module.outer % self.every_n_outer == 0:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        if (
+            self.every_n_outer > 0
+            and getattr(pl_module, "finished_outer", False)
+            and pl_module.outer % self.every_n_outer == 0
+        ):
             self.export(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -49,7 +55,9 @@ class DistilledExport(Callback):
         if getattr(pl_module, "synthetic", None) is not None:
             path = self.export(trainer, pl_module)
             if path is not None:
-                rank_zero_info(f"lightning-dd: training stopped ({type(exception).__name__}); the current set was saved to {path}")
+                rank_zero_info(
+                    f"lightning-dd: training stopped ({type(exception).__name__}); the current set was saved to {path}"
+                )
 
     def output_dir(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
@@ -64,7 +72,9 @@ class DistilledExport(Callback):
         if data is not None and hasattr(data, "hparams"):  # which images were held out for validation, for `evaluate`
             config["data"] = to_jsonable(dict(data.hparams))
         evaluation = next((cb for cb in trainer.callbacks if hasattr(cb, "recorded_settings")), None)
-        if evaluation is not None:  # `evaluate` then repeats the evaluation the run printed, not the distillation network's
+        if (
+            evaluation is not None
+        ):  # `evaluate` then repeats the evaluation the run printed, not the distillation network's
             config["evaluation"] = to_jsonable(evaluation.recorded_settings(pl_module))
         path = save_distilled(out / f"{self.name}.pt", images, labels, pl_module.hparams.factor, pl_module.info, config)
         save_grid_png(out / f"{self.name}.png", images, pl_module.hparams.ipc)

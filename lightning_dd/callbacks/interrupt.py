@@ -56,7 +56,9 @@ class CheckpointOnInterrupt(Callback):
             self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handler)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         requested = self.signal_received is not None
         if trainer.world_size > 1:  # every rank must stop at the same step
             requested = bool(trainer.strategy.reduce_boolean_decision(requested, all=False))
@@ -73,7 +75,11 @@ class CheckpointOnInterrupt(Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         logger = trainer.logger
         if logger is not None and getattr(logger, "log_dir", None):
-            checkpoint[LOG_LOCATION_KEY] = {"log_dir": str(Path(logger.log_dir).resolve()), "name": logger.name, "version": logger.version}
+            checkpoint[LOG_LOCATION_KEY] = {
+                "log_dir": str(Path(logger.log_dir).resolve()),
+                "name": logger.name,
+                "version": logger.version,
+            }
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()

@@ -20,7 +20,17 @@ from typing import Callable, Optional, TextIO
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from lightning_dd.progress import Throttle, check_interval, emit, format_duration, interactive, progress_interval, quiet, remaining, set_progress_interval
+from lightning_dd.progress import (
+    Throttle,
+    check_interval,
+    emit,
+    format_duration,
+    interactive,
+    progress_interval,
+    quiet,
+    remaining,
+    set_progress_interval,
+)
 
 LOSS_KEY = "distill/match_loss"
 
@@ -71,7 +81,9 @@ class ProgressLog(Callback):
         self._throttle = Throttle(progress_interval() if self.interval is None else float(self.interval), self.clock)
         self._steps_at_start = self._steps_done(pl_module)  # a resumed run estimates from this process's own pace
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if self._throttle is not None and self._throttle.due():
             self._write(trainer, pl_module)
 

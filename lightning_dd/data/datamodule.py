@@ -71,7 +71,9 @@ class RealDataModule(LightningDataModule):
         super().__init__()
         choose("dataset", dataset, available_sources())
         if source_options is not None and not isinstance(source_options, dict):
-            raise ConfigError(f"data.source_options must be a mapping such as {{image_size: 32}}, got {source_options!r}")
+            raise ConfigError(
+                f"data.source_options must be a mapping such as {{image_size: 32}}, got {source_options!r}"
+            )
         # Unknown option names are refused here, not as a TypeError deep inside the loader.
         check_source_options(dataset, source_options or {}, sources._SOURCES[dataset])
         self.save_hyperparameters()
@@ -97,8 +99,14 @@ class RealDataModule(LightningDataModule):
         """Load the dataset once (later calls are free)."""
         if self._loaded is not None:
             return
-        loaded = load_source(self.dataset, data_dir=str(Path(self.data_dir).expanduser()), download=self.download, **self.source_options)
-        empty = [loaded.info.class_names[c] for c in range(loaded.info.num_classes) if not torch.any(loaded.train.labels == c)]
+        loaded = load_source(
+            self.dataset, data_dir=str(Path(self.data_dir).expanduser()), download=self.download, **self.source_options
+        )
+        empty = [
+            loaded.info.class_names[c]
+            for c in range(loaded.info.num_classes)
+            if not torch.any(loaded.train.labels == c)
+        ]
         if empty:
             raise DataError(f"dataset {self.dataset!r} has no training images for class(es) {', '.join(empty)}")
         train, val = split_validation(loaded.train, loaded.info, self.val_per_class, self.val_seed, self.dataset)
@@ -110,7 +118,12 @@ class RealDataModule(LightningDataModule):
     # ------------------------------------------------------------------ checkpoints
     def identity(self) -> dict[str, Any]:
         """The settings that decide which images are served (:data:`DATA_IDENTITY`), as a checkpoint stores them."""
-        return {"dataset": self.dataset, "source_options": dict(self.source_options), "val_per_class": self.val_per_class, "val_seed": self.val_seed}
+        return {
+            "dataset": self.dataset,
+            "source_options": dict(self.source_options),
+            "val_per_class": self.val_per_class,
+            "val_seed": self.val_seed,
+        }
 
     def train_digest(self) -> str:
         """A short sha256 of the training split's images and labels, computed once per load.
@@ -239,7 +252,9 @@ def _empty_as_none(value: Any) -> Any:
     return None if value is None or value == {} else value
 
 
-def split_validation(train: ImageSplit, info: DatasetInfo, per_class: int, seed: int, dataset: str) -> tuple[ImageSplit, ImageSplit | None]:
+def split_validation(
+    train: ImageSplit, info: DatasetInfo, per_class: int, seed: int, dataset: str
+) -> tuple[ImageSplit, ImageSplit | None]:
     """``(train without the validation images, validation)``: ``per_class`` images of every class drawn with ``seed``.
 
     The draw uses its own generator, so the split is the same whatever else the run seeds; every
@@ -252,9 +267,13 @@ def split_validation(train: ImageSplit, info: DatasetInfo, per_class: int, seed:
     for c in range(info.num_classes):
         members = torch.nonzero(train.labels == c).flatten()
         if members.numel() <= per_class:
-            raise DataError(f"data.val_per_class={per_class} leaves no training image of class {info.class_names[c]!r} in {dataset!r} ({members.numel()} images); use at most {members.numel() - 1}")
+            raise DataError(
+                f"data.val_per_class={per_class} leaves no training image of class {info.class_names[c]!r} in {dataset!r} ({members.numel()} images); use at most {members.numel() - 1}"
+            )
         held.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
     val_index = torch.cat(held).sort().values
     keep = torch.ones(train.labels.numel(), dtype=torch.bool)
     keep[val_index] = False
-    return ImageSplit(train.images[keep], train.labels[keep]), ImageSplit(train.images[val_index], train.labels[val_index])
+    return ImageSplit(train.images[keep], train.labels[keep]), ImageSplit(
+        train.images[val_index], train.labels[val_index]
+    )

@@ -31,7 +31,9 @@ import torch
 from lightning_dd.data.sources import ImageSplit, LoadedDataset, make_dataset, register_source, stratified_split
 from lightning_dd.errors import ConfigError, DataError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
+)
 TEST_FOLDERS = ("test", "val")
 
 
@@ -40,7 +42,11 @@ def _class_folders(root: Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def _select_classes(available: list[str], classes, class_seed: int | None, where: Path) -> list[str]:
@@ -49,16 +55,22 @@ def _select_classes(available: list[str], classes, class_seed: int | None, where
     if classes is None:
         return available
     if isinstance(classes, bool):
-        raise ConfigError(f"source option classes must be a list of class folder names or a number of classes, got {classes!r}")
+        raise ConfigError(
+            f"source option classes must be a list of class folder names or a number of classes, got {classes!r}"
+        )
     if isinstance(classes, int):
         if not 1 <= classes <= len(available):
-            raise ConfigError(f"source option classes={classes} must be between 1 and the {len(available)} class folders in {str(where)!r}")
+            raise ConfigError(
+                f"source option classes={classes} must be between 1 and the {len(available)} class folders in {str(where)!r}"
+            )
         if class_seed is None:
             return available[:classes]
         chosen = np.random.default_rng(class_seed).choice(len(available), size=classes, replace=False)
         return sorted(available[i] for i in chosen)
     if isinstance(classes, str) or not isinstance(classes, Sequence):
-        raise ConfigError(f"source option classes must be a list of class folder names or a number of classes, got {classes!r}")
+        raise ConfigError(
+            f"source option classes must be a list of class folder names or a number of classes, got {classes!r}"
+        )
     names = [str(c) for c in classes]
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"source option classes must list distinct class folder names, got {names}")
@@ -66,7 +78,9 @@ def _select_classes(available: list[str], classes, class_seed: int | None, where
     missing = [n for n in names if n not in present]
     if missing:
         examples = ", ".join(available[:5]) + (", ..." if len(available) > 5 else "")
-        raise ConfigError(f"class folder(s) {', '.join(map(repr, missing))} not found in {str(where)!r}, which has {len(available)} class folders ({examples})")
+        raise ConfigError(
+            f"class folder(s) {', '.join(map(repr, missing))} not found in {str(where)!r}, which has {len(available)} class folders ({examples})"
+        )
     return names
 
 
@@ -77,7 +91,9 @@ def _check_test_classes(train_classes: list[str], test_root: Path, train_root: P
     if extra:
         listed = ", ".join(map(repr, extra[:5])) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
         which = f"class {listed} is" if len(extra) == 1 else f"classes {listed} are"
-        raise DataError(f"{which} in {str(test_root)!r} but not in {str(train_root)!r}; every {test_root.name} class needs training images, so add its folder under {train_root.name}/ or remove it from {test_root.name}/")
+        raise DataError(
+            f"{which} in {str(test_root)!r} but not in {str(train_root)!r}; every {test_root.name} class needs training images, so add its folder under {train_root.name}/ or remove it from {test_root.name}/"
+        )
 
 
 def _load_image(path: Path, size: tuple[int, int], mode: str, center_crop: bool) -> np.ndarray:
@@ -102,7 +118,9 @@ def _load_image(path: Path, size: tuple[int, int], mode: str, center_crop: bool)
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def _read_split(root: Path, class_names: list[str], size, mode, center_crop, cap: int | None, rng) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(
+    root: Path, class_names: list[str], size, mode, center_crop, cap: int | None, rng
+) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for label, name in enumerate(class_names):
         folder = root / name
@@ -110,7 +128,9 @@ def _read_split(root: Path, class_names: list[str], size, mode, center_crop, cap
             raise DataError(f"class folder {str(folder)!r} is missing; every split needs a folder for each class")
         files = _image_files(folder)
         if not files:
-            raise DataError(f"class folder {str(folder)!r} contains no images (accepted: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise DataError(
+                f"class folder {str(folder)!r} contains no images (accepted: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
         if cap is not None and len(files) > cap:
             files = [files[i] for i in np.sort(rng.choice(len(files), size=cap, replace=False))]
         images.extend(_load_image(f, size, mode, center_crop) for f in files)
@@ -172,14 +192,20 @@ def load_image_folder(
     """
     root = Path(data_dir).expanduser()
     if root.exists() and not root.is_dir():
-        raise DataError(f"data.data_dir {str(root)!r} is a file; point it at a folder with one sub-folder of images per class")
+        raise DataError(
+            f"data.data_dir {str(root)!r} is a file; point it at a folder with one sub-folder of images per class"
+        )
     if not root.is_dir():
-        raise DataError(f"image folder {str(root)!r} does not exist; point data.data_dir at a folder with one sub-folder of images per class")
+        raise DataError(
+            f"image folder {str(root)!r} does not exist; point data.data_dir at a folder with one sub-folder of images per class"
+        )
     if channels not in (1, 3):
         raise ConfigError(f"source option channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     if not 0 < test_fraction < 1:
         raise ConfigError(f"source option test_fraction must be between 0 and 1, got {test_fraction!r}")
-    if max_per_class is not None and (isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or max_per_class < 1):
+    if max_per_class is not None and (
+        isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or max_per_class < 1
+    ):
         raise ConfigError(f"source option max_per_class must be a positive integer, got {max_per_class!r}")
     size, mode = _size(image_size), "RGB" if channels == 3 else "L"
 

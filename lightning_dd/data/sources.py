@@ -138,7 +138,9 @@ def make_dataset(
 
 
 @register_source("digits")
-def load_digits(data_dir: str = "data", download: bool = False, test_fraction: float = 0.2, split_seed: int = 0) -> LoadedDataset:
+def load_digits(
+    data_dir: str = "data", download: bool = False, test_fraction: float = 0.2, split_seed: int = 0
+) -> LoadedDataset:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, no download).
 
     The train/test split is class-stratified and fixed by ``split_seed`` so results are comparable

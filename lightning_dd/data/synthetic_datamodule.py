@@ -100,11 +100,18 @@ class SyntheticDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
-            raise ConfigError(f"batch sizes must be >= 1, got batch_size={batch_size} eval_batch_size={eval_batch_size}")
+            raise ConfigError(
+                f"batch sizes must be >= 1, got batch_size={batch_size} eval_batch_size={eval_batch_size}"
+            )
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
         self.path = path
-        self.batch_size, self.num_workers, self.seed, self.eval_batch_size = batch_size, num_workers, seed, eval_batch_size
+        self.batch_size, self.num_workers, self.seed, self.eval_batch_size = (
+            batch_size,
+            num_workers,
+            seed,
+            eval_batch_size,
+        )
         self.distilled: DistilledSet = load_distilled(path)
         check_strategy("augment", augment)
         self.dsa = DSA(augment, flip_ok=self.distilled.info.flip_ok)
@@ -138,7 +145,9 @@ class SyntheticDataModule(LightningDataModule):
             return RealDataModule(real_test, data_dir=data_dir)
         if isinstance(real_test, RealDataModule):
             return real_test
-        raise ConfigError(f"real_test must be a dataset name, True, None or a RealDataModule, got {type(real_test).__name__}")
+        raise ConfigError(
+            f"real_test must be a dataset name, True, None or a RealDataModule, got {type(real_test).__name__}"
+        )
 
     # ---------------------------------------------------------------- loading
     def setup(self, stage: str | None = None) -> None:
@@ -147,7 +156,11 @@ class SyntheticDataModule(LightningDataModule):
             return
         self.real_test.setup(stage)
         real, mine = self.real_test.info, self.info
-        if (real.num_classes, real.channels, tuple(real.image_size)) != (mine.num_classes, mine.channels, tuple(mine.image_size)):
+        if (real.num_classes, real.channels, tuple(real.image_size)) != (
+            mine.num_classes,
+            mine.channels,
+            tuple(mine.image_size),
+        ):
             raise ConfigError(
                 f"the real test set {real.name!r} has {real.num_classes} classes of {real.channels}x{real.image_size[0]}x{real.image_size[1]} "
                 f"but the distilled set has {mine.num_classes} classes of {mine.channels}x{mine.image_size[0]}x{mine.image_size[1]}"

@@ -51,7 +51,9 @@ def _torchvision():
     try:
         import torchvision.datasets as tv_datasets
     except ImportError:
-        raise DataError("this dataset is read with torchvision, which is not installed; run `pip install torchvision`") from None
+        raise DataError(
+            "this dataset is read with torchvision, which is not installed; run `pip install torchvision`"
+        ) from None
     return tv_datasets
 
 
@@ -62,15 +64,23 @@ def _read(label: str, expected: str, data_dir: str, download: bool, build: Calla
     except LightningDDError:
         raise
     except ImportError as err:
-        raise DataError(f"reading {label} needs the missing module {err.name or err}; install it (e.g. `pip install scipy`)") from None
+        raise DataError(
+            f"reading {label} needs the missing module {err.name or err}; install it (e.g. `pip install scipy`)"
+        ) from None
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, pickle/assert errors
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if download:
-            raise DataError(f"could not download or read {label} into {expected} under {data_dir!r} ({reason}); check the network connection, or place the files there yourself") from None
+            raise DataError(
+                f"could not download or read {label} into {expected} under {data_dir!r} ({reason}); check the network connection, or place the files there yourself"
+            ) from None
         if "not found" in reason.lower():
             damaged = " (or failed their checksum)" if "corrupted" in reason.lower() else ""
-            raise DataError(f"{label} files not found{damaged}: expected {expected} under {data_dir!r}; set data.download=true to download them") from None
-        raise DataError(f"{label} files under {data_dir!r} could not be read ({type(err).__name__}: {reason}); delete {expected} and set data.download=true to fetch fresh copies") from None
+            raise DataError(
+                f"{label} files not found{damaged}: expected {expected} under {data_dir!r}; set data.download=true to download them"
+            ) from None
+        raise DataError(
+            f"{label} files under {data_dir!r} could not be read ({type(err).__name__}: {reason}); delete {expected} and set data.download=true to fetch fresh copies"
+        ) from None
 
 
 def _split(images: torch.Tensor | np.ndarray, labels) -> ImageSplit:
@@ -91,7 +101,8 @@ def _mnist_like(name: str, cls_name: str, label: str, data_dir: str, download: b
         _split(train.data.unsqueeze(1), train.targets),
         _split(test.data.unsqueeze(1), test.targets),
         list(getattr(train, "classes", [str(i) for i in range(10)])),
-        flip_ok=name == "fashion_mnist",  # clothes keep their label mirrored (the authors keep flip for Fashion-MNIST); digits do not
+        flip_ok=name
+        == "fashion_mnist",  # clothes keep their label mirrored (the authors keep flip for Fashion-MNIST); digits do not
         mean=mean,
         std=std,
     )
@@ -120,23 +131,40 @@ def _idx_files_in(folder: Path) -> dict[str, Path] | None:
 def _load_idx_fashion_mnist(folder: Path) -> LoadedDataset:
     files = _idx_files_in(folder)
     if files is None:
-        raise DataError(f"Fashion-MNIST IDX files not found in {str(folder)!r}: expected {{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] (install the Debian package dataset-fashion-mnist or fix source_options.debian_dir)")
+        raise DataError(
+            f"Fashion-MNIST IDX files not found in {str(folder)!r}: expected {{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] (install the Debian package dataset-fashion-mnist or fix source_options.debian_dir)"
+        )
     splits = []
     for prefix in ("train", "t10k"):
         images = read_idx(files[f"{prefix}-images-idx3-ubyte"])
         labels = read_idx(files[f"{prefix}-labels-idx1-ubyte"])
         if images.dtype != np.uint8 or images.ndim != 3 or labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(f"Fashion-MNIST files in {str(folder)!r} do not hold uint8 [N, H, W] images with one label each ({prefix} images {images.shape}, labels {labels.shape})")
+            raise DataError(
+                f"Fashion-MNIST files in {str(folder)!r} do not hold uint8 [N, H, W] images with one label each ({prefix} images {images.shape}, labels {labels.shape})"
+            )
         if labels.size and (labels.min() < 0 or labels.max() > 9):
             raise DataError(f"Fashion-MNIST labels in {str(files[f'{prefix}-labels-idx1-ubyte'])!r} are outside 0..9")
         splits.append(_split(images[:, None], labels))
     mean, std = STATS["fashion_mnist"]
-    class_names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    class_names = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
     return make_dataset("fashion_mnist", splits[0], splits[1], class_names, flip_ok=True, mean=mean, std=std)
 
 
 @register_source("fashion_mnist")
-def load_fashion_mnist(data_dir: str = "data", download: bool = False, debian_dir: str | None = None, **options) -> LoadedDataset:
+def load_fashion_mnist(
+    data_dir: str = "data", download: bool = False, debian_dir: str | None = None, **options
+) -> LoadedDataset:
     """Fashion-MNIST (60000 + 10000 grey 28x28 clothing images).
 
     Read from ``debian_dir`` when given (a folder with the four IDX files, gzip-compressed or
@@ -156,7 +184,9 @@ def load_fashion_mnist(data_dir: str = "data", download: bool = False, debian_di
     except DataError as err:
         if download or torchvision_present:
             raise
-        raise DataError(f"{err} (or install the Debian package dataset-fashion-mnist, read from {DEBIAN_FASHION_MNIST})") from None
+        raise DataError(
+            f"{err} (or install the Debian package dataset-fashion-mnist, read from {DEBIAN_FASHION_MNIST})"
+        ) from None
 
 
 def _cifar(name: str, cls_name: str, label: str, expected: str, data_dir: str, download: bool) -> LoadedDataset:
@@ -181,7 +211,14 @@ def _cifar(name: str, cls_name: str, label: str, expected: str, data_dir: str, d
 def load_cifar10(data_dir: str = "data", download: bool = False, **options) -> LoadedDataset:
     """CIFAR-10 (50000 + 10000 colour 32x32 images, 10 classes) from ``<data_dir>/cifar-10-batches-py``."""
     _reject_options("cifar10", options)
-    return _cifar("cifar10", "CIFAR10", "CIFAR-10", "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}", data_dir, download)
+    return _cifar(
+        "cifar10",
+        "CIFAR10",
+        "CIFAR-10",
+        "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
+        data_dir,
+        download,
+    )
 
 
 @register_source("cifar100")
@@ -202,7 +239,13 @@ def load_svhn(data_dir: str = "data", download: bool = False, **options) -> Load
     tv = _torchvision()
     expected = "train_32x32.mat and test_32x32.mat"
     splits = [
-        _read("SVHN", expected, data_dir, download, lambda split=split: tv.SVHN(root=data_dir, split=split, download=download))
+        _read(
+            "SVHN",
+            expected,
+            data_dir,
+            download,
+            lambda split=split: tv.SVHN(root=data_dir, split=split, download=download),
+        )
         for split in ("train", "test")
     ]
     mean, std = STATS["svhn"]
@@ -216,4 +259,12 @@ def load_svhn(data_dir: str = "data", download: bool = False, **options) -> Load
     )
 
 
-__all__ = ["DEBIAN_FASHION_MNIST", "STATS", "load_cifar10", "load_cifar100", "load_fashion_mnist", "load_mnist", "load_svhn"]
+__all__ = [
+    "DEBIAN_FASHION_MNIST",
+    "STATS",
+    "load_cifar10",
+    "load_cifar100",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_svhn",
+]

@@ -20,7 +20,16 @@ from lightning_dd.distill.pool import PoolConfig
 from lightning_dd.distill.synthetic import check_factor
 from lightning_dd.errors import ConfigError
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.validation import check_class_counts, check_net_fits, check_net_trains, check_numbers, check_rho, check_writable_dir, defaults_of, fields_of
+from lightning_dd.validation import (
+    check_class_counts,
+    check_net_fits,
+    check_net_trains,
+    check_numbers,
+    check_rho,
+    check_writable_dir,
+    defaults_of,
+    fields_of,
+)
 
 
 def check_module_numbers(hparams: Mapping[str, Any], prefix: str, defaults: Mapping[str, Any]) -> None:
@@ -29,7 +38,9 @@ def check_module_numbers(hparams: Mapping[str, Any], prefix: str, defaults: Mapp
     check_rho(hparams.get("rho_min"), hparams.get("rho_max"))
 
 
-def check_settings_alone(hparams: Mapping[str, Any], pool: PoolConfig, net: NetSpec, defaults: Mapping[str, Any]) -> None:
+def check_settings_alone(
+    hparams: Mapping[str, Any], pool: PoolConfig, net: NetSpec, defaults: Mapping[str, Any]
+) -> None:
     """Checks without data: numbers (named ``model.*``), the pool's and the network's, the pool cache folder."""
     check_module_numbers(hparams, "model", defaults)
     check_numbers(fields_of(pool), "model.pool", defaults=defaults_of(type(pool)))
@@ -38,7 +49,14 @@ def check_settings_alone(hparams: Mapping[str, Any], pool: PoolConfig, net: NetS
         check_writable_dir(pool.cache_dir, "model.pool.cache_dir")
 
 
-def check_settings_against_data(hparams: Mapping[str, Any], net: NetSpec, image_step: ImageStep, info: DatasetInfo, train: RealData, test: RealData | None) -> None:
+def check_settings_against_data(
+    hparams: Mapping[str, Any],
+    net: NetSpec,
+    image_step: ImageStep,
+    info: DatasetInfo,
+    train: RealData,
+    test: RealData | None,
+) -> None:
     """Checks against the data: class counts, the factor, the network against the image size and the per-class synthetic batch, classes per pass."""
     check_class_counts(info, train, hparams["ipc"], hparams["batch_real"], test)
     try:
@@ -46,8 +64,18 @@ def check_settings_against_data(hparams: Mapping[str, Any], net: NetSpec, image_
     except ConfigError as err:
         raise ConfigError(f"model.{err}") from None
     check_net_fits(net, info.channels, info.num_classes, info.image_size, "model.net")
-    per_class = min(int(hparams["ipc"]) * int(hparams["factor"]) ** 2, int(hparams["max_syn_per_class"]), int(hparams["batch_real"]))
-    check_net_trains(net, info.channels, info.num_classes, info.image_size, per_class, "model.net", "match at least 2 images per class (model.ipc >= 2 or model.factor 2, and model.batch_real >= 2)")
+    per_class = min(
+        int(hparams["ipc"]) * int(hparams["factor"]) ** 2, int(hparams["max_syn_per_class"]), int(hparams["batch_real"])
+    )
+    check_net_trains(
+        net,
+        info.channels,
+        info.num_classes,
+        info.image_size,
+        per_class,
+        "model.net",
+        "match at least 2 images per class (model.ipc >= 2 or model.factor 2, and model.batch_real >= 2)",
+    )
     with torch.random.fork_rng(devices=[]):  # building a template must not move the global random stream
         template = net.build(info.channels, info.num_classes, info.image_size)
     image_step.check_grouped(hparams["classes_per_pass"], supports_grouped(template), hparams["match"], net)

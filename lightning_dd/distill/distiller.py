@@ -142,7 +142,9 @@ class Distiller:
         else:
             member = -1
             seed = int(torch.randint(2**31 - 1, (1,), generator=generator).item())
-            weights = self.network.spec.build_seeded(seed, info.channels, info.num_classes, info.image_size).state_dict()
+            weights = self.network.spec.build_seeded(
+                seed, info.channels, info.num_classes, info.image_size
+            ).state_dict()
         if draw.perturb:
             params, buffers = self.network.functional.split(weights)
             weights = {**perturb(params, draw.rho_min, draw.rho_max, generator), **buffers}
@@ -151,7 +153,12 @@ class Distiller:
     def _net_optimizer(self, state: dict | None = None) -> torch.optim.SGD:
         """The network's SGD for this outer iteration (momentum carries over between its inner iterations)."""
         u = self.settings.update
-        optimizer = torch.optim.SGD(self.network.functional.parameters_of(self.state.weights), lr=u.lr, momentum=u.momentum, weight_decay=u.weight_decay)
+        optimizer = torch.optim.SGD(
+            self.network.functional.parameters_of(self.state.weights),
+            lr=u.lr,
+            momentum=u.momentum,
+            weight_decay=u.weight_decay,
+        )
         if state is not None:
             optimizer.load_state_dict(state)
         return optimizer
@@ -175,7 +182,9 @@ class Distiller:
         if not bool(torch.isfinite(mean_loss)):  # one host sync per outer iteration
             with torch.no_grad():
                 self.synthetic.images.copy_(state.good_images)
-            raise DivergenceError(f"the matching loss became {float(mean_loss)} in outer iteration {state.outer + 1}; the synthetic set was reset to its state before that iteration (lower lr_img or change metric)")
+            raise DivergenceError(
+                f"the matching loss became {float(mean_loss)} in outer iteration {state.outer + 1}; the synthetic set was reset to its state before that iteration (lower lr_img or change metric)"
+            )
         state.outer += 1
         state.inner = 0
         state.weights, state.net_optimizer = None, None
@@ -208,7 +217,9 @@ class Distiller:
         draws = self.dsa.sample(classes, generator).to(self.device)  # one copy, not one per class
         per_class, subsample = self.synthetic.per_class_decoded, None
         if per_class > m.max_syn_per_class:
-            subsample = torch.stack([torch.randperm(per_class, generator=generator)[: m.max_syn_per_class] for _ in range(classes)]).to(self.device)
+            subsample = torch.stack(
+                [torch.randperm(per_class, generator=generator)[: m.max_syn_per_class] for _ in range(classes)]
+            ).to(self.device)
         return MatchingBatch(real, draws, subsample)
 
     def _class_pair(self, c: int, batch: MatchingBatch) -> tuple[Tensor, Tensor]:
@@ -227,12 +238,22 @@ class Distiller:
             assert net.grouped is not None
             pairs = [self._class_pair(c, batch) for c in chunk]
             labels = torch.tensor(chunk, device=self.device)
-            return grouped_matching_loss(net.grouped, weights, net.matched, torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), labels, m.metric)
+            return grouped_matching_loss(
+                net.grouped,
+                weights,
+                net.matched,
+                torch.stack([p[0] for p in pairs]),
+                torch.stack([p[1] for p in pairs]),
+                labels,
+                m.metric,
+            )
         (c,) = chunk
         real_c, syn_c = self._class_pair(c, batch)
         if m.match == "embed":
             return class_embedding_loss(lambda x: net.functional.embed(weights, x), real_c, syn_c)
-        return class_matching_loss(lambda x: net.functional(weights, x), [weights[n] for n in net.matched], real_c, syn_c, c, m.metric)
+        return class_matching_loss(
+            lambda x: net.functional(weights, x), [weights[n] for n in net.matched], real_c, syn_c, c, m.metric
+        )
 
     def _sum_across_processes(self, total: Tensor) -> Tensor:
         """Sum the image gradients (each process holds its own classes') and the loss across processes, in one call."""

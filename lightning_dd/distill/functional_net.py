@@ -53,7 +53,9 @@ class FunctionalNet:
             raise KeyError(f"state dict lacks parameters {missing[:3]}")
         return {n: state[n] for n in self.param_names}, {n: state[n] for n in self.buffer_names if n in state}
 
-    def clone_weights(self, state: dict[str, torch.Tensor], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    def clone_weights(
+        self, state: dict[str, torch.Tensor], device: torch.device | str | None = None
+    ) -> dict[str, torch.Tensor]:
         """Fresh leaf tensors for training: parameters require grad, buffers do not."""
         params, buffers = self.split(state)
         out = {n: p.detach().to(device or p.device).clone().requires_grad_(True) for n, p in params.items()}
@@ -85,7 +87,9 @@ class _Embedder(nn.Module):
         if self.head_name is None:
             raise TypeError(f"{type(self.net).__name__} has neither an embed method nor a linear or convolutional head")
         seen: list[torch.Tensor] = []
-        handle = self.net.get_submodule(self.head_name).register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+        handle = self.net.get_submodule(self.head_name).register_forward_pre_hook(
+            lambda _module, args: seen.append(args[0])
+        )
         try:
             self.net(x)
         finally:

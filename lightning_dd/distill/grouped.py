@@ -68,10 +68,14 @@ class GroupedConvNet:
 
     def __init__(self, template: nn.Module) -> None:
         if not supports_grouped(template):
-            raise TypeError(f"{type(template).__name__} cannot run grouped (ConvNet with instance norm or no norm only)")
+            raise TypeError(
+                f"{type(template).__name__} cannot run grouped (ConvNet with instance norm or no norm only)"
+            )
         self.layers = [(f"features.{i}", m) for i, m in enumerate(template.features)]
 
-    def replicate(self, weights: dict[str, torch.Tensor], groups: int, matched: Sequence[str]) -> dict[str, torch.Tensor]:
+    def replicate(
+        self, weights: dict[str, torch.Tensor], groups: int, matched: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
         """``groups`` stacked copies of every parameter; the matched ones are fresh leaves that require grad."""
         copies = {}
         for name, w in weights.items():
@@ -88,22 +92,43 @@ class GroupedConvNet:
         h = x.transpose(0, 1).reshape(n, k * x.shape[2], *x.shape[3:])
         for prefix, m in self.layers:
             if isinstance(m, nn.Conv2d):
-                h = F.conv2d(h, copies[f"{prefix}.weight"], copies.get(f"{prefix}.bias"), m.stride, m.padding, m.dilation, k * m.groups)
+                h = F.conv2d(
+                    h,
+                    copies[f"{prefix}.weight"],
+                    copies.get(f"{prefix}.bias"),
+                    m.stride,
+                    m.padding,
+                    m.dilation,
+                    k * m.groups,
+                )
             elif isinstance(m, nn.GroupNorm):
-                h = F.group_norm(h, k * m.num_groups, copies.get(f"{prefix}.weight"), copies.get(f"{prefix}.bias"), m.eps)
+                h = F.group_norm(
+                    h, k * m.num_groups, copies.get(f"{prefix}.weight"), copies.get(f"{prefix}.bias"), m.eps
+                )
             elif isinstance(m, nn.ReLU):
                 h = F.relu(h)
             elif not isinstance(m, nn.Identity):
                 h = m(h)  # pooling acts per channel
         features = h.reshape(n, k, -1).transpose(0, 1)  # [K, n, D]
-        return torch.baddbmm(copies["classifier.bias"].unsqueeze(1), features, copies["classifier.weight"].transpose(1, 2))
+        return torch.baddbmm(
+            copies["classifier.bias"].unsqueeze(1), features, copies["classifier.weight"].transpose(1, 2)
+        )
 
-    def class_gradients(self, copies: dict[str, torch.Tensor], matched: Sequence[str], x: torch.Tensor, labels: torch.Tensor, create_graph: bool) -> list[torch.Tensor]:
+    def class_gradients(
+        self,
+        copies: dict[str, torch.Tensor],
+        matched: Sequence[str],
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        create_graph: bool,
+    ) -> list[torch.Tensor]:
         """Per-class gradients of the mean cross-entropy, stacked along the copies' first dimension."""
         k, n = x.shape[:2]
         logits = self.logits(copies, x)
         targets = labels.view(k, 1).expand(k, n).reshape(-1)
-        loss = F.cross_entropy(logits.reshape(k * n, -1), targets, reduction="sum") / n  # sum over classes of per-class means
+        loss = (
+            F.cross_entropy(logits.reshape(k * n, -1), targets, reduction="sum") / n
+        )  # sum over classes of per-class means
         return list(torch.autograd.grad(loss, [copies[m] for m in matched], create_graph=create_graph))
 
 
@@ -130,4 +155,6 @@ def grouped_matching_loss(
     # Rows of the stacked tensors are (class, output unit) pairs, so per-row metrics (cos) and
     # whole-tensor sums (mse, l1) both add up exactly the per-class distances.
     flat = lambda g, name: g.reshape(k * weights[name].shape[0], *weights[name].shape[1:]) if g.dim() > 1 else g  # noqa: E731
-    return gradient_distance([flat(g, n) for g, n in zip(g_real, matched)], [flat(g, n) for g, n in zip(g_syn, matched)], metric)
+    return gradient_distance(
+        [flat(g, n) for g, n in zip(g_real, matched)], [flat(g, n) for g, n in zip(g_syn, matched)], metric
+    )

@@ -76,7 +76,9 @@ class ImageStep(ABC):
     def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Refuse an image optimiser this step cannot drive (any torch optimiser works here)."""
         if not isinstance(optimizer, self.optimizer_type):
-            raise ConfigError(f"image_step={self.name} needs a {self.optimizer_type.__name__} image optimiser, got {type(optimizer).__name__}")
+            raise ConfigError(
+                f"image_step={self.name} needs a {self.optimizer_type.__name__} image optimiser, got {type(optimizer).__name__}"
+            )
 
     def check_grouped(self, configured: int | None, grouped: bool, match: str, net: NetSpec) -> None:
         """Refuse several classes per pass where the grouped pass cannot run (the start-up checks ask it).
@@ -89,7 +91,9 @@ class ImageStep(ABC):
         """
         check_grouped_pass(configured, grouped, match, net.name, net.norm)
 
-    def classes_per_pass(self, configured: int | None, grouped: bool, match: str, net: NetSpec, device_type: str) -> int:
+    def classes_per_pass(
+        self, configured: int | None, grouped: bool, match: str, net: NetSpec, device_type: str
+    ) -> int:
         """Classes matched per pass: ``configured`` (checked as :meth:`check_grouped`), or the default of ``device_type``."""
         if configured is None:
             return default_classes_per_pass(device_type) if grouped and match == "grad" else 1
@@ -139,16 +143,22 @@ class PerClassLoop(ImageStep):
 
     def check_classes_per_pass(self, classes_per_pass: int | None) -> None:
         if classes_per_pass is not None and classes_per_pass > 1:
-            raise ConfigError(f"per_class_impl='loop' steps the images after every class, so classes_per_pass must be 1 (got {classes_per_pass}); use per_class_impl='replay' to match several classes per pass")
+            raise ConfigError(
+                f"per_class_impl='loop' steps the images after every class, so classes_per_pass must be 1 (got {classes_per_pass}); use per_class_impl='replay' to match several classes per pass"
+            )
 
     def check_processes(self, world_size: int) -> None:
         if world_size > 1:
-            raise ConfigError("model.per_class_impl=loop cannot run on several processes (each holds other classes, so none can step after every class); set model.per_class_impl=replay, which gives the same per-class steps")
+            raise ConfigError(
+                "model.per_class_impl=loop cannot run on several processes (each holds other classes, so none can step after every class); set model.per_class_impl=replay, which gives the same per-class steps"
+            )
 
     def check_grouped(self, configured: int | None, grouped: bool, match: str, net: NetSpec) -> None:
         """Nothing runs grouped (a number above 1 was refused at construction)."""
 
-    def classes_per_pass(self, configured: int | None, grouped: bool, match: str, net: NetSpec, device_type: str) -> int:
+    def classes_per_pass(
+        self, configured: int | None, grouped: bool, match: str, net: NetSpec, device_type: str
+    ) -> int:
         return 1
 
     def after_pass(self, synthetic: SyntheticSet, optimizer: ImageOptimizer, last: bool) -> None:
@@ -168,9 +178,13 @@ class PerClassReplay(ImageStep):
 
     def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         if not isinstance(optimizer, torch.optim.SGD) or len(optimizer.param_groups) != 1:
-            raise ConfigError(f"per_class_impl=replay replays torch.optim.SGD with one parameter group, got {type(optimizer).__name__} with {len(optimizer.param_groups)} group(s); use per_class_impl=loop")
+            raise ConfigError(
+                f"per_class_impl=replay replays torch.optim.SGD with one parameter group, got {type(optimizer).__name__} with {len(optimizer.param_groups)} group(s); use per_class_impl=loop"
+            )
 
-    def begin(self, synthetic: SyntheticSet, optimizer: ImageOptimizer) -> tuple[torch.Tensor, torch.Tensor | None, SGDRule]:
+    def begin(
+        self, synthetic: SyntheticSet, optimizer: ImageOptimizer
+    ) -> tuple[torch.Tensor, torch.Tensor | None, SGDRule]:
         """Put every class's images where the loop takes its gradient; returns the start state.
 
         The gradients then accumulate into ``images.grad`` as with one step per iteration, each
@@ -183,7 +197,12 @@ class PerClassReplay(ImageStep):
             images.copy_(moments(x, buf, synthetic.num_classes, rule, self.clamp_each_step))
         return x, buf, rule
 
-    def finish(self, synthetic: SyntheticSet, optimizer: ImageOptimizer, started: tuple[torch.Tensor, torch.Tensor | None, SGDRule]) -> None:
+    def finish(
+        self,
+        synthetic: SyntheticSet,
+        optimizer: ImageOptimizer,
+        started: tuple[torch.Tensor, torch.Tensor | None, SGDRule],
+    ) -> None:
         """Write the loop's result (images and momentum buffer) from the gradients taken at the moments.
 
         Lightning counts one global step per optimiser step, so the step is still called once,

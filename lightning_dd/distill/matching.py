@@ -88,7 +88,9 @@ def class_matching_loss(
     return gradient_distance(g_real, [g.float() for g in g_syn], metric)
 
 
-def class_embedding_loss(embed_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
+def class_embedding_loss(
+    embed_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, syn: torch.Tensor
+) -> torch.Tensor:
     """Distribution matching (DM, Zhao & Bilen 2023): squared distance of mean embeddings.
 
     The real embeddings are computed without a graph; the loss is differentiable w.r.t. ``syn``.

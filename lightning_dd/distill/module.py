@@ -169,7 +169,9 @@ class DistillModule(LightningModule):
         check_strategy("model.augment", augment)
         training_augmentation(augment, spatial=net_spatial)
         self.image_step.check_classes_per_pass(classes_per_pass)
-        self.save_hyperparameters(ignore=["net", "pool"])  # stored as plain dicts: checkpoints load with weights_only=True
+        self.save_hyperparameters(
+            ignore=["net", "pool"]
+        )  # stored as plain dicts: checkpoints load with weights_only=True
         check_module_numbers(self.hparams, "", defaults_of(type(self).__init__))
         self.hparams["net"], self.hparams["pool"] = self.net_spec.to_dict(), asdict(self.pool_config)
         self.settings = DistillSettings.of(self.hparams)
@@ -252,7 +254,9 @@ class DistillModule(LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_data") or not hasattr(datamodule, "info"):
-            raise ConfigError("DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))")
+            raise ConfigError(
+                "DistillModule needs a RealDataModule: call trainer.fit(module, datamodule=RealDataModule(...))"
+            )
         if not self.validated:  # the Python API gets the CLI's start-up checks too, before any pool work
             preflight_fit(self.trainer, self, datamodule)
             self.validated = True
@@ -261,7 +265,9 @@ class DistillModule(LightningModule):
         if self.hparams.tune_cpu_allocator and on_cpu:
             tune_cpu_allocator()
         if self.hparams.precision == "bf16" and on_cpu and not cpu_bf16_units():
-            rank_zero_warn("precision='bf16' on a CPU without bf16 instructions (AVX512-BF16 or AMX): bf16 is emulated there and much slower than fp32; use precision='32'")
+            rank_zero_warn(
+                "precision='bf16' on a CPU without bf16 instructions (AVX512-BF16 or AMX): bf16 is emulated there and much slower than fp32; use precision='32'"
+            )
         datamodule.setup(stage)
         self.attach_data(datamodule.info, datamodule.train_data)
         if self.hparams.model_source == "pool" and self.pool is None:  # a pool handed in before fit is kept
@@ -280,22 +286,41 @@ class DistillModule(LightningModule):
         if self.synthetic is None:
             self.synthetic = SyntheticSet(info.num_classes, hp.ipc, info.channels, info.image_size, hp.factor)
             self.synthetic.initialize(hp.init, real, state.generator, hp.mix_downsample)
-        elif self.synthetic.images.shape[1:] != (info.channels, *info.image_size) or self.synthetic.num_classes != info.num_classes:
-            raise ConfigError(f"the synthetic set has shape {tuple(self.synthetic.images.shape)} but dataset {info.name!r} has {info.num_classes} classes of {info.channels}x{info.image_size[0]}x{info.image_size[1]}")
+        elif (
+            self.synthetic.images.shape[1:] != (info.channels, *info.image_size)
+            or self.synthetic.num_classes != info.num_classes
+        ):
+            raise ConfigError(
+                f"the synthetic set has shape {tuple(self.synthetic.images.shape)} but dataset {info.name!r} has {info.num_classes} classes of {info.channels}x{info.image_size[0]}x{info.image_size[1]}"
+            )
         self.network = MatchNetwork.build(self.net_spec, info, hp.seed, hp.match_bias, hp.match_head)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         assert self.synthetic is not None
-        return torch.optim.SGD(self.synthetic.parameters(), lr=self.effective_lr_img, momentum=self.hparams.momentum_img)
+        return torch.optim.SGD(
+            self.synthetic.parameters(), lr=self.effective_lr_img, momentum=self.hparams.momentum_img
+        )
 
     def build_distiller(self) -> Distiller:
         """The Distiller of this fit: the attached data on the module's device, this process's classes, the cross-process sum."""
         if self.synthetic is None or self.info is None or self.network is None or self._real is None:
             raise RuntimeError("no data is attached: call attach_data, or trainer.fit with a RealDataModule")
         hp, several = self.hparams, self.trainer.world_size > 1
-        chunk = self.image_step.classes_per_pass(hp.classes_per_pass, self.network.grouped is not None, hp.match, self.net_spec, self.device.type)
+        chunk = self.image_step.classes_per_pass(
+            hp.classes_per_pass, self.network.grouped is not None, hp.match, self.net_spec, self.device.type
+        )
         placement = Placement(self.device, self.rank_classes, chunk, sum_across_processes if several else None)
-        return Distiller(self.settings, self.state, self.synthetic, self._real, self.info, self.network, self.pool, self.image_step, placement)
+        return Distiller(
+            self.settings,
+            self.state,
+            self.synthetic,
+            self._real,
+            self.info,
+            self.network,
+            self.pool,
+            self.image_step,
+            placement,
+        )
 
     def on_fit_start(self) -> None:
         self.distiller = self.build_distiller()
@@ -323,7 +348,12 @@ class DistillModule(LightningModule):
         self._outer_loss = distiller.end_inner(loss)  # raises DivergenceError after a rollback
         if self._outer_loss is not None:
             self.log("distill/outer_loss", self._outer_loss, on_step=True, rank_zero_only=True)
-            self.log("distill/seconds_per_outer", time.perf_counter() - self._outer_started, on_step=True, rank_zero_only=True)
+            self.log(
+                "distill/seconds_per_outer",
+                time.perf_counter() - self._outer_started,
+                on_step=True,
+                rank_zero_only=True,
+            )
             if self.outer >= self.hparams.outer_iterations:
                 self.trainer.should_stop = True
         return None
@@ -358,7 +388,9 @@ class DistillModule(LightningModule):
             raise ConfigError("this checkpoint was not written by lightning-dd's DistillModule")
         check_resume(dict(self.hparams), checkpoint)
         self._ensure_synthetic(checkpoint["state_dict"])
-        self.state.restore(saved)  # a network in mid-iteration is placed on the device when the fit's Distiller is built
+        self.state.restore(
+            saved
+        )  # a network in mid-iteration is placed on the device when the fit's Distiller is built
         self._outer_started = time.perf_counter()
 
     def _ensure_synthetic(self, state_dict: dict[str, Any]) -> None:
@@ -366,7 +398,9 @@ class DistillModule(LightningModule):
         images = state_dict.get("synthetic.images")
         if self.synthetic is None and images is not None:
             classes = int(state_dict["synthetic.labels"].max()) + 1
-            self.synthetic = SyntheticSet(classes, self.hparams.ipc, images.shape[1], tuple(images.shape[2:]), self.hparams.factor)
+            self.synthetic = SyntheticSet(
+                classes, self.hparams.ipc, images.shape[1], tuple(images.shape[2:]), self.hparams.factor
+            )
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # load_from_checkpoint and DDP-spawn result recovery load weights into a module that never saw data.

@@ -46,4 +46,6 @@ class MatchNetwork:
         matched = matched_parameter_names(shapes, head_parameter_names(template), match_bias, match_head)
         if not matched:
             raise ConfigError("no parameters are matched; enable match_bias or match_head for this network")
-        return cls(spec, FunctionalNet(template), GroupedConvNet(template) if supports_grouped(template) else None, matched)
+        return cls(
+            spec, FunctionalNet(template), GroupedConvNet(template) if supports_grouped(template) else None, matched
+        )

@@ -127,7 +127,13 @@ class EarlyStagePool:
 
     @classmethod
     def build_or_load(
-        cls, net: NetSpec, config: PoolConfig, real: RealData, seed: int, device: torch.device | str = "cpu", progress: bool = True
+        cls,
+        net: NetSpec,
+        config: PoolConfig,
+        real: RealData,
+        seed: int,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
     ) -> "EarlyStagePool":
         """Load the cached pool for these settings, or pretrain it and write the cache atomically.
 
@@ -143,7 +149,10 @@ class EarlyStagePool:
             except FileFormatError as err:
                 print(f"lightning-dd: rebuilding pool cache: {err}")
         pool = cls.pretrain(net, config, real, seed, device, progress)
-        atomic_torch_save({"format": POOL_FORMAT, "version": POOL_VERSION, "key": key, "fields": fields, "members": pool.members}, path)
+        atomic_torch_save(
+            {"format": POOL_FORMAT, "version": POOL_VERSION, "key": key, "fields": fields, "members": pool.members},
+            path,
+        )
         return pool
 
     @classmethod
@@ -156,20 +165,32 @@ class EarlyStagePool:
         if not isinstance(blob, dict) or blob.get("format") != POOL_FORMAT:
             raise FileFormatError(f"{path} is not a lightning-dd pool file")
         if blob.get("version") != POOL_VERSION:
-            raise FileFormatError(f"{path} has pool format version {blob.get('version')}, this version reads {POOL_VERSION}")
+            raise FileFormatError(
+                f"{path} has pool format version {blob.get('version')}, this version reads {POOL_VERSION}"
+            )
         if expected_fields is not None and blob.get("fields") != expected_fields:
             raise FileFormatError(f"{path} was built for other settings than requested")
         return cls(blob["members"], blob["key"], blob["fields"])
 
     @classmethod
     def pretrain(
-        cls, net: NetSpec, config: PoolConfig, real: RealData, seed: int, device: torch.device | str = "cpu", progress: bool = True
+        cls,
+        net: NetSpec,
+        config: PoolConfig,
+        real: RealData,
+        seed: int,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
     ) -> "EarlyStagePool":
         """Train ``config.size`` networks for ``config.epochs`` epochs on ``real``; member m uses seed ``seed + m``."""
         info = real.info
         fields = pool_key_fields(net, config, real, seed)
         images, labels = real.images.to(device), real.labels.to(device)
-        normalizer = real.normalizer if real.device == torch.device(device) else type(real.normalizer)(info.mean, info.std, device)
+        normalizer = (
+            real.normalizer
+            if real.device == torch.device(device)
+            else type(real.normalizer)(info.mean, info.std, device)
+        )
         members = []
         for m in range(config.size):
             model = net.build_seeded(seed + m, info.channels, info.num_classes, info.image_size).to(device)

@@ -46,9 +46,18 @@ class SGDRule:
     def of(cls, optimizer: torch.optim.Optimizer) -> "SGDRule":
         """Read from the optimiser (the replay must step as it does); only plain one-group SGD is replayable."""
         if not isinstance(optimizer, torch.optim.SGD) or len(optimizer.param_groups) != 1:
-            raise TypeError(f"the per-class replay needs a torch.optim.SGD with one parameter group, got {type(optimizer).__name__} with {len(optimizer.param_groups)} group(s)")
+            raise TypeError(
+                f"the per-class replay needs a torch.optim.SGD with one parameter group, got {type(optimizer).__name__} with {len(optimizer.param_groups)} group(s)"
+            )
         group = optimizer.param_groups[0]
-        return cls(float(group["lr"]), float(group["momentum"]), float(group["dampening"]), float(group["weight_decay"]), bool(group["nesterov"]), bool(group["maximize"]))
+        return cls(
+            float(group["lr"]),
+            float(group["momentum"]),
+            float(group["dampening"]),
+            float(group["weight_decay"]),
+            bool(group["nesterov"]),
+            bool(group["maximize"]),
+        )
 
 
 @torch.no_grad()
@@ -96,7 +105,9 @@ def moments(x: Tensor, buf: Tensor | None, classes: int, rule: SGDRule, clamp: b
 
 
 @torch.no_grad()
-def replay(x: Tensor, buf: Tensor | None, grad: Tensor, classes: int, rule: SGDRule, clamp: bool) -> tuple[Tensor, Tensor | None]:
+def replay(
+    x: Tensor, buf: Tensor | None, grad: Tensor, classes: int, rule: SGDRule, clamp: bool
+) -> tuple[Tensor, Tensor | None]:
     """The loop's C steps from the start state ``(x, buf)``: step c with class c's rows of ``grad``.
 
     ``grad`` holds every class's gradient, each taken at its moment (:func:`moments`). Returns the

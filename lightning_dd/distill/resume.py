@@ -54,13 +54,17 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def load_checkpoint(path: str | Path) -> dict:
     """The checkpoint at ``path``, or a one-sentence FileFormatError if it is missing or foreign."""
     if Path(path).is_dir():
-        raise FileFormatError(f"--ckpt_path {path} is a folder; give the .ckpt file inside it (e.g. {Path(path) / 'interrupted.ckpt'})")
+        raise FileFormatError(
+            f"--ckpt_path {path} is a folder; give the .ckpt file inside it (e.g. {Path(path) / 'interrupted.ckpt'})"
+        )
     if not Path(path).is_file():
         raise FileFormatError(f"no checkpoint at {path}; check --ckpt_path")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise FileFormatError(f"{path} is not a readable checkpoint (truncated or foreign file: {type(err).__name__})") from None
+        raise FileFormatError(
+            f"{path} is not a readable checkpoint (truncated or foreign file: {type(err).__name__})"
+        ) from None
     if not isinstance(checkpoint, dict) or "lightning_dd" not in checkpoint:
         raise FileFormatError(f"{path} is not a checkpoint written by lightning-dd's DistillModule")
     return checkpoint
@@ -74,7 +78,9 @@ def checkpoint_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return flatten(hparams)
 
 
-def check_resume(settings: Mapping[str, Any], checkpoint: Mapping[str, Any], where: str = "the checkpoint") -> dict[str, tuple[Any, Any]]:
+def check_resume(
+    settings: Mapping[str, Any], checkpoint: Mapping[str, Any], where: str = "the checkpoint"
+) -> dict[str, tuple[Any, Any]]:
     """Compare settings with the checkpoint's: refuse a changed one unless it is in :data:`RESUME_SAFE`.
 
     Args:

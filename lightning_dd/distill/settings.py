@@ -73,8 +73,15 @@ class DistillSettings:
         """From ``DistillModule``'s (already checked) hyper-parameters, named one by one."""
         batch = hp.batch_real if hp.net_batch_size is None else hp.net_batch_size
         update = NetworkUpdate(
-            NetworkUpdate.images_for(hp.n_data, batch, hp.net_whole_batches), batch, hp.net_lr, hp.net_momentum, hp.net_weight_decay,
-            hp.net_cutmix_p, hp.augment, hp.net_spatial, hp.net_cutout_with_cutmix,
+            NetworkUpdate.images_for(hp.n_data, batch, hp.net_whole_batches),
+            batch,
+            hp.net_lr,
+            hp.net_momentum,
+            hp.net_weight_decay,
+            hp.net_cutmix_p,
+            hp.augment,
+            hp.net_spatial,
+            hp.net_cutout_with_cutmix,
         )
         return cls(
             inner_loop=hp.inner_loop,

@@ -57,7 +57,9 @@ def check_processes(trainer: Any, image_step: ImageStep) -> None:
     if trainer.world_size <= 1:
         return
     if not isinstance(trainer.strategy, DistillDDPStrategy):
-        raise ConfigError("multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients")
+        raise ConfigError(
+            "multi-process distillation needs trainer.strategy=ddp_distill (or ddp_distill_spawn): DDP's wrapper cannot differentiate through gradients"
+        )
     image_step.check_processes(trainer.world_size)
 
 
@@ -65,7 +67,9 @@ def build_pool(trainer: Any, net: NetSpec, config: PoolConfig, real: RealData, s
     """The early-stage pool: built (or read from its cache) by rank 0 while the others wait, then read by them."""
     device = trainer.strategy.root_device
     if trainer.is_global_zero:
-        rank_zero_info(f"lightning-dd: early-stage pool of {config.size} nets, {config.epochs} epoch(s) each (cached under {config.cache_dir})")
+        rank_zero_info(
+            f"lightning-dd: early-stage pool of {config.size} nets, {config.epochs} epoch(s) each (cached under {config.cache_dir})"
+        )
         pool = EarlyStagePool.build_or_load(net, config, real, seed, device)
     trainer.strategy.barrier("lightning_dd_pool")
     if not trainer.is_global_zero:

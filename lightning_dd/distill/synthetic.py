@@ -19,6 +19,8 @@ INITS = ("mix", "real", "noise")
 # How ``mix`` shrinks a real image into a tile: ``nearest`` is the authors' ``F.interpolate``
 # default; ``antialias`` (bilinear with antialiasing) was lightning-dd's earlier choice.
 MIX_DOWNSAMPLES = ("nearest", "antialias")
+
+
 def assemble_mix(pixels: torch.Tensor, factor: int, mode: str = "nearest") -> torch.Tensor:
     """``mix`` init: every ``factor**2`` consecutive real images (pixels in [0, 1]) become one stored
     image, image ``k`` of a group shrunk into tile ``k`` (row-major), where :func:`decode` cuts it.
@@ -35,7 +37,9 @@ def assemble_mix(pixels: torch.Tensor, factor: int, mode: str = "nearest") -> to
         tiles = F.interpolate(pixels, size=(th, tw), mode="nearest")
     else:
         tiles = F.interpolate(pixels, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
-    canvas = tiles.reshape(n // (f * f), f, f, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n // (f * f), c, th * f, tw * f)
+    canvas = (
+        tiles.reshape(n // (f * f), f, f, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n // (f * f), c, th * f, tw * f)
+    )
     return canvas[:, :, :h, :w].clamp(0.0, 1.0).contiguous()
 
 
@@ -86,7 +90,9 @@ class SyntheticSet(nn.Module):
         self.images.clamp_(0.0, 1.0)
 
     @torch.no_grad()
-    def initialize(self, init: str, real: RealData, generator: torch.Generator, mix_downsample: str = "nearest") -> None:
+    def initialize(
+        self, init: str, real: RealData, generator: torch.Generator, mix_downsample: str = "nearest"
+    ) -> None:
         """Fill the images from *randomly sampled* real images of each class.
 
         ``mix``: each stored image is assembled from ``factor**2`` real images of its class, each

@@ -44,7 +44,9 @@ def _import_module(name: str, path: str) -> ModuleType | None:
             return None
         raise ConfigError(f"net {path!r} cannot be imported: importing {name} failed ({_first_line(err)})") from None
     except Exception as err:  # a syntax error or a failing statement in the user's module
-        raise ConfigError(f"net {path!r} cannot be imported: importing {name} failed ({type(err).__name__}: {_first_line(err)})") from None
+        raise ConfigError(
+            f"net {path!r} cannot be imported: importing {name} failed ({type(err).__name__}: {_first_line(err)})"
+        ) from None
 
 
 def import_network(path: str) -> Callable[..., Any]:
@@ -66,30 +68,46 @@ def import_network(path: str) -> Callable[..., Any]:
         obj: Any = module
         for i, attr in enumerate(parts[cut:]):
             if not hasattr(obj, attr):
-                raise ConfigError(f"net {path!r} cannot be imported: {'.'.join(parts[: cut + i])} has no attribute {attr!r}")
+                raise ConfigError(
+                    f"net {path!r} cannot be imported: {'.'.join(parts[: cut + i])} has no attribute {attr!r}"
+                )
             obj = getattr(obj, attr)
         return _checked_callable(path, obj)
-    raise ConfigError(f"net {path!r} cannot be imported: there is no module named {parts[0]!r}; install it or check the path")
+    raise ConfigError(
+        f"net {path!r} cannot be imported: there is no module named {parts[0]!r}; install it or check the path"
+    )
 
 
 def _checked_callable(path: str, obj: Any) -> Callable[..., Any]:
     """``obj`` if it can be called to build a network (an ``nn.Module`` class or some function)."""
     if isinstance(obj, nn.Module):
-        raise ConfigError(f"net {path!r} names an nn.Module instance, which cannot build fresh networks; give its class or a function that builds it")
+        raise ConfigError(
+            f"net {path!r} names an nn.Module instance, which cannot build fresh networks; give its class or a function that builds it"
+        )
     if inspect.isclass(obj) and not issubclass(obj, nn.Module):
-        raise ConfigError(f"net {path!r} names the class {obj.__name__}, which is not an nn.Module; give an nn.Module class or a function that returns one")
+        raise ConfigError(
+            f"net {path!r} names the class {obj.__name__}, which is not an nn.Module; give an nn.Module class or a function that returns one"
+        )
     if not callable(obj):
-        raise ConfigError(f"net {path!r} names a {type(obj).__name__}, not an nn.Module class or a function that returns one")
+        raise ConfigError(
+            f"net {path!r} names a {type(obj).__name__}, not an nn.Module class or a function that returns one"
+        )
     return obj
 
 
-def dataset_arguments(factory: Callable[..., Any], given: Mapping[str, Any], channels: int, num_classes: int) -> dict[str, Any]:
+def dataset_arguments(
+    factory: Callable[..., Any], given: Mapping[str, Any], channels: int, num_classes: int
+) -> dict[str, Any]:
     """The dataset's facts that ``factory`` takes and ``given`` does not set (see the module docstring)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin without a readable signature
         return {}
-    named = {n for n, p in params.items() if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    named = {
+        n
+        for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
     any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     out: dict[str, Any] = {}
     if "num_classes" not in given and ("num_classes" in named or any_keyword):
@@ -111,9 +129,13 @@ def build_imported(path: str, kwargs: Mapping[str, Any], channels: int, num_clas
         net = factory(**arguments)
     except Exception as err:
         shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items()) or "no arguments"
-        raise ConfigError(f"net {path!r} could not be built with {shown} ({type(err).__name__}: {_first_line(err)}); check its kwargs") from None
+        raise ConfigError(
+            f"net {path!r} could not be built with {shown} ({type(err).__name__}: {_first_line(err)}); check its kwargs"
+        ) from None
     if not isinstance(net, nn.Module):
-        raise ConfigError(f"net {path!r} returned a {type(net).__name__}, not an nn.Module; give an nn.Module class or a function that returns one")
+        raise ConfigError(
+            f"net {path!r} returned a {type(net).__name__}, not an nn.Module; give an nn.Module class or a function that returns one"
+        )
     return adapt_channels(path, net, channels)
 
 

@@ -54,7 +54,9 @@ class _InstanceNorm(torch.autograd.Function):
         if not torch.is_grad_enabled():  # plain backward: the fused kernel
             n, c, h, w = x.shape
             mask = list(ctx.needs_input_grad[:3])
-            gx, gw, gb = torch.ops.aten.native_group_norm_backward(grad.contiguous(), x, mean, rstd, weight, n, c, h * w, c, mask)
+            gx, gw, gb = torch.ops.aten.native_group_norm_backward(
+                grad.contiguous(), x, mean, rstd, weight, n, c, h * w, c, mask
+            )
             return gx, gw, gb, None
         gx, gw, gb = _InstanceNormGrad.apply(grad, x, weight, mean, rstd)
         return gx, gw, gb, None
@@ -78,7 +80,9 @@ class _InstanceNormGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor):
+    def forward(
+        ctx: Any, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
+    ):
         # xh is never materialised: every "alpha * xh + beta" is written as
         # "(alpha r) * x + (beta - alpha r mean)", and <v xh> as r (<v x> - mean <v>).
         shape = x.shape

@@ -66,7 +66,9 @@ class ResNetAP(nn.Module):
         super().__init__()
         if depth not in self.BLOCKS:
             raise ValueError(f"ResNetAP depth must be one of {sorted(self.BLOCKS)}, got {depth}")
-        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False), make_norm(norm, width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1, bias=False), make_norm(norm, width), nn.ReLU(inplace=True)
+        )
         size = min(image_size)
         blocks: list[nn.Module] = []
         in_ch = width

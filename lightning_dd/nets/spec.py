@@ -55,9 +55,13 @@ class NetSpec:
             self._check_imported()
             return
         if self.name not in NET_NAMES:
-            raise ConfigError(f"unknown net {self.name!r}; choose one of: {', '.join(NET_NAMES)}, or give an import path such as {EXAMPLE_PATH}")
+            raise ConfigError(
+                f"unknown net {self.name!r}; choose one of: {', '.join(NET_NAMES)}, or give an import path such as {EXAMPLE_PATH}"
+            )
         if self.kwargs:
-            raise ConfigError(f"net {self.name!r} is built in and takes depth, width, norm and pooling; kwargs is for a network given by import path, so drop it (or set it to null)")
+            raise ConfigError(
+                f"net {self.name!r} is built in and takes depth, width, norm and pooling; kwargs is for a network given by import path, so drop it (or set it to null)"
+            )
         object.__setattr__(self, "kwargs", None)  # an empty mapping says nothing: keep to_dict as it always was
         choose("norm", self.norm, NORMS)
         choose("pooling", self.pooling, POOLINGS)
@@ -70,7 +74,9 @@ class NetSpec:
         """Import the network now (a wrong path fails before any work) and reset the fields it ignores."""
         args = {} if self.kwargs is None else self.kwargs
         if not isinstance(args, dict) or not all(isinstance(k, str) for k in args) or not _plain(args):
-            raise ConfigError(f"net {self.name!r} needs kwargs as a mapping of names to plain values (numbers, strings, booleans, null, lists, mappings), so it can be recorded in caches and exports; got {args!r}")
+            raise ConfigError(
+                f"net {self.name!r} needs kwargs as a mapping of names to plain values (numbers, strings, booleans, null, lists, mappings), so it can be recorded in caches and exports; got {args!r}"
+            )
         import_network(self.name)
         object.__setattr__(self, "kwargs", copy.deepcopy(args))
         defaults = {f.name: f.default for f in fields(self)}
