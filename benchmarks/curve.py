@@ -26,11 +26,11 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from lightning_dd import DistillModule, evaluation
-from lightning_dd.atomic import atomic_open, atomic_torch_save
+from lightning_dd.utils.atomic import atomic_open, atomic_torch_save
 from lightning_dd.callbacks.interrupt import CheckpointOnInterrupt
 from lightning_dd.classify import TrainSchedule
 from lightning_dd.cli import check_checkpoint
-from lightning_dd.errors import ConfigError, LightningDDError
+from lightning_dd.utils.errors import ConfigError, LightningDDError
 from lightning_dd.nets import NetSpec
 
 from .curve_plot import plot_csv

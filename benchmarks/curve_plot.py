@@ -10,7 +10,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from lightning_dd.atomic import atomic_open
+from lightning_dd.utils.atomic import atomic_open
 
 # Round times for the log-x axis (matplotlib's log locators tick at powers of the base: 100 s, not 2 min).
 NICE_SECONDS = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400, 28800, 57600, 86400)

@@ -20,7 +20,7 @@ import lightning as L
 
 from lightning_dd import DistillModule
 from lightning_dd.evaluation import evaluate_random_subsets, evaluate_repeats
-from lightning_dd.hardware import cpu_bf16_units
+from lightning_dd.utils.hardware import cpu_bf16_units
 from lightning_dd.set_format import save_distilled, to_jsonable
 
 from .report import cell, machine_name, mean_std, provenance, write_section

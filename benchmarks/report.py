@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_dd.atomic import atomic_open
+from lightning_dd.utils.atomic import atomic_open
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,10 @@ import torch
 import yaml
 
 from lightning_dd import RealDataModule
-from lightning_dd.atomic import atomic_open
+from lightning_dd.utils.atomic import atomic_open
 from lightning_dd.callbacks import SyntheticEvaluation
 from lightning_dd.classify import TrainSchedule
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets import NetSpec
 
 from .report import machine_name

@@ -21,14 +21,14 @@ import lightning as L
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_dd.allocator import tune_cpu_allocator
+from lightning_dd.utils.allocator import tune_cpu_allocator
 from lightning_dd.data import ImageSplit, Normalizer, RealData, RealDataModule, load_source, register_source
 from lightning_dd.data.sources import make_dataset
 from lightning_dd.distill import DSA, DistillModule, SyntheticSet, class_matching_loss
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.grouped import GroupedConvNet, default_classes_per_pass, grouped_matching_loss
 from lightning_dd.distill.matching import matched_parameter_names
-from lightning_dd.hardware import cpu_bf16_units
+from lightning_dd.utils.hardware import cpu_bf16_units
 from lightning_dd.nets import NetSpec, head_parameter_names
 
 from . import reference_loop, report
@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{s.num_classes} x ({s.batch_real} real + {synthetic} synthetic) / (s per inner iteration). Reference: `benchmarks/reference_loop.py` (IDC-style per-class loop; stock-layer "
         "ConvNet with `nn.AvgPool2d`; glibc's default malloc settings). "
         + (
-            "Reference + tuned allocator: the same loop after `lightning_dd.allocator.tune_cpu_allocator()`, to show the share of the speed-up that the allocator setting alone gives. "
+            "Reference + tuned allocator: the same loop after `lightning_dd.utils.allocator.tune_cpu_allocator()`, to show the share of the speed-up that the allocator setting alone gives. "
             if cpu
             else ""
         )

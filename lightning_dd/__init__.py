@@ -6,7 +6,7 @@ from lightning_dd.distill import DistillModule, PoolConfig
 from lightning_dd.set_format import load_distilled, save_distilled
 from lightning_dd.nets import NetSpec
 from lightning_dd.data.synthetic_datamodule import SyntheticDataModule
-from lightning_dd.lightning_noise import silence_lightning_tips
+from lightning_dd.utils.lightning_noise import silence_lightning_tips
 
 silence_lightning_tips()  # Python-API fits print no cloud-service tips, as the command line does
 

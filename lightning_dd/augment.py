@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lightning_dd.errors import ConfigError, choose
+from lightning_dd.utils.errors import ConfigError, choose
 
 TRANSFORMS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 # Transforms of which ``spatial="single"`` applies one per call (DSA/IDC code's ``single_aug``).

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dd.augment import DSA, augmented_loss, training_augmentation
-from lightning_dd.progress import progress_bar
+from lightning_dd.utils.progress import progress_bar
 
 # A minibatch loss: (network, images, targets, augmentation, generator, cutmix_p) -> scalar.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, DSA, torch.Generator, float], torch.Tensor]

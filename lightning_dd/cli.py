@@ -34,15 +34,15 @@ from lightning_dd.data import RealDataModule
 from lightning_dd.data.datamodule import check_same_data
 from lightning_dd.distill import DistillModule
 from lightning_dd.distill.pool import PoolConfig
-from lightning_dd.lightning_noise import silence_lightning_tips
-from lightning_dd.errors import ConfigError, FileFormatError, LightningDDError
-from lightning_dd.logger import DistillTensorBoardLogger
+from lightning_dd.utils.lightning_noise import silence_lightning_tips
+from lightning_dd.utils.errors import ConfigError, FileFormatError, LightningDDError
+from lightning_dd.utils.logger import DistillTensorBoardLogger
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.parsing import FitParser, one_sentence
-from lightning_dd.progress import interactive, quiet
+from lightning_dd.utils.parsing import FitParser, one_sentence
+from lightning_dd.utils.progress import interactive, quiet
 from lightning_dd.distill.resume import EARLIER_BEHAVIOUR, RESUME_SAFE, check_resume, flatten, load_checkpoint
 from lightning_dd.preflight import preflight_fit
-from lightning_dd.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path
+from lightning_dd.utils.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path
 
 LOGGER_NAME = "lightning_logs"
 

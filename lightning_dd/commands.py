@@ -20,14 +20,14 @@ from typing import Callable, Optional
 
 import torch
 
-from lightning_dd.atomic import atomic_open
+from lightning_dd.utils.atomic import atomic_open
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule, test_accuracy
 from lightning_dd.data.datamodule import RealDataModule
 from lightning_dd.data.real import Normalizer
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, pool_key, pool_key_fields
-from lightning_dd.errors import ConfigError, FileFormatError, LightningDDError, choose
+from lightning_dd.utils.errors import ConfigError, FileFormatError, LightningDDError, choose
 from lightning_dd.evaluation import (
     PROTOCOL_FIELDS,
     PROTOCOLS,
@@ -43,10 +43,10 @@ from lightning_dd.evaluation import (
 from lightning_dd.export import export_image_folder
 from lightning_dd.set_format import DistilledSet, load_distilled, to_jsonable
 from lightning_dd.nets.spec import NET_NAMES, NetSpec
-from lightning_dd.parsing import CommandParser
+from lightning_dd.utils.parsing import CommandParser
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
 from lightning_dd.teacher import TeacherConfig, load_or_train_teacher
-from lightning_dd.validation import (
+from lightning_dd.utils.validation import (
     COUNT,
     POSITIVE,
     check_class_counts,

@@ -25,7 +25,7 @@ import torch
 from lightning_dd.classify import TrainSchedule, test_accuracy, train_classifier
 from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
-from lightning_dd.errors import ConfigError, choose
+from lightning_dd.utils.errors import ConfigError, choose
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.scores import INPUTS, ROLES, ScoreReport, dd_scores
 

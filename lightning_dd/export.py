@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid, save_image
 
-from lightning_dd.atomic import atomic_open, make_temp_dir
+from lightning_dd.utils.atomic import atomic_open, make_temp_dir
 from lightning_dd.set_format import DistilledSet, load_distilled, save_distilled, to_jsonable
-from lightning_dd.errors import ConfigError, FileFormatError
-from lightning_dd.validation import check_writable_dir
+from lightning_dd.utils.errors import ConfigError, FileFormatError
+from lightning_dd.utils.validation import check_writable_dir
 
 # The set file lives in lightning_dd.set_format; these names stay importable from here, where they were first.
 __all__ = [

@@ -15,14 +15,14 @@ Resuming is checked by the module itself when the checkpoint is loaded
 (:mod:`lightning_dd.distill.resume`), where the checkpoint is in hand.
 
 The trainer's own folders (log directory, loggers, Lightning's ``ModelCheckpoint``) are checked
-here. Each failure is one sentence naming the setting (:class:`~lightning_dd.errors.LightningDDError`).
+here. Each failure is one sentence naming the setting (:class:`~lightning_dd.utils.errors.LightningDDError`).
 """
 
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_dd.validation import check_writable_dir, resolve_path
+from lightning_dd.utils.validation import check_writable_dir, resolve_path
 
 
 def preflight_fit(trainer, module, datamodule) -> None:

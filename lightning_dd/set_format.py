@@ -33,9 +33,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lightning_dd.atomic import atomic_torch_save
+from lightning_dd.utils.atomic import atomic_torch_save
 from lightning_dd.data.sources import DatasetInfo
-from lightning_dd.errors import ConfigError, FileFormatError
+from lightning_dd.utils.errors import ConfigError, FileFormatError
 
 MIN_TILE = 2
 PAD_VALUE = 0.5  # grey, in [0, 1] pixels: what the authors' decode pads a non-divisible image with
@@ -188,7 +188,7 @@ def check_distilled(blob: Any, path: str | os.PathLike) -> DistilledSet:
 
     A file damaged on disk or edited by hand would otherwise fail deep inside training (a shape
     error, a device-side assert on a label) or, worse, train quietly on wrong data; here the
-    first defect found is raised as a :class:`~lightning_dd.errors.FileFormatError` whose one
+    first defect found is raised as a :class:`~lightning_dd.utils.errors.FileFormatError` whose one
     sentence names the file and the defect.
 
     Raises:

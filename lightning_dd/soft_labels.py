@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_dd.atomic import atomic_torch_save
+from lightning_dd.utils.atomic import atomic_torch_save
 from lightning_dd.augment import DSA, cutmix
-from lightning_dd.errors import ConfigError, FileFormatError, choose
+from lightning_dd.utils.errors import ConfigError, FileFormatError, choose
 from lightning_dd.set_format import load_distilled
 
 SOFT_LABEL_MODES = ("per_image", "per_view")

@@ -23,14 +23,14 @@ from typing import Optional
 import torch
 from torch import nn
 
-from lightning_dd.atomic import atomic_torch_save
+from lightning_dd.utils.atomic import atomic_torch_save
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule, train_classifier
 from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.distill.pool import data_fingerprint, pool_key
-from lightning_dd.errors import FileFormatError
+from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.validation import COUNT, check_numbers, defaults_of
+from lightning_dd.utils.validation import COUNT, check_numbers, defaults_of
 
 TEACHER_FORMAT = "lightning-dd/teacher"
 TEACHER_VERSION = 1

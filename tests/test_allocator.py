@@ -18,7 +18,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 FAULTS = """
 import resource, sys, torch
 if sys.argv[1] == "tuned":
-    from lightning_dd.allocator import tune_cpu_allocator
+    from lightning_dd.utils.allocator import tune_cpu_allocator
     assert tune_cpu_allocator() and tune_cpu_allocator()  # idempotent
 torch.ones(16 << 20)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

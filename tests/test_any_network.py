@@ -21,10 +21,10 @@ from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.matching import class_matching_loss
 from lightning_dd.distill.network import MatchNetwork
 from lightning_dd.distill.pool import PoolConfig, pool_key_fields
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets import NetSpec, head_parameter_names
 from lightning_dd.nets.imported import RepeatGrey
-from lightning_dd.validation import check_net_fits
+from lightning_dd.utils.validation import check_net_fits
 
 from helpers import CLI_TINY, fit, tiny_distill
 

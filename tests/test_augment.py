@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_dd.augment import DSA, augmented_loss, cutmix, parse_strategy
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 ALL = "color_crop_cutout_flip_scale_rotate"
 

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.report import cell, md_table, write_section
 from benchmarks.runner import ResultStore, parallel_map
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 
 def test_the_store_resumes_by_key_replaces_a_rerun_row_and_survives_reopening(tmp_path):

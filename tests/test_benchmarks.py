@@ -46,7 +46,7 @@ def test_shapes_parse_as_height_width_channels(throughput):
 def test_precision_modes_parse_and_auto_follows_the_hardware(throughput):
     import argparse
 
-    from lightning_dd.hardware import cpu_bf16_units
+    from lightning_dd.utils.hardware import cpu_bf16_units
 
     assert throughput.parse_precisions("32,bf16") == ["32", "bf16"]
     assert throughput.parse_precisions("bf16, bf16") == ["bf16"]

@@ -16,7 +16,7 @@ import torch
 from lightning_dd.callbacks.interrupt import LOG_LOCATION_KEY, CheckpointOnInterrupt
 from lightning_dd.cli import _resume_version, main, run_cli, silence_lightning_noise
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
-from lightning_dd.logger import DistillTensorBoardLogger
+from lightning_dd.utils.logger import DistillTensorBoardLogger
 from lightning_dd.nets import NetSpec
 
 from helpers import CLI_TINY, hparams_summaries, scalars
@@ -197,7 +197,7 @@ def test_digits_configs_pass_the_start_up_checks(tmp_path, monkeypatch):
 def test_a_run_that_fails_inside_fit_leaves_no_empty_version_folder(tmp_path, monkeypatch, capsys):
     """A user error raised after the logger made its folder (past the start-up checks) removes it again."""
     from lightning_dd.distill import DistillModule
-    from lightning_dd.errors import ConfigError
+    from lightning_dd.utils.errors import ConfigError
 
     def failing_setup(self, stage):
         raise ConfigError("a setting that only the module itself can judge is wrong")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from benchmarks import curve, curve_plot
 from benchmarks.curve_plot import draw_curves, figure_from_csv, plot_csv, plot_curves
 
-from lightning_dd.errors import ConfigError  # noqa: E402
+from lightning_dd.utils.errors import ConfigError  # noqa: E402
 
 TINY_CONFIG = """\
 data:

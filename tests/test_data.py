@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_dd.data import RealDataModule, available_sources
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 
 def test_digits_split_is_fixed_and_stratified(digits):

@@ -21,7 +21,7 @@ from lightning_dd.distill.network import MatchNetwork
 from lightning_dd.distill.settings import DistillSettings, Matching, NetworkDraw, NetworkUpdate
 from lightning_dd.distill.state import DistillState
 from lightning_dd.distill.synthetic import SyntheticSet
-from lightning_dd.errors import ConfigError, DivergenceError
+from lightning_dd.utils.errors import ConfigError, DivergenceError
 
 from helpers import PACKAGE, fit, import_graph, module_name, tiny_distill
 

@@ -362,7 +362,7 @@ def test_bad_settings_are_one_sentence(args, message, export, tmp_path, capsys):
 
 
 def test_the_callback_refuses_a_bad_soft_label_setting_before_the_run(tmp_path):
-    from lightning_dd.errors import ConfigError
+    from lightning_dd.utils.errors import ConfigError
     from lightning_dd.teacher import TeacherConfig
 
     with pytest.raises(ConfigError, match="unknown evaluation.soft_labels mode 'soft'"):

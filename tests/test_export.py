@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_dd.data import DatasetInfo
-from lightning_dd.errors import FileFormatError
+from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.export import load_distilled, save_distilled, save_grid_png
 
 INFO = DatasetInfo("digits", 10, 1, (8, 8), (0.3,), (0.4,), tuple(str(i) for i in range(10)), False)
@@ -93,7 +93,7 @@ def test_files_follow_the_umask(tmp_path):
     import os
     import stat
 
-    from lightning_dd.atomic import atomic_open
+    from lightning_dd.utils.atomic import atomic_open
 
     for umask, expected in ((0o022, 0o644), (0o027, 0o640), (0o077, 0o600)):
         previous = os.umask(umask)

@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 
 from lightning_dd.callbacks.export import DistilledExport
-from lightning_dd.errors import DivergenceError
+from lightning_dd.utils.errors import DivergenceError
 from lightning_dd.export import load_distilled
 
 from helpers import fit, tiny_distill

@@ -9,7 +9,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
 from lightning_dd.data import DatasetInfo
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.export import class_folder_names, export_image_folder, load_distilled, save_distilled
 
 # 12 classes: ImageFolder sorts folder names as strings, so unpadded "10" would sort before "2".

@@ -9,7 +9,7 @@ from lightning_dd import NetSpec
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.grouped import GroupedConvNet, grouped_matching_loss, supports_grouped
 from lightning_dd.distill.matching import class_matching_loss, matched_parameter_names
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets import ConvNet, ResNetAP, head_parameter_names
 
 from helpers import fit, tiny_module

@@ -1,6 +1,6 @@
 """cpu_bf16_units reads the instruction-set flags of /proc/cpuinfo."""
 
-from lightning_dd.hardware import cpu_bf16_units
+from lightning_dd.utils.hardware import cpu_bf16_units
 
 
 def test_x86_flags_with_and_without_bf16(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lightning_dd.data import RealDataModule, load_source
-from lightning_dd.errors import DataError
+from lightning_dd.utils.errors import DataError
 
 
 def write_class_folders(root: Path, classes: list[str], per_class: int = 2) -> None:

@@ -20,7 +20,7 @@ FIT_TWICE = r"""
 import logging, sys
 import lightning as L
 from lightning_dd import DistillModule, NetSpec, RealDataModule
-from lightning_dd.lightning_noise import NOISY_LOGGERS
+from lightning_dd.utils.lightning_noise import NOISY_LOGGERS
 
 def fit(root):
     module = DistillModule(ipc=1, factor=1, init="real", net=NetSpec(width=4, depth=1), model_source="random", perturb=False,

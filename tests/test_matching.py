@@ -8,7 +8,7 @@ from lightning_dd.distill.matching import (
     layer_distance,
     matched_parameter_names,
 )
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets import ConvNet, head_parameter_names
 
 

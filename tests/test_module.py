@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lightning_dd import RealDataModule
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 from helpers import fit, tiny_module
 

@@ -405,7 +405,7 @@ def test_the_trainer_runs_exactly_the_outer_iterations_and_reports_them_as_epoch
 
 def test_the_python_api_gets_the_start_up_checks_before_any_pool_work(pool_dir, tmp_path):
     """trainer.fit without the CLI refuses bad settings in one sentence, before pretraining a pool."""
-    from lightning_dd.errors import ConfigError
+    from lightning_dd.utils.errors import ConfigError
 
     module = tiny_distill(str(tmp_path / "pools"), ipc=500)  # more images per class than digits has
     with pytest.raises(ConfigError, match="model.ipc=500"):

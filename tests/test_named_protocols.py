@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lightning_dd.callbacks import SyntheticEvaluation
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets import NetSpec
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets import ConvNet, NetSpec, ResNetAP, head_parameter_names
 
 

@@ -1,4 +1,4 @@
-"""Number ranges live in one table (lightning_dd.validation.RULES): the module, the pool and perturbation read it."""
+"""Number ranges live in one table (lightning_dd.utils.validation.RULES): the module, the pool and perturbation read it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from lightning_dd import DistillModule
-from lightning_dd import validation
+from lightning_dd.utils import validation
 from lightning_dd.distill.pool import PoolConfig, perturb
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 
 def test_the_module_the_pool_and_perturbation_follow_the_rule_table(monkeypatch):

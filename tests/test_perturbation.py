@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lightning_dd.distill.pool import filter_normalized_direction, perturb
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets import ConvNet
 
 from helpers import reference_perturb

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig, filter_normalized_direction, perturb
-from lightning_dd.errors import ConfigError, FileFormatError
+from lightning_dd.utils.errors import ConfigError, FileFormatError
 from lightning_dd.nets import ConvNet, NetSpec
 
 

@@ -17,10 +17,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import lightning_dd.progress as progress
+import lightning_dd.utils.progress as progress
 from lightning_dd.callbacks import ProgressLog
-from lightning_dd.errors import ConfigError
-from lightning_dd.progress import LineReporter, format_duration, progress_bar
+from lightning_dd.utils.errors import ConfigError
+from lightning_dd.utils.progress import LineReporter, format_duration, progress_bar
 
 from helpers import fit, tiny_distill
 

@@ -21,7 +21,7 @@ from lightning_dd.callbacks import SyntheticEvaluation
 from lightning_dd.classify import TrainSchedule, train_classifier
 from lightning_dd.distill.image_step import image_step_for
 from lightning_dd.distill.strategy import DistillDDPStrategy, check_processes
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 from helpers import fit, tiny_module
 

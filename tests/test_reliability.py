@@ -49,7 +49,7 @@ def test_resume_is_bit_identical(tmp_path, pool_dir, model_source, stop_step):
 
 def test_a_python_api_resume_refuses_changed_settings_and_allows_safe_ones(tmp_path, pool_dir):
     """Resume compatibility lives with the module, so trainer.fit(ckpt_path=...) gets the CLI's refusal too."""
-    from lightning_dd.errors import ConfigError
+    from lightning_dd.utils.errors import ConfigError
 
     first = module(pool_dir, model_source="random", perturb=False)
     stopper = InterruptAt(2, str(tmp_path / "ckpt"))
@@ -64,7 +64,7 @@ def test_a_python_api_resume_refuses_changed_settings_and_allows_safe_ones(tmp_p
 
 
 def test_checkpoint_of_other_kind_is_refused(tmp_path, pool_dir):
-    from lightning_dd.errors import ConfigError
+    from lightning_dd.utils.errors import ConfigError
 
     path = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.0"}, path)
@@ -73,14 +73,14 @@ def test_checkpoint_of_other_kind_is_refused(tmp_path, pool_dir):
 
 
 def test_killed_writer_leaves_previous_file_intact(tmp_path):
-    from lightning_dd.atomic import atomic_torch_save
+    from lightning_dd.utils.atomic import atomic_torch_save
 
     target = tmp_path / "set.pt"
     atomic_torch_save({"generation": 1}, target)
     child = textwrap.dedent(
         f"""
         import time, torch
-        import lightning_dd.atomic as atomic
+        import lightning_dd.utils.atomic as atomic
         def slow_save(obj, handle):
             handle.write(b"half-written" * 1000)
             handle.flush()
@@ -98,7 +98,7 @@ def test_killed_writer_leaves_previous_file_intact(tmp_path):
 
 
 def test_divergence_stops_with_iteration_and_keeps_last_good_set(tmp_path, pool_dir):
-    from lightning_dd.errors import DivergenceError
+    from lightning_dd.utils.errors import DivergenceError
 
     class Poison(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

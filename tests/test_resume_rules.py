@@ -3,7 +3,7 @@
 import pytest
 
 from lightning_dd.distill.resume import check_resume, flatten
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 
 def checkpoint(**hparams):

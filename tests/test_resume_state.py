@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 import lightning_dd.data.sources as sources
 from lightning_dd import RealDataModule
 from lightning_dd.cli import DistillCLI, main
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 from helpers import make_trainer, tiny_distill
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lightning_dd.data import DatasetInfo
-from lightning_dd.errors import FileFormatError
+from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.set_format import PIXEL_TOLERANCE, load_distilled, save_distilled
 
 INFO = DatasetInfo("digits", 10, 1, (8, 8), (0.3,), (0.4,), tuple(str(i) for i in range(10)), False)

@@ -10,7 +10,7 @@ from torch import nn
 
 import lightning_dd.teacher as teacher_module
 from lightning_dd.augment import DSA, cutmix
-from lightning_dd.errors import FileFormatError
+from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.export import load_distilled, save_distilled
 from lightning_dd.nets import NetSpec
 from lightning_dd.soft_labels import SoftLabeler, attach_soft_labels, distillation_loss, load_soft_labels

@@ -16,7 +16,7 @@ from lightning_dd.data import RealDataModule, available_sources, load_source
 from lightning_dd.data import torchvision_sources
 from lightning_dd.data.idx import encode_idx, parse_idx, read_idx
 from lightning_dd.data.sources import pixel_stats
-from lightning_dd.errors import ConfigError, DataError
+from lightning_dd.utils.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(0)
 

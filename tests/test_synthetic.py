@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_dd.distill.synthetic import SyntheticSet, decode, decode_labels
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 
 def test_decode_factor_one_is_identity():

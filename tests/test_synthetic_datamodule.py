@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_dd import SyntheticDataModule
 from lightning_dd.classify import TrainSchedule
 from lightning_dd.data import DatasetInfo
-from lightning_dd.errors import ConfigError, FileFormatError
+from lightning_dd.utils.errors import ConfigError, FileFormatError
 from lightning_dd.evaluation import evaluate_repeats
 from lightning_dd.export import save_distilled
 from lightning_dd.nets import NetSpec

@@ -19,7 +19,7 @@ from lightning_dd.classify import TrainSchedule
 from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import ImageSplit, LoadedDataset, make_dataset
 from lightning_dd.distill.pool import PoolConfig, pool_key, pool_key_fields
-from lightning_dd.errors import DataError
+from lightning_dd.utils.errors import DataError
 from lightning_dd.evaluation import evaluate_random_subsets
 from lightning_dd.nets import NetSpec
 

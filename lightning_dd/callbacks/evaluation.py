@@ -10,10 +10,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_dd.atomic import atomic_open
+from lightning_dd.utils.atomic import atomic_open
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule
-from lightning_dd.errors import ConfigError, choose
+from lightning_dd.utils.errors import ConfigError, choose
 from lightning_dd.evaluation import (
     EvalPlan,
     EvalResult,
@@ -28,7 +28,7 @@ from lightning_dd.export import image_grid
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
 from lightning_dd.teacher import TeacherConfig, load_or_train_teacher
-from lightning_dd.validation import (
+from lightning_dd.utils.validation import (
     COUNT,
     POSITIVE,
     check_net_fits,

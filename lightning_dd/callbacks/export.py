@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_dd.export import save_grid_png
 from lightning_dd.set_format import save_distilled, to_jsonable
-from lightning_dd.validation import check_numbers, check_writable_dir
+from lightning_dd.utils.validation import check_numbers, check_writable_dir
 
 
 class DistilledExport(Callback):

@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_dd.validation import check_writable_dir
+from lightning_dd.utils.validation import check_writable_dir
 
 LOG_LOCATION_KEY = "lightning_dd_log"
 

@@ -20,7 +20,7 @@ from typing import Callable, Optional, TextIO
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from lightning_dd.progress import (
+from lightning_dd.utils.progress import (
     Throttle,
     check_interval,
     emit,

@@ -14,8 +14,8 @@ from lightning_dd.data.real import RealData
 from lightning_dd.data.ticker import StepTicker
 import lightning_dd.data.sources as sources
 from lightning_dd.data.sources import DatasetInfo, ImageSplit, LoadedDataset, available_sources, load_source
-from lightning_dd.errors import ConfigError, DataError, choose
-from lightning_dd.validation import check_numbers, check_source_options, defaults_of
+from lightning_dd.utils.errors import ConfigError, DataError, choose
+from lightning_dd.utils.validation import check_numbers, check_source_options, defaults_of
 
 # The settings that decide which images a run distils on (not where they are read from, nor how
 # the test split is batched): a resumed run must keep them.

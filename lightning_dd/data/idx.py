@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_dd.errors import DataError
+from lightning_dd.utils.errors import DataError
 
 # type code -> big-endian numpy dtype
 IDX_DTYPES = {

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lightning_dd.data.sources import ImageSplit, LoadedDataset, make_dataset, register_source, stratified_split
-from lightning_dd.errors import ConfigError, DataError
+from lightning_dd.utils.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from lightning_dd.errors import choose
+from lightning_dd.utils.errors import choose
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from lightning_dd.augment import DSA, check_strategy
 from lightning_dd.data.datamodule import RealDataModule
 from lightning_dd.data.real import Normalizer
 from lightning_dd.data.sources import DatasetInfo
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.set_format import DistilledSet, load_distilled
 
 

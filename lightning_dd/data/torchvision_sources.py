@@ -26,7 +26,7 @@ import torch
 
 from lightning_dd.data.idx import read_idx
 from lightning_dd.data.sources import ImageSplit, LoadedDataset, make_dataset, register_source
-from lightning_dd.errors import ConfigError, DataError, LightningDDError
+from lightning_dd.utils.errors import ConfigError, DataError, LightningDDError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -2,7 +2,7 @@
 
 :func:`~lightning_dd.preflight.preflight_fit` asks the module (``check_settings``, ``check_data``)
 before any pool work; the module hands its settings here. Every refusal is one sentence naming the
-setting (:class:`~lightning_dd.errors.ConfigError`). The checks of several processes need the
+setting (:class:`~lightning_dd.utils.errors.ConfigError`). The checks of several processes need the
 trainer and live with the strategy (:func:`lightning_dd.distill.strategy.check_processes`).
 """
 
@@ -18,9 +18,9 @@ from lightning_dd.distill.grouped import supports_grouped
 from lightning_dd.distill.image_step import ImageStep
 from lightning_dd.distill.pool import PoolConfig
 from lightning_dd.distill.synthetic import check_factor
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.validation import (
+from lightning_dd.utils.validation import (
     check_class_counts,
     check_net_fits,
     check_net_trains,
@@ -33,7 +33,7 @@ from lightning_dd.validation import (
 
 
 def check_module_numbers(hparams: Mapping[str, Any], prefix: str, defaults: Mapping[str, Any]) -> None:
-    """Number ranges from one table (lightning_dd.validation.RULES, the CLI's too) and the perturbation range."""
+    """Number ranges from one table (lightning_dd.utils.validation.RULES, the CLI's too) and the perturbation range."""
     check_numbers({k: v for k, v in hparams.items() if not isinstance(v, Mapping)}, prefix, defaults=defaults)
     check_rho(hparams.get("rho_min"), hparams.get("rho_max"))
 

@@ -33,7 +33,7 @@ from lightning_dd.distill.pool import EarlyStagePool, perturb
 from lightning_dd.distill.settings import DistillSettings
 from lightning_dd.distill.state import DistillState
 from lightning_dd.distill.synthetic import SyntheticSet
-from lightning_dd.errors import DivergenceError
+from lightning_dd.utils.errors import DivergenceError
 
 Tensor = torch.Tensor
 Backward = Callable[..., None]  # backward(loss, inputs=[images]): Lightning's manual_backward, or Tensor.backward

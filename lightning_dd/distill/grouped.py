@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_dd.distill.matching import gradient_distance
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets import ConvNet
 from lightning_dd.nets.pooling import AvgPool2x2
 

@@ -27,7 +27,7 @@ import torch
 from lightning_dd.distill.grouped import check_grouped_pass, default_classes_per_pass
 from lightning_dd.distill.replay import SGDRule, moments, replay
 from lightning_dd.distill.synthetic import SyntheticSet
-from lightning_dd.errors import ConfigError, choose
+from lightning_dd.utils.errors import ConfigError, choose
 from lightning_dd.nets.spec import NetSpec
 
 IMAGE_STEPS = ("per_class", "per_iteration")

@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from lightning_dd.errors import choose
+from lightning_dd.utils.errors import choose
 
 METRICS = ("mse", "l1", "cos")
 

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightning_dd.allocator import tune_cpu_allocator
+from lightning_dd.utils.allocator import tune_cpu_allocator
 from lightning_dd.augment import check_strategy, training_augmentation
 from lightning_dd.data.real import RealData
 from lightning_dd.data.sources import DatasetInfo
@@ -32,11 +32,11 @@ from lightning_dd.distill.settings import CLAMPS, MATCHES, MODEL_SOURCES, Distil
 from lightning_dd.distill.state import DistillState
 from lightning_dd.distill.strategy import build_pool, check_processes, sum_across_processes
 from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet
-from lightning_dd.errors import ConfigError, choose
-from lightning_dd.hardware import cpu_bf16_units
+from lightning_dd.utils.errors import ConfigError, choose
+from lightning_dd.utils.hardware import cpu_bf16_units
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.preflight import preflight_fit
-from lightning_dd.validation import defaults_of
+from lightning_dd.utils.validation import defaults_of
 
 
 class DistillModule(LightningModule):
@@ -103,7 +103,7 @@ class DistillModule(LightningModule):
             faster on an H200, whose matching step is not bound by arithmetic (docs/benchmarks.md).
         seed: seeds every random choice of distillation (batches, augmentation, networks).
         tune_cpu_allocator: on the CPU, raise glibc's malloc thresholds so large temporaries are
-            reused instead of page-faulted in afresh (:mod:`lightning_dd.allocator`; process-wide).
+            reused instead of page-faulted in afresh (:mod:`lightning_dd.utils.allocator`; process-wide).
         classes_per_pass: classes matched together in one grouped pass
             (:mod:`lightning_dd.distill.grouped`; ConvNet with instance or no norm, gradient
             matching, not with ``per_class_impl="loop"``). ``None`` picks per device: 10 on CUDA,

@@ -17,7 +17,7 @@ from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.distill.functional_net import FunctionalNet
 from lightning_dd.distill.grouped import GroupedConvNet, supports_grouped
 from lightning_dd.distill.matching import matched_parameter_names
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 from lightning_dd.nets.spec import NetSpec, head_parameter_names
 
 

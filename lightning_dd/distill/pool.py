@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from lightning_dd.atomic import atomic_torch_save
+from lightning_dd.utils.atomic import atomic_torch_save
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule, train_classifier
 from lightning_dd.data.real import RealData
-from lightning_dd.errors import FileFormatError
+from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.validation import check_numbers, check_rho, defaults_of
+from lightning_dd.utils.validation import check_numbers, check_rho, defaults_of
 
 POOL_FORMAT = "lightning-dd/pool"
 POOL_VERSION = 1

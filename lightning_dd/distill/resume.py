@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from lightning_dd.errors import ConfigError, FileFormatError
+from lightning_dd.utils.errors import ConfigError, FileFormatError
 
 # Settings that may differ from the checkpoint's because they change neither the images nor the
 # random stream: where the pool is cached, when the run ends, how the (same) matching loss is computed.

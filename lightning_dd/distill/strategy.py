@@ -26,7 +26,7 @@ from lightning_dd.data.real import RealData
 from lightning_dd.distill.image_step import ImageStep
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 
 class DistillDDPStrategy(DDPStrategy):

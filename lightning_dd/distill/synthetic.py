@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_dd.data.real import RealData
-from lightning_dd.errors import ConfigError, choose
+from lightning_dd.utils.errors import ConfigError, choose
 from lightning_dd.set_format import check_factor, decode, decode_labels, tile_size  # noqa: F401 (check_factor and decode_labels re-exported with the set they decode)
 
 INITS = ("mix", "real", "noise")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_dd.errors import choose
+from lightning_dd.utils.errors import choose
 from lightning_dd.nets.instance_norm import InstanceNorm
 from lightning_dd.nets.pooling import AvgPool2x2
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 EXAMPLE_PATH = "torchvision.models.resnet18"
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_dd.errors import ConfigError, choose
+from lightning_dd.utils.errors import ConfigError, choose
 from lightning_dd.nets.convnet import NORMS, POOLINGS, ConvNet
 from lightning_dd.nets.imported import EXAMPLE_PATH, build_imported, find_head, import_network
 from lightning_dd.nets.resnet import ResNetAP

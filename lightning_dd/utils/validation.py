@@ -6,10 +6,10 @@ feature maps shrink to one pixel) must be refused *before* they start, not after
 takes its facts from the objects that will run (the module's hyper-parameters, the datamodule's
 data, the callbacks' attributes, the file system), so it judges exactly what would run, and
 each failure is one sentence that names the setting and a fix (a
-:class:`~lightning_dd.errors.LightningDDError`, printed by the CLI with exit status 2).
+:class:`~lightning_dd.utils.errors.LightningDDError`, printed by the CLI with exit status 2).
 
 This module holds the leaf checks (numbers and their rules, folders, networks against image
-sizes, class counts) and imports nothing of the library above :mod:`lightning_dd.errors`. Each
+sizes, class counts) and imports nothing of the library above :mod:`lightning_dd.utils.errors`. Each
 component checks its own settings with them (``check_settings`` / ``check_data`` on the module,
 the data module and the callbacks), and :func:`lightning_dd.preflight.preflight_fit` asks every
 component of a fit in turn; the standalone commands use the same building blocks.
@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from lightning_dd.errors import ConfigError, DataError
+from lightning_dd.utils.errors import ConfigError, DataError
 
 
 # ----------------------------------------------------------------------------- numbers

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
-from lightning_dd.errors import ConfigError
+from lightning_dd.utils.errors import ConfigError
 
 INTERVAL_ENV = "LIGHTNING_DD_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL = 30.0  # seconds: often enough to see a run is alive, rare enough to keep a log short
