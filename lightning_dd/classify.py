@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -51,6 +51,14 @@ class TrainSchedule:
     cutmix_p: float = 0.5
     spatial: str = "single"
     cutout_with_cutmix: bool = False
+
+    @classmethod
+    def of(cls, settings: Any, **fixed: Any) -> "TrainSchedule":
+        """The schedule that ``settings`` spells out: every field of this class that ``settings`` has
+        as an attribute (e.g. :class:`~lightning_dd.distill.pool.PoolConfig`'s ``lr``), the others
+        their defaults, then ``fixed``."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{**{n: getattr(settings, n) for n in names if hasattr(settings, n)}, **fixed})
 
     def augmentation(self, flip_ok: bool = True) -> DSA:
         """The per-image augmentation this schedule trains with."""

@@ -33,7 +33,9 @@ from lightning_dd.commands import is_command, run_command, summary, user_error_i
 from lightning_dd.data import RealDataModule
 from lightning_dd.data.datamodule import check_same_data
 from lightning_dd.distill import DistillModule
+from lightning_dd.distill.checks import check_module_numbers
 from lightning_dd.distill.pool import PoolConfig
+from lightning_dd.evaluation import check_evaluation_numbers
 from lightning_dd.utils.lightning_noise import silence_lightning_tips
 from lightning_dd.utils.errors import ConfigError, FileFormatError, LightningDDError
 from lightning_dd.utils.logger import DistillTensorBoardLogger
@@ -42,7 +44,7 @@ from lightning_dd.utils.parsing import FitParser, one_sentence
 from lightning_dd.utils.progress import interactive, quiet
 from lightning_dd.distill.resume import EARLIER_BEHAVIOUR, RESUME_SAFE, check_resume, flatten, load_checkpoint
 from lightning_dd.preflight import preflight_fit
-from lightning_dd.utils.validation import COUNT, check_numbers, check_rho, defaults_of, resolve_path
+from lightning_dd.utils.validation import check_numbers, defaults_of, resolve_path
 
 LOGGER_NAME = "lightning_logs"
 
@@ -160,20 +162,14 @@ class DistillCLI(LightningCLI):
             self._apply_resume(config)
         model = config.get("model")
         if isinstance(model, Namespace):
-            check_numbers(_scalars(model), "model", defaults=defaults_of(DistillModule.__init__))
-            check_rho(model.get("rho_min"), model.get("rho_max"))
+            check_module_numbers(_scalars(model), "model", defaults_of(DistillModule.__init__))
             if isinstance(model.get("pool"), Namespace):
-                check_numbers(_scalars(model.pool), "model.pool", defaults=defaults_of(PoolConfig))
+                PoolConfig.check_numbers(_scalars(model.pool), "model.pool")
             if isinstance(model.get("net"), Namespace):
                 check_numbers(_scalars(model.net), "model.net")
         evaluation = config.get("evaluation")
         if isinstance(evaluation, Namespace):
-            check_numbers(
-                _scalars(evaluation),
-                "evaluation",
-                rules={"epochs": COUNT},
-                defaults=defaults_of(SyntheticEvaluation.__init__),
-            )
+            check_evaluation_numbers(_scalars(evaluation), "evaluation", defaults_of(SyntheticEvaluation.__init__))
         data = config.get("data")
         if isinstance(data, Namespace):
             check_numbers(_scalars(data), "data", defaults=defaults_of(RealDataModule.__init__))

@@ -35,6 +35,7 @@ from lightning_dd.evaluation import (
     EvalResult,
     NetworkEvaluation,
     apply_protocol,
+    check_evaluation_numbers,
     describe_info,
     evaluate_network,
     format_table,
@@ -47,11 +48,8 @@ from lightning_dd.utils.parsing import CommandParser
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
 from lightning_dd.teacher import TeacherConfig, load_or_train_teacher
 from lightning_dd.utils.validation import (
-    COUNT,
-    POSITIVE,
     check_class_counts,
     check_net_fits,
-    check_numbers,
     check_writable_dir,
     defaults_of,
     resolve_path,
@@ -160,12 +158,12 @@ def evaluate(
     networks: Optional[list[NetSpec]] = None,
     epochs: int = 300,
     repeats: int = 3,
-    batch_size: int = 64,
-    lr: float = 0.01,
-    augment: str = "color_crop_flip_scale_rotate",
-    cutmix_p: float = 0.5,
-    spatial: str = "single",
-    cutout_with_cutmix: bool = False,
+    batch_size: int = TrainSchedule.batch_size,
+    lr: float = TrainSchedule.lr,
+    augment: str = TrainSchedule.augment,
+    cutmix_p: float = TrainSchedule.cutmix_p,
+    spatial: str = TrainSchedule.spatial,
+    cutout_with_cutmix: bool = TrainSchedule.cutout_with_cutmix,
     baselines: bool = False,
     full_set_epochs: int = 0,
     scores: bool = False,
@@ -230,7 +228,7 @@ def evaluate(
         "full_set_epochs": full_set_epochs,
         "temperature": temperature,
     }
-    check_numbers(numbers, "--", rules={"epochs": COUNT, "temperature": POSITIVE}, defaults=defaults_of(evaluate))
+    check_evaluation_numbers(numbers, "--", defaults_of(evaluate))
     given = dict(
         epochs=epochs,
         net=net,
@@ -473,7 +471,7 @@ def pool(
         spatial=spatial,
         cutout_with_cutmix=cutout_with_cutmix,
     )
-    check_numbers(settings, "--", defaults=defaults_of(pool))
+    PoolConfig.check_numbers(settings, "--")
     config = PoolConfig(**settings, cache_dir=cache_dir)
     dev = resolve_device(device)
     check_writable_dir(cache_dir, "--cache_dir")

@@ -28,6 +28,7 @@ from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.utils.errors import ConfigError, choose
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.scores import INPUTS, ROLES, ScoreReport, dd_scores
+from lightning_dd.utils.validation import TRAINED, check_numbers
 
 if TYPE_CHECKING:
     from lightning_dd.soft_labels import SoftLabeler
@@ -43,6 +44,15 @@ PROTOCOLS: dict[str, dict] = {
     "published": {"epochs": 1000, "net": NetSpec(depth=3, width=128, norm="instance")},
 }
 PROTOCOL_FIELDS = ("epochs", "net", "batch_size", "lr", "augment", "cutmix_p", "spatial", "cutout_with_cutmix")
+
+
+def check_evaluation_numbers(values: Mapping, prefix: str, defaults: Mapping) -> None:
+    """An evaluation's number rules (RULES, with at least one training epoch), each named ``prefix.name``.
+
+    SyntheticEvaluation checks itself with ``prefix="evaluation"``, the CLI a config's
+    ``evaluation`` section alike, the evaluate command its flags with ``prefix="--"``.
+    """
+    check_numbers(values, prefix, rules=TRAINED, defaults=defaults)
 
 
 def apply_protocol(protocol: str | None, given: dict, defaults: dict, prefix: str) -> dict:

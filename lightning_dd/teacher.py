@@ -30,7 +30,7 @@ from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.distill.pool import data_fingerprint, pool_key
 from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.utils.validation import COUNT, check_numbers, defaults_of
+from lightning_dd.utils.validation import TRAINED, check_numbers, defaults_of
 
 TEACHER_FORMAT = "lightning-dd/teacher"
 TEACHER_VERSION = 1
@@ -55,23 +55,22 @@ class TeacherConfig:
 
     net: Optional[NetSpec] = None
     epochs: int = 30
-    lr: float = 0.01
-    batch_size: int = 64
-    augment: str = "color_crop_flip_scale_rotate"
-    cutmix_p: float = 0.5
+    lr: float = TrainSchedule.lr
+    batch_size: int = TrainSchedule.batch_size
+    augment: str = TrainSchedule.augment
+    cutmix_p: float = TrainSchedule.cutmix_p
     seed: int = 0
     checkpoint: Optional[str] = None
     cache_dir: str = "~/.cache/lightning-dd/teachers"
 
     def __post_init__(self) -> None:
         values = {k: v for k, v in asdict(self).items() if k not in ("net", "checkpoint", "cache_dir", "augment")}
-        check_numbers(values, "teacher", rules={"epochs": COUNT}, defaults=defaults_of(TeacherConfig))
+        check_numbers(values, "teacher", rules=TRAINED, defaults=defaults_of(TeacherConfig))
         check_strategy("teacher.augment", self.augment)
 
     def schedule(self) -> TrainSchedule:
-        return TrainSchedule(
-            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, augment=self.augment, cutmix_p=self.cutmix_p
-        )
+        """The teacher's training: these fields, TrainSchedule's defaults for the rest."""
+        return TrainSchedule.of(self)
 
 
 @dataclass

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from lightning_dd import NetSpec
+from lightning_dd.classify import TrainSchedule
 from lightning_dd.distill.distiller import Distiller, Placement
 from lightning_dd.distill.image_step import PerClassLoop, PerClassReplay, PerIteration, image_step_for
 from lightning_dd.distill.network import MatchNetwork
-from lightning_dd.distill.settings import DistillSettings, Matching, NetworkDraw, NetworkUpdate
+from lightning_dd.distill.settings import DistillSettings, Matching, NetworkDraw, NetworkUpdate, Perturbation
 from lightning_dd.distill.state import DistillState
 from lightning_dd.distill.synthetic import SyntheticSet
 from lightning_dd.utils.errors import ConfigError, DivergenceError
@@ -124,18 +125,22 @@ def bare_distiller(digits, inner_loop: int = 2) -> Distiller:
     info, real = digits.info, digits.train_data
     settings = DistillSettings(
         inner_loop=inner_loop,
-        draw=NetworkDraw(source="random", perturb=True, rho_min=0.01, rho_max=0.05),
+        draw=NetworkDraw(source="random", perturbation=Perturbation(enabled=True, rho_min=0.01, rho_max=0.05)),
         matching=Matching(batch_real=8, max_syn_per_class=128, match="grad", metric="mse", augment="color_crop_cutout"),
         update=NetworkUpdate(
             images=32,
-            batch=16,
-            lr=0.01,
-            momentum=0.9,
-            weight_decay=5e-4,
-            cutmix_p=0.5,
-            augment="color_crop_cutout",
-            spatial="single",
-            cutout_with_cutmix=False,
+            schedule=TrainSchedule(
+                epochs=1,
+                lr=0.01,
+                momentum=0.9,
+                weight_decay=5e-4,
+                batch_size=16,
+                milestones=(),
+                augment="color_crop_cutout",
+                cutmix_p=0.5,
+                spatial="single",
+                cutout_with_cutmix=False,
+            ),
         ),
         bf16=False,
     )
@@ -192,7 +197,7 @@ def test_a_pool_distiller_needs_its_pool(digits):
     distiller = bare_distiller(digits)
     pool_settings = DistillSettings(
         distiller.settings.inner_loop,
-        NetworkDraw("pool", False, 0.01, 0.09),
+        NetworkDraw("pool", Perturbation(False, 0.01, 0.09)),
         distiller.settings.matching,
         distiller.settings.update,
         False,

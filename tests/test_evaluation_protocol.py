@@ -369,3 +369,29 @@ def test_the_full_set_row_is_the_evaluation_schedule_with_its_own_epochs(monkeyp
     ((name, count, used, repeats, seed),) = seen
     assert (name, count, repeats, seed, row.mean) == ("full training set", 50, 2, 7, 3.0)
     assert used == TrainSchedule(epochs=5, lr=0.02, batch_size=32, augment="color", cutmix_p=0.25)
+
+
+def test_the_evaluation_recipe_defaults_are_the_train_schedule_defaults():
+    """The evaluation callback's and the evaluate command's recipe defaults are read from TrainSchedule (the evaluate command trains 300 epochs)."""
+    from lightning_dd.callbacks import SyntheticEvaluation
+    from lightning_dd.classify import TrainSchedule
+    from lightning_dd.commands import evaluate
+    from lightning_dd.evaluation import PROTOCOL_FIELDS
+    from lightning_dd.utils.validation import defaults_of
+
+    recipe = [name for name in PROTOCOL_FIELDS if name != "net"]
+    schedule = TrainSchedule()
+    assert {k: defaults_of(SyntheticEvaluation.__init__)[k] for k in recipe} == {
+        k: getattr(schedule, k) for k in recipe
+    }
+    assert {k: defaults_of(evaluate)[k] for k in recipe} == {**{k: getattr(schedule, k) for k in recipe}, "epochs": 300}
+
+
+def test_the_teacher_schedule_is_its_fields_and_train_schedule_defaults():
+    from lightning_dd.classify import TrainSchedule
+    from lightning_dd.teacher import TeacherConfig
+
+    teacher = TeacherConfig(epochs=3, lr=0.02, batch_size=5, augment="color", cutmix_p=0.1)
+    assert teacher.schedule() == TrainSchedule(epochs=3, lr=0.02, batch_size=5, augment="color", cutmix_p=0.1)
+    default = TeacherConfig().schedule()
+    assert default == TrainSchedule(epochs=30)

@@ -182,3 +182,24 @@ def test_the_module_reports_its_matched_parameters_update_size_and_times_its_par
     simple = SimpleProfiler()  # any Lightning profiler sees the two parts, once per inner iteration
     fit(tiny_module(pool_dir, model_source="random", perturb=False), profiler=simple)
     assert len(simple.recorded_durations["matching"]) == len(simple.recorded_durations["network"]) == 6
+
+
+def test_the_network_update_reads_the_net_settings_into_one_train_schedule():
+    """The flat net_* settings (their config and checkpoint names) become one TrainSchedule in the Distiller's settings."""
+    from lightning_dd import DistillModule
+    from lightning_dd.classify import TrainSchedule
+
+    module = DistillModule(
+        net_lr=0.03, net_momentum=0.5, net_weight_decay=1e-3, net_batch_size=7, net_cutmix_p=0.25, net_spatial="all",
+        net_cutout_with_cutmix=True, augment="color_crop", n_data=10, net_whole_batches=True,
+    )  # fmt: skip
+    update = module.settings.update
+    assert update.schedule == TrainSchedule(
+        epochs=1, lr=0.03, momentum=0.5, weight_decay=1e-3, batch_size=7, milestones=(), augment="color_crop",
+        cutmix_p=0.25, spatial="all", cutout_with_cutmix=True,
+    )  # fmt: skip
+    assert update.batch == module.net_batch == 7 and update.images == module.update_images == 14
+    assert DistillModule(batch_real=9).settings.update.schedule.batch_size == 9  # net_batch_size None: batch_real
+    default = DistillModule().settings.update.schedule
+    for name in ("lr", "momentum", "weight_decay", "cutmix_p", "spatial", "cutout_with_cutmix"):
+        assert getattr(default, name) == getattr(TrainSchedule(), name), name

@@ -200,3 +200,46 @@ def test_draw_is_uniform_over_members_with_an_exclusive_upper_bound():
     assert counts[:4].min() > 900 and counts[:4].max() < 1100
     one = EarlyStagePool([{}], "k", {})
     assert {one.draw(g) for _ in range(50)} == {0}
+
+
+def test_the_key_of_the_default_pool_settings_never_changes():
+    """Pools cached by earlier versions stay valid: the key of PoolConfig() on fixed data is pinned."""
+    from lightning_dd.data.sources import DatasetInfo
+
+    info = DatasetInfo("fake", 2, 1, (4, 4), (0.5,), (0.25,), ("a", "b"), False)
+    images = torch.arange(2 * 16, dtype=torch.uint8).view(2, 1, 4, 4)
+    real = RealData(ImageSplit(images, torch.tensor([0, 1])), info)
+    fields = pool_key_fields(NetSpec(width=8, depth=2), PoolConfig(), real, 0)
+    assert fields["pool"] == {
+        "size": 5,
+        "epochs": 2,
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.0005,
+        "batch_size": 64,
+        "augment": "color_crop_cutout",
+        "cutmix_p": 0.5,
+        "spatial": "single",
+        "cutout_with_cutmix": False,
+    }
+    assert pool_key(fields) == "cc59caf517f5eabe9297"
+
+
+SCHEDULE_FIELDS = {"epochs", "lr", "momentum", "weight_decay", "batch_size", "augment", "cutmix_p", "spatial", "cutout_with_cutmix"}  # fmt: skip
+
+
+def test_the_pool_schedule_is_its_train_schedule_fields_with_a_constant_learning_rate():
+    """PoolConfig spells a TrainSchedule under its own config keys: every shared field reaches schedule()."""
+    pool_fields = {f.name for f in dataclasses.fields(PoolConfig)}
+    assert {f.name for f in dataclasses.fields(TrainSchedule)} & pool_fields == SCHEDULE_FIELDS
+    changed = PoolConfig(
+        epochs=3, lr=0.03, momentum=0.5, weight_decay=1e-3, batch_size=7, augment="color_crop", cutmix_p=0.25, spatial="all", cutout_with_cutmix=True
+    )  # fmt: skip
+    schedule = changed.schedule()
+    assert {name: getattr(schedule, name) for name in SCHEDULE_FIELDS} == {
+        name: getattr(changed, name) for name in SCHEDULE_FIELDS
+    }
+    assert schedule.milestones == () and schedule.gamma == TrainSchedule.gamma
+    own = {"epochs": 2, "augment": "color_crop_cutout"}  # the pool's own defaults; the rest are TrainSchedule's
+    for name in SCHEDULE_FIELDS:
+        assert getattr(PoolConfig(), name) == own.get(name, getattr(TrainSchedule(), name)), name

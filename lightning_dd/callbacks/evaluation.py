@@ -15,10 +15,12 @@ from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule
 from lightning_dd.utils.errors import ConfigError, choose
 from lightning_dd.evaluation import (
+    PROTOCOL_FIELDS,
     EvalPlan,
     EvalResult,
     NetworkEvaluation,
     apply_protocol,
+    check_evaluation_numbers,
     evaluate_network,
     evaluate_repeats,
     format_table,
@@ -29,10 +31,7 @@ from lightning_dd.nets.spec import NetSpec
 from lightning_dd.soft_labels import SOFT_LABEL_MODES, SoftLabeler
 from lightning_dd.teacher import TeacherConfig, load_or_train_teacher
 from lightning_dd.utils.validation import (
-    COUNT,
-    POSITIVE,
     check_net_fits,
-    check_numbers,
     check_writable_dir,
     defaults_of,
     fields_of,
@@ -106,15 +105,15 @@ class SyntheticEvaluation(Callback):
         protocol: str | None = None,
         every_n_outer: int = 0,
         repeats: int = 3,
-        epochs: int = 1000,
+        epochs: int = TrainSchedule.epochs,
         net: NetSpec | None = None,
         networks: list[NetSpec] | None = None,
-        batch_size: int = 64,
-        lr: float = 0.01,
-        augment: str = "color_crop_flip_scale_rotate",
-        cutmix_p: float = 0.5,
-        spatial: str = "single",
-        cutout_with_cutmix: bool = False,
+        batch_size: int = TrainSchedule.batch_size,
+        lr: float = TrainSchedule.lr,
+        augment: str = TrainSchedule.augment,
+        cutmix_p: float = TrainSchedule.cutmix_p,
+        spatial: str = TrainSchedule.spatial,
+        cutout_with_cutmix: bool = TrainSchedule.cutout_with_cutmix,
         baselines: bool = True,
         full_set_epochs: int = 0,
         seed: int = 0,
@@ -161,12 +160,7 @@ class SyntheticEvaluation(Callback):
             "temperature": self.temperature,
         }
         values.update({k: v for k, v in fields_of(self.schedule).items() if k != "milestones"})
-        check_numbers(
-            values,
-            "evaluation",
-            rules={"epochs": COUNT, "temperature": POSITIVE},
-            defaults=defaults_of(type(self).__init__),
-        )
+        check_evaluation_numbers(values, "evaluation", defaults_of(type(self).__init__))
         if self.soft_labels is not None:  # the teacher is needed only at the end: refuse a bad one before the run
             if self.teacher.checkpoint is None:
                 check_writable_dir(self.teacher.cache_dir, "evaluation.teacher.cache_dir")
@@ -192,7 +186,7 @@ class SyntheticEvaluation(Callback):
         recipe = {
             k: v
             for k, v in fields_of(self.schedule).items()
-            if k in ("epochs", "batch_size", "lr", "augment", "cutmix_p", "spatial", "cutout_with_cutmix")
+            if k in PROTOCOL_FIELDS  # the schedule's fields a protocol fixes: the training recipe
         }
         recorded = {"protocol": self.protocol, "net": self._net(pl_module).to_dict(), "repeats": self.repeats, **recipe}
         if self.networks is not None and len(self.networks) > 1:

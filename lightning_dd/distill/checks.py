@@ -27,13 +27,16 @@ from lightning_dd.utils.validation import (
     check_numbers,
     check_rho,
     check_writable_dir,
-    defaults_of,
     fields_of,
 )
 
 
 def check_module_numbers(hparams: Mapping[str, Any], prefix: str, defaults: Mapping[str, Any]) -> None:
-    """Number ranges from one table (lightning_dd.utils.validation.RULES, the CLI's too) and the perturbation range."""
+    """Number ranges from one table (lightning_dd.utils.validation.RULES) and the perturbation range.
+
+    The module checks its own arguments with ``prefix=""``; the CLI checks a config's ``model``
+    section with ``prefix="model"`` before the module is built.
+    """
     check_numbers({k: v for k, v in hparams.items() if not isinstance(v, Mapping)}, prefix, defaults=defaults)
     check_rho(hparams.get("rho_min"), hparams.get("rho_max"))
 
@@ -42,8 +45,7 @@ def check_settings_alone(
     hparams: Mapping[str, Any], pool: PoolConfig, net: NetSpec, defaults: Mapping[str, Any]
 ) -> None:
     """Checks without data: numbers (named ``model.*``), the pool's and the network's, the pool cache folder."""
-    check_module_numbers(hparams, "model", defaults)
-    check_numbers(fields_of(pool), "model.pool", defaults=defaults_of(type(pool)))
+    check_module_numbers(hparams, "model", defaults)  # the pool's numbers: PoolConfig checks them itself when built
     check_numbers(fields_of(net), "model.net")
     if hparams.get("model_source") == "pool":
         check_writable_dir(pool.cache_dir, "model.pool.cache_dir")

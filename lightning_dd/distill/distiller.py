@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from lightning_dd.augment import DSA, augmented_loss, training_augmentation
+from lightning_dd.augment import DSA, augmented_loss
 from lightning_dd.data.real import Normalizer, RealData
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.distill.grouped import grouped_matching_loss
@@ -102,8 +102,7 @@ class Distiller:
         network.functional.to(self.device)
         self.normalizer = Normalizer(info.mean, info.std, self.device)
         self.dsa = DSA(settings.matching.augment, flip_ok=info.flip_ok)
-        u = settings.update
-        self.net_dsa = training_augmentation(u.augment, info.flip_ok, u.spatial, u.cutmix_p, u.cutout_with_cutmix)
+        self.net_dsa = settings.update.schedule.augmentation(info.flip_ok)
         self._place_restored()
 
     def _place_restored(self) -> None:
@@ -145,19 +144,20 @@ class Distiller:
             weights = self.network.spec.build_seeded(
                 seed, info.channels, info.num_classes, info.image_size
             ).state_dict()
-        if draw.perturb:
+        rho = draw.perturbation
+        if rho.enabled:
             params, buffers = self.network.functional.split(weights)
-            weights = {**perturb(params, draw.rho_min, draw.rho_max, generator), **buffers}
+            weights = {**perturb(params, rho.rho_min, rho.rho_max, generator), **buffers}
         return member, weights
 
     def _net_optimizer(self, state: dict | None = None) -> torch.optim.SGD:
         """The network's SGD for this outer iteration (momentum carries over between its inner iterations)."""
-        u = self.settings.update
+        s = self.settings.update.schedule
         optimizer = torch.optim.SGD(
             self.network.functional.parameters_of(self.state.weights),
-            lr=u.lr,
-            momentum=u.momentum,
-            weight_decay=u.weight_decay,
+            lr=s.lr,
+            momentum=s.momentum,
+            weight_decay=s.weight_decay,
         )
         if state is not None:
             optimizer.load_state_dict(state)
@@ -274,7 +274,9 @@ class Distiller:
             x, y = self.real.random_batch(u.images, state.generator)
             for start in range(0, x.shape[0], u.batch):
                 xb, yb = x[start : start + u.batch], y[start : start + u.batch]
-                loss = augmented_loss(lambda z: net(weights, z), xb, yb, self.net_dsa, state.generator, u.cutmix_p)
+                loss = augmented_loss(
+                    lambda z: net(weights, z), xb, yb, self.net_dsa, state.generator, u.schedule.cutmix_p
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

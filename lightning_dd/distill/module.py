@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_dd.utils.allocator import tune_cpu_allocator
 from lightning_dd.augment import check_strategy, training_augmentation
+from lightning_dd.classify import TrainSchedule
 from lightning_dd.data.real import RealData
 from lightning_dd.data.sources import DatasetInfo
 from lightning_dd.distill.checks import check_module_numbers, check_settings_against_data, check_settings_alone
@@ -28,7 +29,7 @@ from lightning_dd.distill.matching import METRICS
 from lightning_dd.distill.network import MatchNetwork
 from lightning_dd.distill.pool import EarlyStagePool, PoolConfig
 from lightning_dd.distill.resume import check_resume
-from lightning_dd.distill.settings import CLAMPS, MATCHES, MODEL_SOURCES, DistillSettings
+from lightning_dd.distill.settings import CLAMPS, MATCHES, MODEL_SOURCES, DistillSettings, Perturbation
 from lightning_dd.distill.state import DistillState
 from lightning_dd.distill.strategy import build_pool, check_processes, sum_across_processes
 from lightning_dd.distill.synthetic import INITS, MIX_DOWNSAMPLES, SyntheticSet
@@ -126,9 +127,9 @@ class DistillModule(LightningModule):
         net: NetSpec = NetSpec(),
         model_source: Literal["pool", "random"] = "pool",
         pool: PoolConfig = PoolConfig(),
-        perturb: bool = True,
-        rho_min: float = 0.01,
-        rho_max: float = 0.09,
+        perturb: bool = Perturbation.enabled,
+        rho_min: float = Perturbation.rho_min,
+        rho_max: float = Perturbation.rho_max,
         outer_iterations: int = 200,
         inner_loop: int = 100,
         batch_real: int = 64,
@@ -142,14 +143,14 @@ class DistillModule(LightningModule):
         momentum_img: float = 0.5,
         scale_lr_with_ipc: bool = True,
         n_data: int = 500,
-        net_lr: float = 0.01,
-        net_momentum: float = 0.9,
-        net_weight_decay: float = 5e-4,
+        net_lr: float = TrainSchedule.lr,
+        net_momentum: float = TrainSchedule.momentum,
+        net_weight_decay: float = TrainSchedule.weight_decay,
         net_batch_size: int | None = None,
         net_whole_batches: bool = True,
-        net_cutmix_p: float = 0.5,
+        net_cutmix_p: float = TrainSchedule.cutmix_p,
         net_spatial: Literal["single", "all"] = "single",
-        net_cutout_with_cutmix: bool = False,
+        net_cutout_with_cutmix: bool = TrainSchedule.cutout_with_cutmix,
         clamp: Literal["per_outer", "per_step"] = "per_outer",
         image_step: Literal["per_class", "per_iteration"] = "per_class",
         per_class_impl: Literal["replay", "loop"] = "replay",

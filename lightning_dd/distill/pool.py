@@ -22,7 +22,7 @@ from lightning_dd.classify import TrainSchedule, train_classifier
 from lightning_dd.data.real import RealData
 from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.nets.spec import NetSpec
-from lightning_dd.utils.validation import check_numbers, check_rho, defaults_of
+from lightning_dd.utils.validation import check_numbers, check_perturbation, defaults_of
 
 POOL_FORMAT = "lightning-dd/pool"
 POOL_VERSION = 1
@@ -45,36 +45,33 @@ class PoolConfig:
         cache_dir: where pools are cached; ``~`` and ``$VARS`` are expanded.
     """
 
+    # The schedule's fields keep their names (config keys ``model.pool.lr``, ...; the cache key is
+    # ``asdict`` of them) and their order; defaults other than epochs and augment are TrainSchedule's.
     size: int = 5
     epochs: int = 2
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 64
+    lr: float = TrainSchedule.lr
+    momentum: float = TrainSchedule.momentum
+    weight_decay: float = TrainSchedule.weight_decay
+    batch_size: int = TrainSchedule.batch_size
     augment: str = "color_crop_cutout"
-    cutmix_p: float = 0.5
-    spatial: str = "single"
-    cutout_with_cutmix: bool = False
+    cutmix_p: float = TrainSchedule.cutmix_p
+    spatial: str = TrainSchedule.spatial
+    cutout_with_cutmix: bool = TrainSchedule.cutout_with_cutmix
     cache_dir: str = "~/.cache/lightning-dd/pools"
 
     def __post_init__(self) -> None:
-        check_numbers(asdict(self), "pool", defaults=defaults_of(PoolConfig))
+        PoolConfig.check_numbers(asdict(self), "pool")
         check_strategy("model.pool.augment", self.augment)
         self.schedule().augmentation()  # validates spatial
 
+    @staticmethod
+    def check_numbers(values: dict, prefix: str) -> None:
+        """The pool's number rules, each setting named ``prefix.name`` (``model.pool`` in a config, ``--`` for the pool command)."""
+        check_numbers(values, prefix, defaults=defaults_of(PoolConfig))
+
     def schedule(self) -> TrainSchedule:
-        return TrainSchedule(
-            epochs=self.epochs,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            batch_size=self.batch_size,
-            milestones=(),
-            augment=self.augment,
-            cutmix_p=self.cutmix_p,
-            spatial=self.spatial,
-            cutout_with_cutmix=self.cutout_with_cutmix,
-        )
+        """The pretraining schedule these fields spell out: a constant learning rate (no milestones)."""
+        return TrainSchedule.of(self, milestones=())
 
 
 def data_fingerprint(real: RealData) -> str:
@@ -211,8 +208,7 @@ def perturb(
     not moved. Magnitudes ``a, b ~ U(rho_min, rho_max)`` with independent random signs; the
     result is ``w + a * d1 + b * d2``.
     """
-    check_numbers({"rho_min": rho_min, "rho_max": rho_max}, "")
-    check_rho(rho_min, rho_max)
+    check_perturbation(rho_min, rho_max, "")
     draws = torch.rand(4, generator=generator, dtype=torch.float64)
     a = (rho_min + (rho_max - rho_min) * draws[0].item()) * (1.0 if draws[1].item() < 0.5 else -1.0)
     b = (rho_min + (rho_max - rho_min) * draws[2].item()) * (1.0 if draws[3].item() < 0.5 else -1.0)

@@ -119,10 +119,16 @@ RULES: dict[str, Rule] = {
     "eval_batch_size": COUNT,
     "val_per_class": NON_NEGATIVE_INT,
     "val_seed": NON_NEGATIVE_INT,
+    "temperature": POSITIVE,  # soft labels' softmax temperature (evaluation, the evaluate command)
     # network
     "depth": COUNT,
     "width": COUNT,
 }
+
+# A classifier whose accuracy is measured (an evaluation network, a teacher) trains at least one
+# epoch; pool pretraining and ``full_set_epochs`` may train none (RULES' ``epochs``). The
+# evaluation's, the evaluate command's and the teacher's checks all pass this table as ``rules``.
+TRAINED: dict[str, Rule] = {"epochs": COUNT}
 
 
 def check_numbers(
@@ -159,12 +165,18 @@ def check_numbers(
         raise ConfigError(f"{setting} must be {rule.describe()}, got {value}{hint}")
 
 
-def check_rho(rho_min: Any, rho_max: Any) -> None:
-    """The perturbation range must not be empty."""
+def check_rho(rho_min: Any, rho_max: Any, prefix: str = "model.") -> None:
+    """The perturbation range must not be empty (``prefix``: how the section is spelled, ``""`` for bare names)."""
     if isinstance(rho_min, (int, float)) and isinstance(rho_max, (int, float)) and rho_min > rho_max:
         raise ConfigError(
-            f"model.rho_min={rho_min} is larger than model.rho_max={rho_max}; use rho_min <= rho_max (the defaults are 0.01 and 0.09)"
+            f"{prefix}rho_min={rho_min} is larger than {prefix}rho_max={rho_max}; use rho_min <= rho_max (the defaults are 0.01 and 0.09)"
         )
+
+
+def check_perturbation(rho_min: Any, rho_max: Any, prefix: str = "model.") -> None:
+    """The perturbation magnitudes: each in its range (RULES) and ``rho_min <= rho_max``, named ``prefix`` + name."""
+    check_numbers({"rho_min": rho_min, "rho_max": rho_max}, prefix.rstrip("."))
+    check_rho(rho_min, rho_max, prefix)
 
 
 def defaults_of(fn: Callable) -> dict[str, Any]:
