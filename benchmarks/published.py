@@ -79,7 +79,7 @@ def published_line(ipc: int, summary: dict | None) -> str:
     )
     paper = s["set_cpu_hours"] / max(s["steps"]) * PAPER_STEPS
     return (f"IPC {ipc}: {cell(s['accuracies'], count=False)} %{published}{verdict}, {bar}, {s['set_cpu_hours']:.2f} CPU-hours per set "
-            f"({'/'.join(map(str, s['steps']))} matching steps, pool included; the study {s['study_cpu_hours']:.1f} CPU-hours with its evaluations), "
+            f"({'/'.join(map(str, s['steps']))} matching steps; pool pretraining counted in the run that built it; the study {s['study_cpu_hours']:.1f} CPU-hours with its evaluations), "
             f"{s['seeds']} seed{'s' if s['seeds'] > 1 else ''} x {s['nets']} nets, `{s['chosen']}` chosen on validation among {s['candidates']}; "
             f"the paper's {PAPER_STEPS:,} matching steps at this step cost: about {paper:,.0f} CPU-hours")  # fmt: skip
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         "Test accuracy under IDC's evaluation (ConvNet-3 width 128, instance norm, 1 000 epochs, SGD 0.01 x0.2 at 2/3 and 5/6, DSA with one "
         "spatial transform per batch, CutMix p 0.5, final epoch) of the candidate with the best validation accuracy (1 000 training images "
         "per class held out; distillation, the pool and random real never see them); mean +- sample std over every network of every "
-        "distillation seed; random real: 3 draws per seed, same evaluation. CPU-hours per set: distillation with its pool pretraining, "
+        "distillation seed; random real: 3 draws per seed, same evaluation. CPU-hours per set: distillation, and pool pretraining in the run that built the cached pool, "
         "one thread. Results files: " + ", ".join(f"`{path}`" for path, _ in STUDIES.values()) + "." + (f" {args.note}" if args.note else ""),
         provenance("published", argv, 1),
     ])  # fmt: skip

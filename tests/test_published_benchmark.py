@@ -36,7 +36,7 @@ def test_the_line_reports_the_validation_choice_over_every_network():
     # 1 CPU-hour per 2 020 steps -> 200 000 steps = 99.0 CPU-hours
     line = published.published_line(10, summary)
     assert line == ("IPC 10: 82.50 +- 1.87 % (published 86.0 %, IDC) (3.5 points below), random real 72.50 +- 1.87 %, 1.00 CPU-hours per set "
-                    "(2020 matching steps, pool included; the study 4.6 CPU-hours with its evaluations), 2 seeds x 3 nets, `paper` chosen on validation among 2; "
+                    "(2020 matching steps; pool pretraining counted in the run that built it; the study 4.6 CPU-hours with its evaluations), 2 seeds x 3 nets, `paper` chosen on validation among 2; "
                     "the paper's 200,000 matching steps at this step cost: about 99 CPU-hours")  # fmt: skip
     assert published.published_line(50, None) == "IPC 50: not measured yet (published 89.1 %, IDC-I)."
 
