@@ -27,7 +27,8 @@ from lightning_dd.utils.atomic import atomic_torch_save
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule, train_classifier
 from lightning_dd.data.real import Normalizer, RealData
-from lightning_dd.distill.pool import data_fingerprint, pool_key
+from lightning_dd.data.real import data_digest
+from lightning_dd.distill.pool import pool_key
 from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.utils.validation import TRAINED, check_numbers, defaults_of
@@ -97,7 +98,7 @@ def teacher_key_fields(net: NetSpec, config: TeacherConfig, train: RealData) -> 
     return {
         "format_version": TEACHER_VERSION,
         "dataset": train.info.name,
-        "data": data_fingerprint(train),
+        "data": data_digest(train.images, train.labels),
         "net": net.to_dict(),
         "schedule": schedule,
         "seed": config.seed,

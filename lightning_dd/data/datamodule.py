@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -10,7 +9,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dd.data.real import RealData
+from lightning_dd.data.real import RealData, data_digest
 from lightning_dd.data.ticker import StepTicker
 import lightning_dd.data.sources as sources
 from lightning_dd.data.sources import DatasetInfo, ImageSplit, LoadedDataset, available_sources, load_source
@@ -209,15 +208,6 @@ class RealDataModule(LightningDataModule):
         test = self.test_data
         images = test.normalizer.uint8(test.images.cpu())
         return DataLoader(TensorDataset(images, test.labels.cpu()), batch_size=self.eval_batch_size)
-
-
-def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """A short sha256 of images and labels (their shape too), the formula of the pool cache's data hash."""
-    digest = hashlib.sha256()
-    digest.update(str(tuple(images.shape)).encode())
-    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(labels.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def check_same_data(recorded: Mapping[str, Any], current: Mapping[str, Any], where: str = "the checkpoint") -> None:

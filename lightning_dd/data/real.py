@@ -8,6 +8,8 @@ checkpointed generator state reproduces the exact same batches.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from lightning_dd.data.sources import DatasetInfo, ImageSplit
@@ -86,3 +88,12 @@ class RealData:
     def random_subset_indices(self, n_per_class: int, generator: torch.Generator) -> torch.Tensor:
         """Indices of a random class-balanced subset (``n_per_class`` images of every class)."""
         return torch.cat([self.class_sample_indices(c, n_per_class, generator) for c in range(self.info.num_classes)])
+
+
+def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A short sha256 of images and labels (their shape too): what names the data in pool and teacher cache keys and in checkpoints."""
+    digest = hashlib.sha256()
+    digest.update(str(tuple(images.shape)).encode())
+    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(labels.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

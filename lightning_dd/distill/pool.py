@@ -19,7 +19,7 @@ import torch
 from lightning_dd.utils.atomic import atomic_torch_save
 from lightning_dd.augment import check_strategy
 from lightning_dd.classify import TrainSchedule, train_classifier
-from lightning_dd.data.real import RealData
+from lightning_dd.data.real import RealData, data_digest
 from lightning_dd.utils.errors import FileFormatError
 from lightning_dd.nets.spec import NetSpec
 from lightning_dd.utils.validation import check_numbers, check_perturbation, defaults_of
@@ -74,22 +74,13 @@ class PoolConfig:
         return TrainSchedule.of(self, milestones=())
 
 
-def data_fingerprint(real: RealData) -> str:
-    """A short hash of the training images and labels, so a pool never outlives its data."""
-    digest = hashlib.sha256()
-    digest.update(str(tuple(real.images.shape)).encode())
-    digest.update(real.images.cpu().numpy().tobytes())
-    digest.update(real.labels.cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def pool_key_fields(net: NetSpec, config: PoolConfig, real: RealData, seed: int) -> dict:
     """Everything that defines a pool's weights (the cache directory does not)."""
     fields = {k: v for k, v in asdict(config).items() if k != "cache_dir"}
     return {
         "format_version": POOL_VERSION,
         "dataset": real.info.name,
-        "data": data_fingerprint(real),
+        "data": data_digest(real.images, real.labels),
         "net": net.to_dict(),
         "pool": fields,
         "seed": seed,
